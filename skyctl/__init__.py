@@ -1,0 +1,44 @@
+"""skyctl: ship a Python function to a machine over SSH and stream with it.
+
+    import skyctl
+
+    @skyctl.function
+    def moving_average(data: Iterator[float], window: int = 3): ...
+
+    for avg in moving_average(iter(values), window=3) >> skyctl.host("gpu-1"):
+        print(avg)
+"""
+
+from .api import Call, Host, RemoteFunction, RemoteIterator, function, host
+from .errors import (
+    BadRecord,
+    ConfigError,
+    ConnectError,
+    ConnectionLost,
+    RemoteEnvironmentError,
+    RemoteError,
+    RemoteTraceback,
+    SkyctlError,
+    UsageError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadRecord",
+    "Call",
+    "ConfigError",
+    "ConnectError",
+    "ConnectionLost",
+    "Host",
+    "RemoteEnvironmentError",
+    "RemoteError",
+    "RemoteFunction",
+    "RemoteIterator",
+    "RemoteTraceback",
+    "SkyctlError",
+    "UsageError",
+    "__version__",
+    "function",
+    "host",
+]

@@ -1,0 +1,313 @@
+"""The Python API: ``@skyctl.function``, ``skyctl.host()``, and ``call >> host``.
+
+The CLI goes through the same ``Host.start`` as ``call >> host``: one path
+from a function and its arguments to a running ``CallStream``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+
+from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
+from .session import CallStream, Hooks, WorkerSession, WorkerSpec
+
+T = TypeVar("T")
+
+
+class Host:
+    """A host profile from ``skyward.yaml``, ready to run calls.
+
+    Constructing it does no I/O: the config is read and the host reached on
+    the first call. Used as a context manager it keeps one connection and one
+    worker for every call inside the block; otherwise each call gets its own
+    worker, closed when the call ends.
+
+    Args:
+        name: profile name; None → ``$SKYCTL_HOST``, else the config's ``default``.
+        config: path of a ``skyward.yaml``; None → the usual lookup.
+        hooks: where remote output and status go (default: remote output to stderr).
+    """
+
+    def __init__(self, name: str | None = None, config: str | Path | None = None, *,
+                 hooks: Hooks | None = None, reuse: bool | None = None) -> None:
+        self._name = name
+        self._config_path = config
+        self._reuse = reuse
+        self.hooks = hooks or Hooks(log=_log_to_stderr)
+        self._profile: Any = None
+        self._config: Any = None
+        self._transport: Any = None
+        self._session: WorkerSession | None = None
+        self._keep = False
+
+    # -- the profile -------------------------------------------------------
+    @property
+    def profile(self) -> Any:
+        """The validated ``HostProfile`` (reads the config on first use)."""
+        if self._profile is None:
+            from .config import load_config
+
+            self._config = load_config(self._config_path)
+            self._profile = self._config.host(self._name)
+        return self._profile
+
+    @property
+    def label(self) -> str:
+        return self.profile.name
+
+    def __repr__(self) -> str:
+        return f"<Host {self._name or '(default)'}>"
+
+    # -- lifecycle -----------------------------------------------------------
+    def __enter__(self) -> Host:
+        self._keep = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the worker and connection held. Safe to call twice."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+    def _worker(self) -> WorkerSession:
+        if self._session is not None and not self._session.dead:
+            return self._session
+        if self._session is not None:
+            self._session.close()
+        profile = self.profile
+        if self._transport is None:
+            self.hooks.status("connecting")
+            self._transport = make_transport(profile, self._config)
+        spec = WorkerSpec(
+            python=profile.python or (sys.executable if profile.type == "local" else "python3"),
+            workdir=profile.workdir,
+            env=dict(profile.env),
+        )
+        session = WorkerSession(self._transport, spec, self.hooks)
+        session.start()
+        self._session = session
+        return session
+
+    def check(self) -> dict[str, Any]:
+        """Start a worker and time one empty call: what ``skyctl check`` reports."""
+        import os
+        import time
+
+        session = self._worker()
+        started = time.monotonic()
+        call = session.call(os.getpid, (), {})
+        for _ in call:
+            pass
+        return {
+            "python": session.hello.get("python"),
+            "pid": call.result,
+            "rtt_ms": (time.monotonic() - started) * 1000,
+            "sent_bundle": session.sent_bundle,
+        }
+
+    # -- calls ---------------------------------------------------------------
+    def start(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> CallStream:
+        """Start ``fn(*args, **kwargs)`` on this host; an iterable given to an
+        ``Iterator[T]`` parameter is streamed lazily."""
+        fn = getattr(fn, "__skyctl_function__", fn)
+        args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {})
+        _ship_project_modules(fn)
+        session = self._worker()
+        call = session.call(fn, args, kwargs, stream_at, stream)
+        return call
+
+    def run(self, call: Call) -> Any:
+        """What ``call >> host`` does: an iterator for a generator function, else the value."""
+        stream = self.start(call.function, call.args, call.kwargs)
+        results = RemoteIterator(stream, on_end=None if self._keep else self.close)
+        if inspect.isgeneratorfunction(inspect.unwrap(call.function)):
+            return results
+        with results:
+            for _ in results:
+                pass
+        return stream.result
+
+
+class RemoteIterator(Generic[T]):
+    """Values of a remote generator as they arrive; ``close()`` (or leaving a
+    ``with`` block or a ``for`` loop early) stops the remote generator."""
+
+    def __init__(self, stream: CallStream, on_end: Callable[[], None] | None = None) -> None:
+        self._stream = stream
+        self._on_end = on_end
+        self._done = False
+
+    def __iter__(self) -> RemoteIterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        try:
+            return next(self._stream)
+        except StopIteration:
+            self._end()
+            raise StopIteration(self._stream.result) from None
+        except RemoteError as err:
+            self._end()
+            if err.exception is not None:
+                err.exception.__cause__ = RemoteTraceback(err.traceback_text)
+                raise err.exception from RemoteTraceback(err.traceback_text)
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def result(self) -> Any:
+        """The generator's return value, once it has finished."""
+        return self._stream.result
+
+    def close(self) -> None:
+        """Stop the remote generator (its ``finally`` runs) if it is still running."""
+        if not self._done:
+            self._stream.close()
+            self._end()
+
+    def _end(self) -> None:
+        self._done = True
+        if self._on_end is not None:
+            self._on_end()
+
+    def __enter__(self) -> RemoteIterator[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Call:
+    """A function with its arguments, not yet run: ``call >> host`` runs it."""
+
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+
+    def __rshift__(self, host: Host) -> Any:
+        if not isinstance(host, Host):
+            return NotImplemented
+        return host.run(self)
+
+    def __repr__(self) -> str:
+        return f"<Call {getattr(self.function, '__qualname__', self.function)}>"
+
+
+class RemoteFunction:
+    """A function marked with ``@skyctl.function``: calling it makes a ``Call``.
+
+    Call ``.local(...)`` to run it here, as a plain function.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.__skyctl_function__ = fn
+        self.local = fn
+        self.__wrapped__ = fn
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(self, attr, getattr(fn, attr, None))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Call:
+        return Call(self.__skyctl_function__, args, kwargs)
+
+
+def function(fn: Callable[..., Any]) -> RemoteFunction:
+    """Mark ``fn`` to run remotely: ``fn(args) >> skyctl.host("gpu-1")``."""
+    return RemoteFunction(fn)
+
+
+def host(name: str | None = None, config: str | Path | None = None) -> Host:
+    """A handle on the host profile ``name`` (default: ``$SKYCTL_HOST`` or the config's default)."""
+    return Host(name, config)
+
+
+def make_transport(profile: Any, config: Any) -> Any:
+    """The transport for a profile: a child process for ``local``, SSH otherwise."""
+    if profile.type == "local":
+        from .transports.local import LocalTransport
+
+        return LocalTransport()
+    from .transports.ssh import SshTransport
+
+    return SshTransport(profile, config.host)
+
+
+def _split_stream(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
+        tuple[Any, ...], dict[str, Any], tuple[str, Any] | None, Iterable[Any] | None]:
+    """Take the iterable given to a stream parameter out of the arguments, to be fed lazily."""
+    from .coerce import stream_parameters
+
+    try:
+        sig = inspect.signature(fn)
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise UsageError(f"{getattr(fn, '__name__', fn)}(): {exc}") from None
+    except ValueError:
+        return args, kwargs, None, None
+    streamed = [n for n in stream_parameters(fn) if n in bound.arguments and _is_stream(bound.arguments[n])]
+    if not streamed:
+        return args, kwargs, None, None
+    if len(streamed) > 1:
+        raise UsageError(f"only one parameter can be streamed per call; got iterables for {', '.join(streamed)}")
+    name = streamed[0]
+    stream = bound.arguments[name]
+    position = list(sig.parameters).index(name)
+    new_args, new_kwargs = list(bound.args), dict(bound.kwargs)
+    if position < len(new_args):
+        new_args[position] = None
+        return tuple(new_args), new_kwargs, ("arg", position), stream
+    new_kwargs[name] = None
+    return tuple(new_args), new_kwargs, ("kw", name), stream
+
+
+def _is_stream(value: Any) -> bool:
+    if isinstance(value, (str, bytes, bytearray, dict)):
+        return False
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _ship_project_modules(fn: Callable[..., Any]) -> None:
+    """Register the caller's project modules to travel by value."""
+    from .target import register_by_value
+
+    roots = [Path.cwd().resolve()]
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file:
+        roots.append(Path(main_file).resolve().parent)
+    register_by_value(roots)
+
+
+def _log_to_stderr(fd: int, data: bytes) -> None:
+    stream = sys.stderr
+    try:
+        stream.buffer.write(data)  # type: ignore[attr-defined]
+    except AttributeError:
+        stream.write(data.decode(errors="replace"))
+    stream.flush()
+
+
+__all__ = ["Host", "RemoteIterator", "Call", "RemoteFunction", "function", "host", "SkyctlError"]

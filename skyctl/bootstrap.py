@@ -1,0 +1,209 @@
+"""Starting a worker on any host in one exec: the stub, the bundle, the handshake.
+
+The transport runs ``<python> -c STUB '<json args>'``. The stub checks that
+the interpreter's major.minor is the client's (by-value functions carry
+bytecode), looks for ``<workdir>/bundle-<sha256>.zip`` and answers ``need``
+or ``ready``; on ``need`` the client sends the bundle (our worker modules and
+the client's own cloudpickle, as a zip) and the stub writes it atomically with
+private permissions. Then the stub imports the worker from the zip and hands
+it the pipes. A warm start is one exec and one round trip, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import sys
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from . import wire
+from .errors import ConnectionLost, RemoteEnvironmentError
+from .transports.base import Transport, WorkerPipes
+
+#: the modules of this package that run on the remote
+WORKER_MODULES = ("wire.py", "flow.py", "worker.py")
+
+# Kept small and compatible with old Pythons, so that a wrong interpreter can
+# still say which version it is. Reads fd 0 unbuffered: the worker reads the
+# same fd afterwards and must not lose bytes to a buffer.
+STUB = r"""
+import os,sys,json
+def say(s):
+    os.write(1,("SKYCTL "+s+"\n").encode())
+def read(n):
+    b=b""
+    while len(b)<n:
+        c=os.read(0,min(n-len(b),1<<20))
+        if not c:
+            sys.exit(3)
+        b+=c
+    return b
+a=json.loads(sys.argv[1])
+v="%d.%d"%tuple(sys.version_info[:2])
+if v!=a["python"]:
+    say("python %s %s"%(v,sys.executable))
+    sys.exit(0)
+d=os.path.expanduser(a["workdir"])
+z=os.path.join(d,"bundle-%s.zip"%a["hash"])
+if not os.path.exists(z):
+    say("need")
+    n=b""
+    while not n.endswith(b"\n"):
+        n+=read(1)
+    data=read(int(n))
+    import hashlib
+    if hashlib.sha256(data).hexdigest()!=a["hash"]:
+        say("error bundle damaged in transit")
+        sys.exit(4)
+    os.makedirs(d,0o700,exist_ok=True)
+    t="%s.%d.tmp"%(z,os.getpid())
+    f=os.open(t,os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o600)
+    m=memoryview(data)
+    while m:
+        m=m[os.write(f,m):]
+    os.close(f)
+    os.replace(t,z)
+os.environ.update(a["env"])
+say("ready")
+sys.path.insert(0,z)
+from skyctl.worker import main
+main()
+"""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The worker's code as one zip, named by the hash of its bytes."""
+
+    data: bytes
+    sha256: str
+
+
+@functools.lru_cache(maxsize=1)
+def bundle() -> Bundle:
+    """Build the bundle once per process; byte-identical for the same sources."""
+    import cloudpickle
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    files: list[tuple[str, bytes]] = [("skyctl/__init__.py", b'"""skyctl worker bundle."""\n')]
+    for name in WORKER_MODULES:
+        with open(os.path.join(here, name), "rb") as f:
+            files.append((f"skyctl/{name}", f.read()))
+    cp_dir = os.path.dirname(os.path.abspath(cloudpickle.__file__))
+    for name in sorted(os.listdir(cp_dir)):
+        if name.endswith(".py"):
+            with open(os.path.join(cp_dir, name), "rb") as f:
+                files.append((f"cloudpickle/{name}", f.read()))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files:
+            info = zipfile.ZipInfo(name, date_time=(2000, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data, zipfile.ZIP_DEFLATED)
+    data = buf.getvalue()
+    return Bundle(data, hashlib.sha256(data).hexdigest())
+
+
+def client_python() -> str:
+    return "%d.%d" % sys.version_info[:2]
+
+
+def stub_argv(python: str, workdir: str, env: Mapping[str, str]) -> list[str]:
+    args = {"python": client_python(), "workdir": workdir, "hash": bundle().sha256, "env": dict(env)}
+    return [python, "-c", STUB, json.dumps(args, separators=(",", ":"))]
+
+
+@dataclass
+class StartedWorker:
+    """A worker that has said hello: its pipes and what it told us."""
+
+    pipes: WorkerPipes
+    hello: dict[str, Any]
+    sent_bundle: bool
+
+
+def start_worker(
+    transport: Transport,
+    python: str,
+    workdir: str,
+    env: Mapping[str, str],
+    on_status: Callable[[str], None] = lambda s: None,
+) -> StartedWorker:
+    """Run the stub through ``transport``, send the bundle if missing, wait for HELLO."""
+    pipes = transport.start(stub_argv(python, workdir, env))
+    try:
+        sent = False
+        answer = _read_line(pipes)
+        if answer == "need":
+            on_status("sending worker bundle")
+            b = bundle()
+            _write(pipes, transport, b"%d\n" % len(b.data) + b.data)
+            sent = True
+            answer = _read_line(pipes)
+        if answer.startswith("python "):
+            _, version, exe = (answer.split(" ", 2) + ["", ""])[:3]
+            raise RemoteEnvironmentError(
+                f"python on {transport.label} is {version} ({exe}), but skyctl runs on {client_python()}",
+                hint=f"functions travel as bytecode: set 'python:' in the host's profile to a Python {client_python()}",
+            )
+        if answer != "ready":
+            raise _start_failure(pipes, transport, python, answer)
+        on_status("starting worker")
+        try:
+            kind, payload = wire.read_frame(pipes.read)
+        except (wire.Eof, wire.ProtocolError):
+            raise _start_failure(pipes, transport, python, "") from None
+        if kind is not wire.Kind.HELLO:
+            raise RemoteEnvironmentError(f"the worker on {transport.label} did not say hello (got {kind.name})")
+        hello = wire.unpack_json(payload)
+        if hello.get("protocol") != wire.PROTOCOL_VERSION:
+            raise RemoteEnvironmentError(f"the worker on {transport.label} speaks protocol {hello.get('protocol')}")
+        return StartedWorker(pipes, hello, sent)
+    except BaseException:
+        pipes.close()
+        raise
+
+
+def _write(pipes: WorkerPipes, transport: Transport, data: bytes) -> None:
+    try:
+        pipes.write(data)
+    except OSError:
+        raise ConnectionLost(f"the connection to {transport.label} closed while starting the worker") from None
+
+
+def _read_line(pipes: WorkerPipes) -> str:
+    """One ``SKYCTL ...`` line from the stub, or '' when it ended without one."""
+    line = b""
+    while not line.endswith(b"\n"):
+        c = pipes.read(1)
+        if not c:
+            return ""
+        line += c
+        if len(line) > 4096:
+            break
+    text = line.decode(errors="replace").strip()
+    return text[len("SKYCTL ") :] if text.startswith("SKYCTL ") else "?" + text
+
+
+def _start_failure(pipes: WorkerPipes, transport: Transport, python: str, answer: str) -> RemoteEnvironmentError:
+    """Explain why the stub or worker did not come up."""
+    status = pipes.exit_status(timeout=5.0)
+    tail = pipes.stderr_text().strip()
+    last = tail.splitlines()[-1] if tail else ""
+    if status == 127 or "not found" in last or "No such file" in last:
+        return RemoteEnvironmentError(
+            f"python '{python}' was not found on {transport.label}",
+            hint="install Python there, or set 'python:' in the host's profile to its path",
+        )
+    if answer.startswith("error "):
+        return RemoteEnvironmentError(f"bootstrap on {transport.label} failed: {answer[6:]}")
+    detail = last or (answer.lstrip("?") if answer else f"exit status {status}")
+    return RemoteEnvironmentError(
+        f"the worker on {transport.label} did not start: {detail}",
+        hint=f"check that '{python}' runs there; its output ended with: {tail[-300:]!r}" if tail else None,
+    )

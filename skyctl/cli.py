@@ -1,0 +1,318 @@
+"""The ``skyctl`` command: parse, call the core, render. Nothing else.
+
+``main()`` is the only place where exceptions become an exit status and a
+one-line message (with ``--verbose`` or ``SKYCTL_DEBUG=1`` it re-raises).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional
+
+import click
+import typer
+
+from . import __version__
+from .errors import BadRecord, ExitStatus, RemoteError, SkyctlError, UsageError
+from .render import Env, Stderr, ValueWriter, error_lines
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Ship a Python function to a machine over SSH and stream with it.",
+)
+
+
+class Output(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Format(str, Enum):
+    lines = "lines"
+    csv = "csv"
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
+class OnBadLine(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"skyctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Ship a Python function to a machine over SSH and stream with it."""
+
+
+TargetArg = typer.Argument(..., metavar="TARGET", help="path/to/file.py:NAME or package.module:NAME")
+ArgOpt = typer.Option([], "--arg", "-a", metavar="NAME=VALUE", help="An argument, coerced by the parameter's annotation.")
+HostOpt = typer.Option(None, "--host", "-H", help="Host profile (default: $SKYCTL_HOST, else the config's default).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (default: $SKYCTL_CONFIG, ./skyward.yaml, ~/.config/skyctl/skyward.yaml).")
+OutputOpt = typer.Option(Output.text, "--output", "-o", help="How values are written to stdout.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No status line.")
+NoReuseOpt = typer.Option(False, "--no-reuse", help="Do not keep or use a kept SSH connection.")
+
+
+@app.command()
+def run(
+    target: str = TargetArg,
+    arg: List[str] = ArgOpt,
+    host: Optional[str] = HostOpt,
+    config: Optional[Path] = ConfigOpt,
+    output: Output = OutputOpt,
+    quiet: bool = QuietOpt,
+    no_reuse: bool = NoReuseOpt,
+) -> int:
+    """Run TARGET on a host; print each value the moment it is produced."""
+    from .coerce import bind_arguments
+    from .target import load_target
+
+    loaded = load_target(target)
+    kwargs = bind_arguments(loaded.function, arg)
+    return _stream_call(loaded.function, kwargs, host, config, output.value, quiet, no_reuse)
+
+
+@app.command()
+def pipe(
+    target: str = TargetArg,
+    arg: List[str] = ArgOpt,
+    param: Optional[str] = typer.Option(None, "--param", help="The Iterator[T] parameter fed from stdin (when there are several)."),
+    format: Format = typer.Option(Format.lines, "--format", help="How stdin is split into records."),
+    column: Optional[str] = typer.Option(None, "--column", help="csv/tsv: the column read for int/float/str records."),
+    no_header: bool = typer.Option(False, "--no-header", help="csv/tsv: the first row is data, not a header."),
+    on_bad_line: OnBadLine = typer.Option(OnBadLine.fail, "--on-bad-line", help="fail: stop with exit 65; skip: warn and go on."),
+    host: Optional[str] = HostOpt,
+    config: Optional[Path] = ConfigOpt,
+    output: Output = OutputOpt,
+    quiet: bool = QuietOpt,
+    no_reuse: bool = NoReuseOpt,
+) -> int:
+    """Stream stdin records into TARGET's Iterator[T] parameter; print what it yields."""
+    from .coerce import bind_arguments, stream_parameters
+    from .records import RecordReader
+    from .target import load_target
+
+    loaded = load_target(target)
+    fn = loaded.function
+    name = _stream_param(fn, stream_parameters(fn), param)
+    kwargs = bind_arguments(fn, arg, stream_param=name)
+    if name in kwargs:
+        raise UsageError(f"'{name}' is fed from stdin by pipe; do not also pass it with --arg")
+    env = Env()
+    stderr = Stderr(env, quiet)
+    reader = RecordReader(
+        env.stdin.buffer,
+        stream_parameters(fn)[name],
+        fmt=format.value,
+        column=column,
+        header=not no_header,
+        param=name,
+        on_bad_line=on_bad_line.value,
+        warn=stderr.warn,
+    )
+    kwargs[name] = reader
+    try:
+        return _stream_call(fn, kwargs, host, config, output.value, quiet, no_reuse, stderr=stderr)
+    finally:
+        summary = reader.summary()
+        if summary:
+            stderr.warn(summary)
+
+
+def _stream_param(fn: Any, params: dict[str, Any], chosen: str | None) -> str:
+    name = getattr(fn, "__name__", "the function")
+    if chosen is not None:
+        if chosen not in params:
+            from .errors import did_you_mean
+
+            raise UsageError(
+                f"--param {chosen}: {name}() has no Iterator[T] parameter named '{chosen}'",
+                hint=did_you_mean(chosen, list(params)) or (f"its stream parameters: {', '.join(params)}" if params else None),
+            )
+        return chosen
+    if not params:
+        raise UsageError(
+            f"{name}() has no parameter annotated Iterator[T] to feed stdin into",
+            hint="annotate one, e.g. def f(data: Iterator[float]); or use 'skyctl run'",
+        )
+    if len(params) > 1:
+        raise UsageError(
+            f"{name}() has several Iterator[T] parameters: {', '.join(params)}",
+            hint="choose the one fed from stdin with --param NAME",
+        )
+    return next(iter(params))
+
+
+def _stream_call(fn: Any, kwargs: dict[str, Any], host: str | None, config: Path | None, output: str,
+                 quiet: bool, no_reuse: bool, stderr: Stderr | None = None) -> int:
+    """Run one call and write its values as they arrive; returns the exit status."""
+    from .api import Host
+    from .session import Hooks
+
+    env = stderr.env if stderr else Env()
+    stderr = stderr or Stderr(env, quiet)
+    target = Host(host, config, hooks=Hooks(log=stderr.log, status=stderr.phase), reuse=False if no_reuse else None)
+    writer = ValueWriter(env.stdout, output)
+    stream = None
+    try:
+        target.profile  # config errors before anything else
+        stream = target.start(fn, (), kwargs)
+        call = stream
+        stderr.watch(lambda: (call.items_in, call.items_out))
+        for batch in stream.batches():
+            writer.write_batch(batch)
+        if stream.result is not None:
+            writer.write_one(stream.result)
+        return ExitStatus.OK
+    except BrokenPipeError:  # the reader of stdout went away: a quiet, successful end
+        _silence_stdout()
+        if stream is not None:
+            stream.close()
+        return ExitStatus.OK
+    except KeyboardInterrupt:
+        stderr.stop()
+        if stream is not None:
+            stream.close()
+        return ExitStatus.INTERRUPTED
+    except RemoteError as err:
+        stderr.stop()
+        stderr.write(err.traceback_text if err.traceback_text.endswith("\n") else err.traceback_text + "\n")
+        return ExitStatus.REMOTE_RAISED
+    finally:
+        stderr.stop()
+        target.close()
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+@app.command()
+def hosts(config: Optional[Path] = ConfigOpt) -> int:
+    """List the host profiles: name, type, address, python."""
+    from .config import load_config
+
+    cfg = load_config(config)
+    rows = [("NAME", "TYPE", "ADDRESS", "PYTHON")]
+    for name, profile in cfg.hosts.items():
+        mark = " (default)" if name == cfg.default else ""
+        rows.append((name + mark, profile.type, profile.address, profile.effective_python))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    where = str(cfg.path) if cfg.path else "built-in (no skyward.yaml found)"
+    typer.echo(f"config: {where}", err=True)
+    return ExitStatus.OK
+
+
+@app.command()
+def check(
+    host: List[str] = typer.Argument(None, metavar="[HOST]...", help="Hosts to check (default: the default host)."),
+    config: Optional[Path] = ConfigOpt,
+    no_reuse: bool = NoReuseOpt,
+) -> int:
+    """Connect to and bootstrap each host; report its python and latency."""
+    from .api import Host
+    from .config import load_config
+
+    cfg = load_config(config)
+    names = list(host) if host else [cfg.host(None).name]
+    for name in names:
+        cfg.host(name)  # every name valid before connecting anywhere
+    env = Env()
+    worst = ExitStatus.OK
+    for name in names:
+        started = time.monotonic()
+        target = Host(name, config, reuse=False if no_reuse else None)
+        try:
+            info = target.check()
+        except SkyctlError as err:
+            typer.echo(f"{name}: FAILED ({err.exit_status.value}) {err.message}")
+            if err.hint:
+                typer.echo(f"  hint: {err.hint}")
+            worst = worst or err.exit_status
+            continue
+        finally:
+            target.close()
+        ms = (time.monotonic() - started) * 1000
+        bundle = ", bundle sent" if info["sent_bundle"] else ""
+        typer.echo(f"{name}: ok  python {info['python']}  ready in {ms:.0f} ms  round trip {info['rtt_ms']:.1f} ms{bundle}")
+    del env
+    return worst
+
+
+@app.command()
+def init() -> int:
+    """Write a commented ./skyward.yaml (never overwrites one)."""
+    from .config import write_init
+
+    path = Path("skyward.yaml")
+    try:
+        write_init(path)
+    except FileExistsError:
+        raise UsageError("skyward.yaml already exists here; left it untouched", hint="edit it, or run 'skyctl init' in another directory") from None
+    typer.echo(f"wrote {path}: edit the commented ssh host, then try 'skyctl check HOST'", err=True)
+    return ExitStatus.OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the command, map every failure to its exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or bool(os.environ.get("SKYCTL_DEBUG"))
+    args = [a for a in args if a != "--verbose"]
+    env = Env()
+    try:
+        code = typer.main.get_command(app).main(args=args, prog_name="skyctl", standalone_mode=False)
+        status = int(code) if isinstance(code, int) else 0
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
+    except click.exceptions.Abort:
+        status = ExitStatus.INTERRUPTED
+    except click.ClickException as exc:
+        if verbose:
+            raise
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "skyctl"  # type: ignore[union-attr]
+        err = UsageError(exc.format_message(), hint=f"see '{command} --help'")
+        env.stderr.write(error_lines(err, env.colour))
+        status = ExitStatus.USAGE
+    except SkyctlError as err:
+        if verbose:
+            raise
+        if err.details:
+            env.stderr.write(err.details if err.details.endswith("\n") else err.details + "\n")
+        env.stderr.write(error_lines(err, env.colour))
+        status = err.exit_status
+    except KeyboardInterrupt:
+        status = ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        status = ExitStatus.OK
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        _silence_stdout()
+    sys.exit(int(status))
+
+
+__all__ = ["app", "main", "BadRecord"]

@@ -1,0 +1,117 @@
+"""Exit statuses and the exception for each: the one place a failure gets its code.
+
+Every failure a user can cause is a ``SkyctlError`` subclass carrying a one-line
+message and an optional hint; ``cli.main`` turns it into that line on stderr and
+the exit status below. Nothing here imports the rest of skyctl.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, unique
+
+
+@unique
+class ExitStatus(IntEnum):
+    """Process exit codes, as the contract lists them."""
+
+    OK = 0
+    REMOTE_RAISED = 1
+    USAGE = 2
+    CONFIG = 3
+    CONNECT = 4
+    REMOTE_ENVIRONMENT = 5
+    CONNECTION_LOST = 6
+    BAD_RECORD = 65
+    INTERRUPTED = 130
+
+
+class SkyctlError(Exception):
+    """Base of every skyctl failure: a one-line message, a hint, an exit status."""
+
+    exit_status: ExitStatus = ExitStatus.REMOTE_RAISED
+    #: text shown above the message (a remote traceback), or ""
+    details: str = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(SkyctlError):
+    """Bad flags, bad TARGET, bad ``--arg``, no stream parameter for ``pipe``."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class ConfigError(SkyctlError):
+    """The config file is malformed, names an unknown host, or is missing."""
+
+    exit_status = ExitStatus.CONFIG
+
+
+class ConnectError(SkyctlError):
+    """The host could not be reached or authenticated."""
+
+    exit_status = ExitStatus.CONNECT
+
+
+class RemoteEnvironmentError(SkyctlError):
+    """The remote Python, bootstrap, pip install or a needed module is unusable."""
+
+    exit_status = ExitStatus.REMOTE_ENVIRONMENT
+
+
+class ConnectionLost(SkyctlError):
+    """The worker died or the connection dropped during a call."""
+
+    exit_status = ExitStatus.CONNECTION_LOST
+
+
+class BadRecord(SkyctlError):
+    """A stdin record could not be read as the stream parameter's type."""
+
+    exit_status = ExitStatus.BAD_RECORD
+
+    def __init__(self, message: str, hint: str | None = None, *, line: int = 0) -> None:
+        super().__init__(message, hint)
+        self.line = line
+
+
+class RemoteError(SkyctlError):
+    """A remote exception that could not be rebuilt locally; ``str()`` is its traceback."""
+
+    exit_status = ExitStatus.REMOTE_RAISED
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.remote_message = message
+        self.traceback_text = traceback_text
+        #: the remote exception rebuilt locally, when its type could be
+        self.exception: BaseException | None = None
+
+    def __str__(self) -> str:
+        return self.traceback_text or self.message
+
+
+class RemoteTraceback(Exception):
+    """Chained as ``__cause__`` of a rebuilt remote exception so tracebacks show the remote frames."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\n" + self.text.rstrip("\n")
+
+
+def did_you_mean(word: str, choices: "list[str] | tuple[str, ...] | set[str]") -> str | None:
+    """A hint naming the closest of ``choices`` to ``word``, or None."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

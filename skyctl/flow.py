@@ -1,0 +1,218 @@
+"""Credit-based flow control for one stream of items, used the same way on both sides.
+
+Shipped to the remote beside ``worker.py``: stdlib only, no skyctl imports.
+
+- ``Outbox``: the sending side. A producer ``put()``s items; a sender thread
+  batches whatever is waiting into one frame (dense streams make big batches,
+  a sparse stream sends each item at once) and writes it. ``put()`` blocks
+  while the receiver has granted no more credit, in items or in bytes, so a
+  slow receiver pauses the producer.
+- ``Inbox``: the receiving side. Batches are queued as they arrive (never more
+  than the credit granted); ``items()`` hands them out one at a time and grants
+  the credit back only when the consumer has taken a whole batch.
+
+The client feeds stdin records through an Outbox into the worker's Inbox; the
+worker feeds the user's yields through an Outbox into the client's Inbox.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Iterator
+
+#: default credit a receiver grants: items and pickled bytes in flight
+WINDOW_ITEMS = 1 << 16
+WINDOW_BYTES = 8 << 20
+
+#: the most items the sender packs into one frame
+BATCH_ITEMS = 8192
+
+_END = object()
+
+
+class Cancelled(Exception):
+    """The stream was cancelled (the peer went away or asked to stop)."""
+
+
+class Outbox:
+    """Items waiting to be framed, sent only as the receiver's credit allows.
+
+    Args:
+        send: writes one frame of ``kind`` (thread-safe; called from the sender thread).
+        kind: the frame kind that carries a batch.
+        dumps: pickles a list of items.
+    """
+
+    def __init__(self, send: Callable[[int, bytes], None], kind: int, dumps: Callable[[Any], bytes]) -> None:
+        self._send = send
+        self._kind = kind
+        self._dumps = dumps
+        self._items: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._credit = threading.Condition()
+        self._granted_items = 0
+        self._granted_bytes = 0
+        self._sent_bytes = 0
+        self._terminal: list[tuple[int, bytes]] = []
+        self._cancelled = False
+        self.produced = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"outbox-{kind}", daemon=True)
+        self._thread.start()
+
+    # -- producer side -------------------------------------------------
+    def put(self, item: Any) -> None:
+        """Queue one item; blocks while out of credit; raises ``Cancelled``."""
+        if self.produced >= self._granted_items or self._sent_bytes >= self._granted_bytes or self._cancelled:
+            self._wait_for_credit()
+        self._items.append(item)
+        self.produced += 1
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def finish(self, *frames: tuple[int, bytes]) -> None:
+        """Send what is queued, then ``frames``; the sender thread then ends."""
+        self._terminal = list(frames)
+        self._items.append(_END)
+        self._wake.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the sender thread to end; True when it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- receiver's side, from the reader thread -------------------------
+    def grant(self, items: int, nbytes: int) -> None:
+        """The receiver took items: it may be sent this many more items and bytes."""
+        with self._credit:
+            self._granted_items += items
+            self._granted_bytes += nbytes
+            self._credit.notify_all()
+
+    def cancel(self) -> None:
+        """Drop what is queued and make ``put()`` raise ``Cancelled`` (terminal frames still go)."""
+        with self._credit:
+            self._cancelled = True
+            self._credit.notify_all()
+        self._wake.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def waiting_for_credit(self) -> bool:
+        return self._waiting
+
+    _waiting = False
+
+    def _wait_for_credit(self) -> None:
+        with self._credit:
+            self._waiting = True
+            try:
+                while not self._cancelled and (
+                    self.produced >= self._granted_items or self._sent_bytes >= self._granted_bytes
+                ):
+                    self._credit.wait()
+            finally:
+                self._waiting = False
+            if self._cancelled:
+                raise Cancelled()
+
+    # -- sender thread ---------------------------------------------------
+    def _run(self) -> None:
+        items = self._items
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while items:
+                n = min(len(items), BATCH_ITEMS)
+                batch = [items.popleft() for _ in range(n)]
+                last = batch[-1] is _END
+                if last:
+                    batch.pop()
+                if batch and not self._cancelled and self.error is None:
+                    try:
+                        payload = self._dumps(batch)
+                        self._send(self._kind, payload)
+                    except BaseException as exc:  # the peer is gone, or an item does not pickle
+                        self.error = exc
+                        self.cancel()
+                    else:
+                        self._sent_bytes += len(payload)
+                if last:
+                    for kind, payload in self._terminal:
+                        try:
+                            self._send(kind, payload)
+                        except BaseException as exc:
+                            self.error = self.error or exc
+                            break
+                    return
+
+
+class Inbox:
+    """Batches received for one stream, handed out one item at a time.
+
+    Args:
+        grant: tells the sender it may send this many more items and bytes.
+        loads: unpickles one batch.
+    """
+
+    def __init__(self, grant: Callable[[int, int], None], loads: Callable[[bytes], list[Any]]) -> None:
+        self._grant = grant
+        self._loads = loads
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.taken = 0
+        #: what ended the stream (set by ``end``), read once ``items()`` stops
+        self.ending: Any = None
+
+    def push(self, payload: bytes) -> None:
+        """A batch arrived (reader thread)."""
+        self._queue.put(payload)
+
+    def end(self, ending: Any) -> None:
+        """No more batches; ``ending`` says why (reader thread). Only the first counts."""
+        self._queue.put(_Ending(ending))
+
+    def batches(self) -> Iterator[list[Any]]:
+        """Every batch, in order; credit for a batch goes back when the next is asked for.
+
+        Returns when an ending arrives (see ``ending``).
+        """
+        get = self._queue.get
+        while True:
+            entry = get()
+            if type(entry) is _Ending:
+                self.ending = entry.value
+                return
+            batch = self._loads(entry)
+            yield batch
+            self.taken += len(batch)
+            self._grant(len(batch), len(entry))
+
+    def items(self) -> Iterator[Any]:
+        """Every item, in order (see ``batches``)."""
+        for batch in self.batches():
+            yield from batch
+
+    def wait_for_end(self, timeout: float) -> bool:
+        """Discard batches until the ending arrives; False if it did not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                entry = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return False
+            if type(entry) is _Ending:
+                self._queue.put(entry)  # items() still sees it
+                return True
+
+
+class _Ending:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value

@@ -1,0 +1,576 @@
+"""stdin bytes → typed records for ``pipe``: framing, line numbers, bad-record policy.
+
+Owns how one stdin record becomes a ``T`` (``--format lines|csv|tsv|jsonl``,
+``--column``, ``--no-header``, ``--on-bad-line``); the per-value type rules
+come from ``skyctl.coerce``. Imports only the stdlib and skyctl's own
+``errors``/``coerce``.
+
+Two properties matter more than anything else here:
+
+- liveness: input is read with ``stream.readline()`` one record at a time, so
+  a line written to stdin becomes a value at once, without waiting for more
+  input or EOF (``BufferedReader.readline`` returns as soon as a newline is
+  buffered);
+- speed and flat memory: the converter is chosen once per reader, the plain
+  ``str`` path is a tight loop, and nothing is ever accumulated.
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import csv
+import json
+import pathlib
+import sys
+import typing
+from itertools import chain
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
+
+from skyctl.coerce import (
+    CoercionError,
+    is_any,
+    is_record_class,
+    json_converter,
+    parse_bool,
+    record_fields,
+    strip_annotation,
+    text_converter,
+    type_name,
+)
+from skyctl.errors import BadRecord, UsageError, did_you_mean
+
+__all__ = ["FORMATS", "RecordReader", "print_to_stderr"]
+
+#: the values of ``--format``
+FORMATS = ("lines", "csv", "tsv", "jsonl")
+#: the values of ``--on-bad-line``
+BAD_LINE_POLICIES = ("fail", "skip")
+#: bad records warned about in full under ``--on-bad-line skip``; the rest are only counted
+SHOWN_BAD_RECORDS = 5
+#: longest record text quoted in a message; longer ones are cut with an ellipsis
+_SHOW_CHARS = 100
+
+_BOM = b"\xef\xbb\xbf"
+NoneType = type(None)
+_UNION_ORIGINS = (typing.Union, type(int | None))
+_MAPPING_ORIGINS = (dict, cabc.Mapping, cabc.MutableMapping)
+_SEQUENCE_ORIGINS = (list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set, cabc.MutableSet)
+
+
+def print_to_stderr(message: str) -> None:
+    """Default ``warn``: one line on stderr (the CLI passes its own renderer)."""
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
+
+
+class _Skip(Exception):
+    """A blank record where blank lines are not records: dropped silently."""
+
+
+def _show(text: str) -> str:
+    return repr(text) if len(text) <= _SHOW_CHARS else repr(text[:_SHOW_CHARS]) + "…"
+
+
+def _strip_terminator(line: str) -> str:
+    if line[-1:] == "\n":
+        return line[:-2] if line[-2:] == "\r\n" else line[:-1]
+    return line
+
+
+def _kind(item_type: object) -> str:
+    """How a record maps to ``T``: "any", "str", "bytes", "scalar", or (whole rows / JSON lines) "mapping", "record", "sequence"."""
+    if is_any(item_type) or item_type is None:
+        return "any"
+    if item_type is str:
+        return "str"
+    if item_type is bytes:
+        return "bytes"
+    if is_record_class(item_type):
+        return "record"
+    origin = typing.get_origin(item_type) or item_type
+    if origin in _MAPPING_ORIGINS:
+        return "mapping"
+    if origin in _SEQUENCE_ORIGINS:
+        return "sequence"
+    return "scalar"
+
+
+def _record_type(item_type: object) -> object:
+    """``T`` as records see it: ``Annotated`` stripped, and ``Optional[container]`` read as the container.
+
+    A stdin record is never "no value", so ``Iterator[dict | None]`` reads dicts.
+    """
+    item_type = strip_annotation(item_type)
+    if typing.get_origin(item_type) in _UNION_ORIGINS:
+        members = [a for a in typing.get_args(item_type) if a is not NoneType]
+        if len(members) == 1 and _kind(strip_annotation(members[0])) in ("mapping", "record", "sequence"):
+            return strip_annotation(members[0])
+    return item_type
+
+
+class RecordReader:
+    """Reads stdin records lazily and yields them as values of the stream parameter's type.
+
+    Args:
+        stream: a binary stream (``sys.stdin.buffer``); only ``readline()`` is used.
+        item_type: ``T`` of the ``Iterator[T]`` parameter (``Any`` or unannotated reads lines as ``str``).
+        fmt: one of ``FORMATS`` (``--format``), default ``"lines"``.
+        column: ``--column``: which CSV/TSV column a one-value ``T`` reads
+            (a header name; with ``header=False``, a 1-based number).
+        header: False for ``--no-header``: the first CSV/TSV row is data.
+        param: the parameter's name, for messages.
+        on_bad_line: ``"fail"`` raises ``BadRecord``; ``"skip"`` drops the record,
+            ``warn``-ing about the first few and counting the rest.
+        warn: where skip-mode warnings go (default: a line on stderr).
+
+    Options that cannot work together are a ``UsageError`` here, before any
+    input is read; CSV header problems (a missing column) are one on the
+    first ``next()``.
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        item_type: object,
+        *,
+        fmt: str = "lines",
+        column: str | None = None,
+        header: bool = True,
+        param: str = "data",
+        on_bad_line: str = "fail",
+        warn: Callable[[str], None] = print_to_stderr,
+    ) -> None:
+        if fmt not in FORMATS:
+            hint = did_you_mean(fmt, FORMATS) or f"use one of: {', '.join(FORMATS)}"
+            raise UsageError(f"unknown --format {fmt!r}", hint=hint)
+        if on_bad_line not in BAD_LINE_POLICIES:
+            hint = did_you_mean(on_bad_line, BAD_LINE_POLICIES) or f"use one of: {', '.join(BAD_LINE_POLICIES)}"
+            raise UsageError(f"unknown --on-bad-line {on_bad_line!r}", hint=hint)
+        self._stream = stream
+        self._type = _record_type(item_type)
+        self._name = type_name(item_type)
+        self._kind = _kind(self._type)
+        self._fmt = fmt
+        self._column = column
+        self._header = header
+        self._param = param
+        self._fail = on_bad_line == "fail"
+        self._warn = warn
+        #: records turned into values so far
+        self.read = 0
+        #: bad records skipped so far (``on_bad_line="skip"``)
+        self.skipped = 0
+        #: the CSV/TSV header names once read (None before, and without a header)
+        self.columns: list[str] | None = None
+        self._check_options()
+
+    def _check_options(self) -> None:
+        tabular = self._fmt in ("csv", "tsv")
+        if self._column is not None and not tabular:
+            raise UsageError(
+                f"--column {self._column!r} needs --format csv or tsv, got --format {self._fmt}",
+                hint="add --format csv (or tsv), or drop --column",
+            )
+        if tabular and self._column is not None and self._kind in ("mapping", "record", "sequence", "any"):
+            raise UsageError(
+                f"--column {self._column!r} picks one value per record, but parameter '{self._param}' takes {self._name}",
+                hint="drop --column (whole rows fill it), or annotate the parameter with a one-value type like Iterator[float]",
+            )
+        if tabular and not self._header and self._kind == "mapping":
+            raise UsageError(
+                f"--no-header leaves no names for the {self._name} records of parameter '{self._param}'",
+                hint="drop --no-header so the first row names the keys, or annotate Iterator[list[str]]",
+            )
+
+    # ------------------------------------------------------------------ public
+
+    def __iter__(self) -> Iterator[object]:
+        """The ``T`` values, one per record, read only as they are asked for."""
+        if self._fmt in ("csv", "tsv"):
+            return self._iter_table()
+        if self._fmt == "jsonl":
+            return self._iter_converted(self._jsonl_converter())
+        if self._kind in ("str", "any"):
+            return self._iter_str()
+        if self._kind == "bytes":
+            return self._iter_bytes()
+        return self._iter_converted(self._line_converter())
+
+    def summary(self) -> str | None:
+        """For skip mode, at the end: how many bad records were dropped; None when there were none."""
+        if not self.skipped:
+            return None
+        noun = "record" if self.skipped == 1 else "records"
+        text = f"skipped {self.skipped} bad stdin {noun}"
+        if self.skipped > SHOWN_BAD_RECORDS:
+            text += f" ({SHOWN_BAD_RECORDS} shown above)"
+        return text
+
+    # ------------------------------------------------------------------ reading
+
+    def _raw_lines(self) -> Iterator[bytes]:
+        """Physical lines as bytes with terminators, the leading BOM dropped; never reads ahead.
+
+        ``iter(readline, b"")`` keeps the per-line loop in C.
+        """
+        readline = self._stream.readline
+        first = readline()
+        if first.startswith(_BOM):
+            first = first[len(_BOM):]
+        if not first:
+            return iter(())
+        return chain((first,), iter(readline, b""))
+
+    def _bad(self, line: int, text: str, reason: str | None = None) -> None:
+        """A record that does not become a ``T``: raise (fail) or warn/count (skip)."""
+        message = f"stdin line {line}: cannot read {_show(text)} as {self._name} for parameter '{self._param}'"
+        if self._fail:
+            advice = "pass --on-bad-line skip to drop bad records and go on"
+            raise BadRecord(message, hint=f"{reason}; {advice}" if reason else advice, line=line)
+        self.skipped += 1
+        if self.skipped <= SHOWN_BAD_RECORDS:
+            self._warn(message + (f" ({reason})" if reason else ""))
+
+    def _iter_str(self) -> Iterator[str]:
+        # The hot path: kept free of calls and dispatch beyond decode + slicing.
+        count = 0
+        number = 0
+        for raw in self._raw_lines():
+            number += 1
+            try:
+                line = raw.decode()
+            except UnicodeDecodeError as exc:
+                self._bad(number, _strip_terminator(raw.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
+                continue
+            if line[-1] == "\n":
+                line = line[:-2] if line[-2:] == "\r\n" else line[:-1]
+            count += 1
+            self.read = count
+            yield line
+
+    def _iter_bytes(self) -> Iterator[bytes]:
+        count = 0
+        for raw in self._raw_lines():
+            if raw[-1] == 10:  # b"\n"
+                raw = raw[:-2] if raw[-2:] == b"\r\n" else raw[:-1]
+            count += 1
+            self.read = count
+            yield raw
+
+    def _iter_converted(self, convert: Callable[[str], object]) -> Iterator[object]:
+        """One record per line through ``convert``; blank lines are skipped silently.
+
+        ``convert`` fails on a blank line (or raises ``_Skip``), so the blank
+        test costs nothing for the lines that do convert.
+        """
+        count = 0
+        number = 0
+        for raw in self._raw_lines():
+            number += 1
+            try:
+                line = raw.decode()
+            except UnicodeDecodeError as exc:
+                self._bad(number, _strip_terminator(raw.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
+                continue
+            if line[-1] == "\n":
+                line = line[:-2] if line[-2:] == "\r\n" else line[:-1]
+            try:
+                value = convert(line)
+            except _Skip:
+                continue
+            except ValueError as exc:  # CoercionError and JSONDecodeError are ValueErrors
+                if not line or line.isspace():
+                    continue
+                self._bad(number, line, _reason(exc))
+                continue
+            except RecursionError:
+                self._bad(number, line, "nested too deeply")
+                continue
+            count += 1
+            self.read = count
+            yield value
+
+    # ------------------------------------------------------------------ converters
+
+    def _line_converter(self) -> Callable[[str], object]:
+        """``--format lines`` for a non-str ``T``: chosen once per reader.
+
+        Blank lines must fail conversion (they are then skipped by the loop).
+        """
+        item_type = self._type
+        if item_type is int:
+            return int  # int() ignores surrounding blanks itself
+        if item_type is float:
+            return float
+        if item_type is bool:
+            return parse_bool
+        if self._kind in ("mapping", "record", "sequence"):
+            return self._jsonl_converter()
+        convert = text_converter(item_type)
+        keep_blanks = isinstance(item_type, type) and issubclass(item_type, (str, pathlib.PurePath))
+
+        def scalar(line: str) -> object:
+            stripped = line.strip()
+            if not stripped:
+                raise _Skip
+            return convert(line if keep_blanks else stripped)
+
+        return scalar
+
+    def _jsonl_converter(self) -> Callable[[str], object]:
+        """One JSON value per line, checked against ``T`` (the line must not be blank)."""
+        loads = json.loads
+        if self._kind == "any":
+            return loads
+        check = json_converter(self._type)
+
+        def convert(line: str) -> object:
+            return check(loads(line))
+
+        return convert
+
+    # ------------------------------------------------------------------ csv / tsv
+
+    def _iter_table(self) -> Iterator[object]:
+        """CSV/TSV rows: header handling, record line numbers, then rows → ``T``."""
+        state = _LineTracker(self._raw_lines())
+        rows = self._rows(state)
+        convert: Callable[[list[str]], object] | None = None
+        if self._header:
+            row = next(rows, None)
+            if row is None:
+                return
+            self.columns = [name.strip() for name in row]
+            convert = self._row_converter(len(row))
+        count = 0
+        for row in rows:
+            if convert is None:  # --no-header: the first data row decides the shape
+                convert = self._row_converter(len(row))
+            try:
+                value = convert(row)
+            except ValueError as exc:
+                self._bad(state.start, state.record_text(), _reason(exc))
+                continue
+            count += 1
+            self.read = count
+            yield value
+
+    def _rows(self, state: _LineTracker) -> Iterator[list[str]]:
+        """Non-blank rows, with ``state`` pointing at each one's lines; unreadable rows are bad records."""
+        reader = csv.reader(state, dialect="excel" if self._fmt == "csv" else "excel-tab", strict=True)
+        while True:
+            state.begin()
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a stray quote, a quoted field never closed
+                self._bad(state.start, state.record_text(), f"malformed {self._fmt.upper()}: {exc}")
+                continue
+            if not row or (len(row) == 1 and row[0].isspace() and state.record_text().isspace()):
+                continue  # a blank line (a quoted blank field is data)
+            if state.bad_utf8:
+                self._bad(state.start, state.record_text(), state.bad_utf8)
+                continue
+            yield row
+
+    def _row_converter(self, width: int) -> Callable[[list[str]], object]:
+        """Rows → ``T``, decided once from the header (or the first row's width without one)."""
+        kind = self._kind
+        if kind == "any":
+            kind = "mapping" if self.columns is not None else "sequence"
+        if kind == "mapping":
+            return self._mapping_row()
+        if kind == "record":
+            return self._record_row()
+        if kind == "sequence":
+            return self._sequence_row()
+        return self._scalar_row(self._column_index(width))
+
+    def _column_index(self, width: int) -> int:
+        columns = self.columns
+        if self._column is not None:
+            if columns is not None:
+                if self._column in columns:
+                    return columns.index(self._column)
+                raise UsageError(
+                    f"--column {self._column!r} is not a column of stdin (columns: {', '.join(columns)})",
+                    hint=did_you_mean(self._column, columns) or f"use one of: {', '.join(columns)}",
+                )
+            if self._column.isdigit() and 1 <= int(self._column) <= width:
+                return int(self._column) - 1
+            raise UsageError(
+                f"--column {self._column!r} with --no-header must be a column number from 1 to {width}",
+                hint=f"pass --column 1 … --column {width}, or drop --no-header to pick by name",
+            )
+        if width == 1:
+            return 0
+        if columns is not None:
+            raise UsageError(
+                f"stdin has {width} columns ({', '.join(columns)}) but parameter '{self._param}' takes one {self._name} per record",
+                hint=f"pick one with --column, e.g. --column {columns[0]} (columns: {', '.join(columns)})",
+            )
+        raise UsageError(
+            f"stdin has {width} columns but parameter '{self._param}' takes one {self._name} per record",
+            hint=f"pick one with --column N (1 to {width})",
+        )
+
+    def _scalar_row(self, index: int) -> Callable[[list[str]], object]:
+        convert = _field_converter(self._type)
+
+        def scalar(row: list[str]) -> object:
+            if index >= len(row):
+                raise ValueError(f"the row has {len(row)} fields, no field {index + 1}")
+            return convert(row[index])
+
+        return scalar
+
+    def _check_width(self, row: list[str]) -> None:
+        if self.columns is not None and len(row) != len(self.columns):
+            raise ValueError(f"{len(row)} fields, the header has {len(self.columns)}")
+
+    def _mapping_row(self) -> Callable[[list[str]], object]:
+        columns = self.columns or []
+        args = typing.get_args(self._type)
+        key_type, value_type = args if len(args) == 2 else (Any, Any)
+        keys = [_field_converter(key_type)(name) if not is_any(key_type) else name for name in columns]
+        convert = _field_converter(value_type)
+
+        def mapping(row: list[str]) -> object:
+            self._check_width(row)
+            try:
+                return {key: convert(value) for key, value in zip(keys, row)}
+            except CoercionError as exc:
+                raise ValueError(exc.reason) from None
+
+        return mapping
+
+    def _record_row(self) -> Callable[[list[str]], object]:
+        """Fields by header name (extra columns ignored); with ``--no-header``, by position."""
+        cls = self._type
+        fields = record_fields(cls)  # type: ignore[arg-type]
+        if self.columns is not None:
+            positions = {name: i for i, name in enumerate(self.columns)}
+            for field in fields:
+                if field.required and field.name not in positions:
+                    raise UsageError(
+                        f"stdin's header has no column for field '{field.name}' of {self._name} (columns: {', '.join(self.columns)})",
+                        hint=did_you_mean(field.name, self.columns) or f"the header must name the fields: {', '.join(f.name for f in fields)}",
+                    )
+        else:
+            positions = {field.name: i for i, field in enumerate(fields)}
+        plan = [(f.name, positions[f.name], f.required, _field_converter(f.annotation)) for f in fields if f.name in positions]
+        build: Callable[..., object] = dict if typing.is_typeddict(cls) else cls  # type: ignore[assignment]
+        headerless = self.columns is None
+
+        def record(row: list[str]) -> object:
+            self._check_width(row)
+            if headerless and len(row) > len(plan):
+                raise ValueError(f"{len(row)} fields, {self._name} has {len(plan)}")
+            values = {}
+            for name, index, required, convert in plan:
+                if index >= len(row):  # only without a header: trailing fields left to their defaults
+                    if required:
+                        raise ValueError(f"{len(row)} fields, no value for field '{name}'")
+                    continue
+                try:
+                    values[name] = convert(row[index])
+                except CoercionError as exc:
+                    raise ValueError(f"field '{name}': {exc.reason}") from None
+            try:
+                return build(**values)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+        return record
+
+    def _sequence_row(self) -> Callable[[list[str]], object]:
+        item_type = self._type
+        origin = typing.get_origin(item_type) or item_type
+        args = typing.get_args(item_type)
+        fixed = origin is tuple and bool(args) and not (len(args) == 2 and args[1] is Ellipsis)
+        if fixed:
+            converters = [_field_converter(a) for a in args]
+
+            def fixed_row(row: list[str]) -> object:
+                if len(row) != len(converters):
+                    raise ValueError(f"{len(row)} fields, {self._name} needs {len(converters)}")
+                return tuple(convert(value) for convert, value in zip(converters, row))
+
+            return fixed_row
+        convert = _field_converter(args[0] if args else str)
+        build: Callable[[Iterable[object]], object] = {tuple: tuple, set: set, frozenset: frozenset, cabc.Set: set, cabc.MutableSet: set}.get(origin, list)  # type: ignore[call-overload]
+
+        def row_values(row: list[str]) -> object:
+            return build([convert(value) for value in row])
+
+        return row_values
+
+
+class _LineTracker:
+    """Feeds ``csv.reader`` decoded physical lines, remembering where each record starts.
+
+    ``csv`` needs the terminators kept (a quoted field may span lines); invalid
+    UTF-8 is decoded with replacement and flagged, so the row it ends up in is
+    a bad record.
+    """
+
+    def __init__(self, raw_lines: Iterator[bytes]) -> None:
+        self._raw = raw_lines
+        self.number = 0  #: physical lines read so far
+        self.start = 0  #: first line of the current record
+        self.lines: list[str] = []  #: the current record's lines (one, unless a quoted field spans lines)
+        self.bad_utf8: str | None = None
+
+    def __iter__(self) -> _LineTracker:
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self._raw)
+        self.number += 1
+        try:
+            line = raw.decode()
+        except UnicodeDecodeError as exc:
+            line = raw.decode("utf-8", "backslashreplace")
+            self.bad_utf8 = self.bad_utf8 or _utf8_reason(exc)
+        self.lines.append(line)
+        return line
+
+    def begin(self) -> None:
+        self.start = self.number + 1
+        self.lines.clear()
+        self.bad_utf8 = None
+
+    def record_text(self) -> str:
+        return _strip_terminator("".join(self.lines))
+
+
+def _field_converter(annotation: object) -> Callable[[str], object]:
+    """One CSV field → ``annotation``: ``str`` as is; an empty field is None for an Optional type."""
+    annotation = strip_annotation(annotation)
+    if is_any(annotation) or annotation is str:
+        return str
+    convert = text_converter(annotation)
+    if typing.get_origin(annotation) in _UNION_ORIGINS and NoneType in typing.get_args(annotation):
+
+        def optional(value: str) -> object:
+            return None if value == "" else convert(value)
+
+        return optional
+    return convert
+
+
+def _reason(exc: BaseException) -> str | None:
+    """What to add to a bad-record message: our own explanation, never Python's ``invalid literal`` text."""
+    if isinstance(exc, CoercionError):
+        return exc.detail
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg} at column {exc.colno}"
+    if type(exc) is ValueError and not str(exc).startswith(("invalid literal", "could not convert")):
+        return str(exc)
+    return None
+
+
+def _utf8_reason(exc: UnicodeDecodeError) -> str:
+    return f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at column {exc.start + 1})"
+

@@ -1,0 +1,205 @@
+"""Values → lines on stdout; remote output, warnings, errors and the status line on stderr.
+
+Pure value-to-line functions, plus the one place that decides whether stderr
+gets a live status line and colour (a terminal, no ``CI``, not ``--quiet``;
+no colour with ``NO_COLOR``). rich is imported only when a status line is
+actually shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, TextIO
+
+from .errors import SkyctlError
+
+
+# -- values -------------------------------------------------------------------
+def text_line(value: Any) -> str:
+    """``--output text``: str as is; numbers and bools via str(); containers as compact JSON."""
+    t = type(value)
+    if t is str:
+        return value
+    if t is int or t is float or t is bool:
+        return str(value)
+    if isinstance(value, (dict, list, tuple)):
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):
+            return repr(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return str(value)
+    return repr(value)
+
+
+def json_line(value: Any) -> str:
+    """``--output json``: one JSON document; a value JSON cannot hold becomes its repr() string."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value), ensure_ascii=False)
+
+
+FORMATTERS: dict[str, Callable[[Any], str]] = {"text": text_line, "json": json_line}
+
+
+class ValueWriter:
+    """Writes values to stdout, one per line, flushed once per arriving batch."""
+
+    def __init__(self, stream: TextIO, output: str = "text") -> None:
+        self._stream = stream
+        self._line = FORMATTERS[output]
+        self.written = 0
+
+    def write_batch(self, values: Iterable[Any]) -> None:
+        line = self._line
+        lines = [line(v) for v in values]
+        if lines:
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
+            self.written += len(lines)
+
+    def write_one(self, value: Any) -> None:
+        self.write_batch((value,))
+
+
+# -- the terminal -------------------------------------------------------------
+@dataclass
+class Env:
+    """The streams and environment a command runs with (tests override any of it)."""
+
+    stdin: Any = field(default_factory=lambda: sys.stdin)
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    stderr_isatty: bool | None = None
+
+    @property
+    def stderr_is_terminal(self) -> bool:
+        if self.stderr_isatty is not None:
+            return self.stderr_isatty
+        try:
+            return self.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    @property
+    def live_status(self) -> bool:
+        """A status line only at a terminal, never in CI."""
+        return self.stderr_is_terminal and not self.environ.get("CI")
+
+    @property
+    def colour(self) -> bool:
+        return self.live_status and not self.environ.get("NO_COLOR")
+
+
+def error_lines(err: SkyctlError, colour: bool = False) -> str:
+    """The one-line error (plus a hint line) for a failure."""
+    red, dim, reset = ("\x1b[31;1m", "\x1b[2m", "\x1b[0m") if colour else ("", "", "")
+    text = f"{red}error:{reset} {err.message}\n"
+    if err.hint:
+        text += f"{dim}hint:{reset} {err.hint}\n"
+    return text
+
+
+class Stderr:
+    """Everything that is not a value: remote output, warnings, errors, the status line."""
+
+    def __init__(self, env: Env, quiet: bool = False) -> None:
+        self.env = env
+        self._status: StatusLine | None = StatusLine(env) if env.live_status and not quiet else None
+        self._partial = b""
+
+    def log(self, fd: int, data: bytes) -> None:
+        """Bytes the remote function wrote to its stdout/stderr, forwarded live."""
+        if self._status is not None:
+            self._status.print_bytes(data)
+            return
+        stream = self.env.stderr
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None:
+            stream.flush()
+            buffer.write(data)
+            buffer.flush()
+        else:
+            stream.write(data.decode(errors="replace"))
+            stream.flush()
+
+    def warn(self, message: str) -> None:
+        self.write(f"warning: {message}\n")
+
+    def write(self, text: str) -> None:
+        if self._status is not None:
+            self._status.print_text(text)
+        else:
+            self.env.stderr.write(text)
+            self.env.stderr.flush()
+
+    def phase(self, phase: str) -> None:
+        if self._status is not None:
+            self._status.set_phase(phase)
+
+    def watch(self, counters: Callable[[], tuple[int, int]]) -> None:
+        """Show items in/out and the rate from ``counters()`` in the status line."""
+        if self._status is not None:
+            self._status.counters = counters
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+class StatusLine:
+    """A live line on a terminal's stderr: phase, items in and out, rate."""
+
+    def __init__(self, env: Env) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self._console = Console(file=env.stderr, no_color=not env.colour, highlight=False)
+        self.phase = "starting"
+        self.counters: Callable[[], tuple[int, int]] | None = None
+        self._started = time.monotonic()
+        self._pending = b""
+        self._live = Live(self, console=self._console, refresh_per_second=8, transient=True, redirect_stdout=False, redirect_stderr=False)
+        self._live.start()
+
+    def __rich__(self) -> Any:
+        from rich.spinner import Spinner
+
+        text = self.phase
+        if self.counters is not None:
+            items_in, items_out = self.counters()
+            elapsed = max(time.monotonic() - self._started, 1e-6)
+            parts = [f"{items_in} in"] if items_in else []
+            parts.append(f"{items_out} out")
+            parts.append(f"{(items_in + items_out) / elapsed:,.0f}/s")
+            text += " · " + " · ".join(parts)
+        return Spinner("dots", text=text, style="cyan")
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        if phase == "running":
+            self._started = time.monotonic()
+
+    def print_bytes(self, data: bytes) -> None:
+        data = self._pending + data
+        head, sep, self._pending = data.rpartition(b"\n")
+        if sep:
+            self.print_text(head.decode(errors="replace") + "\n")
+
+    def print_text(self, text: str) -> None:
+        self._console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        if self._pending:
+            self.print_text(self._pending.decode(errors="replace") + "\n")
+            self._pending = b""
+        self._live.stop()

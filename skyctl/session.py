@@ -1,0 +1,349 @@
+"""The client side of calls: one started worker, its frame reader, and each call's streams.
+
+``WorkerSession`` owns the pipes to one worker and a reader thread that
+dispatches frames; ``CallStream`` is one call: it sends CALL, feeds the stream
+parameter through an ``Outbox`` (paused by the worker's credit), and hands out
+the yielded values from an ``Inbox`` (granting credit back as they are taken).
+Nothing here prints: logs and status go to the ``Hooks`` the caller supplies.
+"""
+
+from __future__ import annotations
+
+import linecache
+import pickle
+import re
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from . import flow, wire
+from .bootstrap import start_worker
+from .errors import ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlError
+from .transports.base import Transport
+from .wire import Kind
+
+#: seconds a cancelled call may take to run its ``finally`` before the worker is killed
+CANCEL_GRACE = 10.0
+
+
+@dataclass
+class Hooks:
+    """Where a session reports what is not a value."""
+
+    #: bytes the remote function wrote to its fd 1 or 2
+    log: Callable[[int, bytes], None] = lambda fd, data: None
+    #: a phase: "connecting", "bootstrapping", "sending worker bundle", "running"
+    status: Callable[[str], None] = lambda phase: None
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How to start the worker on a host."""
+
+    python: str
+    workdir: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _dumps(obj: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _dumps_call(obj: Any) -> bytes:
+    """Pickle a call so that remote tracebacks still name the user's files.
+
+    cloudpickle (3.x) replaces each code object's filename with
+    ``<dynamic-code>``; we put the real one back.
+    """
+    import io
+    import types
+    from collections import ChainMap
+
+    import cloudpickle
+
+    base_reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+    def code_reduce(code: types.CodeType) -> Any:
+        rebuild, args = base_reduce(code)
+        return rebuild, tuple(code.co_filename if type(a) is str and a == "<dynamic-code>" else a for a in args)
+
+    class CallPickler(cloudpickle.Pickler):
+        dispatch_table = ChainMap({types.CodeType: code_reduce}, cloudpickle.Pickler.dispatch_table)
+
+    buf = io.BytesIO()
+    CallPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+class WorkerSession:
+    """One worker process on one host, serving calls one at a time."""
+
+    def __init__(self, transport: Transport, spec: WorkerSpec, hooks: Hooks | None = None) -> None:
+        self.transport = transport
+        self.spec = spec
+        self.hooks = hooks or Hooks()
+        self.hello: dict[str, Any] = {}
+        self.sent_bundle = False
+        self._pipes: Any = None
+        self._lock = threading.Lock()
+        self._current: CallStream | None = None
+        self.dead: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.transport.label
+
+    def start(self) -> None:
+        """Connect, bootstrap, and wait for the worker's hello."""
+        self.hooks.status("bootstrapping")
+        started = start_worker(self.transport, self.spec.python, self.spec.workdir, self.spec.env, self.hooks.status)
+        self._pipes, self.hello, self.sent_bundle = started.pipes, started.hello, started.sent_bundle
+        threading.Thread(target=self._read_frames, name="frames", daemon=True).start()
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        """Write one frame; thread-safe, and a Ctrl-C cannot tear it."""
+        frame = wire.encode(kind, payload)
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with self._lock:
+                self._pipes.write(frame)
+        finally:
+            if on_main:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             stream_at: tuple[str, Any] | None = None, stream: Iterable[Any] | None = None) -> CallStream:
+        """Start one call; values come from the returned ``CallStream``."""
+        if self.dead:
+            raise ConnectionLost(f"the worker on {self.label} is gone: {self.dead}")
+        if self._current is not None and not self._current.ended:
+            raise RuntimeError("a call is already running on this worker; close it first")
+        call = CallStream(self, fn, args, kwargs, stream_at, stream)
+        self._current = call
+        call.start()
+        return call
+
+    def close(self) -> None:
+        """Say goodbye, let the worker exit, release the pipes. Safe to call twice."""
+        pipes, self._pipes = self._pipes, None
+        if pipes is None:
+            return
+        if self._current is not None and not self._current.ended:
+            self._current.close()
+        if not self.dead:
+            try:
+                with self._lock:
+                    pipes.write(wire.encode(Kind.BYE))
+            except OSError:
+                pass
+        pipes.close_stdin()
+        pipes.exit_status(timeout=2.0)
+        pipes.close()
+
+    def kill(self, reason: str) -> None:
+        """Drop the worker at once (it did not answer a cancel in time)."""
+        self.dead = self.dead or reason
+        pipes, self._pipes = self._pipes, None
+        if pipes is not None:
+            pipes.close()
+
+    def _read_frames(self) -> None:
+        pipes = self._pipes
+        reason = "the connection closed"
+        try:
+            while True:
+                kind, payload = wire.read_frame(pipes.read)
+                call = self._current
+                if kind is Kind.LOG:
+                    self.hooks.log(payload[0], payload[1:])
+                elif call is None:
+                    continue
+                elif kind is Kind.ITEMS_OUT:
+                    call.inbox.push(payload)
+                elif kind is Kind.CREDIT:
+                    if call.outbox is not None:
+                        call.outbox.grant(*wire.unpack_credit(payload))
+                elif kind in (Kind.RETURN, Kind.RAISE, Kind.CANCELLED):
+                    call.inbox.end((kind, payload))
+        except wire.Eof:
+            pass
+        except wire.ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+        except (OSError, ValueError) as exc:
+            reason = f"read failed: {exc}"
+        self.dead = self.dead or reason
+        if self._current is not None:
+            self._current.inbox.end((None, reason))
+
+
+class CallStream:
+    """One call's values, in order, as they arrive; ``result`` once it has returned."""
+
+    def __init__(self, session: WorkerSession, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any], stream_at: tuple[str, Any] | None, stream: Iterable[Any] | None) -> None:
+        self._session = session
+        self._request = (fn, args, kwargs, stream_at, (flow.WINDOW_ITEMS, flow.WINDOW_BYTES))
+        self._stream = stream
+        self.inbox = flow.Inbox(self._grant, pickle.loads)
+        self.outbox: flow.Outbox | None = None
+        self.input_error: BaseException | None = None
+        self.result: Any = None
+        self.ended = False
+        self._values = self._iterate()
+
+    # -- counters for a status line ------------------------------------
+    @property
+    def items_out(self) -> int:
+        return self.inbox.taken
+
+    @property
+    def items_in(self) -> int:
+        return self.outbox.produced if self.outbox else 0
+
+    def start(self) -> None:
+        try:
+            payload = _dumps_call(self._request)
+        except Exception as exc:
+            self.ended = True
+            raise SkyctlError(f"cannot send the call: {type(exc).__name__}: {exc}") from None
+        if self._stream is not None:
+            self.outbox = flow.Outbox(self._session.send, Kind.ITEMS_IN, _dumps)
+        self._send(Kind.CALL, payload)
+        self._session.hooks.status("running")
+        if self.outbox is not None:
+            threading.Thread(target=self._feed, name="feeder", daemon=True).start()
+
+    def _send(self, kind: int, payload: bytes = b"") -> None:
+        try:
+            self._session.send(kind, payload)
+        except OSError:
+            pass  # the reader thread sees the same failure and ends the stream
+
+    def _grant(self, items: int, nbytes: int) -> None:
+        if not self.ended:
+            self._send(Kind.CREDIT, wire.pack_credit(items, nbytes))
+
+    def _feed(self) -> None:
+        """Feeder thread: pull the stream parameter's items as credit allows."""
+        outbox = self.outbox
+        assert outbox is not None and self._stream is not None
+        try:
+            for item in self._stream:
+                outbox.put(item)
+        except flow.Cancelled:
+            outbox.finish()
+            return
+        except BaseException as exc:  # a bad record, or the caller's iterable raised
+            self.input_error = exc
+            outbox.finish()
+            self._send(Kind.CANCEL)
+            return
+        outbox.finish((Kind.END_IN, b""))
+
+    # -- values ------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        return self._values
+
+    def __next__(self) -> Any:
+        return next(self._values)
+
+    def _iterate(self) -> Iterator[Any]:
+        yield from self.inbox.items()
+        self._finish()
+
+    def batches(self) -> Iterator[list[Any]]:
+        """The values as they arrived, a batch at a time (for writers that flush per batch)."""
+        yield from self.inbox.batches()
+        self._finish()
+
+    def _finish(self) -> None:
+        """The call has ended: settle its feeder, then return or raise what it ended with."""
+        self.ended = True
+        if self.outbox is not None:
+            self.outbox.cancel()
+            self.outbox.finish()
+        kind, payload = self.inbox.ending
+        if self.input_error is not None:
+            raise self.input_error
+        if kind is Kind.RETURN:
+            self.result = pickle.loads(payload)
+        elif kind is Kind.RAISE:
+            raise remote_failure(payload, self._session.label)
+        elif kind is None:
+            raise ConnectionLost(
+                f"lost the worker on {self._session.label} during the call ({payload})",
+                hint="the worker process died or the network dropped; values printed so far are complete",
+            )
+
+    def close(self) -> None:
+        """Stop the call if it is still running: the remote generator's ``finally`` runs."""
+        if self.ended:
+            return
+        self._send(Kind.CANCEL)
+        if not self.inbox.wait_for_end(CANCEL_GRACE):
+            self._session.kill("it did not stop after a cancel")
+        try:
+            self._finish()
+        except SkyctlError:
+            pass
+
+    def __enter__(self) -> CallStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_FILE_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+), in .*$')
+
+
+def with_source_lines(text: str) -> str:
+    """Add the source line under each traceback frame that lacks one, from local files.
+
+    The remote usually lacks the user's source (functions travel as bytecode),
+    but the client has it.
+    """
+    lines = text.splitlines()
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        m = _FILE_LINE.match(line)
+        if not m:
+            continue
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if nxt.startswith(m.group(1) + "  ") and not _FILE_LINE.match(nxt):
+            continue
+        source = linecache.getline(m.group(2), int(m.group(3))).strip()
+        if source:
+            out.append(f"{m.group(1)}  {source}")
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def remote_failure(payload: bytes, label: str) -> SkyctlError:
+    """The exception a RAISE frame stands for: rebuilt if possible, with the remote traceback."""
+    info, pickled = wire.unpack_raise(payload)
+    text = with_source_lines(info.get("traceback", ""))
+    missing = info.get("module_not_found")
+    if missing:
+        err: SkyctlError = RemoteEnvironmentError(
+            f"module '{missing}' is not importable on {label}",
+            hint="add it to 'pip:' in the host's profile, or install it there",
+        )
+        err.details = text if info.get("where") == "call" else ""
+        return err
+    if info.get("where") == "load":
+        err = RemoteEnvironmentError(f"the function could not be loaded on {label}: {info.get('type')}: {info.get('message')}")
+        err.details = text
+        return err
+    remote = RemoteError(info.get("type", "Exception"), info.get("message", ""), text)
+    try:
+        rebuilt = pickle.loads(pickled) if pickled else None
+    except Exception:
+        rebuilt = None
+    remote.exception = rebuilt if isinstance(rebuilt, BaseException) else None
+    return remote

@@ -1,0 +1,49 @@
+"""What every transport gives the session: byte pipes to one started worker process.
+
+A transport knows how to start a command on its host (a child process for
+``local``, an exec channel for ``ssh``) and nothing about frames or calls; the
+bootstrap and the session speak the protocol over the pipes it returns.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class WorkerPipes(Protocol):
+    """The started command's stdin/stdout as blocking byte pipes, plus its stderr tail."""
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes from the command's stdout; fewer only at EOF."""
+
+    def write(self, data: bytes) -> None:
+        """All of ``data`` to the command's stdin; raises ``OSError`` when it is gone."""
+
+    def close_stdin(self) -> None:
+        """Signal EOF on the command's stdin (the worker then finishes and exits)."""
+
+    def close(self) -> None:
+        """Release the pipes and make sure the command is gone. Safe to call twice."""
+
+    def stderr_text(self) -> str:
+        """What the command wrote to its own stderr outside the protocol (last few KiB)."""
+
+    def exit_status(self, timeout: float = 0.0) -> int | None:
+        """The command's exit status once it has ended (waiting up to ``timeout``), else None."""
+
+
+class Transport(Protocol):
+    """Starts commands on one host; one object per host, reused across calls."""
+
+    #: what to show in messages: ``local``, ``user@host:port``
+    label: str
+
+    def start(self, argv: list[str]) -> WorkerPipes:
+        """Start ``argv`` (argv[0] is the remote python) and return its pipes.
+
+        Raises ``ConnectError`` when the host cannot be reached and
+        ``RemoteEnvironmentError`` when the command cannot be started.
+        """
+
+    def close(self) -> None:
+        """Close any connection held. Safe to call twice."""

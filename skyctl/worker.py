@@ -1,0 +1,331 @@
+"""The worker: the process that runs the user's function on the host.
+
+Shipped to the remote inside the bundle (with ``wire.py``, ``flow.py`` and the
+client's own cloudpickle); stdlib only at top level, cloudpickle imported when
+the first call is loaded. Started by the bootstrap stub with the protocol on
+fds 0/1. Before any user code runs it moves the protocol to private fds and
+points fds 1/2 at pipes whose bytes travel as LOG frames, so a stray ``print``
+can never corrupt the stream.
+
+Threads: the main thread runs calls (the user's code, and so the producer of
+ITEMS_OUT); a reader thread dispatches incoming frames; an Outbox sender
+thread writes batches; two log threads forward fds 1/2.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import pickle
+import queue
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from . import flow, wire
+from .wire import Kind
+
+#: seconds the worker waits for the running call to wind down once the client is gone
+EXIT_GRACE = 5.0
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: frames under this path are skyctl's (inside the bundle: cloudpickle's too), not the user's
+_OWN_PREFIX = os.path.dirname(_PACKAGE_DIR) if ".zip" in _PACKAGE_DIR else _PACKAGE_DIR
+
+
+class Connection:
+    """The protocol fds; ``send`` is thread-safe and never torn by a cancel signal."""
+
+    def __init__(self, in_fd: int, out_fd: int) -> None:
+        self.read = wire.fd_reader(in_fd)
+        self._out_fd = out_fd
+        self._lock = threading.Lock()
+        self.gone = False
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        frame = wire.encode(kind, payload)
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main:  # a cancel SIGINT must not land between two partial writes
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with self._lock:
+                wire.write_all(self._out_fd, frame)
+        except OSError:
+            self.gone = True
+            raise
+        finally:
+            if on_main:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+class LogForwarder:
+    """Points fds 1 and 2 at pipes and forwards what arrives there as LOG frames."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._pipes: list[tuple[int, int, threading.Lock]] = []
+        for fd in (1, 2):
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            os.set_blocking(r, False)
+            lock = threading.Lock()
+            self._pipes.append((fd, r, lock))
+            threading.Thread(target=self._pump, args=(fd, r, lock), name=f"log-{fd}", daemon=True).start()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+            except (AttributeError, ValueError):
+                pass
+
+    def _forward(self, fd: int, r: int) -> bool:
+        """Send what is in the pipe now; False at EOF."""
+        while True:
+            try:
+                data = os.read(r, 65536)
+            except BlockingIOError:
+                return True
+            if not data:
+                return False
+            try:
+                self._conn.send(Kind.LOG, wire.LOG_FD.pack(fd) + data)
+            except OSError:
+                return False
+
+    def _pump(self, fd: int, r: int, lock: threading.Lock) -> None:
+        while True:
+            select.select([r], [], [])
+            with lock:
+                if not self._forward(fd, r):
+                    return
+
+    def drain(self) -> None:
+        """Forward everything user code has written so far (before a call's last frame)."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        for fd, r, lock in self._pipes:
+            with lock:
+                self._forward(fd, r)
+
+
+class CallState:
+    """One call in progress: its frames, its flows, whether it was cancelled."""
+
+    def __init__(self, conn: Connection, payload: bytes) -> None:
+        self.payload = payload
+        self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, _dumps)
+        self.inbox = flow.Inbox(lambda items, nbytes: conn.send(Kind.CREDIT, wire.pack_credit(items, nbytes)), pickle.loads)
+        self.cancelled = False
+        self.in_user_code = False
+
+    def cancel(self) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.outbox.cancel()
+        self.inbox.end(flow.Cancelled())
+        if self.in_user_code:  # interrupt user code blocked in sleep, I/O or a long loop
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+
+def _dumps(obj: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class Worker:
+    """Runs calls one after another until BYE or the client goes away."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.calls: queue.SimpleQueue[CallState | None] = queue.SimpleQueue()
+        self.current: CallState | None = None
+        self.logs: LogForwarder | None = None
+
+    # -- reader thread -------------------------------------------------
+    def read_frames(self) -> None:
+        try:
+            while True:
+                kind, payload = wire.read_frame(self.conn.read)
+                call = self.current
+                if kind is Kind.CALL:
+                    self.current = CallState(self.conn, payload)
+                    self.calls.put(self.current)
+                elif kind is Kind.ITEMS_IN and call:
+                    call.inbox.push(payload)
+                elif kind is Kind.END_IN and call:
+                    call.inbox.end(None)
+                elif kind is Kind.CREDIT and call:
+                    call.outbox.grant(*wire.unpack_credit(payload))
+                elif kind is Kind.CANCEL and call:
+                    call.cancel()
+                elif kind is Kind.BYE:
+                    break
+        except (wire.Eof, wire.ProtocolError, OSError):
+            pass
+        # The client said goodbye or is gone: stop what runs, then leave.
+        if self.current:
+            self.current.cancel()
+        self.calls.put(None)
+        threading.Thread(target=_exit_after_grace, daemon=True).start()
+
+    # -- main thread ---------------------------------------------------
+    def serve(self) -> None:
+        while True:
+            call = self.calls.get()
+            if call is None:
+                return
+            self.run_call(call)
+
+    def run_call(self, call: CallState) -> None:
+        terminal = self._execute(call)
+        call.in_user_code = False
+        if self.logs:
+            self.logs.drain()
+        call.outbox.finish(terminal)
+        call.outbox.join()
+
+    def _execute(self, call: CallState) -> tuple[int, bytes]:
+        """Run the call; returns the frame that ends it."""
+        try:
+            fn, args, kwargs, stream_at, credit = pickle.loads(call.payload)
+        except BaseException as exc:
+            return _raise_frame(exc, "load")
+        call.outbox.grant(*credit)
+        if stream_at is not None:
+            where, key = stream_at
+            if where == "arg":
+                args = list(args)
+                args[key] = call.inbox.items()
+            else:
+                kwargs[key] = call.inbox.items()
+            self.conn.send(Kind.CREDIT, wire.pack_credit(flow.WINDOW_ITEMS, flow.WINDOW_BYTES))
+        gen = None
+        try:
+            call.in_user_code = True
+            result = fn(*args, **kwargs)
+            if not inspect.isgenerator(result):
+                call.in_user_code = False
+                return Kind.RETURN, _dumps(result)
+            gen = result
+            advance, put = gen.__next__, call.outbox.put
+            while True:
+                try:
+                    item = advance()
+                except StopIteration as stop:
+                    call.in_user_code = False
+                    return Kind.RETURN, _dumps(stop.value)
+                call.in_user_code = False
+                put(item)
+                call.in_user_code = True
+        except BaseException as exc:
+            call.in_user_code = False
+            if call.cancelled:
+                _close_quietly(gen)
+                return Kind.CANCELLED, b""
+            return _raise_frame(exc, "call")
+
+
+def _close_quietly(gen: Any) -> None:
+    if gen is None:
+        return
+    try:
+        gen.close()
+    except BaseException:
+        pass
+
+
+def _exit_after_grace() -> None:
+    time.sleep(EXIT_GRACE)
+    os._exit(0)
+
+
+def _strip_worker_frames(tbe: traceback.TracebackException) -> None:
+    """Remove skyctl's own frames from a traceback and its causes, in place."""
+    seen: set[int] = set()
+    todo = [tbe]
+    while todo:
+        t = todo.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        t.stack[:] = [f for f in t.stack if not os.path.abspath(f.filename).startswith(_OWN_PREFIX)]
+        todo.extend(x for x in (t.__cause__, t.__context__) if x is not None)
+
+
+def _raise_frame(exc: BaseException, where: str) -> tuple[int, bytes]:
+    tbe = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    _strip_worker_frames(tbe)
+    cls = type(exc)
+    info = {
+        "type": cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}",
+        "message": _safe_str(exc),
+        "traceback": "".join(tbe.format()),
+        "where": where,
+        "module_not_found": getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None,
+    }
+    try:
+        pickled = _dumps(exc)
+    except BaseException:
+        pickled = b""
+    return Kind.RAISE, wire.pack_raise(info, pickled)
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except BaseException:
+        return "<unprintable exception>"
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    call = _worker.current if _worker else None
+    if call is not None and call.cancelled and call.in_user_code:
+        raise KeyboardInterrupt()
+
+
+_worker: Worker | None = None
+
+
+def main(in_fd: int = 0, out_fd: int = 1) -> None:
+    """Serve calls over ``in_fd``/``out_fd`` (the bootstrap stub's stdin/stdout)."""
+    global _worker
+    proto_in, proto_out = os.dup(in_fd), os.dup(out_fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # user code reading stdin must not eat frames
+    os.close(devnull)
+    conn = Connection(proto_in, proto_out)
+    worker = _worker = Worker(conn)
+    signal.signal(signal.SIGINT, _on_sigint)
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    import cloudpickle
+
+    conn.send(
+        Kind.HELLO,
+        wire.pack_json(
+            {
+                "protocol": wire.PROTOCOL_VERSION,
+                "python": "%d.%d.%d" % sys.version_info[:3],
+                "cloudpickle": cloudpickle.__version__,
+                "pid": os.getpid(),
+            }
+        ),
+    )
+    worker.logs = LogForwarder(conn)
+    threading.Thread(target=worker.read_frames, name="reader", daemon=True).start()
+    try:
+        worker.serve()
+    finally:
+        if worker.logs:
+            worker.logs.drain()
+    os._exit(0)
