@@ -7,6 +7,7 @@ one-line message (with ``--verbose`` or ``SKYCTL_DEBUG=1`` it re-raises).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from enum import Enum
@@ -175,6 +176,7 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], host: str | None, config: Path
         stream = target.start(fn, (), kwargs)
         call = stream
         stderr.watch(lambda: (call.items_in, call.items_out))
+        _when_stdout_reader_leaves(env.stdout, lambda: call.interrupt(BrokenPipeError()))
         for batch in stream.batches():
             writer.write_batch(batch)
         if stream.result is not None:
@@ -197,6 +199,35 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], host: str | None, config: Path
     finally:
         stderr.stop()
         target.close()
+
+
+def _when_stdout_reader_leaves(stdout: Any, callback: Any) -> None:
+    """Call ``callback`` as soon as the reader of a stdout pipe goes away.
+
+    So ``skyctl run slow:gen | head -1`` ends when head does, not when the
+    next value happens to be written.
+    """
+    import select
+    import stat
+    import threading
+
+    try:
+        fd = stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+    except (AttributeError, OSError, ValueError):
+        return
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR/POLLHUP are always reported
+        while True:
+            for _, events in poller.poll():
+                if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    callback()
+                    return
+
+    threading.Thread(target=watch, name="stdout-watch", daemon=True).start()
 
 
 def _silence_stdout() -> None:
@@ -281,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or bool(os.environ.get("SKYCTL_DEBUG"))
     args = [a for a in args if a != "--verbose"]
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C cancels, even when started in the background
     env = Env()
     try:
         code = typer.main.get_command(app).main(args=args, prog_name="skyctl", standalone_mode=False)

@@ -30,17 +30,21 @@ from skyctl.errors import UsageError, did_you_mean
 
 __all__ = [
     "CoercionError",
+    "Field",
     "bind_arguments",
     "coerce_json",
     "coerce_text",
     "is_any",
+    "is_record_class",
+    "json_converter",
+    "parse_bool",
+    "parse_loose",
     "record_fields",
     "resolve_annotations",
     "stream_item_type",
     "stream_parameters",
     "strip_annotation",
     "text_converter",
-    "json_converter",
     "type_name",
 ]
 
@@ -292,12 +296,32 @@ TextConverter = Callable[[str], object]
 JsonConverter = Callable[[object], object]
 
 
-def _cached(build: Callable[[object], Callable[[Any], object]], annotation: object) -> Callable[[Any], object]:
-    """``build(annotation)`` through its cache; unhashable annotations (odd ``Annotated`` metadata) skip it."""
+_CACHE_LIMIT = 1024
+
+
+def _cache_key(annotation: object) -> object:
+    """A key that tells apart what ``==`` does not: ``int | str`` vs ``str | int``, ``Literal[1]`` vs ``Literal[True]``."""
+    args = typing.get_args(annotation)
+    if not args:
+        return (type(annotation), annotation)
+    return (typing.get_origin(annotation), tuple(_cache_key(a) for a in args))
+
+
+def _cached(
+    cache: dict[object, Callable[[Any], object]], build: Callable[[object], Callable[[Any], object]], annotation: object
+) -> Callable[[Any], object]:
+    """``build(annotation)``, once per annotation; unhashable ones (odd ``Annotated`` metadata) are built each time."""
     try:
-        return build(annotation)  # type: ignore[no-any-return]
+        key = _cache_key(annotation)
+        return cache[key]
     except TypeError:
-        return build.__wrapped__(annotation)  # type: ignore[attr-defined,no-any-return]
+        return build(annotation)
+    except KeyError:
+        pass
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    converter = cache[key] = build(annotation)
+    return converter
 
 
 def _lazy(build: Callable[[], Callable[[Any], object]]) -> Callable[[Any], object]:
@@ -346,7 +370,7 @@ def _scalar(parse: Callable[[str], object], expected: str) -> TextConverter:
             return parse(text)
         except CoercionError:
             raise
-        except (ValueError, TypeError, ArithmeticError):
+        except Exception:  # int("x"), Decimal("x"), or a user class's own constructor refusing the text
             raise CoercionError(text, expected) from None
 
     return convert
@@ -392,10 +416,12 @@ def text_converter(annotation: object) -> TextConverter:
     Compiled once per annotation and cached, so per-record callers pay the
     type inspection only once.
     """
-    return _cached(_build_text, annotation)
+    return _cached(_TEXT_CONVERTERS, _build_text, annotation)
 
 
-@functools.lru_cache(maxsize=512)
+_TEXT_CONVERTERS: dict[object, TextConverter] = {}
+
+
 def _build_text(annotation: object) -> TextConverter:
     annotation = strip_annotation(annotation)
     expected = type_name(annotation)
@@ -544,7 +570,7 @@ def _text_fixed_tuple(args: tuple[object, ...], expected: str) -> TextConverter:
     def convert(text: str) -> object:
         items, is_json = _split_items(text, expected)
         if len(items) != len(args):
-            raise CoercionError(text, expected, detail=f"{len(items)} values, need {len(args)}")
+            raise CoercionError(text, expected, detail=f"got {len(items)} value{'s' if len(items) != 1 else ''}, need {len(args)}")
         values = []
         for position, (value, item_type) in enumerate(zip(items, args), 1):
             parse = _element_from_arg(item_type) if is_json else text_converter(item_type)
@@ -606,10 +632,12 @@ def _json_error(value: object, expected: str, where: str | None = None, inner: C
 
 def json_converter(annotation: object) -> JsonConverter:
     """A function checking and converting a parsed JSON value to ``annotation``, compiled once and cached."""
-    return _cached(_build_json, annotation)
+    return _cached(_JSON_CONVERTERS, _build_json, annotation)
 
 
-@functools.lru_cache(maxsize=512)
+_JSON_CONVERTERS: dict[object, JsonConverter] = {}
+
+
 def _build_json(annotation: object) -> JsonConverter:
     annotation = strip_annotation(annotation)
     expected = type_name(annotation)

@@ -199,7 +199,8 @@ class Inbox:
             yield from batch
 
     def wait_for_end(self, timeout: float) -> bool:
-        """Discard batches until the ending arrives; False if it did not within ``timeout``."""
+        """Discard batches until an ending arrives and keep it in ``ending``;
+        False if none came within ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -207,7 +208,7 @@ class Inbox:
             except queue.Empty:
                 return False
             if type(entry) is _Ending:
-                self._queue.put(entry)  # items() still sees it
+                self.ending = entry.value
                 return True
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import csv
+import difflib
 import json
+import json.scanner
 import pathlib
 import sys
 import typing
@@ -67,14 +69,32 @@ class _Skip(Exception):
     """A blank record where blank lines are not records: dropped silently."""
 
 
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())
+
+
+def _json_value(line: str) -> object:
+    """One JSON value filling the whole line (blanks around allowed): ``json.loads`` minus its per-call overhead.
+
+    Calling the decoder's scanner directly is ~3x faster per short line and
+    raises the same ``JSONDecodeError``s.
+    """
+    text = line.strip()
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration as stop:
+        raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
 def _show(text: str) -> str:
     return repr(text) if len(text) <= _SHOW_CHARS else repr(text[:_SHOW_CHARS]) + "…"
 
 
 def _strip_terminator(line: str) -> str:
-    if line[-1:] == "\n":
-        return line[:-2] if line[-2:] == "\r\n" else line[:-1]
-    return line
+    """Exactly one ``\r\n`` or ``\n`` off the end (a final line may have neither; a stray ``\r`` stays)."""
+    return line.removesuffix("\r\n").removesuffix("\n")
 
 
 def _kind(item_type: object) -> str:
@@ -232,18 +252,18 @@ class RecordReader:
             self._warn(message + (f" ({reason})" if reason else ""))
 
     def _iter_str(self) -> Iterator[str]:
-        # The hot path: kept free of calls and dispatch beyond decode + slicing.
+        # The hot path (benchmarks push millions of short lines): one decode and
+        # two C-level removesuffix calls per line; the line number is derived
+        # (every line is a record or a bad one) rather than counted.
         count = 0
-        number = 0
+        bad = 0
         for raw in self._raw_lines():
-            number += 1
             try:
-                line = raw.decode()
+                line = raw.decode().removesuffix("\r\n").removesuffix("\n")
             except UnicodeDecodeError as exc:
-                self._bad(number, _strip_terminator(raw.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
+                bad += 1
+                self._bad(count + bad, _strip_terminator(raw.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
                 continue
-            if line[-1] == "\n":
-                line = line[:-2] if line[-2:] == "\r\n" else line[:-1]
             count += 1
             self.read = count
             yield line
@@ -251,11 +271,9 @@ class RecordReader:
     def _iter_bytes(self) -> Iterator[bytes]:
         count = 0
         for raw in self._raw_lines():
-            if raw[-1] == 10:  # b"\n"
-                raw = raw[:-2] if raw[-2:] == b"\r\n" else raw[:-1]
             count += 1
             self.read = count
-            yield raw
+            yield raw.removesuffix(b"\r\n").removesuffix(b"\n")
 
     def _iter_converted(self, convert: Callable[[str], object]) -> Iterator[object]:
         """One record per line through ``convert``; blank lines are skipped silently.
@@ -268,12 +286,10 @@ class RecordReader:
         for raw in self._raw_lines():
             number += 1
             try:
-                line = raw.decode()
+                line = raw.decode().removesuffix("\r\n").removesuffix("\n")
             except UnicodeDecodeError as exc:
                 self._bad(number, _strip_terminator(raw.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
                 continue
-            if line[-1] == "\n":
-                line = line[:-2] if line[-2:] == "\r\n" else line[:-1]
             try:
                 value = convert(line)
             except _Skip:
@@ -319,13 +335,12 @@ class RecordReader:
 
     def _jsonl_converter(self) -> Callable[[str], object]:
         """One JSON value per line, checked against ``T`` (the line must not be blank)."""
-        loads = json.loads
         if self._kind == "any":
-            return loads
+            return _json_value
         check = json_converter(self._type)
 
         def convert(line: str) -> object:
-            return check(loads(line))
+            return check(_json_value(line))
 
         return convert
 
@@ -453,9 +468,13 @@ class RecordReader:
             positions = {name: i for i, name in enumerate(self.columns)}
             for field in fields:
                 if field.required and field.name not in positions:
+                    close = difflib.get_close_matches(field.name, self.columns, n=1, cutoff=0.6)
+                    names = ", ".join(f.name for f in fields)
                     raise UsageError(
                         f"stdin's header has no column for field '{field.name}' of {self._name} (columns: {', '.join(self.columns)})",
-                        hint=did_you_mean(field.name, self.columns) or f"the header must name the fields: {', '.join(f.name for f in fields)}",
+                        hint=f"should column '{close[0]}' be '{field.name}'? the header must name the fields: {names}"
+                        if close
+                        else f"the header must name the fields: {names}",
                     )
         else:
             positions = {field.name: i for i, field in enumerate(fields)}
@@ -479,7 +498,7 @@ class RecordReader:
                     raise ValueError(f"field '{name}': {exc.reason}") from None
             try:
                 return build(**values)
-            except (TypeError, ValueError) as exc:
+            except Exception as exc:  # the class's own validation (__post_init__)
                 raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
         return record

@@ -23,6 +23,8 @@ from .errors import ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlE
 from .transports.base import Transport
 from .wire import Kind
 
+_INTERRUPT = "interrupt"
+
 #: seconds a cancelled call may take to run its ``finally`` before the worker is killed
 CANCEL_GRACE = 10.0
 
@@ -261,13 +263,22 @@ class CallStream:
         yield from self.inbox.batches()
         self._finish()
 
+    def interrupt(self, exc: BaseException) -> None:
+        """Make the consumer's next wait for a value raise ``exc`` (from any thread).
+
+        The call keeps running remotely until ``close()``.
+        """
+        self.inbox.end((_INTERRUPT, exc))
+
     def _finish(self) -> None:
-        """The call has ended: settle its feeder, then return or raise what it ended with."""
+        """The stream has ended: settle the feeder, then return or raise what it ended with."""
+        kind, payload = self.inbox.ending
+        if kind is _INTERRUPT:
+            raise payload
         self.ended = True
         if self.outbox is not None:
             self.outbox.cancel()
             self.outbox.finish()
-        kind, payload = self.inbox.ending
         if self.input_error is not None:
             raise self.input_error
         if kind is Kind.RETURN:
@@ -286,11 +297,13 @@ class CallStream:
             return
         self._send(Kind.CANCEL)
         if not self.inbox.wait_for_end(CANCEL_GRACE):
+            self.inbox.ending = (None, "it did not stop after a cancel")
             self._session.kill("it did not stop after a cancel")
         try:
             self._finish()
-        except SkyctlError:
+        except BaseException:
             pass
+        self.ended = True
 
     def __enter__(self) -> CallStream:
         return self

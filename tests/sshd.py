@@ -130,8 +130,12 @@ class SshServer:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def stop(self) -> None:
-        """Stop the sshd this module started (by its PID) and remove its files. Safe to call twice."""
+    def stop(self, *, remove_files: bool = True) -> None:
+        """Stop the sshd this module started (by its PID). Safe to call twice.
+
+        Files outside ``workdir`` are always removed; ``workdir`` (keys,
+        config, log) only with ``remove_files``.
+        """
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -143,7 +147,8 @@ class SshServer:
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         for path in self._cleanup:
-            shutil.rmtree(path, ignore_errors=True)
+            if remove_files or path != self.workdir:
+                shutil.rmtree(path, ignore_errors=True)
         self._cleanup = []
 
 
@@ -230,6 +235,7 @@ def start_sshd(
         else:
             auth_dir = Path(tempfile.mkdtemp(prefix="skyctl-sshd-auth-")).resolve()
             cleanup.append(auth_dir)
+            auth_dir.chmod(0o755)
             if not _searchable_by_all(auth_dir):
                 raise SshdUnavailable(f"no directory readable by other users for authorized_keys ({auth_dir})")
         auth_dir.chmod(0o755)

@@ -49,6 +49,7 @@ import fnmatch
 import getpass
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 import shlex
@@ -82,7 +83,7 @@ SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 #: receive window of an exec channel: how much the remote may send before we
 #: read. Large enough for a high-latency link (paramiko's default is 2 MiB);
 #: it is also the most a slow reader lets pile up in memory per channel.
-WINDOW_SIZE = 16 * 1024 * 1024
+WINDOW_SIZE = 8 * 1024 * 1024
 #: largest packet we accept on the channel
 MAX_PACKET_SIZE = 64 * 1024
 #: how much of the command's own stderr ``stderr_text`` keeps
@@ -90,6 +91,8 @@ STDERR_TAIL = 8 * 1024
 #: ServerAliveCountMax analogue: unanswered keepalive intervals before the
 #: kernel gives the connection up (via TCP_USER_TIMEOUT, where available)
 KEEPALIVE_COUNT = 3
+#: seconds ``SshPipes.close`` gives a command to exit on EOF before signalling it
+CLOSE_GRACE = 2.0
 #: a chain of gateways longer than this is a loop
 MAX_HOPS = 8
 
@@ -143,6 +146,10 @@ def resolve_endpoint(profile: "HostProfile", ssh_config: paramiko.SSHConfig | No
     jump = found.get("proxyjump", "")
     if use_proxy_jump and not profile.gateway and jump and jump.lower() != "none":
         hops = tuple(h.strip() for h in jump.split(",") if h.strip())
+        for _user, hop_host, hop_port in map(_parse_hop, hops):
+            if hop_host in (alias, hostname) and (hop_port or 22) == int(port):
+                hops = ()  # "Host * / ProxyJump bastion" also matches the bastion itself
+                break
     return Endpoint(alias, hostname, int(port), user, identities, source, hops)
 
 
@@ -350,12 +357,26 @@ class SshPipes:
             self._chan.shutdown_write()
 
     def close(self) -> None:
-        """Close the channel; sshd then closes the command's pipes and it sees EOF. Safe to call twice."""
+        """Release the channel and make sure the command is gone. Safe to call twice.
+
+        Like the local transport: EOF on its stdin, up to ``CLOSE_GRACE``
+        seconds to exit, then SIGTERM and SIGKILL to its process group (SSH
+        ``signal`` requests, which OpenSSH honours since 7.9), then the
+        channel is closed (so its pipes close too).
+        """
         if self._closed:
             return
         self._closed = True
+        chan = self._chan
+        transport = chan.get_transport()
+        if transport is not None and transport.is_active() and not chan.closed:
+            self.close_stdin()
+            for sig, grace in (("TERM", CLOSE_GRACE), ("KILL", 1.0)):
+                if self.exit_status(timeout=grace) is not None:
+                    break
+                _send_signal(chan, sig)
         with contextlib.suppress(Exception):
-            self._chan.close()
+            chan.close()
         self._stderr_thread.join(1.0)
 
     def stderr_text(self) -> str:
@@ -458,15 +479,15 @@ class SshTransport:
                     timeout=self.profile.connect_timeout,
                 )
             except paramiko.ChannelException as exc:
-                raise ConnectError(
-                    f"{self._who()}: the server refused a session channel ({exc.text or exc.code})",
+                raise self._error(
+                    f"the server refused a session channel ({exc.text or exc.code})",
                     hint="the server's MaxSessions or a ForceCommand/restrictions on this key may forbid it",
                 ) from None
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if attempt == 1 and not transport.is_active():  # a kept connection that dropped meanwhile
                     self._disconnect()
                     continue
-                raise ConnectError(f"{self._who()}: could not open a channel: {exc}") from None
+                raise self._error(f"could not open a channel: {exc}") from None
             try:
                 channel.exec_command(command)
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -498,6 +519,12 @@ class SshTransport:
 
     # -- connecting ---------------------------------------------------------
 
+    def _error(self, reason: str, hint: str | None = None) -> ConnectError:
+        """``cannot connect to <host>: <reason>``; ``reason`` is kept for a wrapping gateway error."""
+        error = ConnectError(f"{self._who()}: {reason}", hint)
+        error.reason = reason  # type: ignore[attr-defined]
+        return error
+
     def _who(self) -> str:
         name = self.profile.name
         via = f" via '{self._gateway.profile.name}'" if self._gateway is not None else ""
@@ -523,10 +550,12 @@ class SshTransport:
         if self._gateway is not None:
             return self._gateway
         if self._hops >= MAX_HOPS:
-            raise ConnectError(
-                f"{self._who()}: more than {MAX_HOPS} gateways in a row",
+            error = self._error(
+                f"more than {MAX_HOPS} gateways in a row",
                 hint="check 'gateway:' in skyward.yaml and ProxyJump in ~/.ssh/config for a loop",
             )
+            error.hops_exceeded = True  # type: ignore[attr-defined]
+            raise error
         kwargs = dict(ssh_config_path=self._ssh_config_path, system_known_hosts=self._system_known_hosts, _hops=self._hops + 1)
         if self.profile.gateway:
             self._gateway = SshTransport(self._resolve_profile(self.profile.gateway), self._resolve_profile, **kwargs)  # type: ignore[arg-type]
@@ -559,6 +588,8 @@ class SshTransport:
 
         def transport_factory(sock: object, **kwargs: object) -> paramiko.Transport:
             t = paramiko.Transport(sock, **kwargs)
+            # a logger of its own, so a failed direct-tcpip open's reason can be read back
+            t.set_log_channel(f"paramiko.transport.skyctl-{next(_log_ids)}")
             with contextlib.suppress(Exception):
                 t.get_security_options().key_types = _preferred_key_types(known, tuple(t.get_security_options().key_types))
             return t
@@ -572,7 +603,8 @@ class SshTransport:
             gateway=False,
             connect_kwargs={
                 "sock": sock,
-                "key_filename": list(ep.identity_files),
+                # ssh_config IdentityFile lines naming no file are skipped, as ssh does
+                "key_filename": [path for path in ep.identity_files if os.path.isfile(path)],
                 "allow_agent": True,
                 "look_for_keys": not ep.identity_files,
                 "passphrase": None,
@@ -604,6 +636,8 @@ class SshTransport:
             _abort(sock)
             with contextlib.suppress(Exception):
                 conn.close()
+            with contextlib.suppress(Exception):
+                sock.close()
             if isinstance(exc, ConnectError):
                 raise
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -623,8 +657,8 @@ class SshTransport:
             return  # like ssh, IdentityFile lines from ssh_config that do not exist are skipped
         for path in ep.identity_files:
             if not os.path.isfile(path):
-                raise ConnectError(
-                    f"{self._who()}: identity_file {path} does not exist",
+                raise self._error(
+                    f"identity_file {path} does not exist",
                     hint=f"fix 'identity_file' of host '{self.profile.name}' in skyward.yaml, or remove it to use ssh-agent",
                 )
         # (an unreadable or passphrase-protected key is reported with the auth failure)
@@ -634,8 +668,8 @@ class SshTransport:
             infos = _getaddrinfo(ep.hostname, ep.port, deadline)
         except socket.gaierror as exc:
             source = f" (HostName of '{ep.alias}' in {self._ssh_config_path})" if ep.hostname != ep.alias else ""
-            raise ConnectError(
-                f"{self._who()}: host name '{ep.hostname}'{source} could not be resolved ({exc.strerror or exc})",
+            raise self._error(
+                f"host name '{ep.hostname}'{source} could not be resolved ({exc.strerror or exc})",
                 hint="check 'host:' in skyward.yaml (or HostName in ~/.ssh/config) for a typo, and that DNS works here",
             ) from None
         except TimeoutError:
@@ -659,62 +693,69 @@ class SshTransport:
         if last is None or isinstance(last, TimeoutError):
             raise self._timeout_error("connecting (TCP)")
         if last.errno == errno.ECONNREFUSED:
-            raise ConnectError(
-                f"{self._who()}: connection refused on port {ep.port}",
+            raise self._error(
+                f"connection refused on port {ep.port}",
                 hint=f"is sshd running on {ep.hostname} and listening on port {ep.port}? check 'port:' in skyward.yaml",
             )
         if last.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-            raise ConnectError(
-                f"{self._who()}: {ep.hostname} is unreachable ({last.strerror})",
+            raise self._error(
+                f"{ep.hostname} is unreachable ({last.strerror})",
                 hint="check the address, your network/VPN, or reach it through a 'gateway:'",
             )
-        raise ConnectError(f"{self._who()}: {last.strerror or last}")
+        raise self._error(f"{last.strerror or last}")
 
     def _open_via_gateway(self, gateway: "SshTransport", ep: Endpoint, deadline: float) -> paramiko.Channel:
         try:
             gw = gateway._ensure_connected()
         except ConnectError as exc:
-            raise ConnectError(f"{self._who()}: gateway '{gateway.profile.name}' failed: {exc.message}", exc.hint) from None
+            if getattr(exc, "hops_exceeded", False) or exc.message.startswith("WARNING"):
+                raise  # already says all there is (a CHANGED key names the gateway host)
+            raise self._error(f"gateway '{gateway.profile.name}' failed: {getattr(exc, 'reason', exc.message)}", exc.hint) from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise self._timeout_error("connecting to the gateway")
+        reasons = _OpenFailures()
+        gw.logger.addHandler(reasons)
         try:
             channel = gw.open_channel("direct-tcpip", dest_addr=(ep.hostname, ep.port), src_addr=("127.0.0.1", 0), timeout=remaining)
         except paramiko.ChannelException as exc:
-            text = (exc.text or "").strip()
+            # paramiko keeps only the generic text of the code; the server's reason is in its log
+            text = (reasons.reason or exc.text or "").strip()
             low = text.lower()
             gw_name = gateway.profile.name
             if exc.code == 1 or "prohibited" in low:
-                raise ConnectError(
-                    f"{self._who()}: gateway '{gw_name}' does not allow forwarding to {ep.hostname}:{ep.port} ({text or 'administratively prohibited'})",
+                raise self._error(
+                    f"gateway '{gw_name}' does not allow forwarding to {ep.hostname}:{ep.port} ({text or 'administratively prohibited'})",
                     hint="the gateway's sshd needs AllowTcpForwarding yes (and PermitOpen allowing this address)",
                 ) from None
             if "refused" in low:
-                raise ConnectError(
-                    f"{self._who()}: connection refused on port {ep.port} (seen from gateway '{gw_name}')",
+                raise self._error(
+                    f"connection refused on port {ep.port} (seen from gateway '{gw_name}')",
                     hint=f"is sshd running on {ep.hostname} port {ep.port}, as reached from the gateway? check 'host:'/'port:'",
                 ) from None
             if "name" in low or "resolve" in low or "not known" in low or "nodename" in low:
-                raise ConnectError(
-                    f"{self._who()}: host name '{ep.hostname}' could not be resolved by gateway '{gw_name}' ({text})",
+                raise self._error(
+                    f"host name '{ep.hostname}' could not be resolved by gateway '{gw_name}' ({text})",
                     hint="check 'host:' in skyward.yaml: through a gateway it is resolved on the gateway",
                 ) from None
             if "timed out" in low:
                 raise self._timeout_error("connecting from the gateway") from None
-            raise ConnectError(
-                f"{self._who()}: gateway '{gw_name}' could not connect to {ep.hostname}:{ep.port} ({text or exc.code})",
+            raise self._error(
+                f"gateway '{gw_name}' could not connect to {ep.hostname}:{ep.port} ({text or exc.code})",
                 hint="check 'host:'/'port:' as seen from the gateway",
             ) from None
         except paramiko.SSHException as exc:
             if "timeout" in str(exc).lower():
                 raise self._timeout_error("connecting from the gateway") from None
-            raise ConnectError(f"{self._who()}: gateway '{gateway.profile.name}' connection failed: {exc}") from None
+            raise self._error(f"gateway '{gateway.profile.name}' connection failed: {exc}") from None
+        finally:
+            gw.logger.removeHandler(reasons)
         return channel
 
     def _timeout_error(self, phase: str) -> ConnectError:
         t = self.profile.connect_timeout
-        return ConnectError(
-            f"{self._who()}: timed out after {t:g}s {phase}",
+        return self._error(
+            f"timed out after {t:g}s {phase}",
             hint="the host may be down, or a firewall drops the packets; check the address and port, or raise 'connect_timeout'",
         )
 
@@ -741,8 +782,8 @@ class SshTransport:
         for entry in known:
             if entry.marker == "@revoked" and entry.key == key:
                 raise _HostKeyRefused(
-                    ConnectError(
-                        f"{self._who()}: the host key of {name} ({offered}) is marked @revoked in {entry.path} line {entry.lineno}",
+                    self._error(
+                        f"the host key of {name} ({offered}) is marked @revoked in {entry.path} line {entry.lineno}",
                         hint="this key must not be trusted; ask the host's administrator",
                     )
                 )
@@ -769,16 +810,16 @@ class SshTransport:
                 _append_known_host(known_file, name, key)
             except OSError as exc:
                 raise _HostKeyRefused(
-                    ConnectError(
-                        f"{self._who()}: cannot record the new host key ({offered}) in {known_file}: {exc.strerror or exc}",
+                    self._error(
+                        f"cannot record the new host key ({offered}) in {known_file}: {exc.strerror or exc}",
                         hint="make that file writable, or point 'known_hosts' elsewhere",
                     )
                 ) from None
             log.info("permanently added %s (%s) to %s", name, offered, known_file)
             return
         raise _HostKeyRefused(
-            ConnectError(
-                f"{self._who()}: the host key of {name} is unknown: it offered {offered}, which is not in {known_file}",
+            self._error(
+                f"the host key of {name} is unknown: it offered {offered}, which is not in {known_file}",
                 hint=f"check that fingerprint with the host's administrator, then trust it with `{self._keyscan_hint(ep, key, known_file)}`, or set 'host_key_policy: accept-new' for this host",
             )
         )
@@ -809,19 +850,19 @@ class SshTransport:
         cause = exc.__context__ or exc.__cause__
         if isinstance(exc, (EOFError, ConnectionResetError, BrokenPipeError)) or isinstance(cause, (EOFError, ConnectionResetError)) or isinstance(exc, paramiko.AuthenticationException):
             if phase == "waiting for the SSH banner":
-                return ConnectError(
-                    f"{self._who()}: the connection was closed before the SSH banner (is port {self.endpoint.port} an SSH server?)",
+                return self._error(
+                    f"the connection was closed before the SSH banner (is port {self.endpoint.port} an SSH server?)",
                     hint="check 'port:'; an sshd under load (MaxStartups) or a tcpwrapper can also drop connections",
                 )
-            return ConnectError(
-                f"{self._who()}: the server closed the connection {phase}",
+            return self._error(
+                f"the server closed the connection {phase}",
                 hint="see the server's sshd log (too many authentication failures, AllowUsers, or an incompatible algorithm)",
             )
         if isinstance(exc, paramiko.SSHException):
-            return ConnectError(f"{self._who()}: SSH error {phase}: {exc}")
+            return self._error(f"SSH error {phase}: {exc}")
         if isinstance(exc, OSError):
-            return ConnectError(f"{self._who()}: {exc.strerror or exc} ({phase})")
-        return ConnectError(f"{self._who()}: {type(exc).__name__}: {exc} ({phase})")
+            return self._error(f"{exc.strerror or exc} ({phase})")
+        return self._error(f"{type(exc).__name__}: {exc} ({phase})")
 
     def _auth_error(self, exc: BaseException, conn: Connection) -> ConnectError:
         ep = self.endpoint
@@ -834,10 +875,12 @@ class SshTransport:
             try:
                 paramiko.PKey.from_path(path)
                 tried.append(path)
-            except paramiko.PasswordRequiredException:
-                notes.append(f"{path} is passphrase-protected (skyctl never prompts: ssh-add it)")
-            except Exception as load_exc:
-                notes.append(f"{path} could not be read ({load_exc})")
+            except Exception as load_exc:  # paramiko 5 raises TypeError for an encrypted key
+                text = str(load_exc)
+                if isinstance(load_exc, paramiko.PasswordRequiredException) or "password" in text.lower() or "encrypted" in text.lower():
+                    notes.append(f"{path} is passphrase-protected (skyctl never prompts: add it to ssh-agent with ssh-add)")
+                else:
+                    notes.append(f"{path} could not be read ({text or type(load_exc).__name__})")
         agent_keys = 0
         with contextlib.suppress(Exception):
             agent = getattr(conn.client, "_agent", None) or paramiko.Agent()
@@ -849,8 +892,8 @@ class SshTransport:
             parts.append(f"{agent_keys} ssh-agent key{'s' if agent_keys != 1 else ''}")
         what = " and ".join(parts) if parts else "no keys (no identity_file, no ssh-agent, no ~/.ssh/id_*)"
         note = f"; {'; '.join(notes)}" if notes else ""
-        return ConnectError(
-            f"{self._who()}: authentication failed for user '{ep.user}': the server accepted none of {what}{note}",
+        return self._error(
+            f"authentication failed for user '{ep.user}': the server accepted none of {what}{note}",
             hint=f"set 'identity_file' (or IdentityFile in ~/.ssh/config) to a key whose .pub is in ~{ep.user}/.ssh/authorized_keys on the host, or load it into ssh-agent (ssh-add); check 'user:'",
         )
 
@@ -897,6 +940,35 @@ def _getaddrinfo(host: str, port: int, deadline: float) -> list:
     if error:
         raise error[0]
     return result
+
+
+_log_ids = itertools.count(1)
+
+
+class _OpenFailures(logging.Handler):
+    """Catches paramiko's "Secsh channel N open FAILED: <server's reason>: <code text>" log line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reason = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            message = record.getMessage()
+            if "open FAILED:" in message:
+                self.reason = message.split("open FAILED:", 1)[1].strip()
+
+
+def _send_signal(chan: paramiko.Channel, name: str) -> None:
+    """RFC 4254 6.9 ``signal`` request (paramiko has no API for it; same shape as its ``send_exit_status``)."""
+    with contextlib.suppress(Exception):
+        m = paramiko.Message()
+        m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+        m.add_int(chan.remote_chanid)
+        m.add_string("signal")
+        m.add_boolean(False)
+        m.add_string(name)
+        chan.get_transport()._send_user_message(m)  # type: ignore[union-attr]
 
 
 def _set_user_timeout(sock: socket.socket, seconds: float) -> None:
