@@ -78,3 +78,28 @@ def sshd_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer
     server = _start(tmp_path_factory, "sshd-gateway", [getpass.getuser()])
     yield server
     server.stop(remove_files=False)
+
+
+# -- end-to-end: one config per transport -----------------------------------------
+try:
+    from helpers import write_config
+except ModuleNotFoundError:
+    from tests.helpers import write_config
+
+
+@pytest.fixture(scope="session")
+def ssh_config(tmp_path_factory: pytest.TempPathFactory, sshd: SshServer) -> "os.PathLike[str]":
+    """A skyward.yaml whose default host ``box`` is the test sshd (remote python: /usr/bin/python3)."""
+    return write_config(tmp_path_factory.mktemp("cfg-ssh") / "skyward.yaml", sshd, default="box")
+
+
+@pytest.fixture(scope="session")
+def local_config(tmp_path_factory: pytest.TempPathFactory) -> "os.PathLike[str]":
+    """A skyward.yaml whose default host is ``local``."""
+    return write_config(tmp_path_factory.mktemp("cfg-local") / "skyward.yaml")
+
+
+@pytest.fixture(params=["local", "ssh"])
+def host_config(request: pytest.FixtureRequest) -> "os.PathLike[str]":
+    """The same end-to-end test on the built-in ``local`` host and on the test sshd."""
+    return request.getfixturevalue(f"{request.param}_config")

@@ -1,0 +1,95 @@
+"""Helpers for end-to-end tests: run the real ``skyctl`` executable, write configs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = Path(__file__).resolve().parent / "targets"
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without skyctl's own variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYCTL_")}
+    env.update(extra or {})
+    return env
+
+
+def skyctl_argv(*args: str) -> list[str]:
+    """argv that runs the installed ``skyctl`` console script."""
+    exe = shutil.which("skyctl")
+    if exe:
+        return [exe, *args]
+    return [sys.executable, "-c", "from skyctl.cli import main; main()", *args]
+
+
+def run_skyctl(*args: str, input: str | bytes | None = None, timeout: float = 60, cwd: Path | str | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run skyctl to completion; text stdout/stderr."""
+    return subprocess.run(
+        skyctl_argv(*args), input=input, capture_output=True, text=not isinstance(input, bytes),
+        timeout=timeout, cwd=cwd or REPO, env=clean_env(env),
+    )
+
+
+def start_skyctl(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
+                 **popen: Any) -> subprocess.Popen[bytes]:
+    """Start skyctl in the background (stdout/stderr pipes unless given)."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(skyctl_argv(*args), cwd=cwd or REPO, env=clean_env(env), **popen)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def ssh_host_yaml(server: Any, name: str = "box", python: str = "/usr/bin/python3", extra: str = "") -> str:
+    """A ``hosts:`` entry for a test sshd."""
+    return (
+        f"  {name}:\n"
+        f"    host: 127.0.0.1\n"
+        f"    port: {server.port}\n"
+        f"    user: {server.user}\n"
+        f"    identity_file: {server.identity_file}\n"
+        f"    known_hosts: {server.known_hosts}\n"
+        f"    python: {python}\n"
+        + "".join(f"    {line}\n" for line in extra.splitlines() if line.strip())
+    )
+
+
+def write_config(path: Path, server: Any | None = None, *, default: str = "local", **host_kw: Any) -> Path:
+    """A skyward.yaml with ``local`` and, given a server, an ssh host ``box``."""
+    text = f"default: {default}\nhosts:\n  local:\n    type: local\n"
+    if server is not None:
+        text += ssh_host_yaml(server, **host_kw)
+    path.write_text(text)
+    return path
