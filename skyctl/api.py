@@ -91,6 +91,7 @@ class Host:
             python=profile.python or (sys.executable if profile.type == "local" else "python3"),
             workdir=profile.workdir,
             env=dict(profile.env),
+            pip=tuple(getattr(profile, "pip", ())),
         )
         session = WorkerSession(self._transport, spec, self.hooks)
         session.start()

@@ -19,7 +19,7 @@ import os
 import sys
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from . import wire
 from .errors import ConnectionLost, RemoteEnvironmentError
@@ -34,7 +34,7 @@ WORKER_MODULES = ("wire.py", "flow.py", "worker.py")
 STUB = r"""
 import os,sys,json
 def say(s):
-    os.write(1,("SKYCTL "+s+"\n").encode())
+    os.write(1,("SKYCTL "+s.replace("\n"," ")+"\n").encode())
 def read(n):
     b=b""
     while len(b)<n:
@@ -49,6 +49,30 @@ if v!=a["python"]:
     say("python %s %s"%(v,sys.executable))
     sys.exit(0)
 d=os.path.expanduser(a["workdir"])
+py=None
+if a.get("pip"):
+    import hashlib,subprocess,fcntl
+    k=hashlib.sha256(json.dumps([os.path.realpath(sys.executable),sys.version,sorted(a["pip"])]).encode()).hexdigest()[:16]
+    e=os.path.join(d,"venvs",k)
+    py=os.path.join(e,"bin","python")
+    if not os.path.exists(os.path.join(e,".ready")):
+        os.makedirs(os.path.join(d,"venvs"),0o700,exist_ok=True)
+        lk=os.open(e+".lock",os.O_WRONLY|os.O_CREAT,0o600)
+        fcntl.flock(lk,fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(e,".ready")):
+            tail=[]
+            for cmd in ([sys.executable,"-m","venv","--clear",e],[py,"-m","pip","install","--disable-pip-version-check","--no-input"]+a["pip"]):
+                say("progress "+" ".join(cmd[1:4]))
+                p=subprocess.Popen(cmd,stdin=subprocess.DEVNULL,stdout=subprocess.PIPE,stderr=subprocess.STDOUT)
+                for line in p.stdout:
+                    line=line.decode(errors="replace").rstrip()
+                    tail=(tail+[line])[-15:]
+                    say("progress "+line[:200])
+                if p.wait()!=0:
+                    say("pipfail "+json.dumps(tail))
+                    sys.exit(5)
+            open(os.path.join(e,".ready"),"w").close()
+        os.close(lk)
 z=os.path.join(d,"bundle-%s.zip"%a["hash"])
 if not os.path.exists(z):
     say("need")
@@ -70,6 +94,8 @@ if not os.path.exists(z):
     os.replace(t,z)
 os.environ.update(a["env"])
 say("ready")
+if py:
+    os.execv(py,[py,"-c","import sys;sys.path.insert(0,sys.argv[1]);from skyctl.worker import main;main()",z])
 sys.path.insert(0,z)
 from skyctl.worker import main
 main()
@@ -113,8 +139,8 @@ def client_python() -> str:
     return "%d.%d" % sys.version_info[:2]
 
 
-def stub_argv(python: str, workdir: str, env: Mapping[str, str]) -> list[str]:
-    args = {"python": client_python(), "workdir": workdir, "hash": bundle().sha256, "env": dict(env)}
+def stub_argv(python: str, workdir: str, env: Mapping[str, str], pip: Sequence[str] = ()) -> list[str]:
+    args = {"python": client_python(), "workdir": workdir, "hash": bundle().sha256, "env": dict(env), "pip": list(pip)}
     return [python, "-c", STUB, json.dumps(args, separators=(",", ":"))]
 
 
@@ -133,12 +159,24 @@ def start_worker(
     workdir: str,
     env: Mapping[str, str],
     on_status: Callable[[str], None] = lambda s: None,
+    pip: Sequence[str] = (),
 ) -> StartedWorker:
     """Run the stub through ``transport``, send the bundle if missing, wait for HELLO."""
-    pipes = transport.start(stub_argv(python, workdir, env))
+    pipes = transport.start(stub_argv(python, workdir, env, pip))
     try:
         sent = False
         answer = _read_line(pipes)
+        while answer.startswith("progress "):
+            on_status("installing pip requirements: " + answer[9:])
+            answer = _read_line(pipes)
+        if answer.startswith("pipfail "):
+            tail = "\n".join(json.loads(answer[8:]))
+            err = RemoteEnvironmentError(
+                f"pip install of the profile's requirements failed on {transport.label}",
+                hint="check the 'pip:' list in the host's profile; pip's output ends above",
+            )
+            err.details = tail
+            raise err
         if answer == "need":
             on_status("sending worker bundle")
             b = bundle()

@@ -46,6 +46,8 @@ class WorkerSpec:
     python: str
     workdir: str
     env: dict[str, str] = field(default_factory=dict)
+    #: requirements installed once into a cached venv on the host
+    pip: tuple[str, ...] = ()
 
 
 def _dumps(obj: Any) -> bytes:
@@ -101,7 +103,8 @@ class WorkerSession:
     def start(self) -> None:
         """Connect, bootstrap, and wait for the worker's hello."""
         self.hooks.status("bootstrapping")
-        started = start_worker(self.transport, self.spec.python, self.spec.workdir, self.spec.env, self.hooks.status)
+        started = start_worker(self.transport, self.spec.python, self.spec.workdir, self.spec.env,
+                               self.hooks.status, self.spec.pip)
         self._pipes, self.hello, self.sent_bundle = started.pipes, started.hello, started.sent_bundle
         threading.Thread(target=self._read_frames, name="frames", daemon=True).start()
 
