@@ -14,7 +14,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, List, Optional
 
-import click
 import typer
 
 from . import __version__
@@ -307,6 +306,25 @@ def init() -> int:
     return ExitStatus.OK
 
 
+def _parser_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(exit, abort, parse-error) classes: typer >= 0.20 vendors click, older typer uses click's."""
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    errors: list[type] = [c for c in (getattr(typer, "TyperException", None),) if c is not None]
+    try:
+        import click
+    except ImportError:
+        pass
+    else:
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+        errors.append(click.ClickException)
+    return tuple(exits), tuple(aborts), tuple(errors)
+
+
+_EXIT, _ABORT, _PARSE_ERRORS = _parser_exceptions()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the command, map every failure to its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -317,16 +335,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = typer.main.get_command(app).main(args=args, prog_name="skyctl", standalone_mode=False)
         status = int(code) if isinstance(code, int) else 0
-    except click.exceptions.Exit as exc:
-        status = exc.exit_code
-    except click.exceptions.Abort:
+    except _EXIT as exc:
+        status = exc.exit_code  # type: ignore[attr-defined]
+    except _ABORT:
         status = ExitStatus.INTERRUPTED
-    except click.ClickException as exc:
+    except _PARSE_ERRORS as exc:
         if verbose:
             raise
-        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "skyctl"  # type: ignore[union-attr]
-        err = UsageError(exc.format_message(), hint=f"see '{command} --help'")
-        env.stderr.write(error_lines(err, env.colour))
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            env.stderr.write(ctx.get_help() + "\n")
+        else:
+            command = ctx.command_path if ctx is not None else "skyctl"
+            err = UsageError(exc.format_message(), hint=f"see '{command} --help'")  # type: ignore[attr-defined]
+            env.stderr.write(error_lines(err, env.colour))
         status = ExitStatus.USAGE
     except SkyctlError as err:
         if verbose:
