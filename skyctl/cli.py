@@ -168,13 +168,13 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], host: str | None, config: Path
     env = stderr.env if stderr else Env()
     stderr = stderr or Stderr(env, quiet)
     target = Host(host, config, hooks=Hooks(log=stderr.log, status=stderr.phase), reuse=False if no_reuse else None)
-    writer = ValueWriter(env.stdout, output)
+    writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
     stream = None
     try:
         target.profile  # config errors before anything else
         stream = target.start(fn, (), kwargs)
         call = stream
-        stderr.watch(lambda: (call.items_in, call.items_out))
+        stderr.watch(lambda: (call.items_in, writer.written))
         _when_stdout_reader_leaves(env.stdout, lambda: call.interrupt(BrokenPipeError()))
         for batch in stream.batches():
             writer.write_batch(batch)

@@ -8,6 +8,7 @@ actually shown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -50,19 +51,28 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {"text": text_line, "json": json_l
 
 
 class ValueWriter:
-    """Writes values to stdout, one per line, flushed once per arriving batch."""
+    """Writes values to stdout, one per line, flushed once per arriving batch.
 
-    def __init__(self, stream: TextIO, output: str = "text") -> None:
+    Args:
+        stream: stdout.
+        output: "text" or "json".
+        guard: a context manager factory wrapped around each write (keeps a
+            status line on the same terminal from interleaving with values).
+    """
+
+    def __init__(self, stream: TextIO, output: str = "text", guard: Callable[[], Any] | None = None) -> None:
         self._stream = stream
         self._line = FORMATTERS[output]
+        self._guard = guard or contextlib.nullcontext
         self.written = 0
 
     def write_batch(self, values: Iterable[Any]) -> None:
         line = self._line
         lines = [line(v) for v in values]
         if lines:
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
+            with self._guard():
+                self._stream.write("\n".join(lines) + "\n")
+                self._stream.flush()
             self.written += len(lines)
 
     def write_one(self, value: Any) -> None:
@@ -155,6 +165,17 @@ class Stderr:
             self._status.stop()
             self._status = None
 
+    def guard_for(self, stdout: Any) -> Callable[[], Any] | None:
+        """A guard for stdout writes when stdout is the status line's terminal too."""
+        try:
+            shared = stdout.isatty()
+        except (AttributeError, ValueError):
+            shared = False
+        status = self._status
+        if status is None or not shared:
+            return None
+        return status.cleared
+
 
 class StatusLine:
     """A live line on a terminal's stderr: phase, items in and out, rate."""
@@ -188,6 +209,15 @@ class StatusLine:
         self.phase = phase
         if phase == "running":
             self._started = time.monotonic()
+
+    @contextlib.contextmanager
+    def cleared(self) -> Any:
+        """Erase the status line while something else writes to the terminal."""
+        with self._live._lock:  # the same lock rich's refresh thread takes
+            self._console.file.write("\r\x1b[2K")
+            self._console.file.flush()
+            yield
+        self._live.refresh()
 
     def print_bytes(self, data: bytes) -> None:
         data = self._pending + data
