@@ -362,11 +362,17 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         _silence_stdout()
         status = ExitStatus.OK
-    try:
-        sys.stdout.flush()
-    except (BrokenPipeError, OSError, ValueError):
-        _silence_stdout()
-    sys.exit(int(status))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            _silence_stdout()
+    if argv is not None:
+        sys.exit(int(status))
+    # A feeder thread may still sit in a blocking read of stdin (`yes | skyctl pipe
+    # f:take3`); a normal interpreter shutdown would then wait on, or die over,
+    # that stream's lock. Everything is flushed and the worker closed: leave now.
+    os._exit(int(status))
 
 
 __all__ = ["app", "main", "BadRecord"]
