@@ -86,7 +86,8 @@ class Host:
         profile = self.profile
         if self._transport is None:
             self.hooks.status("connecting")
-            self._transport = make_transport(profile, self._config)
+            self._transport = make_transport(profile, self._config, reuse=self._reuse,
+                                             warn=lambda m: self.hooks.log(2, f"warning: {m}\n".encode()))
         spec = WorkerSpec(
             python=profile.python or (sys.executable if profile.type == "local" else "python3"),
             workdir=profile.workdir,
@@ -116,11 +117,13 @@ class Host:
         }
 
     # -- calls ---------------------------------------------------------------
-    def start(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> CallStream:
+    def start(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+              *, stream: str | None = None) -> CallStream:
         """Start ``fn(*args, **kwargs)`` on this host; an iterable given to an
-        ``Iterator[T]`` parameter is streamed lazily."""
+        ``Iterator[T]`` parameter is streamed lazily (only the one named
+        ``stream`` when given: the others are sent whole)."""
         fn = getattr(fn, "__skyctl_function__", fn)
-        args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {})
+        args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
         _ship_project_modules(fn)
         session = self._worker()
         call = session.call(fn, args, kwargs, stream_at, stream)
@@ -129,10 +132,14 @@ class Host:
     def run(self, call: Call) -> Any:
         """What ``call >> host`` does: an iterator for a generator function, else the value."""
         stream = self.start(call.function, call.args, call.kwargs)
-        results = RemoteIterator(stream, on_end=None if self._keep else self.close)
+        on_end = None if self._keep else self.close
         if inspect.isgeneratorfunction(inspect.unwrap(call.function)):
-            return results
-        with results:
+            # Not held in a local: this frame can outlive the call (connecting
+            # leaves paramiko's reference cycles through it until the next gc),
+            # and leaving a for loop early closes the remote generator only if
+            # the iterator is freed at once.
+            return RemoteIterator(stream, on_end=on_end)
+        with RemoteIterator(stream, on_end=on_end) as results:
             for _ in results:
                 pass
         return stream.result
@@ -241,18 +248,28 @@ def host(name: str | None = None, config: str | Path | None = None) -> Host:
     return Host(name, config)
 
 
-def make_transport(profile: Any, config: Any) -> Any:
-    """The transport for a profile: a child process for ``local``, SSH otherwise."""
+def make_transport(profile: Any, config: Any, *, reuse: bool | None = None,
+                   warn: Callable[[str], None] | None = None) -> Any:
+    """The transport for a profile: a child process for ``local``, SSH otherwise.
+
+    An ssh profile with ``reuse: true`` (the default) goes through a kept
+    connection (``transports.reuse``) unless ``reuse`` is False (``--no-reuse``);
+    ``warn`` shows why a kept connection could not be used.
+    """
     if profile.type == "local":
         from .transports.local import LocalTransport
 
         return LocalTransport()
+    if profile.reuse and reuse is not False:
+        from .transports.reuse import ReuseTransport
+
+        return ReuseTransport(profile, config.host, warn=warn)
     from .transports.ssh import SshTransport
 
     return SshTransport(profile, config.host)
 
 
-def _split_stream(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
+def _split_stream(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], only: str | None = None) -> tuple[
         tuple[Any, ...], dict[str, Any], tuple[str, Any] | None, Iterable[Any] | None]:
     """Take the iterable given to a stream parameter out of the arguments, to be fed lazily."""
     from .coerce import stream_parameters
@@ -264,7 +281,8 @@ def _split_stream(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
         raise UsageError(f"{getattr(fn, '__name__', fn)}(): {exc}") from None
     except ValueError:
         return args, kwargs, None, None
-    streamed = [n for n in stream_parameters(fn) if n in bound.arguments and _is_stream(bound.arguments[n])]
+    streamed = [n for n in stream_parameters(fn) if n in bound.arguments and _is_stream(bound.arguments[n])
+                and (only is None or n == only)]
     if not streamed:
         return args, kwargs, None, None
     if len(streamed) > 1:

@@ -128,7 +128,7 @@ def pipe(
     )
     kwargs[name] = reader
     try:
-        return _stream_call(fn, kwargs, host, config, output.value, quiet, no_reuse, stderr=stderr)
+        return _stream_call(fn, kwargs, host, config, output.value, quiet, no_reuse, stderr=stderr, stream_param=name)
     finally:
         summary = reader.summary()
         if summary:
@@ -160,7 +160,7 @@ def _stream_param(fn: Any, params: dict[str, Any], chosen: str | None) -> str:
 
 
 def _stream_call(fn: Any, kwargs: dict[str, Any], host: str | None, config: Path | None, output: str,
-                 quiet: bool, no_reuse: bool, stderr: Stderr | None = None) -> int:
+                 quiet: bool, no_reuse: bool, stderr: Stderr | None = None, stream_param: str | None = None) -> int:
     """Run one call and write its values as they arrive; returns the exit status."""
     from .api import Host
     from .session import Hooks
@@ -172,7 +172,7 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], host: str | None, config: Path
     stream = None
     try:
         target.profile  # config errors before anything else
-        stream = target.start(fn, (), kwargs)
+        stream = target.start(fn, (), kwargs, stream=stream_param)
         call = stream
         stderr.watch(lambda: (call.items_in, writer.written))
         _when_stdout_reader_leaves(env.stdout, lambda: call.interrupt(BrokenPipeError()))

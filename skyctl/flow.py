@@ -29,6 +29,11 @@ WINDOW_BYTES = 8 << 20
 
 #: the most items the sender packs into one frame
 BATCH_ITEMS = 8192
+#: about the most pickled bytes waiting for the sender: ``put()`` also blocks
+#: while this much (estimated from the last batch's size per item) is queued,
+#: so a slow link cannot pile items up behind the credit (which counts only
+#: bytes already sent)
+QUEUED_BYTES = 1 << 20
 
 _END = object()
 
@@ -58,6 +63,9 @@ class Outbox:
         self._sent_bytes = 0
         self._terminal: list[tuple[int, bytes]] = []
         self._cancelled = False
+        #: items ``put()`` may queue ahead of the sender: QUEUED_BYTES over the last
+        #: batch's bytes per item (1 until a first batch has been sized)
+        self._max_queued = 1
         self.produced = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"outbox-{kind}", daemon=True)
@@ -68,6 +76,8 @@ class Outbox:
         """Queue one item; blocks while out of credit; raises ``Cancelled``."""
         if self.produced >= self._granted_items or self._sent_bytes >= self._granted_bytes or self._cancelled:
             self._wait_for_credit()
+        if len(self._items) >= self._max_queued:
+            self._wait_for_sender()
         self._items.append(item)
         self.produced += 1
         if not self._wake.is_set():
@@ -122,6 +132,14 @@ class Outbox:
             if self._cancelled:
                 raise Cancelled()
 
+    def _wait_for_sender(self) -> None:
+        """Block while the sender has ``_max_queued`` items still to frame (it is behind: a slow link)."""
+        with self._credit:
+            while not self._cancelled and len(self._items) >= self._max_queued:
+                self._credit.wait()
+            if self._cancelled:
+                raise Cancelled()
+
     # -- sender thread ---------------------------------------------------
     def _run(self) -> None:
         items = self._items
@@ -131,12 +149,15 @@ class Outbox:
             while items:
                 n = min(len(items), BATCH_ITEMS)
                 batch = [items.popleft() for _ in range(n)]
+                with self._credit:  # room in the queue: wake a producer waiting for the sender
+                    self._credit.notify_all()
                 last = batch[-1] is _END
                 if last:
                     batch.pop()
                 if batch and not self._cancelled and self.error is None:
                     try:
                         payload = self._dumps(batch)
+                        self._max_queued = max(1, QUEUED_BYTES * len(batch) // len(payload))
                         self._send(self._kind, payload)
                     except BaseException as exc:  # the peer is gone, or an item does not pickle
                         self.error = exc

@@ -124,10 +124,23 @@ class Stderr:
     def __init__(self, env: Env, quiet: bool = False) -> None:
         self.env = env
         self._status: StatusLine | None = StatusLine(env) if env.live_status and not quiet else None
-        self._partial = b""
+        #: per remote fd, the end of its output after the last line break
+        self._partial: dict[int, bytes] = {}
 
     def log(self, fd: int, data: bytes) -> None:
-        """Bytes the remote function wrote to its stdout/stderr, forwarded live."""
+        """Bytes the remote function wrote to its stdout/stderr, forwarded live, line by line.
+
+        A line (ended by \n, or \r for progress bars) is written whole, so the
+        remote's stdout and stderr never interleave inside a line.
+        """
+        data = self._partial.pop(fd, b"") + data
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        if cut < len(data):
+            self._partial[fd] = data[cut:]
+        if cut:
+            self._write_log(data[:cut])
+
+    def _write_log(self, data: bytes) -> None:
         if self._status is not None:
             self._status.print_bytes(data)
             return
@@ -161,6 +174,8 @@ class Stderr:
             self._status.counters = counters
 
     def stop(self) -> None:
+        for fd in sorted(self._partial):  # a last line without a line break
+            self._write_log(self._partial.pop(fd) + b"\n")
         if self._status is not None:
             self._status.stop()
             self._status = None

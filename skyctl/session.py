@@ -135,11 +135,11 @@ class WorkerSession:
 
     def close(self) -> None:
         """Say goodbye, let the worker exit, release the pipes. Safe to call twice."""
+        if self._pipes is not None and self._current is not None and not self._current.ended:
+            self._current.close()  # before the pipes go: it sends CANCEL (its ``finally`` runs)
         pipes, self._pipes = self._pipes, None
         if pipes is None:
             return
-        if self._current is not None and not self._current.ended:
-            self._current.close()
         if not self.dead:
             try:
                 with self._lock:
@@ -244,9 +244,10 @@ class CallStream:
             outbox.finish()
             return
         except BaseException as exc:  # a bad record, or the caller's iterable raised
+            # In band, after the items already read: the function consumes
+            # those (their values are printed), then stops as if closed.
             self.input_error = exc
-            outbox.finish()
-            self._send(Kind.CANCEL)
+            outbox.finish((Kind.INPUT_FAILED, b""))
             return
         outbox.finish((Kind.END_IN, b""))
 
@@ -282,7 +283,7 @@ class CallStream:
         if self.outbox is not None:
             self.outbox.cancel()
             self.outbox.finish()
-        if self.input_error is not None:
+        if self.input_error is not None and kind is Kind.CANCELLED:  # the function reached it
             raise self.input_error
         if kind is Kind.RETURN:
             self.result = pickle.loads(payload)

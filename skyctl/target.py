@@ -7,6 +7,7 @@ that module and the project-local modules it imported to travel by value
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -120,10 +121,12 @@ def _import_error(shown: str, exc: BaseException) -> UsageError:
         f"cannot import {shown}: {type(exc).__name__}: {exc}{at}",
         hint="fix the error in your module; it is imported on this machine to read the function",
     )
-    err.details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]) if user else ""
+    # the user's last frames only: not skyctl's, nor importlib's <frozen ...> ones in between
+    err.details = "".join(traceback.format_list(user[-2:]) + traceback.format_exception_only(type(exc), exc)) if user else ""
     return err
 
 
+@functools.lru_cache(maxsize=1)
 def _library_dirs() -> list[str]:
     paths = sysconfig.get_paths()
     dirs = {paths.get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")}

@@ -40,6 +40,7 @@ class Kind(IntEnum):
     CANCEL = 10  # client → worker: close the running generator (empty payload)
     CANCELLED = 11  # worker → client: the generator was closed after CANCEL; ends the call
     BYE = 12  # client → worker: no more calls, exit (empty payload)
+    INPUT_FAILED = 13  # client → worker: the input broke after the items sent (a bad record); the function is closed when it reads that far (empty payload)
 
 
 CREDIT_FORMAT = struct.Struct("!QQ")

@@ -164,6 +164,8 @@ class Worker:
                     call.inbox.push(payload)
                 elif kind is Kind.END_IN and call:
                     call.inbox.end(None)
+                elif kind is Kind.INPUT_FAILED and call:
+                    call.inbox.end(_INPUT_FAILED)
                 elif kind is Kind.CREDIT and call:
                     call.outbox.grant(*wire.unpack_credit(payload))
                 elif kind is Kind.CANCEL and call:
@@ -205,9 +207,9 @@ class Worker:
             where, key = stream_at
             if where == "arg":
                 args = list(args)
-                args[key] = call.inbox.items()
+                args[key] = _stream_input(call.inbox)
             else:
-                kwargs[key] = call.inbox.items()
+                kwargs[key] = _stream_input(call.inbox)
             self.conn.send(Kind.CREDIT, wire.pack_credit(flow.WINDOW_ITEMS, flow.WINDOW_BYTES))
         gen = None
         try:
@@ -229,10 +231,27 @@ class Worker:
                 call.in_user_code = True
         except BaseException as exc:
             call.in_user_code = False
-            if call.cancelled:
+            if call.cancelled or isinstance(exc, InputFailed):
                 _close_quietly(gen)
                 return Kind.CANCELLED, b""
             return _raise_frame(exc, "call")
+
+
+#: the inbox ending that INPUT_FAILED puts after the last good input item
+_INPUT_FAILED = "input failed"
+
+
+class InputFailed(GeneratorExit):
+    """Raised where the function reads past the last good input item when the
+    client's input broke (a bad stdin record): it stops as if closed, after
+    every item before the bad one was consumed and its values sent."""
+
+
+def _stream_input(inbox: flow.Inbox) -> Any:
+    """The stream parameter's items; raises ``InputFailed`` at the point the client's input broke."""
+    yield from inbox.items()
+    if inbox.ending is _INPUT_FAILED:
+        raise InputFailed()
 
 
 def _close_quietly(gen: Any) -> None:

@@ -103,3 +103,50 @@ def local_config(tmp_path_factory: pytest.TempPathFactory) -> "os.PathLike[str]"
 def host_config(request: pytest.FixtureRequest) -> "os.PathLike[str]":
     """The same end-to-end test on the built-in ``local`` host and on the test sshd."""
     return request.getfixturevalue(f"{request.param}_config")
+
+
+# -- kept SSH connections (reuse): the suite's holders live in a runtime dir of its own ----
+@pytest.fixture(scope="session", autouse=True)
+def _reuse_runtime_dir() -> Iterator[None]:
+    """Point ``XDG_RUNTIME_DIR`` at a fresh, short directory for the whole session.
+
+    ssh hosts keep their connection by default (``reuse: true``): the holder
+    processes the tests start then never meet a user's own, and are stopped
+    (each by the pid it wrote, once checked to be a holder) when the session ends.
+    """
+    import shutil
+    import signal
+    import tempfile
+    import time
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="skyctl-tests-", dir="/tmp"))
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = old
+        pids = []
+        for pid_file in path.glob("skyctl/*.pid"):
+            try:
+                pid = int(pid_file.read_text())
+                if b"skyctl.holder" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGTERM)
+                    pids.append(pid)
+            except (OSError, ValueError):
+                continue
+        def running(pid: int) -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+            except (OSError, IndexError):
+                return False
+
+        deadline = time.monotonic() + 15
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if running(pid)]
+            time.sleep(0.05)
+        shutil.rmtree(path, ignore_errors=True)

@@ -344,8 +344,16 @@ class SshPipes:
         """All of ``data`` to the command's stdin; ``OSError`` when the channel or connection is gone."""
         if not data:
             return
+        # Not ``chan.sendall``: it re-slices the rest of the buffer after every
+        # packet (quadratic for a multi-MiB frame) and spins forever once the
+        # channel has sent EOF (``send`` then returns 0).
+        view = memoryview(data)
         try:
-            self._chan.sendall(data)
+            while view:
+                sent = self._chan.send(view)
+                if not sent:
+                    raise BrokenPipeError(f"ssh channel to {self.label} is closed for writing")
+                view = view[sent:]
         except OSError:
             raise
         except (EOFError, paramiko.SSHException) as exc:
@@ -420,6 +428,9 @@ class SshTransport:
         gateway: an already built transport to tunnel through, instead of
             ``profile.gateway``/ProxyJump (used for ProxyJump chains).
     """
+
+    #: what ``start`` wraps a channel in (the reuse holder forwards stderr as it arrives)
+    pipes_class: "type[SshPipes]" = SshPipes
 
     def __init__(
         self,
@@ -497,7 +508,7 @@ class SshTransport:
                     f"the SSH server on {self.label} refused to run the worker command ({exc or 'exec request denied'})",
                     hint="a ForceCommand or a restricted key (command=\"...\" in authorized_keys) may be in the way",
                 ) from None
-            return SshPipes(channel, self.label)
+            return self.pipes_class(channel, self.label)
         raise AssertionError("unreachable")
 
     def close(self) -> None:

@@ -1,0 +1,1 @@
+"""skyctl benchmarks: ``python benchmarks/run.py`` (see its ``--help``)."""

@@ -1,0 +1,629 @@
+#!/usr/bin/env python3
+"""skyctl benchmarks: each measurement against a baseline in the same run.
+
+    python benchmarks/run.py                 # everything, 5 runs each; writes docs/benchmarks.md
+    python benchmarks/run.py --quick         # smaller inputs, 3 runs; prints only
+    python benchmarks/run.py --only warm,pipe --repeat 9
+
+Starts its own OpenSSH sshd on 127.0.0.1 (``tests/sshd.py``), writes a
+``skyward.yaml`` for it (remote python ``/usr/bin/python3``, a workdir of its
+own), and runs the real ``skyctl`` console script in subprocesses. skyctl and
+its baseline are interleaved run by run, so load from other processes hits
+both alike; absolute times are noise, the ratios are the point.
+
+Progress goes to stderr; the finished report (markdown) to stdout and, for a
+full run (or with ``--out``), to ``docs/benchmarks.md``. Exit status 0 when
+every measurement ran (whether or not it met its target), 1 when one failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import machine  # noqa: E402
+from benchmarks.proxy import start_proxy  # noqa: E402
+from benchmarks.timing import BenchError, Run, drain, first_line, median, read_line  # noqa: E402
+
+#: the remote interpreter, for skyctl's profile and for every ssh baseline
+REMOTE_PY = "/usr/bin/python3"
+TARGETS = "benchmarks/targets.py"
+#: in the order of the report
+MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local")
+#: in the order they run: the long memory runs last
+RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "memory")
+#: the delay proxy: 25 ms each way
+ONE_WAY_DELAY = 0.025
+
+COPY_LINES = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)"
+ECHO_LINES = ("import sys\nr, w = sys.stdin.buffer, sys.stdout.buffer\n"
+              "for line in iter(r.readline, b''):\n    w.write(line)\n    w.flush()")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def skyctl_argv() -> list[str]:
+    """The real ``skyctl`` console script next to this interpreter (not a pyenv shim), else PATH's, else -c."""
+    import sysconfig
+
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        beside = Path(folder) / "skyctl"
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return [str(beside)]
+    found = shutil.which("skyctl")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from skyctl.cli import main; main()"]
+
+
+# --------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Row:
+    """One line of the report: skyctl's samples against a baseline's."""
+
+    key: str
+    metric: str
+    #: "s" (shown in ms), "lines/s" or "MiB"
+    unit: str
+    skyctl: list[float]
+    baseline: list[float]
+    baseline_label: str
+    #: "lower" or "higher" is better
+    better: str = "lower"
+    #: the ratio skyctl/baseline must be <= (lower) or >= (higher) this; None: informational
+    target: float | None = None
+    #: an absolute bound on skyctl's median too (same unit)
+    limit: float | None = None
+    error: str = ""
+
+    @property
+    def sky_median(self) -> float:
+        return median(self.skyctl)
+
+    @property
+    def base_median(self) -> float:
+        return median(self.baseline)
+
+    @property
+    def ratio(self) -> float:
+        b = self.base_median
+        return self.sky_median / b if b and not math.isnan(b) else float("nan")
+
+    @property
+    def verdict(self) -> str:
+        if self.error:
+            return "error"
+        if self.target is None:
+            return "info"
+        r = self.ratio
+        ok = r <= self.target if self.better == "lower" else r >= self.target
+        if self.limit is not None:
+            ok = ok and self.sky_median <= self.limit
+        return "pass" if ok else "**FAIL**"
+
+    @property
+    def target_text(self) -> str:
+        if self.target is None:
+            return "—"
+        text = f"{'≤' if self.better == 'lower' else '≥'} {self.target:g}"
+        if self.limit is not None:
+            text = f"≤ {fmt(self.limit, self.unit)} and ratio {text}"
+        return text
+
+
+def fmt(value: float, unit: str) -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    if unit == "s":
+        ms = value * 1000
+        return f"{ms:.2f} ms" if ms < 10 else f"{ms:.0f} ms"
+    if unit == "lines/s":
+        return f"{value / 1e6:.2f} M lines/s"
+    if unit == "MiB":
+        return f"{value:.0f} MiB"
+    return f"{value:.3g} {unit}"
+
+
+def interleave(repeat: int, runs: dict[str, Callable[[], Any]]) -> dict[str, list[Any]]:
+    """``repeat`` rounds, each running every callable once; the order rotates from round to round."""
+    names = list(runs)
+    out: dict[str, list[Any]] = {name: [] for name in names}
+    for i in range(repeat):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            out[name].append(runs[name]())
+    return out
+
+
+# --------------------------------------------------------------------------
+# the bench: sshd, configs, argv builders
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    root: Path
+    server: Any
+    config: Path
+    skyctl: list[str]
+    env: dict[str, str]
+    rows: list[Row] = field(default_factory=list)
+    baselines: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def repeat(self) -> int:
+        return self.args.repeat
+
+    @property
+    def remote_workdir(self) -> str:
+        return str(self.root / "remote-workdir")
+
+    def sky(self, *args: str, config: Path | None = None) -> list[str]:
+        return [*self.skyctl, *args, "-c", str(config or self.config)]
+
+    def ssh(self, *cmd: str, server: Any = None) -> list[str]:
+        return (server or self.server).ssh_argv(*cmd)
+
+    def write_config(self, name: str, server: Any = None, workdir: str | None = None) -> Path:
+        from tests.helpers import ssh_host_yaml
+
+        path = self.root / name
+        path.write_text("default: box\nhosts:\n  local:\n    type: local\n"
+                        + ssh_host_yaml(server or self.server, python=REMOTE_PY,
+                                        extra=f"workdir: {workdir or self.remote_workdir}"))
+        return path
+
+    def run_kw(self, timeout: float = 120.0) -> dict[str, Any]:
+        return {"cwd": REPO, "env": self.env, "timeout": timeout}
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        log(f"  {row.metric}: skyctl {fmt(row.sky_median, row.unit)}, baseline {fmt(row.base_median, row.unit)}, "
+            f"ratio {row.ratio:.2f} (target {row.target_text}) {row.verdict}")
+
+
+# --------------------------------------------------------------------------
+# the measurements
+
+
+def m_warm(b: Bench) -> None:
+    """1. warm time to first value over SSH vs ``ssh host python3 -c 'print(1)'``."""
+    sky = b.sky("run", f"{TARGETS}:one", "-H", "box")
+    sky_noreuse = [*sky, "--no-reuse"]
+    ssh = b.ssh(REMOTE_PY, "-c", "print(1)")
+    for argv in (sky, sky_noreuse, ssh):  # warm-up: bundle in place, kept connection up, caches hot
+        first_line(argv, **b.run_kw())
+    got = interleave(b.repeat, {
+        "sky": lambda: first_line(sky, **b.run_kw()),
+        "noreuse": lambda: first_line(sky_noreuse, **b.run_kw()),
+        "ssh": lambda: first_line(ssh, **b.run_kw()),
+    })
+    b.baselines["ssh print(1)"] = f"`ssh … {REMOTE_PY} -c 'print(1)'` (OpenSSH client, new connection each run)"
+    b.add(Row("warm", "1. warm time to first value, `skyctl run` over SSH (default: reuse on)", "s",
+              got["sky"], got["ssh"], "ssh print(1)", "lower", 1.0))
+    b.add(Row("warm", "1b. the same with `--no-reuse` (informational)", "s",
+              got["noreuse"], got["ssh"], "ssh print(1)", "lower", None))
+
+
+def m_cold(b: Bench) -> None:
+    """2. cold (a fresh, empty remote workdir per run) vs warm."""
+    warm = b.sky("run", f"{TARGETS}:one", "-H", "box")
+    first_line(warm, **b.run_kw())
+    configs = iter([b.write_config(f"cold-{i}.yaml", workdir=str(b.root / f"cold-workdir-{i}"))
+                    for i in range(b.repeat)])
+    got = interleave(b.repeat, {
+        "cold": lambda: first_line(b.sky("run", f"{TARGETS}:one", "-H", "box", config=next(configs)), **b.run_kw()),
+        "warm": lambda: first_line(warm, **b.run_kw()),
+    })
+    b.baselines["warm"] = "warm `skyctl run` (bundle already in the workdir), same run"
+    b.add(Row("cold", "2. cold time to first value (empty remote workdir) vs warm", "s",
+              got["cold"], got["warm"], "warm", "lower", 1.5))
+
+
+def m_output(b: Bench) -> None:
+    """3. output rate: a generator yielding N small ints vs remote python printing them."""
+    n = 100_000 if b.args.quick else 1_000_000
+    sky = b.sky("run", f"{TARGETS}:count", "-a", f"n={n}", "-H", "box")
+    ssh = b.ssh(REMOTE_PY, "-c", f"for i in range({n}): print(i)")
+    got = interleave(b.repeat, {
+        "sky": lambda: drain(sky, expect_lines=n, **b.run_kw()),
+        "ssh": lambda: drain(ssh, expect_lines=n, **b.run_kw()),
+    })
+    b.baselines["ssh print loop"] = f"`ssh … {REMOTE_PY} -c 'for i in range(N): print(i)'`"
+    b.add(Row("output", f"3. output rate, {n:,} ints, first→last line", "lines/s",
+              [d.stream_rate for d in got["sky"]], [d.stream_rate for d in got["ssh"]], "ssh print loop", "higher", 0.7))
+    b.add(Row("output", "3b. the same, process start→exit (informational)", "lines/s",
+              [d.overall_rate for d in got["sky"]], [d.overall_rate for d in got["ssh"]], "ssh print loop", "higher", None))
+
+
+def pipe_sizes(b: Bench) -> int:
+    return 200_000 if b.args.quick else 2_000_000
+
+
+def m_pipe(b: Bench) -> None:
+    """4. pipe rate: N short lines through an ``Iterator[str]`` identity vs a remote Python line copy."""
+    n = pipe_sizes(b)
+    seq = ["seq", "1", str(n)]
+    sky = b.sky("pipe", f"{TARGETS}:identity", "-H", "box")
+    ssh = b.ssh(REMOTE_PY, "-c", COPY_LINES)
+    got = interleave(b.repeat, {
+        "sky": lambda: drain(sky, stdin=seq, expect_lines=n, **b.run_kw()),
+        "ssh": lambda: drain(ssh, stdin=seq, expect_lines=n, **b.run_kw()),
+    })
+    b.baselines["ssh line copy"] = f"`seq 1 N | ssh … {REMOTE_PY} -c '<for line in sys.stdin: sys.stdout.write(line)>'`"
+    b.add(Row("pipe", f"4. pipe rate, {n:,} lines, first→last output line", "lines/s",
+              [d.stream_rate for d in got["sky"]], [d.stream_rate for d in got["ssh"]], "ssh line copy", "higher", 0.7))
+    b.add(Row("pipe", "4b. the same, process start→exit (informational)", "lines/s",
+              [d.overall_rate for d in got["sky"]], [d.overall_rate for d in got["ssh"]], "ssh line copy", "higher", None))
+
+
+def _roundtrip_skyctl(b: Bench, items: int, warmup: int) -> float:
+    import skyctl
+    from benchmarks import targets
+
+    inbox: queue.Queue[str | None] = queue.Queue()
+
+    def feed():
+        while (item := inbox.get()) is not None:
+            yield item
+
+    times = []
+    with skyctl.host("box", b.config) as host:
+        results = skyctl.function(targets.echo)(feed()) >> host
+        with results:
+            for i in range(warmup + items):
+                started = time.perf_counter()
+                inbox.put(str(i))
+                value = next(results)
+                elapsed = time.perf_counter() - started
+                if value != str(i):
+                    raise BenchError(f"round trip: sent {i!r}, got {value!r}")
+                if i >= warmup:
+                    times.append(elapsed)
+            inbox.put(None)
+            for _ in results:
+                pass
+    return median(times)
+
+
+def _roundtrip_ssh(b: Bench, items: int, warmup: int) -> float:
+    import subprocess as sp
+
+    times = []
+    with Run(b.ssh(REMOTE_PY, "-c", ECHO_LINES), stdin=sp.PIPE, **b.run_kw()) as run:
+        assert run.proc.stdin is not None
+        fd_in = run.proc.stdin.fileno()
+        pending = bytearray()
+        for i in range(warmup + items):
+            line = b"%d\n" % i
+            started = time.perf_counter()
+            os.write(fd_in, line)
+            got = read_line(run.stdout_fd, pending)
+            elapsed = time.perf_counter() - started
+            if got != line:
+                raise BenchError(f"ssh echo: sent {line!r}, got {got!r}\n{run.stderr_tail()}")
+            if i >= warmup:
+                times.append(elapsed)
+        run.proc.stdin.close()
+        run.finish()
+    return median(times)
+
+
+def m_roundtrip(b: Bench) -> None:
+    """5. one item through a bidirectional function (Python API) vs a raw echo over one ssh session."""
+    items, warmup = (50, 10) if b.args.quick else (200, 20)
+    got = interleave(b.repeat, {
+        "sky": lambda: _roundtrip_skyctl(b, items, warmup),
+        "ssh": lambda: _roundtrip_ssh(b, items, warmup),
+    })
+    b.baselines["ssh echo"] = (f"one `ssh … {REMOTE_PY} -c '<readline, write, flush loop>'` session: write a line, "
+                               "read it back, repeat")
+    b.add(Row("roundtrip", f"5. round trip of one item, Python API (median of {items} per session)", "s",
+              got["sky"], got["ssh"], "ssh echo", "lower", 2.0))
+
+
+def _memory_runs(b: Bench) -> tuple[Callable[[int], dict[str, float]], str]:
+    """How to measure one memory run: ``benchmarks/pipe_memory.py`` when present, else ``benchmarks/memory.py``.
+
+    Either ``measure(skyctl, config, host, nbytes, mb_per_s=, env=)`` returns
+    ``client_mb`` and ``worker_mb``; around it we sample the peak of the
+    kept-connection holder (``reuse``) that serves our sshd, if there is one.
+    """
+    import threading
+
+    from benchmarks import memory
+
+    measure, source = memory.measure, "benchmarks/memory.py"
+    if (REPO / "benchmarks" / "pipe_memory.py").is_file():
+        try:
+            from benchmarks import pipe_memory  # type: ignore[attr-defined]
+
+            if callable(getattr(pipe_memory, "measure", None)):
+                measure, source = pipe_memory.measure, "benchmarks/pipe_memory.py"
+        except Exception as exc:  # not importable as expected: fall back, and say so
+            log(f"  benchmarks/pipe_memory.py not usable ({type(exc).__name__}: {exc}); using benchmarks/memory.py")
+
+    def run(nbytes: int) -> dict[str, float]:
+        done = threading.Event()
+        holder = {"kb": 0}
+
+        def sample_holder() -> None:
+            pids: list[int] = []
+            while not done.wait(0.1):
+                pids = pids or memory.holder_pids(b.server.port)
+                for pid in pids:
+                    holder["kb"] = max(holder["kb"], memory.vmhwm_kb(pid))
+
+        sampler = threading.Thread(target=sample_holder, daemon=True)
+        sampler.start()
+        try:
+            result = dict(measure(b.skyctl, b.config, "box", nbytes, mb_per_s=b.args.memory_rate, env=b.env))
+        finally:
+            done.set()
+            sampler.join(5)
+        if not {"client_mb", "worker_mb"} <= set(result):
+            raise BenchError(f"{source}: measure() returned {sorted(result)}, expected client_mb and worker_mb")
+        result["holder_mb"] = holder["kb"] / 1024
+        return result
+
+    return run, source
+
+
+def m_memory(b: Bench) -> None:
+    """6. peak RSS of client and worker: 1 GB through a slow consumer vs 100 MB."""
+    big, small = (100_000_000, 10_000_000) if b.args.quick else (1_000_000_000, 100_000_000)
+    measure, source = _memory_runs(b)
+    log(f"  using {source}; consumer limited to {b.args.memory_rate:g} MB/s")
+    got = interleave(b.repeat, {"big": lambda: measure(big), "small": lambda: measure(small)})
+    label = f"{small // 1_000_000} MB input"
+    b.baselines[label] = (f"the same `skyctl pipe` of {small // 1_000_000} MB (1 KiB lines, consumer ≤ "
+                          f"{b.args.memory_rate:g} MB/s), same run; measured by `{source}` (VmHWM from /proc)")
+    for who, key in (("client (skyctl)", "client_mb"), ("worker", "worker_mb")):
+        b.add(Row("memory", f"6. peak RSS of the {who}, {big // 1_000_000:,} MB piped to a slow consumer", "MiB",
+                  [r[key] for r in got["big"]], [r[key] for r in got["small"]], label, "lower", 1.10, limit=100.0))
+    if all("in_flight_mb" in r for r in got["big"] + got["small"]):
+        b.add(Row("memory", "6b. most input bytes taken by skyctl but not yet consumed (informational)", "MiB",
+                  [r["in_flight_mb"] for r in got["big"]], [r["in_flight_mb"] for r in got["small"]], label, "lower", None))
+    holder = [r["holder_mb"] for r in got["big"]]
+    if any(holder):
+        b.add(Row("memory", "6c. peak RSS of the kept-connection holder (`reuse`), over its life so far (informational)",
+                  "MiB", holder, [r["holder_mb"] for r in got["small"]], label, "lower", None))
+
+
+def m_latency(b: Bench) -> None:
+    """7. warm time to first value and pipe rate through a +25 ms each way (50 ms RTT) delay proxy."""
+    server = b.server
+    n = pipe_sizes(b)
+    seq = ["seq", "1", str(n)]
+    with start_proxy(server.port, ONE_WAY_DELAY) as pport:
+        known = b.root / "known_hosts_proxy"
+        known.write_text(Path(server.known_hosts).read_text() + f"[127.0.0.1]:{pport} {server.host_public_key}\n")
+        slow = dataclasses.replace(server, port=pport, known_hosts=known)
+        config = b.write_config("proxy.yaml", server=slow)
+        sky_one = b.sky("run", f"{TARGETS}:one", "-H", "box", config=config)
+        sky_one_noreuse = [*sky_one, "--no-reuse"]
+        ssh_one = b.ssh(REMOTE_PY, "-c", "print(1)", server=slow)
+        for argv in (sky_one, sky_one_noreuse, ssh_one):
+            first_line(argv, **b.run_kw())
+        got = interleave(b.repeat, {
+            "sky": lambda: first_line(sky_one, **b.run_kw()),
+            "noreuse": lambda: first_line(sky_one_noreuse, **b.run_kw()),
+            "ssh": lambda: first_line(ssh_one, **b.run_kw()),
+        })
+        b.baselines["ssh print(1), 50 ms RTT"] = "`ssh -p PROXYPORT … print(1)` through the same delay proxy"
+        b.add(Row("latency", "7. warm time to first value at 50 ms RTT (delay proxy)", "s",
+                  got["sky"], got["ssh"], "ssh print(1), 50 ms RTT", "lower", 1.0))
+        b.add(Row("latency", "7b. the same with `--no-reuse` (informational)", "s",
+                  got["noreuse"], got["ssh"], "ssh print(1), 50 ms RTT", "lower", None))
+
+        sky_pipe_0 = b.sky("pipe", f"{TARGETS}:identity", "-H", "box")
+        sky_pipe_50 = b.sky("pipe", f"{TARGETS}:identity", "-H", "box", config=config)
+        ssh_pipe_50 = b.ssh(REMOTE_PY, "-c", COPY_LINES, server=slow)
+        got = interleave(b.repeat, {
+            "sky0": lambda: drain(sky_pipe_0, stdin=seq, expect_lines=n, **b.run_kw()),
+            "sky50": lambda: drain(sky_pipe_50, stdin=seq, expect_lines=n, **b.run_kw()),
+            "ssh50": lambda: drain(ssh_pipe_50, stdin=seq, expect_lines=n, **b.run_kw()),
+        })
+        b.baselines["skyctl pipe, 0 ms"] = "the same `skyctl pipe` without the proxy, interleaved with the proxied runs"
+        b.baselines["ssh line copy, 50 ms RTT"] = "the ssh line copy of 4. through the same delay proxy"
+        b.add(Row("latency", f"7c. pipe rate at 50 ms RTT vs 0 ms, {n:,} lines, first→last line", "lines/s",
+                  [d.stream_rate for d in got["sky50"]], [d.stream_rate for d in got["sky0"]], "skyctl pipe, 0 ms",
+                  "higher", 0.8))
+        b.add(Row("latency", "7d. pipe rate at 50 ms RTT vs the ssh line copy at 50 ms RTT (informational)", "lines/s",
+                  [d.stream_rate for d in got["sky50"]], [d.stream_rate for d in got["ssh50"]],
+                  "ssh line copy, 50 ms RTT", "higher", None))
+
+
+def m_local(b: Bench) -> None:
+    """8. time to first value on ``local`` vs the same interpreter running print(1)."""
+    sky = b.sky("run", f"{TARGETS}:one", "-H", "local")
+    py = [sys.executable, "-c", "print(1)"]
+    for argv in (sky, py):
+        first_line(argv, **b.run_kw())
+    got = interleave(b.repeat, {
+        "sky": lambda: first_line(sky, **b.run_kw()),
+        "py": lambda: first_line(py, **b.run_kw()),
+    })
+    b.baselines["python print(1)"] = f"`{sys.executable} -c 'print(1)'` (the interpreter skyctl runs on)"
+    b.add(Row("local", "8. time to first value on `local` (proposed target)", "s",
+              got["sky"], got["py"], "python print(1)", "lower", b.args.local_target))
+
+
+RUNNERS: dict[str, Callable[[Bench], None]] = {
+    "warm": m_warm, "cold": m_cold, "output": m_output, "pipe": m_pipe, "roundtrip": m_roundtrip,
+    "memory": m_memory, "latency": m_latency, "local": m_local,
+}
+
+
+# --------------------------------------------------------------------------
+# the report
+
+
+def report(b: Bench, info: dict[str, str], notes: list[str], minutes: float) -> str:
+    order = {key: i for i, key in enumerate(MEASUREMENTS)}
+    rows = sorted(b.rows, key=lambda r: order[r.key])
+    labels = {label: i + 1 for i, label in enumerate(dict.fromkeys(r.baseline_label for r in rows))}
+    out = [
+        "# skyctl benchmarks",
+        "",
+        "Generated by `python benchmarks/run.py`"
+        + (f" (`--repeat {b.repeat}`{', --quick' if b.args.quick else ''}"
+           f"{', --only ' + ','.join(b.args.only) if b.args.only else ''})")
+        + f" in {minutes:.1f} minutes. Each value is the median of {b.repeat} runs; skyctl and its baseline "
+        "run interleaved, round by round, in the same process tree against the same sshd, so the **ratio** is the "
+        "result and absolute times are only what this machine did at that moment.",
+        "",
+        "| metric | skyctl (median) | baseline (median) | ratio | target | result |",
+        "|---|---:|---:|---:|:---:|:---:|",
+    ]
+    for r in rows:
+        if r.error:
+            out.append(f"| {r.metric} | — | — | — | {r.target_text} | error |")
+            continue
+        out.append(f"| {r.metric} | {fmt(r.sky_median, r.unit)} | {fmt(r.base_median, r.unit)} "
+                   f"[{labels[r.baseline_label]}] | {r.ratio:.2f} | {r.target_text} | {r.verdict} |")
+    out += [
+        "",
+        "Ratios are skyctl ÷ baseline: for times and memory lower is better, for rates higher is better. "
+        "\"first→last line\" rates count lines between the first and the last output bytes (start-up is "
+        "measured by the time-to-first-value rows); \"start→exit\" rates include it. Time to first value is "
+        "from just before the process is spawned until its first stdout line has been read from the pipe. "
+        "MiB = 2²⁰ bytes.",
+        "",
+        "Baselines:",
+        "",
+    ]
+    for label, i in labels.items():
+        out.append(f"{i}. **{label}**: {b.baselines.get(label, label)}")
+    errors = [r for r in rows if r.error]
+    if errors:
+        out += ["", "Errors:", ""] + [f"- {r.metric}: `{r.error.splitlines()[0]}`" for r in errors]
+    out += ["", "## Spread", "", "| metric | runs | skyctl min – max | baseline min – max |", "|---|---:|---:|---:|"]
+    for r in rows:
+        if r.error:
+            continue
+        out.append(f"| {r.metric} | {len(r.skyctl)} | {fmt(min(r.skyctl), r.unit)} – {fmt(max(r.skyctl), r.unit)} | "
+                   f"{fmt(min(r.baseline), r.unit)} – {fmt(max(r.baseline), r.unit)} |")
+    out += ["", "## Machine", "", "| | |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in info.items()]
+    out += ["", "The \"remote\" host is an OpenSSH sshd on 127.0.0.1 of the same machine: client, sshd, worker "
+            "and baseline share its cores, and the network is loopback (0 ms) or the delay proxy "
+            "(`benchmarks/proxy.py`: +25 ms each way, order and throughput preserved)."]
+    out += [f"skyctl was run as `{' '.join(b.skyctl)}` (the console script itself, not a version-manager shim)."]
+    if notes:
+        out += ["", "Notes on this run:", ""] + [f"- {n}" for n in notes]
+    out += [
+        "",
+        "## How to reproduce",
+        "",
+        "```",
+        "pip install -e '.[test]'       # plus OpenSSH server and client (apt-get install openssh-server)",
+        "python benchmarks/run.py       # ~10 minutes; --quick for a smaller run, --only NAME for one measurement",
+        "```",
+        "",
+        f"Measurements (`--only`): {', '.join(MEASUREMENTS)}.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--repeat", type=int, default=None, help="runs per measurement and side (default 5; 3 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="inputs 10x smaller; the report is not written unless --out")
+    parser.add_argument("--only", action="append", default=[],
+                        help=f"run only these (comma-separated or repeated): {', '.join(MEASUREMENTS)}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the report (default: docs/benchmarks.md for a full run)")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
+    parser.add_argument("--memory-rate", type=float, default=25.0, help="the slow consumer's limit, MB/s (default 25)")
+    parser.add_argument("--local-target", type=float, default=3.0,
+                        help="target ratio for `local` time to first value (default 3.0, proposed)")
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
+    unknown = [name for name in args.only if name not in MEASUREMENTS]
+    if unknown:
+        parser.error(f"unknown measurement {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
+    if args.repeat is None:
+        args.repeat = 3 if args.quick else 5
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.out is None and not args.quick and not args.only:
+        args.out = REPO / "docs" / "benchmarks.md"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from tests.helpers import clean_env
+    from tests.sshd import SshdUnavailable, start_sshd
+
+    chosen = [name for name in RUN_ORDER if not args.only or name in args.only]
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="skyctl-bench-"))
+    root.chmod(0o755)
+    try:
+        server = start_sshd(root)
+    except SshdUnavailable as exc:
+        log(f"benchmarks need an sshd: {exc}")
+        shutil.rmtree(root, ignore_errors=True)
+        return 1
+    env = clean_env()
+    bench = Bench(args, root, server, Path(), skyctl_argv(), env)
+    bench.config = bench.write_config("skyward.yaml")
+    info = machine.describe(REPO, REMOTE_PY)
+    log(f"skyctl benchmarks: sshd on 127.0.0.1:{server.port}, {args.repeat} runs each, {', '.join(chosen)}")
+    failed = False
+    try:
+        for name in chosen:
+            log(f"[{name}] {RUNNERS[name].__doc__.splitlines()[0]}")
+            t = time.monotonic()
+            try:
+                RUNNERS[name](bench)
+            except Exception as exc:  # report it and go on with the others
+                failed = True
+                log(traceback.format_exc())
+                bench.rows.append(Row(name, f"{name}: did not complete", "s", [], [], name, error=f"{type(exc).__name__}: {exc}"))
+                bench.baselines.setdefault(name, "—")
+            log(f"  ({time.monotonic() - t:.0f} s)")
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    info["load average at end"] = machine.loadavg()
+    text = report(bench, info, args.note, (time.monotonic() - started) / 60)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        log(f"wrote {args.out}")
+    else:
+        log("report not written (partial run); pass --out PATH to write it")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
