@@ -529,7 +529,10 @@ def report(b: Bench, info: dict[str, str], notes: list[str], minutes: float) -> 
     out += ["", "The \"remote\" host is an OpenSSH sshd on 127.0.0.1 of the same machine: client, sshd, worker "
             "and baseline share its cores, and the network is loopback (0 ms) or the delay proxy "
             "(`benchmarks/proxy.py`: +25 ms each way, order and throughput preserved)."]
-    out += [f"skyctl was run as `{' '.join(b.skyctl)}` (the console script itself, not a version-manager shim)."]
+    out += [f"skyctl was run as `{' '.join(b.skyctl)}` (the console script itself, not a version-manager shim), "
+            "with compiled bytecode cached as after a normal install (a private `PYTHONPYCACHEPREFIX`"
+            + ("; this environment's `PYTHONDONTWRITEBYTECODE=1` was removed for skyctl and the baselines alike"
+               if os.environ.get("PYTHONDONTWRITEBYTECODE") else "") + ")."]
     if notes:
         out += ["", "Notes on this run:", ""] + [f"- {n}" for n in notes]
     out += [
@@ -592,7 +595,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"benchmarks need an sshd: {exc}")
         shutil.rmtree(root, ignore_errors=True)
         return 1
-    env = clean_env()
+    # Byte-compiled modules are cached, as after a normal `pip install`: this machine's environment may set
+    # PYTHONDONTWRITEBYTECODE (then every skyctl start compiles its own sources); a private prefix keeps
+    # the cache out of the source tree. The baselines get the same environment.
+    env = clean_env({"PYTHONPYCACHEPREFIX": str(root / "pycache")})
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     bench = Bench(args, root, server, Path(), skyctl_argv(), env)
     bench.config = bench.write_config("skyward.yaml")
     info = machine.describe(REPO, REMOTE_PY)

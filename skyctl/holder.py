@@ -13,10 +13,11 @@ stdin/stdout/stderr/exit status are relayed as frames (see
 ``transports.reuse``). When the client goes away (also SIGKILL) the channel
 is closed like ``SshPipes.close`` does it: EOF, then TERM and KILL.
 
-The spare: after a call whose command got as far as ``SKYCTL ready`` ends,
-the holder starts the same argv again and keeps that one channel running,
-unused, for the next call: the remote exec and Python start-up are then off
-the next call's critical path. A spare is used at most once (every call
+The spare: as soon as a call's command has got as far as ``SKYCTL ready``
+(the stub works), the holder starts the same argv again and keeps that one
+channel running, unused, for the next call: the remote exec and Python
+start-up are then off the next call's critical path (and the spare's exec
+happens while this call still runs, not after its client has gone). A spare is used at most once (every call
 still gets a fresh interpreter); a different argv closes it. Set
 ``SKYCTL_REUSE_SPARE=0`` in the environment of the client that starts the
 holder to turn spares off.
@@ -305,10 +306,8 @@ class Holder:
     # -- one client -------------------------------------------------------------
 
     def _serve_client(self, conn: socket.socket) -> None:
-        argv: list[str] | None = None
-        worth_a_spare = False
         try:
-            argv, worth_a_spare = self._call(conn)
+            self._call(conn)
         except Exception as exc:  # never let one client take the holder down
             _log(f"client failed: {type(exc).__name__}: {exc}")
         finally:
@@ -317,10 +316,8 @@ class Holder:
             with self.lock:
                 self.active -= 1
                 self.last_used = time.monotonic()
-        if argv is not None and worth_a_spare:
-            self.refill(argv)
 
-    def _call(self, conn: socket.socket) -> tuple[list[str] | None, bool]:
+    def _call(self, conn: socket.socket) -> None:
         send_lock = threading.Lock()
 
         def send(kind: int, payload: bytes = b"") -> None:
@@ -335,9 +332,9 @@ class Holder:
         try:
             kind, payload = recv_frame(conn)
         except (EOFError, OSError):
-            return None, False
+            return
         if kind != REQUEST:
-            return None, False
+            return
         request = json.loads(payload)
         argv = [str(a) for a in request["argv"]]
         with contextlib.suppress(TypeError, ValueError):
@@ -353,18 +350,18 @@ class Holder:
                     payload = json.dumps({"type": BUSY, "message": exc.message, "hint": exc.hint}).encode()
                 with contextlib.suppress(OSError):
                     send(FAILED, payload)
-                return None, False
+                return
         assert isinstance(pipes, HeldPipes)
         try:
             send(STARTED, json.dumps({"label": self.transport.label, "spare": used_spare}).encode())
         except OSError:
             pipes.close()
-            return argv, False
+            return
         pipes.attach(lambda data: send(STDERR, data))
         with self.lock:
             self.calls[conn.fileno()] = (conn, pipes)
         state = {"ready": False}
-        pump = threading.Thread(target=self._pump_out, args=(pipes, send, state, conn), name="stdout", daemon=True)
+        pump = threading.Thread(target=self._pump_out, args=(pipes, send, state, conn, argv), name="stdout", daemon=True)
         pump.start()
         # this thread: the client's stdin frames, until it goes away
         try:
@@ -384,9 +381,8 @@ class Holder:
                 del self.calls[conn.fileno()]
         pipes.close()  # EOF, grace, TERM, KILL: nothing stays running for a client that is gone
         pump.join(5.0)
-        return argv, state["ready"]
 
-    def _pump_out(self, pipes: HeldPipes, send: Any, state: dict[str, bool], conn: socket.socket) -> None:
+    def _pump_out(self, pipes: HeldPipes, send: Any, state: dict[str, bool], conn: socket.socket, argv: list[str]) -> None:
         chan = pipes._chan
         seen = b""
         try:
@@ -400,6 +396,8 @@ class Holder:
                 if not state["ready"] and len(seen) < READY_SCAN:
                     seen = (seen + data)[:READY_SCAN]
                     state["ready"] = READY_MARK in seen
+                    if state["ready"]:  # the command works: have the next identical call's channel on the way
+                        threading.Thread(target=self.refill, args=(argv,), name="refill", daemon=True).start()
                 send(STDOUT, data)
             send(STDOUT, b"")
             status = None

@@ -248,6 +248,11 @@ def test_holder_killed_mid_call_is_a_lost_connection(sshd: SshServer, run_dir: P
     assert proc.returncode == 6, err.decode()
     assert "lost" in err.decode() and "Traceback" not in err.decode()
     wait_for(lambda: not pid_alive(pid), timeout=30, what="the remote worker to exit with its connection")
+    # its socket is left behind, dead: the next call starts a new holder
+    before = accepted(sshd)
+    again = sky(run_dir, "run", target("worker_pid"), "-c", cfg)
+    assert again.returncode == 0, again.stderr
+    assert accepted(sshd) == before + 1 and "warning" not in again.stderr
 
 
 # -- failures look the same as without reuse -------------------------------------------------
@@ -340,3 +345,20 @@ def test_calls_beyond_max_sessions_connect_on_their_own(sshd_two_sessions: SshSe
                 proc.kill()
                 proc.wait(timeout=30)
     assert sshd_two_sessions.log_text().count("Accepted publickey for") == 2, "the third call had its own connection"
+
+
+def test_relative_key_paths_are_read_from_the_callers_directory(sshd: SshServer, run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    shutil.copy(sshd.identity_file, tmp_path / "keys" / "id")
+    (tmp_path / "keys" / "id").chmod(0o600)
+    cfg = profile(tmp_path, sshd)
+    Path(cfg).write_text(Path(cfg).read_text().replace(str(sshd.identity_file), "keys/id"))
+    assert "identity_file: keys/id" in Path(cfg).read_text()
+    before = accepted(sshd)
+    for _ in range(2):
+        result = sky(run_dir, "run", f"{REPO / TARGETS}:worker_pid", "-c", cfg, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert accepted(sshd) - before == 1
+    # the same profile from another directory names another key file: not the kept connection
+    elsewhere = sky(run_dir, "run", f"{REPO / TARGETS}:worker_pid", "-c", cfg, cwd=REPO)
+    assert elsewhere.returncode == 4 and "keys/id does not exist" in elsewhere.stderr, elsewhere.stderr

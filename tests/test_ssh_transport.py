@@ -359,7 +359,7 @@ class TestConnectErrors:
             silent.bind(("127.0.0.1", 0))
             silent.listen(8)
             port = silent.getsockname()[1]
-            error = connect_error(transport_for(profile_for(sshd, port=port, connect_timeout=1.0)), 4)
+            error = connect_error(transport_for(profile_for(sshd, port=port, connect_timeout=1.0)), 10)
         assert "timed out after 1s waiting for the SSH banner" in error.message
         assert "connect_timeout" in (error.hint or "")
 

@@ -97,7 +97,8 @@ HOLDER_START_SLACK = 30.0
 CONNECTION_FIELDS = ("name", "type", "host", "port", "user", "identity_file", "known_hosts", "host_key_policy",
                      "gateway", "connect_timeout", "keepalive")
 #: how the holder process is started: ``argv[1]`` is the directory that holds this ``skyctl`` package
-HOLDER_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from skyctl.holder import main; main()"
+#: (it runs in the client's directory, as relative key paths are; ``-c`` put that directory first on sys.path: replaced)
+HOLDER_BOOT = "import sys; sys.path[0:1] = [sys.argv[1]]; from skyctl.holder import main; main()"
 
 _ERRORS: dict[str, type[SkyctlError]] = {
     "ConnectError": ConnectError,
@@ -140,7 +141,7 @@ def socket_dir(environ: Any = None) -> str:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeDirectory(f"{path} is not a directory (remove it)")
     if st.st_uid != uid:
-        raise UnsafeDirectory(f"{path} belongs to uid {st.st_uid}, not to you (uid {uid}); remove it")
+        raise UnsafeDirectory(f"{path} belongs to uid {st.st_uid}, not to you (uid {uid}); remove it, or set XDG_RUNTIME_DIR to a private directory")
     if st.st_mode & 0o077:
         raise UnsafeDirectory(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}, it must be 0700 (chmod 700 {path})")
     return path
@@ -198,6 +199,7 @@ def connection_key(chain: list["HostProfile"], ssh_config_path: str | None = DEF
     data = {
         "protocol": PROTOCOL,
         "login": _login_name(),
+        "cwd": os.getcwd() if any(not os.path.isabs(os.path.expanduser(f)) for f in files) else "",  # relative paths: other files elsewhere
         "profiles": [profile_fields(p) for p in chain],
         "ssh_config": ssh_config_path,
         "system_known_hosts": system_known_hosts,
@@ -603,7 +605,6 @@ class ReuseTransport:
                 stderr=log_fd,
                 close_fds=True,
                 start_new_session=True,  # no Ctrl-C from our terminal, no SIGHUP when it closes
-                cwd="/",
             )
         except OSError as exc:
             self._fall_back(f"cannot start the holder process ({exc.strerror or exc})")
