@@ -311,11 +311,10 @@ def _parser_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type
     exits: list[type] = [typer.Exit]
     aborts: list[type] = [typer.Abort]
     errors: list[type] = [c for c in (getattr(typer, "TyperException", None),) if c is not None]
-    try:
-        import click
-    except ImportError:
-        pass
-    else:
+    # only when typer uses it (then typer has imported it): importing the standalone
+    # click next to a typer that vendors its own costs start-up time for nothing
+    click = sys.modules.get("click")
+    if click is not None:
         exits.append(click.exceptions.Exit)
         aborts.append(click.exceptions.Abort)
         errors.append(click.ClickException)
