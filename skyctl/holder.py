@@ -71,6 +71,15 @@ READY_SCAN = 64 * 1024
 TICK = 0.25
 
 
+#: log every call and spare too (``SKYCTL_DEBUG`` set for the client that started the holder)
+DEBUG = bool(os.environ.get("SKYCTL_DEBUG"))
+
+
+def _debug(message: str) -> None:
+    if DEBUG:
+        _log(message)
+
+
 def _log(message: str) -> None:
     with contextlib.suppress(Exception):
         sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} holder[{os.getpid()}]: {message}\n")
@@ -277,6 +286,7 @@ class Holder:
             return None
         if spare[0] == argv and spare[1].alive:
             return spare[1]
+        _debug(f"spare dropped: {'another command' if spare[0] != argv else 'it is no longer running'}")
         threading.Thread(target=spare[1].close, daemon=True).start()
         return None
 
@@ -290,6 +300,7 @@ class Holder:
             self.refilling = True
         try:
             pipes = self.transport.start(argv)
+            _debug("spare started")
         except Exception as exc:
             _log(f"no spare: {exc}")
             pipes = None
@@ -341,6 +352,7 @@ class Holder:
             self.idle = max(0.0, float(request.get("idle", self.idle)))
         pipes = self.take_spare(argv)
         used_spare = pipes is not None
+        _debug(f"call: {'the spare' if used_spare else 'a new channel'}")
         if pipes is None:
             try:
                 pipes = self.start(argv)  # type: ignore[assignment]

@@ -86,16 +86,21 @@ def sockets(run_dir: Path) -> list[Path]:
 
 
 def workers(marker: str) -> set[int]:
-    """Live worker processes (the stub and the worker it becomes) whose argv mentions ``marker``."""
+    """Live worker processes (the stub and the worker it becomes) whose argv mentions ``marker``.
+
+    Only Python processes: the login shell that sshd runs the command with may
+    fork subshells (a ~/.bashrc) that briefly carry the same argv.
+    """
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
+            exe = os.path.basename(os.readlink(entry / "exe"))
         except OSError:
             continue
-        if b"SKYCTL" in cmdline and marker.encode() in cmdline and pid_alive(int(entry.name)):
+        if exe.startswith("python") and b"SKYCTL" in cmdline and marker.encode() in cmdline and pid_alive(int(entry.name)):
             found.add(int(entry.name))
     return found
 

@@ -45,6 +45,8 @@ Protocol (Unix socket, one call per connection)
     and finally ``EXIT`` (JSON: status). Closing the socket means the client
     is gone: the holder closes the channel (EOF, then TERM/KILL), so the
     remote worker exits within seconds even after a SIGKILL of the client.
+    ``FAILED`` of type ``Busy`` means the server allows no more sessions on
+    the kept connection (MaxSessions): that call connects directly instead.
 """
 
 from __future__ import annotations
