@@ -83,6 +83,18 @@ class Outbox:
         if not self._wake.is_set():
             self._wake.set()
 
+    def put_many(self, items: list[Any]) -> None:
+        """Queue a list of items at once (a chunk of stdin); may overshoot the
+        credit by that one list, then waits as ``put`` does."""
+        if self.produced >= self._granted_items or self._sent_bytes >= self._granted_bytes or self._cancelled:
+            self._wait_for_credit()
+        if len(self._items) >= self._max_queued:
+            self._wait_for_sender()
+        self._items.extend(items)
+        self.produced += len(items)
+        if not self._wake.is_set():
+            self._wake.set()
+
     def finish(self, *frames: tuple[int, bytes]) -> None:
         """Send what is queued, then ``frames``; the sender thread then ends."""
         self._terminal = list(frames)

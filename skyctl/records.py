@@ -216,6 +216,70 @@ class RecordReader:
             return self._iter_bytes()
         return self._iter_converted(self._line_converter())
 
+    def batches(self) -> Iterator[list[object]]:
+        """The same values as ``__iter__``, a list at a time: whatever stdin has ready.
+
+        ``lines`` into ``str``/``bytes`` (the bulk case) is read a chunk at a
+        time with ``read1`` (never waiting for more than is available, so a
+        lone line still goes at once); every other format gives one value per list.
+        """
+        if self._fmt == "lines" and self._kind in ("str", "any", "bytes") and hasattr(self._stream, "read1"):
+            return self._line_chunks(decode=self._kind != "bytes")
+        return ([value] for value in self)
+
+    def _line_chunks(self, decode: bool) -> Iterator[list[object]]:
+        read1 = self._stream.read1  # type: ignore[attr-defined]
+        pending = b""
+        bom_checked = False
+        lineno = 0  # physical lines consumed
+        while True:
+            chunk = read1(1 << 16)
+            data = pending + chunk if pending else chunk
+            if not bom_checked and data:
+                if chunk and len(data) < len(_BOM) and _BOM.startswith(data):
+                    pending = data
+                    continue
+                data = data.removeprefix(_BOM)
+                bom_checked = True
+            if not chunk:  # EOF: a final line without newline is a record
+                if data:
+                    lineno += 1
+                    batch = self._decode_lines([data], lineno, decode, strip_cr=False)
+                    if batch:
+                        yield batch
+                return
+            end = data.rfind(b"\n")
+            if end < 0:
+                pending = data
+                continue
+            pending = data[end + 1 :]
+            raw = data[:end].split(b"\n")
+            batch = self._decode_lines(raw, lineno + 1, decode, strip_cr=b"\r" in data)
+            lineno += len(raw)
+            if batch:
+                yield batch
+
+    def _decode_lines(self, raw: list[bytes], first_line: int, decode: bool, strip_cr: bool) -> list[object]:
+        """Terminator-less physical lines → records (bad UTF-8 lines handled as bad records)."""
+        lines: list[Any]
+        if not decode:
+            lines = raw
+        else:
+            try:
+                lines = b"\n".join(raw).decode().split("\n")
+            except UnicodeDecodeError:
+                lines = []
+                for offset, one in enumerate(raw):
+                    try:
+                        lines.append(one.decode())
+                    except UnicodeDecodeError as exc:
+                        self._bad(first_line + offset, _strip_terminator(one.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
+        if strip_cr:
+            cr = "\r" if decode else b"\r"
+            lines = [line[:-1] if line.endswith(cr) else line for line in lines]
+        self.read += len(lines)
+        return lines
+
     def summary(self) -> str | None:
         """For skip mode, at the end: how many bad records were dropped; None when there were none."""
         if not self.skipped:

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, TextIO
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from .errors import SkyctlError
 
@@ -37,6 +37,19 @@ def text_line(value: Any) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     return repr(value)
+
+
+_PLAIN = {int, float, bool}
+
+
+def text_lines(values: Sequence[Any]) -> Sequence[str]:
+    """``text_line`` for a whole batch, with fast paths for the common all-str and all-number batches."""
+    kinds = set(map(type, values))
+    if kinds <= {str}:
+        return values
+    if kinds <= _PLAIN:
+        return list(map(str, values))
+    return list(map(text_line, values))
 
 
 def json_line(value: Any) -> str:
@@ -63,12 +76,12 @@ class ValueWriter:
     def __init__(self, stream: TextIO, output: str = "text", guard: Callable[[], Any] | None = None) -> None:
         self._stream = stream
         self._line = FORMATTERS[output]
+        self._lines = text_lines if output == "text" else lambda values: list(map(json_line, values))
         self._guard = guard or contextlib.nullcontext
         self.written = 0
 
-    def write_batch(self, values: Iterable[Any]) -> None:
-        line = self._line
-        lines = [line(v) for v in values]
+    def write_batch(self, values: Sequence[Any]) -> None:
+        lines = self._lines(values)
         if lines:
             with self._guard():
                 self._stream.write("\n".join(lines) + "\n")

@@ -238,8 +238,13 @@ class CallStream:
         outbox = self.outbox
         assert outbox is not None and self._stream is not None
         try:
-            for item in self._stream:
-                outbox.put(item)
+            batches = getattr(self._stream, "batches", None)
+            if callable(batches):  # a record reader hands over whole chunks of stdin
+                for batch in batches():
+                    outbox.put_many(batch)
+            else:
+                for item in self._stream:
+                    outbox.put(item)
         except flow.Cancelled:
             outbox.finish()
             return

@@ -448,3 +448,48 @@ def test_a_dataclass_refusing_its_values_is_a_bad_record() -> None:
 
     assert bad(b"n\n1\n-1\n", Positive, fmt="csv").line == 3
     assert bad(b'{"n": -1}\n', Positive, fmt="jsonl").hint.startswith("AssertionError: n must be positive")  # type: ignore[union-attr]
+
+
+class TestBatchesMatchIteration:
+    """``batches()`` (the chunked fast path the pipe feeder uses) yields exactly what iteration does."""
+
+    CASES = [
+        b"a\nb\nc\n",
+        b"a\r\nb\r\n\r\nlast",
+        b"\xef\xbb\xbfbom\nx\n",
+        b"\xef\xbb",
+        b"",
+        b"\n\n\n",
+        b"a\r\r\nb\rc\n",
+        b"good\n\xff\xfe bad\nafter\n",
+        "caf\u00e9\n\u00fc\n".encode(),
+    ]
+
+    @pytest.mark.parametrize("data", CASES)
+    @pytest.mark.parametrize("item_type", [str, bytes])
+    def test_same_values(self, data: bytes, item_type: type) -> None:
+        import io
+
+        warnings: list[str] = []
+        expected = list(RecordReader(io.BytesIO(data), item_type, on_bad_line="skip", warn=warnings.append))
+        got_warnings: list[str] = []
+        reader = RecordReader(io.BufferedReader(io.BytesIO(data), buffer_size=2), item_type, on_bad_line="skip", warn=got_warnings.append)
+        got = [v for batch in reader.batches() for v in batch]
+        assert got == expected
+        assert got_warnings == warnings
+        assert reader.read == len(expected)
+
+    def test_a_line_comes_out_before_more_input(self) -> None:
+        import os
+        import threading
+
+        r, w = os.pipe()
+        reader = RecordReader(os.fdopen(r, "rb"), str)
+        batches = reader.batches()
+        os.write(w, b"first\n")
+        result: list[object] = []
+        t = threading.Thread(target=lambda: result.append(next(batches)), daemon=True)
+        t.start()
+        t.join(10)
+        os.close(w)
+        assert result == [["first"]]
