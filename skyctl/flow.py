@@ -35,6 +35,9 @@ BATCH_ITEMS = 8192
 #: bytes already sent)
 QUEUED_BYTES = 1 << 20
 
+#: the most items ``put()`` queues between two credit checks
+RUN_ITEMS = 1024
+
 _END = object()
 
 
@@ -63,6 +66,8 @@ class Outbox:
         self._sent_bytes = 0
         self._terminal: list[tuple[int, bytes]] = []
         self._cancelled = False
+        #: items ``put()`` may still queue before it checks credit again (0: check now)
+        self._room = 0
         #: items ``put()`` may queue ahead of the sender: QUEUED_BYTES over the last
         #: batch's bytes per item (1 until a first batch has been sized)
         self._max_queued = 1
@@ -74,10 +79,9 @@ class Outbox:
     # -- producer side -------------------------------------------------
     def put(self, item: Any) -> None:
         """Queue one item; blocks while out of credit; raises ``Cancelled``."""
-        if self.produced >= self._granted_items or self._sent_bytes >= self._granted_bytes or self._cancelled:
-            self._wait_for_credit()
-        if len(self._items) >= self._max_queued:
-            self._wait_for_sender()
+        if self._room <= 0:
+            self._make_room()
+        self._room -= 1
         self._items.append(item)
         self.produced += 1
         if not self._wake.is_set():
@@ -86,14 +90,36 @@ class Outbox:
     def put_many(self, items: list[Any]) -> None:
         """Queue a list of items at once (a chunk of stdin); may overshoot the
         credit by that one list, then waits as ``put`` does."""
-        if self.produced >= self._granted_items or self._sent_bytes >= self._granted_bytes or self._cancelled:
-            self._wait_for_credit()
-        if len(self._items) >= self._max_queued:
-            self._wait_for_sender()
+        if self._room <= 0:
+            self._make_room()
+        self._room -= len(items)
         self._items.extend(items)
         self.produced += len(items)
         if not self._wake.is_set():
             self._wake.set()
+
+    def _make_room(self) -> None:
+        """The slow path of ``put``: wait for credit and for the sender, then
+        allow a few more items without checking (a hot loop checks once per run).
+
+        The run is capped by the items and bytes still granted and, through
+        ``_max_queued`` (an estimate from the last batch), to about
+        ``QUEUED_BYTES / 8`` of pickled data.
+        """
+        while True:
+            if self.produced >= self._granted_items or self._sent_bytes >= self._granted_bytes or self._cancelled:
+                self._wait_for_credit()
+            if len(self._items) >= self._max_queued:
+                self._wait_for_sender()
+            room = min(
+                self._granted_items - self.produced,
+                self._max_queued - len(self._items),
+                max(1, self._max_queued // 8),
+                RUN_ITEMS,
+            )
+            if room > 0:
+                self._room = room
+                return
 
     def finish(self, *frames: tuple[int, bytes]) -> None:
         """Send what is queued, then ``frames``; the sender thread then ends."""
@@ -118,6 +144,7 @@ class Outbox:
         """Drop what is queued and make ``put()`` raise ``Cancelled`` (terminal frames still go)."""
         with self._credit:
             self._cancelled = True
+            self._room = 0
             self._credit.notify_all()
         self._wake.set()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import linecache
 import pickle
 import re
-import signal
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -92,7 +91,6 @@ class WorkerSession:
         self.hello: dict[str, Any] = {}
         self.sent_bundle = False
         self._pipes: Any = None
-        self._lock = threading.Lock()
         self._current: CallStream | None = None
         self.dead: str | None = None
 
@@ -106,20 +104,16 @@ class WorkerSession:
         started = start_worker(self.transport, self.spec.python, self.spec.workdir, self.spec.env,
                                self.hooks.status, self.spec.pip)
         self._pipes, self.hello, self.sent_bundle = started.pipes, started.hello, started.sent_bundle
+        self._writer = wire.FrameWriter(started.pipes.write)
         threading.Thread(target=self._read_frames, name="frames", daemon=True).start()
 
     def send(self, kind: int, payload: bytes = b"") -> None:
         """Write one frame; thread-safe, and a Ctrl-C cannot tear it."""
-        frame = wire.encode(kind, payload)
-        on_main = threading.current_thread() is threading.main_thread()
-        if on_main:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            with self._lock:
-                self._pipes.write(frame)
-        finally:
-            if on_main:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        self._writer.send(kind, payload)
+
+    def grant(self, items: int, nbytes: int) -> None:
+        """Credit for the worker's output; never waits behind a batch being sent."""
+        self._writer.grant(items, nbytes)
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              stream_at: tuple[str, Any] | None = None, stream: Iterable[Any] | None = None) -> CallStream:
@@ -142,8 +136,7 @@ class WorkerSession:
             return
         if not self.dead:
             try:
-                with self._lock:
-                    pipes.write(wire.encode(Kind.BYE))
+                self._writer.send(Kind.BYE)
             except OSError:
                 pass
         pipes.close_stdin()
@@ -231,7 +224,10 @@ class CallStream:
 
     def _grant(self, items: int, nbytes: int) -> None:
         if not self.ended:
-            self._send(Kind.CREDIT, wire.pack_credit(items, nbytes))
+            try:
+                self._session.grant(items, nbytes)
+            except OSError:
+                pass  # the reader thread sees the same failure and ends the stream
 
     def _feed(self) -> None:
         """Feeder thread: pull the stream parameter's items as credit allows."""

@@ -135,3 +135,77 @@ def unpack_raise(payload: bytes) -> tuple[dict[str, Any], bytes]:
     (n,) = RAISE_HEADER.unpack_from(payload)
     start = RAISE_HEADER.size
     return unpack_json(payload[start : start + n]), payload[start + n :]
+
+
+class FrameWriter:
+    """Writes frames to one pipe from several threads.
+
+    - A frame is never torn: writes are serialised, and on the main thread
+      SIGINT (skyctl's cancel signal, and Ctrl-C on the client) is held back
+      until the frame is out.
+    - ``grant()`` never waits behind a large batch being written: credit is
+      added to a pending total that whoever holds the pipe sends when done.
+      (A consumer that stalled on the lock would stall its own stream.)
+
+    Args:
+        write: writes all of the given bytes (blocking).
+    """
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        import threading
+
+        self._write = write
+        self._lock = threading.Lock()
+        self._credit_lock = threading.Lock()
+        self._pending = [0, 0]
+        self._main = threading.main_thread()
+        self._current_thread = threading.current_thread
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        """Write one frame (and any pending credit after it)."""
+        frame = encode(kind, payload)
+        on_main = self._current_thread() is self._main
+        if on_main:
+            _block_sigint(True)
+        try:
+            with self._lock:
+                self._write(frame)
+                self._flush_credit_locked()
+        finally:
+            if on_main:
+                _block_sigint(False)
+        self._try_flush_credit()
+
+    def grant(self, items: int, nbytes: int) -> None:
+        """Tell the peer it may send this many more items and bytes."""
+        with self._credit_lock:
+            self._pending[0] += items
+            self._pending[1] += nbytes
+        self._try_flush_credit()
+
+    def _try_flush_credit(self) -> None:
+        while self._pending[0] or self._pending[1]:
+            if not self._lock.acquire(blocking=False):
+                return  # the holder sends it when its write is done
+            on_main = self._current_thread() is self._main
+            if on_main:
+                _block_sigint(True)
+            try:
+                self._flush_credit_locked()
+            finally:
+                self._lock.release()
+                if on_main:
+                    _block_sigint(False)
+
+    def _flush_credit_locked(self) -> None:
+        with self._credit_lock:
+            items, nbytes = self._pending
+            self._pending = [0, 0]
+        if items or nbytes:
+            self._write(encode(Kind.CREDIT, pack_credit(items, nbytes)))
+
+
+def _block_sigint(block: bool) -> None:
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -39,28 +39,20 @@ _OWN_PREFIX = os.path.dirname(_PACKAGE_DIR) if ".zip" in _PACKAGE_DIR else _PACK
 
 
 class Connection:
-    """The protocol fds; ``send`` is thread-safe and never torn by a cancel signal."""
+    """The protocol fds: ``read(n)`` on one, a thread-safe ``FrameWriter`` on the other."""
 
     def __init__(self, in_fd: int, out_fd: int) -> None:
         self.read = wire.fd_reader(in_fd)
-        self._out_fd = out_fd
-        self._lock = threading.Lock()
+        self._writer = wire.FrameWriter(lambda data: wire.write_all(out_fd, data))
+        self.grant = self._writer.grant
         self.gone = False
 
     def send(self, kind: int, payload: bytes = b"") -> None:
-        frame = wire.encode(kind, payload)
-        on_main = threading.current_thread() is threading.main_thread()
-        if on_main:  # a cancel SIGINT must not land between two partial writes
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            with self._lock:
-                wire.write_all(self._out_fd, frame)
+            self._writer.send(kind, payload)
         except OSError:
             self.gone = True
             raise
-        finally:
-            if on_main:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class LogForwarder:
@@ -122,7 +114,7 @@ class CallState:
     def __init__(self, conn: Connection, payload: bytes) -> None:
         self.payload = payload
         self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, _dumps)
-        self.inbox = flow.Inbox(lambda items, nbytes: conn.send(Kind.CREDIT, wire.pack_credit(items, nbytes)), pickle.loads)
+        self.inbox = flow.Inbox(conn.grant, pickle.loads)
         self.cancelled = False
         self.in_user_code = False
 
@@ -210,7 +202,7 @@ class Worker:
                 args[key] = _stream_input(call.inbox)
             else:
                 kwargs[key] = _stream_input(call.inbox)
-            self.conn.send(Kind.CREDIT, wire.pack_credit(flow.WINDOW_ITEMS, flow.WINDOW_BYTES))
+            self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
         gen = None
         try:
             call.in_user_code = True
