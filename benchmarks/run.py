@@ -326,10 +326,8 @@ def _roundtrip_skyctl(b: Bench, items: int, warmup: int) -> float:
 
 
 def _roundtrip_ssh(b: Bench, items: int, warmup: int) -> float:
-    import subprocess as sp
-
     times = []
-    with Run(b.ssh(REMOTE_PY, "-c", ECHO_LINES), stdin=sp.PIPE, **b.run_kw()) as run:
+    with Run(b.ssh(REMOTE_PY, "-c", ECHO_LINES), stdin=subprocess.PIPE, **b.run_kw()) as run:
         assert run.proc.stdin is not None
         fd_in = run.proc.stdin.fileno()
         pending = bytearray()

@@ -24,7 +24,7 @@ from collections import deque
 from typing import Any, Callable, Iterator
 
 #: default credit a receiver grants: items and pickled bytes in flight
-WINDOW_ITEMS = 1 << 16
+WINDOW_ITEMS = 1 << 17
 WINDOW_BYTES = 8 << 20
 
 #: the most items the sender packs into one frame
@@ -186,7 +186,7 @@ class Outbox:
             self._wake.wait()
             self._wake.clear()
             while items:
-                n = min(len(items), BATCH_ITEMS)
+                n = min(len(items), BATCH_ITEMS, self._max_queued)  # about QUEUED_BYTES a frame
                 batch = [items.popleft() for _ in range(n)]
                 with self._credit:  # room in the queue: wake a producer waiting for the sender
                     self._credit.notify_all()

@@ -141,8 +141,9 @@ def _numbers(count: int, pulled: list[int]):
 
 #: items the client may pull ahead of what it has received back: the input
 #: window plus the output window (64 Ki items each) and a batch, with slack
-AHEAD_LIMIT = 200_000
-COUNT = 600_000
+# the input and the output windows, plus what sits in queues: far from the end
+AHEAD_LIMIT = 3 * flow.WINDOW_ITEMS
+COUNT = 6 * flow.WINDOW_ITEMS
 
 
 @pytest.mark.parametrize("by", ["position", "keyword"])
