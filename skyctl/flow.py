@@ -24,8 +24,8 @@ from collections import deque
 from typing import Any, Callable, Iterator
 
 #: default credit a receiver grants: items and pickled bytes in flight
-WINDOW_ITEMS = 1 << 17
-WINDOW_BYTES = 8 << 20
+WINDOW_ITEMS = 1 << 18
+WINDOW_BYTES = 4 << 20
 
 #: the most items the sender packs into one frame
 BATCH_ITEMS = 8192
