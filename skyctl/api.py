@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import sys
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
 from .session import CallStream, Hooks, WorkerSession, WorkerSpec

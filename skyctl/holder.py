@@ -59,7 +59,7 @@ from .transports.reuse import (
     error_payload,
     recv_frame,
 )
-from .transports.ssh import STDERR_TAIL, SshPipes, SshTransport
+from .transports.ssh import SshPipes, SshTransport
 
 #: bytes read from a channel per STDOUT frame
 CHUNK = 256 * 1024
@@ -91,21 +91,11 @@ class HeldPipes(SshPipes):
 
     _sink: Any = None
 
-    def _drain_stderr(self) -> None:
-        while True:
-            try:
-                chunk = self._chan.recv_stderr(32768)
-            except Exception:
-                return
-            if not chunk:
-                return
-            with self._tail_lock:
-                self._tail += chunk
-                del self._tail[:-STDERR_TAIL]
-                sink = self._sink
-                if sink is not None:
-                    with contextlib.suppress(Exception):
-                        sink(chunk)
+    def _stderr_chunk(self, chunk: bytes) -> None:
+        sink = self._sink
+        if sink is not None:
+            with contextlib.suppress(Exception):
+                sink(chunk)
 
     def attach(self, sink: Any) -> None:
         """Send what stderr has had so far, then every later chunk, to ``sink`` (in order)."""

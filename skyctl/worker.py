@@ -15,7 +15,6 @@ thread writes batches; two log threads forward fds 1/2.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import pickle
 import queue
@@ -25,7 +24,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 from . import flow, wire
 from .wire import Kind

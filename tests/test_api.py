@@ -6,7 +6,6 @@ functions are in ``tests/targets/api_funcs.py``; they travel by value.
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 from pathlib import Path

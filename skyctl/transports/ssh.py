@@ -316,6 +316,10 @@ class SshPipes:
             with self._tail_lock:
                 self._tail += chunk
                 del self._tail[:-STDERR_TAIL]
+                self._stderr_chunk(chunk)
+
+    def _stderr_chunk(self, chunk: bytes) -> None:
+        """Called with each stderr chunk, under the tail's lock (the reuse holder forwards them)."""
 
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes from the command's stdout; fewer only at EOF (or when the connection is gone)."""
