@@ -360,25 +360,17 @@ def m_roundtrip(b: Bench) -> None:
 
 
 def _memory_runs(b: Bench) -> tuple[Callable[[int], dict[str, float]], str]:
-    """How to measure one memory run: ``benchmarks/pipe_memory.py`` when present, else ``benchmarks/memory.py``.
+    """How to measure one memory run: ``benchmarks/pipe_memory.py``'s ``measure``.
 
-    Either ``measure(skyctl, config, host, nbytes, mb_per_s=, env=)`` returns
+    ``measure(skyctl, config, host, nbytes, mb_per_s=, env=)`` returns
     ``client_mb`` and ``worker_mb``; around it we sample the peak of the
     kept-connection holder (``reuse``) that serves our sshd, if there is one.
     """
     import threading
 
-    from benchmarks import memory
+    from benchmarks import memory, pipe_memory
 
-    measure, source = memory.measure, "benchmarks/memory.py"
-    if (REPO / "benchmarks" / "pipe_memory.py").is_file():
-        try:
-            from benchmarks import pipe_memory  # type: ignore[attr-defined]
-
-            if callable(getattr(pipe_memory, "measure", None)):
-                measure, source = pipe_memory.measure, "benchmarks/pipe_memory.py"
-        except Exception as exc:  # not importable as expected: fall back, and say so
-            log(f"  benchmarks/pipe_memory.py not usable ({type(exc).__name__}: {exc}); using benchmarks/memory.py")
+    measure, source = pipe_memory.measure, "benchmarks/pipe_memory.py"
 
     def run(nbytes: int) -> dict[str, float]:
         done = threading.Event()
