@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -127,15 +126,9 @@ def start_proxy(target_port: int, delay: float = 0.025, timeout: float = 10.0) -
             raise RuntimeError(f"delay proxy did not start (exit {proc.poll()})")
         yield int(line)
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        from tests.sshd import stop_process
+
+        stop_process(proc)
 
 
 if __name__ == "__main__":

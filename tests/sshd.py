@@ -137,15 +137,8 @@ class SshServer:
         config, log) only with ``remove_files``.
         """
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        if proc is not None:
+            stop_process(proc)
         for path in self._cleanup:
             if remove_files or path != self.workdir:
                 shutil.rmtree(path, ignore_errors=True)
@@ -273,7 +266,7 @@ def start_sshd(
             proc = _spawn(sshd, config_file, log_file)
             if _wait_listening(proc, port, start_timeout):
                 break
-            _terminate(proc)
+            stop_process(proc)
             log = log_file.read_text(errors="replace")
             if "Address already in use" in log:  # lost a race for the port: pick another
                 proc = None
@@ -382,7 +375,8 @@ def _wait_listening(proc: subprocess.Popen, port: int, timeout: float) -> bool:
     return False
 
 
-def _terminate(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, up to 5 s to exit, then SIGKILL: for the processes tests and benchmarks start."""
     if proc.poll() is None:
         proc.terminate()
         try:
