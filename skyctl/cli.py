@@ -176,7 +176,7 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], host: str | None, config: Path
         call = stream
         stderr.watch(lambda: (call.items_in, writer.written))
         _when_stdout_reader_leaves(env.stdout, lambda: call.interrupt(BrokenPipeError()))
-        for batch in stream.batches():
+        for batch in stream.batches(keep_lines=writer.takes_lines):
             writer.write_batch(batch)
         if stream.result is not None:
             writer.write_one(stream.result)

@@ -244,7 +244,7 @@ class RecordReader:
             if not chunk:  # EOF: a final line without newline is a record
                 if data:
                     lineno += 1
-                    batch = self._decode_lines([data], lineno, decode, strip_cr=False)
+                    batch = self._decode_lines(data, lineno, decode, strip_cr=False)
                     if batch:
                         yield batch
                 return
@@ -253,23 +253,23 @@ class RecordReader:
                 pending = data
                 continue
             pending = data[end + 1 :]
-            raw = data[:end].split(b"\n")
-            batch = self._decode_lines(raw, lineno + 1, decode, strip_cr=b"\r" in data)
-            lineno += len(raw)
+            block = data[:end]
+            batch = self._decode_lines(block, lineno + 1, decode, strip_cr=b"\r" in data)
+            lineno += block.count(b"\n") + 1
             if batch:
                 yield batch
 
-    def _decode_lines(self, raw: list[bytes], first_line: int, decode: bool, strip_cr: bool) -> list[object]:
-        """Terminator-less physical lines → records (bad UTF-8 lines handled as bad records)."""
+    def _decode_lines(self, block: bytes, first_line: int, decode: bool, strip_cr: bool) -> list[object]:
+        """Physical lines joined by b"\\n" → records (bad UTF-8 lines handled as bad records)."""
         lines: list[Any]
         if not decode:
-            lines = raw
+            lines = block.split(b"\n")
         else:
             try:
-                lines = b"\n".join(raw).decode().split("\n")
+                lines = block.decode().split("\n")
             except UnicodeDecodeError:
                 lines = []
-                for offset, one in enumerate(raw):
+                for offset, one in enumerate(block.split(b"\n")):
                     try:
                         lines.append(one.decode())
                     except UnicodeDecodeError as exc:

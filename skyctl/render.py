@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from .errors import SkyctlError
+from .flow import LineBatch
 
 
 # -- values -------------------------------------------------------------------
@@ -44,9 +45,9 @@ _PLAIN = {int, float, bool}
 
 def text_lines(values: Sequence[Any]) -> Sequence[str]:
     """``text_line`` for a whole batch, with fast paths for the common all-str and all-number batches."""
-    kinds = set(map(type, values))
-    if kinds <= {str}:
+    if list(map(type, values)).count(str) == len(values):
         return values
+    kinds = set(map(type, values))
     if kinds <= _PLAIN:
         return list(map(str, values))
     return list(map(text_line, values))
@@ -79,8 +80,24 @@ class ValueWriter:
         self._lines = text_lines if output == "text" else lambda values: list(map(json_line, values))
         self._guard = guard or contextlib.nullcontext
         self.written = 0
+        #: where a batch that is already UTF-8 text lines can go as it is (text output to a UTF-8 stream)
+        self._bytes_out = _utf8_buffer(stream) if output == "text" else None
 
-    def write_batch(self, values: Sequence[Any]) -> None:
+    @property
+    def takes_lines(self) -> bool:
+        """Whether ``write_batch`` takes a ``LineBatch`` (see ``flow.Inbox.batches``) and prints it unchanged."""
+        return self._bytes_out is not None
+
+    def write_batch(self, values: Sequence[Any] | LineBatch) -> None:
+        if type(values) is LineBatch:
+            if self._bytes_out is None:
+                values = values.items()
+            else:
+                with self._guard():
+                    self._bytes_out.write(values.text + b"\n")
+                    self._bytes_out.flush()
+                self.written += len(values)
+                return
         lines = self._lines(values)
         if lines:
             with self._guard():
@@ -90,6 +107,18 @@ class ValueWriter:
 
     def write_one(self, value: Any) -> None:
         self.write_batch((value,))
+
+
+def _utf8_buffer(stream: TextIO) -> Any:
+    """The binary buffer under a UTF-8 text stream (None for any other stream)."""
+    import codecs
+
+    buffer = getattr(stream, "buffer", None)
+    try:
+        utf8 = codecs.lookup(stream.encoding).name == "utf-8"
+    except (AttributeError, LookupError, TypeError):
+        return None
+    return buffer if utf8 and buffer is not None and hasattr(buffer, "write") else None
 
 
 # -- the terminal -------------------------------------------------------------

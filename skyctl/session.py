@@ -210,7 +210,8 @@ class CallStream:
             self.ended = True
             raise SkyctlError(f"cannot send the call: {type(exc).__name__}: {exc}") from None
         if self._stream is not None:
-            self.outbox = flow.Outbox(self._session.send, Kind.ITEMS_IN, _dumps)
+            chunks = callable(getattr(self._stream, "batches", None))  # a record reader: whole chunks of stdin
+            self.outbox = flow.Outbox(self._session.send, Kind.ITEMS_IN, _dumps, lists=chunks)
         self._send(Kind.CALL, payload)
         self._session.hooks.status("running")
         if self.outbox is not None:
@@ -239,8 +240,11 @@ class CallStream:
                 for batch in batches():
                     outbox.put_many(batch)
             else:
-                for item in self._stream:
-                    outbox.put(item)
+                items = iter(self._stream)
+                while True:
+                    outbox.wait_for_room()
+                    if not outbox.put_run(items):
+                        break
         except flow.Cancelled:
             outbox.finish()
             return
@@ -263,9 +267,10 @@ class CallStream:
         yield from self.inbox.items()
         self._finish()
 
-    def batches(self) -> Iterator[list[Any]]:
-        """The values as they arrived, a batch at a time (for writers that flush per batch)."""
-        yield from self.inbox.batches()
+    def batches(self, keep_lines: bool = False) -> Iterator[list[Any] | flow.LineBatch]:
+        """The values as they arrived, a batch at a time (for writers that flush per batch);
+        ``keep_lines``: see ``Inbox.batches``."""
+        yield from self.inbox.batches(keep_lines)
         self._finish()
 
     def interrupt(self, exc: BaseException) -> None:

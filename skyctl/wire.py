@@ -30,10 +30,10 @@ class Kind(IntEnum):
 
     HELLO = 1  # worker → client, first frame: JSON {protocol, python, cloudpickle, pid}
     CALL = 2  # client → worker: pickle (fn, args, kwargs, stream_param, credit_items, credit_bytes)
-    ITEMS_IN = 3  # client → worker: pickled list of items for the stream parameter
+    ITEMS_IN = 3  # client → worker: a batch of items for the stream parameter (flow.pack_batch)
     END_IN = 4  # client → worker: the input stream is finished (empty payload)
     CREDIT = 5  # both ways: struct !QQ — more items and bytes the other side may send
-    ITEMS_OUT = 6  # worker → client: pickled list of values yielded
+    ITEMS_OUT = 6  # worker → client: a batch of values yielded (flow.pack_batch)
     RETURN = 7  # worker → client: pickled return value; ends the call
     RAISE = 8  # worker → client: [u32 n][JSON n bytes][pickled exception or nothing]; ends the call
     LOG = 9  # worker → client: [u8 fd][bytes] that user code wrote to fd 1 or 2

@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from itertools import chain
+from typing import Any, Generator, Iterator
 
 from . import flow, wire
 from .wire import Kind
@@ -202,7 +203,7 @@ class Worker:
             else:
                 kwargs[key] = _stream_input(call.inbox)
             self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
-        gen = None
+        gen = values = None
         try:
             call.in_user_code = True
             result = fn(*args, **kwargs)
@@ -210,19 +211,20 @@ class Worker:
                 call.in_user_code = False
                 return Kind.RETURN, _dumps(result)
             gen = result
-            advance, put = gen.__next__, call.outbox.put
+            returned: list[Any] = []
+            values = _returning(gen, returned)
+            outbox = call.outbox
             while True:
-                try:
-                    item = advance()
-                except StopIteration as stop:
-                    call.in_user_code = False
-                    return Kind.RETURN, _dumps(stop.value)
                 call.in_user_code = False
-                put(item)
-                call.in_user_code = True
+                outbox.wait_for_room()  # blocks while the client has granted no credit
+                call.in_user_code = True  # a run of the user's generator, driven from C
+                if not outbox.put_run(values):
+                    call.in_user_code = False
+                    return Kind.RETURN, _dumps(returned[0] if returned else None)
         except BaseException as exc:
             call.in_user_code = False
             if call.cancelled or isinstance(exc, InputFailed):
+                _close_quietly(values)
                 _close_quietly(gen)
                 return Kind.CANCELLED, b""
             return _raise_frame(exc, "call")
@@ -238,11 +240,23 @@ class InputFailed(GeneratorExit):
     every item before the bad one was consumed and its values sent."""
 
 
-def _stream_input(inbox: flow.Inbox) -> Any:
-    """The stream parameter's items; raises ``InputFailed`` at the point the client's input broke."""
-    yield from inbox.items()
+def _stream_input(inbox: flow.Inbox) -> Iterator[Any]:
+    """The stream parameter's items (a C-level iterator over the arriving
+    batches); raises ``InputFailed`` at the point the client's input broke."""
+    return chain(chain.from_iterable(inbox.batches()), _input_end(inbox))
+
+
+def _input_end(inbox: flow.Inbox) -> Iterator[Any]:
+    """Runs once the input is used up: raise there if the client's input broke."""
     if inbox.ending is _INPUT_FAILED:
         raise InputFailed()
+    yield from ()
+
+
+def _returning(gen: Generator[Any, Any, Any], returned: list[Any]) -> Generator[Any, Any, None]:
+    """``gen``'s values; its return value is appended to ``returned`` (a run
+    driven through ``islice`` would drop it)."""
+    returned.append((yield from gen))
 
 
 def _close_quietly(gen: Any) -> None:

@@ -23,7 +23,7 @@ class Sink:
             self.arrived.notify_all()
 
     def items(self) -> list[object]:
-        return [x for kind, p in self.frames if kind == Kind.ITEMS_OUT for x in pickle.loads(p)]
+        return [x for kind, p in self.frames if kind == Kind.ITEMS_OUT for x in flow.unpack_batch(p, pickle.loads)]
 
     def wait_items(self, n: int) -> None:
         with self.arrived:
@@ -76,7 +76,7 @@ def test_cancel_wakes_a_blocked_producer() -> None:
 def test_inbox_grants_credit_back_only_when_a_batch_is_taken() -> None:
     grants: list[tuple[int, int]] = []
     box = flow.Inbox(lambda i, b: grants.append((i, b)), pickle.loads)
-    first, second = pickle.dumps([1, 2]), pickle.dumps([3])
+    first, second = flow.pack_batch([1, 2], pickle.dumps), flow.pack_batch([3], pickle.dumps)
     box.push(first)
     box.push(second)
     box.end("done")
@@ -92,7 +92,7 @@ def test_inbox_grants_credit_back_only_when_a_batch_is_taken() -> None:
 
 def test_wait_for_end_discards_batches_and_times_out() -> None:
     box = flow.Inbox(lambda i, b: None, pickle.loads)
-    box.push(pickle.dumps([1]))
+    box.push(flow.pack_batch([1], pickle.dumps))
     started = time.monotonic()
     assert box.wait_for_end(0.2) is False
     assert time.monotonic() - started >= 0.2
@@ -100,13 +100,114 @@ def test_wait_for_end_discards_batches_and_times_out() -> None:
     assert box.wait_for_end(5) is True and box.ending == "x"
 
 
+@pytest.mark.parametrize("lists", [False, True])
 @pytest.mark.parametrize("n", [1, 3000])
-def test_put_many_keeps_order(n: int) -> None:
+def test_put_many_keeps_order(n: int, lists: bool) -> None:
     sink = Sink()
-    box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps)
+    box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps, lists=lists)
     box.grant(1 << 20, 1 << 30)
     for start in range(0, 9000, n):
         box.put_many(list(range(start, min(start + n, 9000))))
     box.finish()
     assert box.join(10)
     assert sink.items() == list(range(9000))
+
+
+def test_put_run_drives_an_iterator_within_the_credit_and_keeps_order() -> None:
+    sink = Sink()
+    box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps)
+    box.grant(2500, 1 << 30)
+    items = iter(range(3000))
+    produced: list[bool] = []
+
+    def produce() -> None:
+        while True:
+            box.wait_for_room()
+            if not box.put_run(items):
+                produced.append(True)
+                return
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    sink.wait_items(2500)
+    t.join(0.3)
+    assert t.is_alive() and box.produced == 2500  # paused at the credit, mid-iterator
+    box.grant(1000, 1 << 30)
+    t.join(10)
+    assert produced == [True]
+    box.finish()
+    assert box.join(10)
+    assert sink.items() == list(range(3000))
+
+
+def test_a_value_put_by_a_run_goes_before_the_run_ends() -> None:
+    """Liveness: a generator that yields once and then waits still gets its value sent."""
+    sink = Sink()
+    box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps)
+    box.grant(1 << 20, 1 << 30)
+    release = threading.Event()
+    box.put_many(["warm-up"] * 10)  # once a batch has been sized, a run may take hundreds of items
+    sink.wait_items(10)
+
+    def slow():
+        yield "first"
+        assert release.wait(10)
+        yield "second"
+
+    def produce() -> None:
+        values = slow()
+        while box.put_run(values):
+            pass
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    sink.wait_items(11)  # while the run still waits inside the generator
+    assert sink.items()[10:] == ["first"] and t.is_alive()
+    release.set()
+    t.join(10)
+    box.finish()
+    assert box.join(10)
+    assert sink.items()[10:] == ["first", "second"]
+
+
+class Text(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "batch, encoding",
+    [
+        (["a", "", "ü€", "x y"], flow.LINES),
+        ([""], flow.LINES),
+        (["two\nlines", "b"], flow.PICKLED),
+        (["a", 1], flow.PICKLED),
+        ([1, 2.5, None], flow.PICKLED),
+        ([b"bytes"], flow.PICKLED),
+        (["\udcff"], flow.PICKLED),  # a lone surrogate cannot be UTF-8
+        ([Text("subclass")], flow.PICKLED),  # keeps its type
+    ],
+)
+def test_batches_round_trip_as_text_lines_or_pickles(batch: list[object], encoding: bytes) -> None:
+    payload = flow.pack_batch(batch, pickle.dumps)
+    assert payload[:1] == encoding
+    back = flow.unpack_batch(payload, pickle.loads)
+    assert back == batch and [type(x) for x in back] == [type(x) for x in batch]
+
+
+def test_an_unknown_batch_encoding_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        flow.unpack_batch(b"Zjunk", pickle.loads)
+
+
+@pytest.mark.parametrize("lists", [False, True])
+def test_only_the_first_finish_counts_and_later_items_are_dropped(lists: bool) -> None:
+    sink = Sink()
+    box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps, lists=lists)
+    box.grant(1 << 20, 1 << 30)
+    box.put_many([1, 2])
+    box.finish((Kind.END_IN, b""))
+    box.put_many([3])  # a producer that was cancelled late
+    box.finish()
+    assert box.join(10)
+    assert sink.items() == [1, 2]
+    assert sink.frames[-1] == (Kind.END_IN, b"")
