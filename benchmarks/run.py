@@ -240,8 +240,8 @@ def m_cold(b: Bench) -> None:
         return first_line([*b.sky(*one, config=config), *extra], **b.run_kw())
 
     def warmed(argv: list[str]) -> float:
-        # An unmeasured call first puts back what the cold call before may have displaced (with reuse,
-        # the kept connection's spare worker is started for the workdir used last), so "warm" is warm.
+        # An unmeasured call first, so "warm" is warm whatever the cold call before did: the bundle is in
+        # place and (with reuse) the kept connection has a spare worker waiting.
         first_line(argv, **b.run_kw())
         return first_line(argv, **b.run_kw())
 

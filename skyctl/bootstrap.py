@@ -1,12 +1,14 @@
 """Starting a worker on any host in one exec: the stub, the bundle, the handshake.
 
-The transport runs ``<python> -c STUB '<json args>'``. The stub checks that
+The transport runs ``<python> -c STUB`` and writes the call's arguments
+(JSON: workdir, bundle id, env, pip) to its stdin. The stub checks that
 the interpreter's major.minor is the client's (by-value functions carry
-bytecode), looks for ``<workdir>/bundle-<sha256>.zip`` and answers ``need``
+bytecode), looks for ``<workdir>/bundle-<id>.zip`` (``bundle_id``) and answers ``need``
 or ``ready``; on ``need`` the client sends the bundle (our worker modules and
-the client's own cloudpickle, as a zip) and the stub writes it atomically with
-private permissions. Then the stub imports the worker from the zip and hands
-it the pipes. A warm start is one exec and one round trip, and writes nothing.
+the client's own cloudpickle, as a zip, each module with its bytecode) and the
+stub checks its sha256 and writes it atomically with private permissions.
+Then the stub imports the worker from the zip and hands it the pipes. A warm
+start is one exec and one round trip, and writes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ WORKER_MODULES = ("wire.py", "flow.py", "worker.py")
 
 # Kept small and compatible with old Pythons, so that a wrong interpreter can
 # still say which version it is. Reads fd 0 unbuffered: the worker reads the
-# same fd afterwards and must not lose bytes to a buffer.
+# same fd afterwards and must not lose bytes to a buffer. Its command line
+# names nothing but the interpreter: the arguments come on stdin, so a kept
+# connection can start it before it knows the next call's workdir (see
+# ``holder``), and it imports what the worker will need while it waits.
 STUB = r"""
 import os,sys,json
 def say(s):
@@ -43,7 +48,16 @@ def read(n):
             sys.exit(3)
         b+=c
     return b
-a=json.loads(sys.argv[1])
+def rdline():
+    b=b""
+    while not b.endswith(b"\n"):
+        b+=read(1)
+    return b
+try:
+    import threading,pickle,traceback,queue,select,signal,struct,typing,dataclasses,dis,logging,platform,uuid,weakref,zlib
+except Exception:
+    pass
+a=json.loads(read(int(rdline())))
 v="%d.%d"%tuple(sys.version_info[:2])
 if v!=a["python"]:
     say("python %s %s"%(v,sys.executable))
@@ -76,12 +90,10 @@ if a.get("pip"):
 z=os.path.join(d,"bundle-%s.zip"%a["hash"])
 if not os.path.exists(z):
     say("need")
-    n=b""
-    while not n.endswith(b"\n"):
-        n+=read(1)
+    n,h=rdline().split()
     data=read(int(n))
     import hashlib
-    if hashlib.sha256(data).hexdigest()!=a["hash"]:
+    if hashlib.sha256(data).hexdigest()!=h.decode():
         say("error bundle damaged in transit")
         sys.exit(4)
     os.makedirs(d,0o700,exist_ok=True)
@@ -104,15 +116,15 @@ main()
 
 @dataclass(frozen=True)
 class Bundle:
-    """The worker's code as one zip, named by the hash of its bytes."""
+    """The worker's code as one zip: ``data`` and its ``sha256`` (checked by the stub on arrival)."""
 
     data: bytes
     sha256: str
 
 
 @functools.lru_cache(maxsize=1)
-def bundle() -> Bundle:
-    """Build the bundle once per process; byte-identical for the same sources."""
+def _sources() -> tuple[tuple[str, bytes], ...]:
+    """The files of the bundle, by their path inside it: our worker modules and the client's cloudpickle."""
     import cloudpickle
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -125,23 +137,72 @@ def bundle() -> Bundle:
         if name.endswith(".py"):
             with open(os.path.join(cp_dir, name), "rb") as f:
                 files.append((f"cloudpickle/{name}", f.read()))
+    return tuple(files)
+
+
+@functools.lru_cache(maxsize=1)
+def bundle_id() -> str:
+    """The bundle's name on the host: a hash of its sources and of the bytecode
+    format they are compiled for. Cheap (no zip is built): every call needs it,
+    only a call that finds the bundle missing needs ``bundle()``."""
+    import importlib.util
+
+    digest = hashlib.sha256(b"skyctl bundle 2\0" + importlib.util.MAGIC_NUMBER)
+    for name, data in _sources():
+        digest.update(b"%s\0%d\0" % (name.encode(), len(data)))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def bundle() -> Bundle:
+    """Build the bundle once per process: each source beside its bytecode."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files:
-            info = zipfile.ZipInfo(name, date_time=(2000, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data, zipfile.ZIP_DEFLATED)
+        for name, data in _sources():
+            for member, content in ((name, data), (name + "c", _bytecode(name, data))):
+                info = zipfile.ZipInfo(member, date_time=(2000, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, content, zipfile.ZIP_DEFLATED)
     data = buf.getvalue()
     return Bundle(data, hashlib.sha256(data).hexdigest())
+
+
+#: the file name compiled into the bundle's bytecode (the worker strips frames under it from tracebacks)
+BUNDLE_FILENAME_PREFIX = "<skyctl bundle>/"
+
+
+def _bytecode(name: str, source: bytes) -> bytes:
+    """``name``'s compiled module as a checked-hash .pyc (PEP 552), for zipimport.
+
+    A zip never caches bytecode, so without it every worker start compiles
+    cloudpickle and the worker (~30 ms). The remote runs the client's
+    major.minor (the stub checks), so the magic number matches; were it not
+    to, or were the source not to match the hash, zipimport compiles the
+    source beside it instead.
+    """
+    import importlib.util
+    import marshal
+
+    code = compile(source, BUNDLE_FILENAME_PREFIX + name, "exec", dont_inherit=True)
+    flags = 0b11  # hash-based, checked against the source
+    return importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little") + importlib.util.source_hash(source) + marshal.dumps(code)
 
 
 def client_python() -> str:
     return "%d.%d" % sys.version_info[:2]
 
 
-def stub_argv(python: str, workdir: str, env: Mapping[str, str], pip: Sequence[str] = ()) -> list[str]:
-    args = {"python": client_python(), "workdir": workdir, "hash": bundle().sha256, "env": dict(env), "pip": list(pip)}
-    return [python, "-c", STUB, json.dumps(args, separators=(",", ":"))]
+def stub_argv(python: str) -> list[str]:
+    """The command that starts a worker: the same for every call with this interpreter."""
+    return [python, "-c", STUB]
+
+
+def stub_args(workdir: str, env: Mapping[str, str], pip: Sequence[str] = ()) -> bytes:
+    """What the stub reads first on stdin: ``<length>\\n<JSON>``."""
+    args = {"python": client_python(), "workdir": workdir, "hash": bundle_id(), "env": dict(env), "pip": list(pip)}
+    data = json.dumps(args, separators=(",", ":")).encode()
+    return b"%d\n%s" % (len(data), data)
 
 
 @dataclass
@@ -162,8 +223,9 @@ def start_worker(
     pip: Sequence[str] = (),
 ) -> StartedWorker:
     """Run the stub through ``transport``, send the bundle if missing, wait for HELLO."""
-    pipes = transport.start(stub_argv(python, workdir, env, pip))
+    pipes = transport.start(stub_argv(python))
     try:
+        _write(pipes, transport, stub_args(workdir, env, pip))
         sent = False
         answer = _read_line(pipes)
         while answer.startswith("progress "):
@@ -180,7 +242,7 @@ def start_worker(
         if answer == "need":
             on_status("sending worker bundle")
             b = bundle()
-            _write(pipes, transport, b"%d\n" % len(b.data) + b.data)
+            _write(pipes, transport, b"%d %s\n" % (len(b.data), b.sha256.encode()) + b.data)
             sent = True
             answer = _read_line(pipes)
         if answer.startswith("python "):

@@ -17,8 +17,10 @@ The spare: as soon as a call's command has got as far as ``SKYCTL ready``
 (the stub works), the holder starts the same argv again and keeps that one
 channel running, unused, for the next call: the remote exec and Python
 start-up are then off the next call's critical path (and the spare's exec
-happens while this call still runs, not after its client has gone). A spare is used at most once (every call
-still gets a fresh interpreter); a different argv closes it. Set
+happens while this call still runs, not after its client has gone). The
+argv names only the interpreter (the stub reads the call's workdir, env and
+pip from stdin), so one spare serves every workdir. A spare is used at most
+once (every call still gets a fresh interpreter); a different argv closes it. Set
 ``SKYCTL_REUSE_SPARE=0`` in the environment of the client that starts the
 holder to turn spares off.
 

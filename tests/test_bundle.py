@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from pathlib import Path
 
@@ -30,13 +31,34 @@ def test_the_worker_modules_import_only_the_stdlib_at_top_level() -> None:
                 assert root in sys.stdlib_module_names or root == "__future__", f"{name} imports {root}"
 
 
-def test_the_bundle_is_byte_identical_and_named_by_its_hash() -> None:
+def test_the_bundle_and_its_id_are_the_same_in_every_client_process() -> None:
+    """Else every call would upload it again: bytecode and hash must not depend on hash seeds."""
     import hashlib
+    import subprocess
 
     one = bootstrap.bundle()
-    bootstrap.bundle.cache_clear()
-    two = bootstrap.bundle()
-    assert one.data == two.data and one.sha256 == two.sha256 == hashlib.sha256(one.data).hexdigest()
+    assert one.sha256 == hashlib.sha256(one.data).hexdigest()
+    code = "from skyctl import bootstrap as b; print(b.bundle_id(), b.bundle().sha256)"
+    seen = {
+        tuple(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split())
+        for seed in ("0", "1", "12345")
+    }
+    assert seen == {(bootstrap.bundle_id(), one.sha256)}
+
+
+def test_the_bundle_carries_bytecode_that_zipimport_uses(tmp_path: Path) -> None:
+    import subprocess
+    import zipfile
+
+    path = tmp_path / "bundle.zip"
+    path.write_bytes(bootstrap.bundle().data)
+    names = zipfile.ZipFile(path).namelist()
+    assert "skyctl/worker.py" in names and "skyctl/worker.pyc" in names and "cloudpickle/cloudpickle.pyc" in names
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import skyctl.worker as w, cloudpickle; "
+             "print(w.__file__, w.main.__code__.co_filename, sep='|')")
+    out = subprocess.run([sys.executable, "-I", "-c", probe, str(path)], capture_output=True, text=True, check=True).stdout.strip().split("|")
+    assert out == [f"{path}/skyctl/worker.pyc", "<skyctl bundle>/skyctl/worker.py"]
 
 
 class IsolatedPython(LocalTransport):

@@ -10,6 +10,7 @@ exactly like direct ones; an unsafe socket directory is never used.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import shutil
@@ -86,7 +87,8 @@ def sockets(run_dir: Path) -> list[Path]:
 
 
 def workers(marker: str) -> set[int]:
-    """Live worker processes (the stub and the worker it becomes) whose argv mentions ``marker``.
+    """Live worker processes (the stub and the worker it becomes) whose argv mentions ``marker``
+    (a test's own name for the remote python: see ``profile``).
 
     Only Python processes: the login shell that sshd runs the command with may
     fork subshells (a ~/.bashrc) that briefly carry the same argv.
@@ -128,9 +130,15 @@ def start(run_dir: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(skyctl_argv(*args), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def profile(tmp_path: Path, server: SshServer, extra: str = "", name: str = "skyward.yaml") -> str:
-    """A config whose host ``box`` is ``server``, with a workdir of this test's own."""
-    return box(tmp_path / name, server, extra=f"workdir: {tmp_path / 'wd'}\n{extra}")
+def profile(tmp_path: Path, server: SshServer, extra: str = "", name: str = "skyward.yaml",
+            workdir: str = "wd", python: str = "bin") -> str:
+    """A config whose host ``box`` is ``server``, with a workdir of this test's own, and a python of its
+    own (a symlink ``<tmp_path>/<python>/python3``), by which ``workers`` finds this test's remote processes."""
+    link = tmp_path / python / "python3"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to("/usr/bin/python3")
+    return box(tmp_path / name, server, python=str(link), extra=f"workdir: {tmp_path / workdir}\n{extra}")
 
 
 # -- one connection, private socket --------------------------------------------------
@@ -181,9 +189,9 @@ def test_concurrent_first_calls_start_a_single_holder(sshd: SshServer, run_dir: 
 # -- the spare worker -----------------------------------------------------------------
 
 
-def test_the_spare_worker_serves_only_the_next_identical_call(sshd: SshServer, run_dir: Path, tmp_path: Path) -> None:
+def test_the_spare_worker_serves_the_next_call_with_the_same_python(sshd: SshServer, run_dir: Path, tmp_path: Path) -> None:
     cfg = profile(tmp_path, sshd)
-    marker = str(tmp_path / "wd")
+    marker = str(tmp_path / "bin")
     before = accepted(sshd)
     first = sky(run_dir, "run", target("worker_pid"), "-c", cfg)
     assert first.returncode == 0, first.stderr
@@ -193,11 +201,20 @@ def test_the_spare_worker_serves_only_the_next_identical_call(sshd: SshServer, r
     assert second.returncode == 0, second.stderr
     assert {int(second.stdout)} == spare, "the identical call ran in the worker started ahead of it"
 
-    # a different argv (the profile's env differs) must not get the spare: it would lack the variable
-    other = profile(tmp_path, sshd, extra="env: {REUSE_TEST: changed}", name="other.yaml")
+    # another workdir (empty) and env: the spare learns them on its stdin; the bundle is sent and written there
+    spare = wait_for(lambda: workers(marker) - {int(second.stdout)}, timeout=60, what="the next spare")
+    other = profile(tmp_path, sshd, extra="env: {REUSE_TEST: changed}", name="other.yaml", workdir="wd2")
     third = sky(run_dir, "run", target("env_and_pid"), "-a", "name=REUSE_TEST", "-c", other)
     assert third.returncode == 0, third.stderr
-    assert third.stdout.startswith('["changed",'), third.stdout
+    value, pid = json.loads(third.stdout)
+    assert value == "changed" and {pid} == spare
+    assert [p.name for p in (tmp_path / "wd2").glob("bundle-*.zip")], "the empty workdir got the bundle"
+
+    # another python: a new channel, not the spare (started for /…/bin/python3)
+    spare = wait_for(lambda: workers(marker) - {pid}, timeout=60, what="the next spare")
+    fourth = sky(run_dir, "run", target("worker_pid"), "-c", profile(tmp_path, sshd, name="py2.yaml", python="bin2"))
+    assert fourth.returncode == 0, fourth.stderr
+    assert int(fourth.stdout) not in spare
     assert accepted(sshd) - before == 1
 
 
