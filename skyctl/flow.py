@@ -283,9 +283,9 @@ def unpack_batch(payload: bytes, loads: Callable[[bytes], Any]) -> list[Any]:
     """The list of items ``pack_batch`` made."""
     tag = payload[:1]
     if tag == LINES:
-        return str(payload[1:], "utf-8").split("\n")
+        return str(memoryview(payload)[1:], "utf-8").split("\n")
     if tag == PICKLED:
-        return loads(payload[1:])
+        return loads(memoryview(payload)[1:])
     raise ValueError(f"unknown batch encoding {tag!r}")
 
 
@@ -342,19 +342,26 @@ class Inbox:
             if type(entry) is _Ending:
                 self.ending = entry.value
                 return
+            nbytes = len(entry)
             batch: list[Any] | LineBatch
             if keep_lines and entry[:1] == LINES:
                 batch = LineBatch(entry[1:])
             else:
                 batch = unpack_batch(entry, self._loads)
+            del entry  # decoded: the payload can go now
+            count = len(batch)
             yield batch
-            self.taken += len(batch)
-            self._grant(len(batch), len(entry))
+            # Drop the consumed batch before waiting for (and decoding) the next,
+            # so at most one decoded batch is alive at a time.
+            del batch
+            self.taken += count
+            self._grant(count, nbytes)
 
     def items(self) -> Iterator[Any]:
         """Every item, in order (see ``batches``)."""
         for batch in self.batches():
             yield from batch
+            del batch  # not kept while the next batch is decoded
 
     def wait_for_end(self, timeout: float) -> bool:
         """Discard batches until an ending arrives and keep it in ``ending``;

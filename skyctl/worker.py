@@ -35,9 +35,10 @@ from .wire import Kind
 #: seconds the worker waits for the running call to wind down once the client is gone
 EXIT_GRACE = 5.0
 
-#: a read of at least this many bytes (a large frame payload) gets its own
-#: anonymous mapping (see ``payload_reader``); glibc's initial mmap threshold
-MAP_PAYLOAD = 128 << 10
+#: a read of at least this many bytes (a frame payload: a batch of input items)
+#: gets its own anonymous mapping (see ``payload_reader``): above it, rounding
+#: to whole pages wastes under 1/8 and the mapping costs a few µs a batch
+MAP_PAYLOAD = 32 << 10
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: frames under these paths are skyctl's (inside the bundle: cloudpickle's too), not the user's;
