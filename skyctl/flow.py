@@ -283,7 +283,7 @@ def unpack_batch(payload: bytes, loads: Callable[[bytes], Any]) -> list[Any]:
     """The list of items ``pack_batch`` made."""
     tag = payload[:1]
     if tag == LINES:
-        return str(memoryview(payload)[1:], "utf-8").split("\n")
+        return _split_lines(memoryview(payload)[1:])
     if tag == PICKLED:
         return loads(memoryview(payload)[1:])
     raise ValueError(f"unknown batch encoding {tag!r}")
@@ -302,7 +302,12 @@ class LineBatch:
         return self._count
 
     def items(self) -> list[str]:
-        return str(self.text, "utf-8").split("\n")
+        return _split_lines(self.text)
+
+
+def _split_lines(text: bytes | memoryview) -> list[str]:
+    """The items of a LINES batch."""
+    return str(text, "utf-8").split("\n")
 
 
 class Inbox:
