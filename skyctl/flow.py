@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
-from itertools import chain, islice, repeat, starmap
+from itertools import chain, groupby, islice, repeat, starmap
 from typing import Any, Callable, Iterator
 
 #: default credit a receiver grants: items and pickled bytes in flight
@@ -36,10 +36,20 @@ BATCH_ITEMS = 8192
 #: bytes already sent)
 QUEUED_BYTES = 1 << 20
 
-#: the most items ``put()`` queues between two credit checks
+#: the most items ``put()`` queues between two credit checks, and the longest run
 RUN_ITEMS = 1024
+#: a run whose items came slower than this each (the wait for the first one
+#: included) makes the next run one item long: values of a slow generator go
+#: one at a time, at once
+RUN_SLOW_PER_ITEM = 10e-6
+#: how long the sender lets an open run grow before it sends what it holds
+RUN_POLL = 0.002
+#: ... backing off to this while it stays stalled
+RUN_POLL_MAX = 0.02
 
 _END = object()
+#: "look at the open run now" (it closed, or its producer is about to wait)
+_WAKE = object()
 
 
 class Cancelled(Exception):
@@ -49,29 +59,36 @@ class Cancelled(Exception):
 class Outbox:
     """Items waiting to be framed, sent only as the receiver's credit allows.
 
-    Items wait in a ``SimpleQueue``: its ``put`` is C and wakes the sender
-    thread only when it was idle, so ``put_run`` can drive a generator a run at
-    a time without a Python call per item, and the sender drains whatever is
-    waiting in one C-level sweep.
+    The producer queues *lists* of items on a ``SimpleQueue``: a chunk of
+    stdin (``put_many``), or a run of a generator's values (``put_run``),
+    collected from C with no Python call per item. A run grows while the
+    generator is fast (one item after a slow step, doubling while steps are
+    quick) and is visible to the sender while it grows, so a value never waits
+    for the rest of its run: the first value after a pause goes at once, and a
+    run that stalls midway is sent as it stands within ``RUN_POLL``.
 
     Args:
         send: writes one frame of ``kind`` (thread-safe; called from the sender thread).
         kind: the frame kind that carries a batch.
         dumps: pickles a list of items (see ``pack_batch``).
-        lists: the producer queues whole lists (``put_many``: chunks of stdin),
-            which then travel without a step per item.
     """
 
-    def __init__(self, send: Callable[[int, bytes], None], kind: int, dumps: Callable[[Any], bytes],
-                 lists: bool = False) -> None:
+    def __init__(self, send: Callable[[int, bytes], None], kind: int, dumps: Callable[[Any], bytes]) -> None:
         self._send = send
         self._kind = kind
         self._dumps = dumps
-        self._lists = lists
-        #: single items, or with ``lists`` lists of items, then ``_END``
+        #: lists of items (or ``LineBatch``es), ``_WAKE``s, then ``_END``
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        #: items the sender has taken off the queue
+        #: the run ``put_run`` is filling: already queued, the sender reads from its front
+        self._open: list[Any] | None = None
+        #: items the next run may take (grows while the generator is fast)
+        self._run_items = 1
+        #: items the sender has taken, and of those sent
         self._taken = 0
+        self._sent_items = 0
+        #: held while items are taken and framed: by the sender thread, or by
+        #: the producer sending a lone value itself (``_send_now``)
+        self._sending = threading.Lock()
         self._credit = threading.Condition()
         self._granted_items = 0
         self._granted_bytes = 0
@@ -79,9 +96,9 @@ class Outbox:
         self._terminal: list[tuple[int, bytes]] = []
         self._finishing = False
         self._cancelled = False
-        #: items ``put()`` may still queue before it checks credit again (0: check now)
+        #: items the producer may still queue before it checks credit again (0: check now)
         self._room = 0
-        #: items ``put()`` may queue ahead of the sender: QUEUED_BYTES over the last
+        #: items the producer may queue ahead of the sender: QUEUED_BYTES over the last
         #: batch's bytes per item (1 until a first batch has been sized)
         self._max_queued = 1
         self.produced = 0
@@ -92,23 +109,16 @@ class Outbox:
     # -- producer side -------------------------------------------------
     def put(self, item: Any) -> None:
         """Queue one item; blocks while out of credit; raises ``Cancelled``."""
-        if self._room <= 0:
-            self._make_room()
-        self._room -= 1
-        self.produced += 1
-        self._queue.put([item] if self._lists else item)
+        self.put_many([item])
 
-    def put_many(self, items: list[Any]) -> None:
+    def put_many(self, items: list[Any] | LineBatch) -> None:
         """Queue a list of items at once (a chunk of stdin); may overshoot the
         credit by that one list, then waits as ``put`` does."""
         if self._room <= 0:
             self._make_room()
         self._room -= len(items)
         self.produced += len(items)
-        if self._lists:
-            self._queue.put(items)
-        else:
-            deque(map(self._queue.put, items), 0)
+        self._queue.put(items)
 
     def wait_for_room(self) -> None:
         """Block until ``put_run`` may queue at least one item; raises ``Cancelled``."""
@@ -116,21 +126,58 @@ class Outbox:
             self._make_room()
 
     def put_run(self, items: Iterator[Any]) -> bool:
-        """Queue items from ``items`` for as long as the credit allows without a
-        new check (at most ``RUN_ITEMS``), the loop running in C; blocks first
-        while out of credit. False once ``items`` is exhausted.
+        """Queue a run of items from ``items``, the loop running in C; blocks
+        first while out of credit. False once ``items`` is exhausted.
 
-        Each item is visible to the sender the moment it is queued, so a slow
-        generator's values still go one at a time, at once.
+        The run is at most the credit left and the run length, which starts at
+        one and doubles while items come faster than ``RUN_SLOW_PER_ITEM``, so
+        only a fast generator makes long runs.
         """
-        assert not self._lists, "put_run queues single items"
         if self._room <= 0:
             self._make_room()
-        room = self._room
-        taken = len(list(map(self._queue.put, islice(items, room))))
-        self._room -= taken
-        self.produced += taken
+        room = min(self._room, self._run_items)
+        started = time.monotonic()
+        for first in items:  # the first value, however long it takes
+            break
+        else:
+            return False
+        if room == 1:
+            self._room -= 1
+            self.produced += 1
+            if not self._send_now(first):
+                self._queue.put([first])
+            taken = 1
+        else:
+            run = [first]
+            self._open = run
+            self._queue.put(run)  # the sender may send the run's front while it grows
+            try:
+                deque(map(run.append, islice(items, room - 1)), 0)
+            finally:
+                self._open = None
+                self._queue.put(_WAKE)  # the sender takes the rest
+                taken = len(run)
+                self._room -= taken
+                self.produced += taken
+        if time.monotonic() - started > RUN_SLOW_PER_ITEM * taken:
+            self._run_items = 1
+        elif taken == room:
+            self._run_items = min(RUN_ITEMS, self._run_items * 2)
         return taken == room
+
+    def _send_now(self, item: Any) -> bool:
+        """Send ``item`` (already counted as produced) from the producer's own
+        thread when everything before it has been sent: a slow producer's value
+        then skips the hand-over to the sender thread. False: queue it."""
+        if self._sent_items != self.produced - 1 or not self._sending.acquire(blocking=False):
+            return False
+        try:
+            if self._sent_items != self.produced - 1:  # the sender took something meanwhile
+                return False
+            self._send_all([[item]])
+            return True
+        finally:
+            self._sending.release()
 
     def _make_room(self) -> None:
         """The slow path of ``put``: wait for credit and for the sender, then
@@ -154,6 +201,12 @@ class Outbox:
             if room > 0:
                 self._room = room
                 return
+
+    def nudge(self) -> None:
+        """The producer is about to wait (for input): send what the open run
+        holds now rather than after ``RUN_POLL``."""
+        if self._open is not None:
+            self._queue.put(_WAKE)
 
     def finish(self, *frames: tuple[int, bytes]) -> None:
         """Send what is queued, then ``frames``; the sender thread then ends.
@@ -219,35 +272,37 @@ class Outbox:
     # -- sender thread ---------------------------------------------------
     def _run(self) -> None:
         get, qsize = self._queue.get, self._queue.qsize
+        watched: list[Any] | None = None  # an open run: the sender sends its front once it stalls
+        sent = 0  # items of ``watched`` already taken
+        poll = RUN_POLL  # doubles while a stalled run stays the same, up to RUN_POLL_MAX
         while True:
-            first = get()  # sleeps until the producer queues something
-            waiting = [first]
-            waiting.extend(starmap(get, repeat((), min(qsize(), BATCH_ITEMS * 16))))
+            try:
+                entries = [get() if watched is None else get(timeout=poll)]
+            except queue.Empty:  # the open run stalled: send what it holds
+                entries = [_WAKE]
+            entries.extend(starmap(get, repeat((), qsize())))
+            taken: list[Any] = []  # lists of items and LineBatches, in order
             last = False
-            if self._finishing:  # _END may be in there, with items of a cancelled producer after it
-                for i, entry in enumerate(waiting):
-                    if entry is _END:
-                        del waiting[i:]
-                        last = True
-                        break
-            if self._lists:
-                waiting = list(chain.from_iterable(waiting))
-            self._taken += len(waiting)
-            with self._credit:  # room in the queue: wake a producer waiting for the sender
-                self._credit.notify_all()
-            for start in range(0, len(waiting), BATCH_ITEMS):
-                batch = waiting[start : start + BATCH_ITEMS] if len(waiting) > BATCH_ITEMS else waiting
-                if not batch or self._cancelled or self.error is not None:
+            for entry in entries:
+                if watched is not None:  # a look, or a later entry (so the run has closed): take its front
+                    closed = watched is not self._open
+                    front = watched[sent:]
+                    sent += len(front)
+                    taken.append(front)
+                    poll = RUN_POLL if front else min(2 * poll, RUN_POLL_MAX)
+                    if closed:
+                        watched = None
+                if entry is _WAKE:
+                    continue
+                if entry is _END:  # items of a cancelled producer may follow it
+                    last = True
                     break
-                try:
-                    payload = pack_batch(batch, self._dumps)
-                    self._max_queued = max(1, QUEUED_BYTES * len(batch) // len(payload))
-                    self._send(self._kind, payload)
-                except BaseException as exc:  # the peer is gone, or an item does not pickle
-                    self.error = exc
-                    self.cancel()
+                if entry is self._open:  # a run just opened: sent on a look, or when it closes
+                    watched, sent, poll = entry, 0, RUN_POLL
                 else:
-                    self._sent_bytes += len(payload)
+                    taken.append(entry)
+            with self._sending:
+                self._send_all(taken)
             if last:
                 for kind, payload in self._terminal:
                     try:
@@ -256,6 +311,45 @@ class Outbox:
                         self.error = self.error or exc
                         break
                 return
+
+    def _send_all(self, taken: list[Any]) -> None:
+        self._taken += sum(map(len, taken))
+        with self._credit:  # room in the queue: wake a producer waiting for the sender
+            self._credit.notify_all()
+        for count, payload in self._packed(taken):
+            if self._cancelled or self.error is not None:
+                return
+            try:
+                self._max_queued = max(1, QUEUED_BYTES * count // len(payload))
+                self._send(self._kind, payload)
+            except BaseException as exc:  # the peer is gone
+                self.error = exc
+                self.cancel()
+            else:
+                self._sent_bytes += len(payload)
+                self._sent_items += count
+
+    def _packed(self, taken: list[Any]) -> Iterator[tuple[int, bytes]]:
+        """``(items, payload)`` for each frame of what the sender took.
+
+        A ``LineBatch`` (a chunk of stdin lines, already UTF-8 text) is a frame
+        as it is; the lists between them are joined and cut ``BATCH_ITEMS`` to a frame.
+        """
+        for text, group in groupby(taken, key=_is_line_batch):
+            if text:
+                for lines in group:
+                    yield len(lines), LINES + lines.text
+                continue
+            items = list(chain.from_iterable(group))
+            for start in range(0, len(items), BATCH_ITEMS):
+                batch = items[start : start + BATCH_ITEMS] if len(items) > BATCH_ITEMS else items
+                try:
+                    payload = pack_batch(batch, self._dumps)
+                except BaseException as exc:  # an item does not pickle
+                    self.error = exc
+                    self.cancel()
+                    return
+                yield len(batch), payload
 
 
 #: the first byte of an ITEMS payload says how the rest holds the batch
@@ -301,8 +395,15 @@ class LineBatch:
     def __len__(self) -> int:
         return self._count
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.items())
+
     def items(self) -> list[str]:
         return _split_lines(self.text)
+
+
+def _is_line_batch(entry: object) -> bool:
+    return type(entry) is LineBatch
 
 
 def _split_lines(text: bytes | memoryview) -> list[str]:
@@ -316,11 +417,16 @@ class Inbox:
     Args:
         grant: tells the sender it may send this many more items and bytes.
         loads: unpickles one pickled batch (see ``unpack_batch``).
+        before_wait: called when no batch is waiting and the consumer is about to wait.
     """
 
-    def __init__(self, grant: Callable[[int, int], None], loads: Callable[[bytes], list[Any]]) -> None:
+    def __init__(self, grant: Callable[[int, int], None], loads: Callable[[bytes], list[Any]],
+                 before_wait: Callable[[], None] | None = None) -> None:
         self._grant = grant
         self._loads = loads
+        #: called when the consumer is about to wait for a batch (the worker
+        #: has its Outbox send the values of the run in progress)
+        self._before_wait = before_wait
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.taken = 0
         #: what ended the stream (set by ``end``), read once ``items()`` stops
@@ -341,8 +447,10 @@ class Inbox:
         (still UTF-8 text), for a writer that prints it as it is.
         Returns when an ending arrives (see ``ending``).
         """
-        get = self._queue.get
+        get, empty, before_wait = self._queue.get, self._queue.empty, self._before_wait
         while True:
+            if before_wait is not None and empty():
+                before_wait()
             entry = get()
             if type(entry) is _Ending:
                 self.ending = entry.value

@@ -3,7 +3,7 @@
 Owns how one stdin record becomes a ``T`` (``--format lines|csv|tsv|jsonl``,
 ``--column``, ``--no-header``, ``--on-bad-line``); the per-value type rules
 come from ``skyctl.coerce``. Imports only the stdlib and skyctl's own
-``errors``/``coerce``.
+``errors``/``coerce``/``flow`` (for ``LineBatch``).
 
 Two properties matter more than anything else here:
 
@@ -40,6 +40,7 @@ from skyctl.coerce import (
     type_name,
 )
 from skyctl.errors import BadRecord, UsageError, did_you_mean
+from skyctl.flow import LineBatch
 
 __all__ = ["FORMATS", "RecordReader", "print_to_stderr"]
 
@@ -90,6 +91,16 @@ def _json_value(line: str) -> object:
 
 def _show(text: str) -> str:
     return repr(text) if len(text) <= _SHOW_CHARS else repr(text[:_SHOW_CHARS]) + "…"
+
+
+def _is_utf8(block: bytes) -> bool:
+    if block.isascii():
+        return True
+    try:
+        block.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _strip_terminator(line: str) -> str:
@@ -216,8 +227,9 @@ class RecordReader:
             return self._iter_bytes()
         return self._iter_converted(self._line_converter())
 
-    def batches(self) -> Iterator[list[object]]:
-        """The same values as ``__iter__``, a list at a time: whatever stdin has ready.
+    def batches(self) -> Iterator[list[object] | LineBatch]:
+        """The same values as ``__iter__``, a list (or a ``LineBatch`` of
+        ``str`` lines) at a time: whatever stdin has ready.
 
         ``lines`` into ``str``/``bytes`` (the bulk case) is read a chunk at a
         time with ``read1`` (never waiting for more than is available, so a
@@ -227,7 +239,7 @@ class RecordReader:
             return self._line_chunks(decode=self._kind != "bytes")
         return ([value] for value in self)
 
-    def _line_chunks(self, decode: bool) -> Iterator[list[object]]:
+    def _line_chunks(self, decode: bool) -> Iterator[list[object] | LineBatch]:
         read1 = self._stream.read1  # type: ignore[attr-defined]
         pending = b""
         bom_checked = False
@@ -259,9 +271,16 @@ class RecordReader:
             if batch:
                 yield batch
 
-    def _decode_lines(self, block: bytes, first_line: int, decode: bool, strip_cr: bool) -> list[object]:
-        """Physical lines joined by b"\\n" → records (bad UTF-8 lines handled as bad records)."""
+    def _decode_lines(self, block: bytes, first_line: int, decode: bool, strip_cr: bool) -> list[object] | LineBatch:
+        """Physical lines joined by b"\\n" → records (bad UTF-8 lines handled as bad records).
+
+        Valid UTF-8 lines into ``str`` stay one ``LineBatch``: no str per line
+        here, the worker splits the text (see ``flow.pack_batch``)."""
         lines: list[Any]
+        if decode and not strip_cr and _is_utf8(block):  # the bulk case: the text travels as it is
+            text = LineBatch(block)
+            self.read += len(text)
+            return text
         if not decode:
             lines = block.split(b"\n")
         else:

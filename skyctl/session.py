@@ -210,8 +210,7 @@ class CallStream:
             self.ended = True
             raise SkyctlError(f"cannot send the call: {type(exc).__name__}: {exc}") from None
         if self._stream is not None:
-            chunks = callable(getattr(self._stream, "batches", None))  # a record reader: whole chunks of stdin
-            self.outbox = flow.Outbox(self._session.send, Kind.ITEMS_IN, _dumps, lists=chunks)
+            self.outbox = flow.Outbox(self._session.send, Kind.ITEMS_IN, _dumps)
         self._send(Kind.CALL, payload)
         self._session.hooks.status("running")
         if self.outbox is not None:

@@ -160,8 +160,9 @@ class CallState:
 
     def __init__(self, conn: Connection, payload: bytes) -> None:
         self.payload = payload
-        self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, _dumps)
-        self.inbox = flow.Inbox(conn.grant, pickle.loads)
+        self.outbox = flow.Outbox(_whole_frames(conn.send), Kind.ITEMS_OUT, _dumps)
+        # a function that reads its input has the values it made so far sent before it waits for more
+        self.inbox = flow.Inbox(conn.grant, pickle.loads, before_wait=self.outbox.nudge)
         self.cancelled = False
         self.in_user_code = False
 
@@ -173,6 +174,25 @@ class CallState:
         self.inbox.end(flow.Cancelled())
         if self.in_user_code:  # interrupt user code blocked in sleep, I/O or a long loop
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+
+def _whole_frames(send: Callable[[int, bytes], None]) -> Callable[[int, bytes], None]:
+    """``send`` made safe for the main thread, which writes a slow generator's
+    values itself (``Outbox.put_run``): the SIGINT with which a cancel
+    interrupts user code waits until the frame is written whole."""
+    main = threading.main_thread().ident
+
+    def send_whole(kind: int, payload: bytes) -> None:
+        if threading.get_ident() != main:
+            send(kind, payload)
+            return
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            send(kind, payload)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+    return send_whole
 
 
 def _dumps(obj: Any) -> bytes:
@@ -259,7 +279,7 @@ class Worker:
                 return Kind.RETURN, _dumps(result)
             gen = result
             returned: list[Any] = []
-            values = _returning(gen, returned)
+            values = gen if _returns_only_none(gen.gi_code) else _returning(gen, returned)
             outbox = call.outbox
             while True:
                 call.in_user_code = False
@@ -304,6 +324,31 @@ def _returning(gen: Generator[Any, Any, Any], returned: list[Any]) -> Generator[
     """``gen``'s values; its return value is appended to ``returned`` (a run
     driven through ``islice`` would drop it)."""
     returned.append((yield from gen))
+
+
+def _returns_only_none(code: types.CodeType) -> bool:
+    """Whether a generator's code can only return None, read from its bytecode
+    (False when unsure): then it is driven as it is, without the extra
+    generator step per value that ``_returning`` costs.
+
+    Every return must load the constant None right before it, and no jump may
+    land on the return itself (a shared return of ``a if c else None``).
+    """
+    try:
+        import dis
+
+        before = None
+        for ins in dis.get_instructions(code):
+            if ins.opname == "RETURN_CONST" and ins.argval is not None:
+                return False
+            if ins.opname == "RETURN_VALUE" and (
+                ins.is_jump_target or before is None or before.opname != "LOAD_CONST" or before.argval is not None
+            ):
+                return False
+            before = ins
+        return True
+    except Exception:  # an interpreter whose bytecode reads differently
+        return False
 
 
 def _close_quietly(gen: Any) -> None:

@@ -492,4 +492,29 @@ class TestBatchesMatchIteration:
         t.start()
         t.join(10)
         os.close(w)
-        assert result == [["first"]]
+        assert [list(batch) for batch in result] == [["first"]]
+
+
+class TestLineChunks:
+    """``lines`` into ``str``: a chunk of valid UTF-8 travels as it was read, without a str per line."""
+
+    def _batches(self, data: bytes) -> list[object]:
+        import io
+
+        return list(RecordReader(io.BytesIO(data), str).batches())
+
+    def test_valid_utf8_lines_come_as_one_line_batch(self) -> None:
+        from skyctl.flow import LineBatch
+
+        (batch,) = self._batches("a\nü\n\nlast\n".encode())
+        assert type(batch) is LineBatch
+        assert list(batch) == ["a", "ü", "", "last"]
+
+    @pytest.mark.parametrize("data, expected", [(b"a\r\nb\r\n", ["a", "b"]), (b"ok\n\xff\nfine\n", ["ok", "fine"])])
+    def test_crlf_or_bad_utf8_fall_back_to_lists(self, data: bytes, expected: list[str]) -> None:
+        import io
+
+        reader = RecordReader(io.BytesIO(data), str, on_bad_line="skip", warn=lambda message: None)
+        batches = list(reader.batches())
+        assert all(type(batch) is list for batch in batches)
+        assert [v for batch in batches for v in batch] == expected

@@ -234,6 +234,12 @@ class TestConnection:
         with transport:
             assert transport.start(["true"]).exit_status(10) == 0
 
+    def test_the_connection_negotiates_aes_gcm_with_openssh(self, sshd: SshServer) -> None:
+        with transport_for(profile_for(sshd)) as transport:
+            assert transport.start(["true"]).exit_status(10) == 0
+            paramiko_transport = transport._conn.transport  # type: ignore[union-attr]
+            assert paramiko_transport.local_cipher == paramiko_transport.remote_cipher == "aes128-gcm@openssh.com"
+
     def test_reconnects_when_a_kept_connection_dropped(self, sshd: SshServer) -> None:
         with transport_for(profile_for(sshd)) as transport:
             assert transport.start(["true"]).exit_status(10) == 0
