@@ -25,7 +25,7 @@ from itertools import chain, groupby, islice, repeat, starmap
 from typing import Any, Callable, Iterator
 
 #: default credit a receiver grants: items and pickled bytes in flight
-WINDOW_ITEMS = 1 << 18
+WINDOW_ITEMS = 1 << 20
 WINDOW_BYTES = 4 << 20
 
 #: the most items the sender packs into one frame
