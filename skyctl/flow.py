@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
-from itertools import chain, groupby, islice, repeat, starmap
+from itertools import chain, groupby, islice, repeat, starmap, takewhile
 from typing import Any, Callable, Iterator
 
 #: default credit a receiver grants: items and pickled bytes in flight
@@ -71,12 +71,19 @@ class Outbox:
         send: writes one frame of ``kind`` (thread-safe; called from the sender thread).
         kind: the frame kind that carries a batch.
         dumps: pickles a list of items (see ``pack_batch``).
+        on_unsendable: the frame that ends the stream instead of ``finish``'s
+            frames when an item could not be pickled (the stream is then cut
+            short: its end must say so, never look complete).
     """
 
-    def __init__(self, send: Callable[[int, bytes], None], kind: int, dumps: Callable[[Any], bytes]) -> None:
+    def __init__(self, send: Callable[[int, bytes], None], kind: int, dumps: Callable[[Any], bytes],
+                 on_unsendable: Callable[[BaseException], tuple[int, bytes]] | None = None) -> None:
         self._send = send
         self._kind = kind
         self._dumps = dumps
+        self._on_unsendable = on_unsendable
+        #: why an item could not be pickled (the outbox then cancels itself)
+        self.unsendable: BaseException | None = None
         #: lists of items (or ``LineBatch``es), ``_WAKE``s, then ``_END``
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         #: the run ``put_run`` is filling: already queued, the sender reads from its front
@@ -304,7 +311,10 @@ class Outbox:
             with self._sending:
                 self._send_all(taken)
             if last:
-                for kind, payload in self._terminal:
+                terminal = self._terminal
+                if self.unsendable is not None and self._on_unsendable is not None:
+                    terminal = [self._on_unsendable(self.unsendable)]
+                for kind, payload in terminal:
                     try:
                         self._send(kind, payload)
                     except BaseException as exc:
@@ -329,6 +339,13 @@ class Outbox:
                 self._sent_bytes += len(payload)
                 self._sent_items += count
 
+    def _pickles(self, item: Any) -> bool:
+        try:
+            self._dumps(item)
+        except BaseException:
+            return False
+        return True
+
     def _packed(self, taken: list[Any]) -> Iterator[tuple[int, bytes]]:
         """``(items, payload)`` for each frame of what the sender took.
 
@@ -345,8 +362,11 @@ class Outbox:
                 batch = items[start : start + BATCH_ITEMS] if len(items) > BATCH_ITEMS else items
                 try:
                     payload = pack_batch(batch, self._dumps)
-                except BaseException as exc:  # an item does not pickle
-                    self.error = exc
+                except BaseException as exc:  # an item does not pickle: send the ones before it, then stop
+                    good = list(takewhile(self._pickles, batch))
+                    if good:
+                        yield len(good), pack_batch(good, self._dumps)
+                    self.error = self.unsendable = exc
                     self.cancel()
                     return
                 yield len(batch), payload

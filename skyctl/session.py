@@ -210,7 +210,7 @@ class CallStream:
             self.ended = True
             raise SkyctlError(f"cannot send the call: {type(exc).__name__}: {exc}") from None
         if self._stream is not None:
-            self.outbox = flow.Outbox(self._session.send, Kind.ITEMS_IN, _dumps)
+            self.outbox = flow.Outbox(self._session.send, Kind.ITEMS_IN, _dumps, on_unsendable=self._unsendable_input)
         self._send(Kind.CALL, payload)
         self._session.hooks.status("running")
         if self.outbox is not None:
@@ -228,6 +228,15 @@ class CallStream:
                 self._session.grant(items, nbytes)
             except OSError:
                 pass  # the reader thread sees the same failure and ends the stream
+
+    def _unsendable_input(self, exc: BaseException) -> tuple[int, bytes]:
+        """An input item did not pickle: the function stops after the items
+        before it, as for a bad record, and the caller gets this error."""
+        add_note = getattr(exc, "add_note", None)
+        if add_note is not None:
+            add_note("skyctl: an item of the input iterable could not be pickled to send it")
+        self.input_error = exc
+        return Kind.INPUT_FAILED, b""
 
     def _feed(self) -> None:
         """Feeder thread: pull the stream parameter's items as credit allows."""

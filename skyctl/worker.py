@@ -160,7 +160,8 @@ class CallState:
 
     def __init__(self, conn: Connection, payload: bytes) -> None:
         self.payload = payload
-        self.outbox = flow.Outbox(_whole_frames(conn.send), Kind.ITEMS_OUT, _dumps)
+        self.outbox = flow.Outbox(_whole_frames(conn.send), Kind.ITEMS_OUT, _dumps,
+                                  on_unsendable=lambda exc: _raise_frame(_unsendable(exc), "call"))
         # a function that reads its input has the values it made so far sent before it waits for more
         self.inbox = flow.Inbox(conn.grant, pickle.loads, before_wait=self.outbox.nudge)
         self.cancelled = False
@@ -294,6 +295,10 @@ class Worker:
                 _close_quietly(values)
                 _close_quietly(gen)
                 return Kind.CANCELLED, b""
+            if isinstance(exc, flow.Cancelled) and call.outbox.unsendable is not None:
+                _close_quietly(values)
+                _close_quietly(gen)
+                return Kind.CANCELLED, b""  # a value did not pickle: the outbox ends the call with that error instead
             return _raise_frame(exc, "call")
 
 
@@ -394,6 +399,14 @@ def _raise_frame(exc: BaseException, where: str) -> tuple[int, bytes]:
     except BaseException:
         pickled = b""
     return Kind.RAISE, wire.pack_raise(info, pickled)
+
+
+def _unsendable(exc: BaseException) -> BaseException:
+    """Why a yielded value could not be pickled, saying so (it ends the call)."""
+    add_note = getattr(exc, "add_note", None)  # Python 3.11+
+    if add_note is not None:
+        add_note("skyctl: a value the function yielded could not be pickled to send it back")
+    return exc
 
 
 def _safe_str(exc: BaseException) -> str:

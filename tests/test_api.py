@@ -70,6 +70,17 @@ def test_plain_function_gives_its_return_value(host):
     assert api_funcs.nothing() >> host is None
 
 
+def test_an_input_item_that_does_not_pickle_raises_after_the_items_before_it(host):
+    import threading
+
+    results = api_funcs.echo(iter([1, 2, threading.Lock(), 4])) >> host
+    got = []
+    with pytest.raises(TypeError, match="cannot pickle"):
+        for value in results:
+            got.append(value)
+    assert got == [1, 2]
+
+
 def test_default_host_from_the_config(host_config):
     with skyctl.host(config=host_config) as h:
         assert list(api_funcs.fibonacci(3) >> h) == [0, 1, 1]

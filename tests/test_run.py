@@ -105,6 +105,22 @@ def test_error_after_three_values_prints_them_then_the_users_traceback(host_conf
         assert own not in err, err
 
 
+def test_a_value_that_does_not_pickle_is_a_clear_remote_error(host_config):
+    result = run_skyctl("run", "-c", str(host_config), f"{STREAMS}:yields_a_lock")
+    assert result.returncode == 1
+    assert result.stdout == "1\n"
+    assert "cannot pickle '_thread.lock' object" in result.stderr, result.stderr
+    assert "a value the function yielded could not be pickled" in result.stderr, result.stderr
+    assert "Cancelled" not in result.stderr, result.stderr
+
+
+def test_a_last_value_that_does_not_pickle_after_fast_ones_still_fails_the_run(host_config):
+    result = run_skyctl("run", "-c", str(host_config), f"{STREAMS}:fast_then_a_lock")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "".join(f"{i}\n" for i in range(5000))
+    assert "cannot pickle '_thread.lock' object" in result.stderr, result.stderr
+
+
 def test_remote_prints_go_to_stderr_never_stdout(host_config):
     result = run_skyctl("run", "-c", str(host_config), f"{STREAMS}:chatty")
     assert result.returncode == 0, result.stderr

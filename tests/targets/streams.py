@@ -42,6 +42,23 @@ def raises_after(n: int = 3) -> Iterator[int]:
     fail_here(n)
 
 
+def yields_a_lock() -> Iterator[object]:
+    """A value that cannot be pickled, after one that can."""
+    import threading
+
+    yield 1
+    yield threading.Lock()
+    yield 3
+
+
+def fast_then_a_lock(n: int = 5000) -> Iterator[object]:
+    """Fast values (long runs), then one that cannot be pickled as the last: the end must not look complete."""
+    import threading
+
+    yield from range(n)
+    yield threading.Lock()
+
+
 def fail_here(n: int) -> None:
     raise ValueError(f"boom after {n} values")
 
