@@ -422,6 +422,14 @@ class LineBatch:
         return _split_lines(self.text)
 
 
+def with_note(exc: BaseException, note: str) -> BaseException:
+    """``exc`` with ``note`` added where the Python has notes (3.11+)."""
+    add_note = getattr(exc, "add_note", None)
+    if add_note is not None:
+        add_note(note)
+    return exc
+
+
 def _is_line_batch(entry: object) -> bool:
     return type(entry) is LineBatch
 

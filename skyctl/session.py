@@ -232,10 +232,7 @@ class CallStream:
     def _unsendable_input(self, exc: BaseException) -> tuple[int, bytes]:
         """An input item did not pickle: the function stops after the items
         before it, as for a bad record, and the caller gets this error."""
-        add_note = getattr(exc, "add_note", None)
-        if add_note is not None:
-            add_note("skyctl: an item of the input iterable could not be pickled to send it")
-        self.input_error = exc
+        self.input_error = flow.with_note(exc, "skyctl: an item of the input iterable could not be pickled to send it")
         return Kind.INPUT_FAILED, b""
 
     def _feed(self) -> None:

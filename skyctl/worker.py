@@ -161,7 +161,7 @@ class CallState:
     def __init__(self, conn: Connection, payload: bytes) -> None:
         self.payload = payload
         self.outbox = flow.Outbox(_whole_frames(conn.send), Kind.ITEMS_OUT, _dumps,
-                                  on_unsendable=lambda exc: _raise_frame(_unsendable(exc), "call"))
+                                  on_unsendable=_unsendable_value)
         # a function that reads its input has the values it made so far sent before it waits for more
         self.inbox = flow.Inbox(conn.grant, pickle.loads, before_wait=self.outbox.nudge)
         self.cancelled = False
@@ -175,6 +175,11 @@ class CallState:
         self.inbox.end(flow.Cancelled())
         if self.in_user_code:  # interrupt user code blocked in sleep, I/O or a long loop
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+
+def _unsendable_value(exc: BaseException) -> tuple[int, bytes]:
+    """The frame that ends a call whose yielded value did not pickle."""
+    return _raise_frame(flow.with_note(exc, "skyctl: a value the function yielded could not be pickled to send it back"), "call")
 
 
 def _whole_frames(send: Callable[[int, bytes], None]) -> Callable[[int, bytes], None]:
@@ -399,14 +404,6 @@ def _raise_frame(exc: BaseException, where: str) -> tuple[int, bytes]:
     except BaseException:
         pickled = b""
     return Kind.RAISE, wire.pack_raise(info, pickled)
-
-
-def _unsendable(exc: BaseException) -> BaseException:
-    """Why a yielded value could not be pickled, saying so (it ends the call)."""
-    add_note = getattr(exc, "add_note", None)  # Python 3.11+
-    if add_note is not None:
-        add_note("skyctl: a value the function yielded could not be pickled to send it back")
-    return exc
 
 
 def _safe_str(exc: BaseException) -> str:
