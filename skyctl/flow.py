@@ -27,6 +27,10 @@ from typing import Any, Callable, Iterator
 #: default credit a receiver grants: items and pickled bytes in flight
 WINDOW_ITEMS = 1 << 20
 WINDOW_BYTES = 4 << 20
+#: a receiver returns credit once it owes this much (an eighth of the window),
+#: not after every batch: a CREDIT frame wakes the other side's reader, and on
+#: a sparse stream that is a second frame in each direction per item
+GRANT_EVERY = (WINDOW_ITEMS // 8, WINDOW_BYTES // 8)
 
 #: the most items the sender packs into one frame
 BATCH_ITEMS = 8192
@@ -446,17 +450,23 @@ class Inbox:
         grant: tells the sender it may send this many more items and bytes.
         loads: unpickles one pickled batch (see ``unpack_batch``).
         before_wait: called when no batch is waiting and the consumer is about to wait.
+        grant_every: credit is returned once this many items or bytes are owed
+            (at most the window the sender started with, or the stream stalls).
     """
 
     def __init__(self, grant: Callable[[int, int], None], loads: Callable[[bytes], list[Any]],
-                 before_wait: Callable[[], None] | None = None) -> None:
+                 before_wait: Callable[[], None] | None = None,
+                 grant_every: tuple[int, int] = GRANT_EVERY) -> None:
         self._grant = grant
+        self._grant_items, self._grant_bytes = grant_every
         self._loads = loads
         #: called when the consumer is about to wait for a batch (the worker
         #: has its Outbox send the values of the run in progress)
         self._before_wait = before_wait
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.taken = 0
+        #: taken since credit was last returned
+        self._owed_items = self._owed_bytes = 0
         #: what ended the stream (set by ``end``), read once ``items()`` stops
         self.ending: Any = None
 
@@ -469,7 +479,8 @@ class Inbox:
         self._queue.put(_Ending(ending))
 
     def batches(self, keep_lines: bool = False) -> Iterator[list[Any] | LineBatch]:
-        """Every batch, in order; credit for a batch goes back when the next is asked for.
+        """Every batch, in order; credit for a batch is owed once the next is
+        asked for, and goes back in lumps of ``grant_every``.
 
         With ``keep_lines``, a batch of one-line strs comes as a ``LineBatch``
         (still UTF-8 text), for a writer that prints it as it is.
@@ -496,7 +507,11 @@ class Inbox:
             # so at most one decoded batch is alive at a time.
             del batch
             self.taken += count
-            self._grant(count, nbytes)
+            self._owed_items += count
+            self._owed_bytes += nbytes
+            if self._owed_items >= self._grant_items or self._owed_bytes >= self._grant_bytes:
+                self._grant(self._owed_items, self._owed_bytes)
+                self._owed_items = self._owed_bytes = 0
 
     def items(self) -> Iterator[Any]:
         """Every item, in order (see ``batches``)."""

@@ -78,7 +78,7 @@ def test_cancel_wakes_a_blocked_producer() -> None:
 
 def test_inbox_grants_credit_back_only_when_a_batch_is_taken() -> None:
     grants: list[tuple[int, int]] = []
-    box = flow.Inbox(lambda i, b: grants.append((i, b)), pickle.loads)
+    box = flow.Inbox(lambda i, b: grants.append((i, b)), pickle.loads, grant_every=(1, 1))
     first, second = flow.pack_batch([1, 2], pickle.dumps), flow.pack_batch([3], pickle.dumps)
     box.push(first)
     box.push(second)
@@ -91,6 +91,46 @@ def test_inbox_grants_credit_back_only_when_a_batch_is_taken() -> None:
     assert list(items) == []
     assert grants == [(2, len(first)), (1, len(second))]
     assert box.ending == "done"
+
+
+def test_inbox_returns_credit_in_lumps() -> None:
+    grants: list[tuple[int, int]] = []
+    box = flow.Inbox(lambda i, b: grants.append((i, b)), pickle.loads, grant_every=(5, 1 << 30))
+    payloads = [flow.pack_batch([n, n + 1], pickle.dumps) for n in range(0, 12, 2)]
+    for payload in payloads:
+        box.push(payload)
+    box.end(None)
+    assert list(box.items()) == list(range(12))
+    # owed after the 3rd batch is taken (6 items), then after the 6th (6 more)
+    assert grants == [(6, sum(map(len, payloads[:3]))), (6, sum(map(len, payloads[3:])))]
+
+
+def test_a_sender_out_of_credit_always_gets_it_back() -> None:
+    """Lumps never strand a stream: a sender that used its whole window gets credit once the receiver took it all."""
+    sink = Sink()
+    out = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps)
+    box = flow.Inbox(out.grant, pickle.loads, grant_every=(100, 1 << 30))
+    out.grant(100, 1 << 30)  # the window: exactly one lump
+    moved: list[object] = []
+
+    def relay() -> None:  # frames from the outbox into the inbox, as the wire would
+        done = 0
+        while done < 1000:
+            with sink.arrived:
+                assert sink.arrived.wait_for(lambda: len(sink.frames) > 0, 10)
+                frames, sink.frames[:] = list(sink.frames), []
+            for _kind, payload in frames:
+                box.push(payload)
+                done += len(flow.unpack_batch(payload, pickle.loads))
+        box.end(None)
+
+    threading.Thread(target=relay, daemon=True).start()
+    producer = threading.Thread(target=lambda: [out.put_many(list(range(i, i + 10))) for i in range(0, 1000, 10)], daemon=True)
+    producer.start()
+    for value in box.items():
+        moved.append(value)
+    producer.join(10)
+    assert moved == list(range(1000))
 
 
 def test_wait_for_end_discards_batches_and_times_out() -> None:

@@ -69,7 +69,7 @@ def test_mapped_batch_round_trips_through_the_inbox(items: list[object]) -> None
         os.close(r)
     assert kind is Kind.ITEMS_IN and isinstance(got, mmap.mmap)
     grants: list[tuple[int, int]] = []
-    box = flow.Inbox(lambda i, b: grants.append((i, b)), pickle.loads)
+    box = flow.Inbox(lambda i, b: grants.append((i, b)), pickle.loads, grant_every=(1, 1))
     box.push(got)
     del got
     box.end(None)
@@ -104,7 +104,7 @@ def test_inbox_holds_one_decoded_batch_and_no_payload_while_consuming() -> None:
         return batch
 
     grants: list[tuple[int, int]] = []
-    box = flow.Inbox(lambda i, b: grants.append((i, b)), loads)
+    box = flow.Inbox(lambda i, b: grants.append((i, b)), loads, grant_every=(1, 1))
     payloads = [flow.pack_batch([n, n + 1], pickle.dumps) for n in (0, 2, 4)]
     for p in payloads:
         box.push(p)
