@@ -160,7 +160,7 @@ class CallState:
 
     def __init__(self, conn: Connection, payload: bytes) -> None:
         self.payload = payload
-        self.outbox = flow.Outbox(_whole_frames(conn.send), Kind.ITEMS_OUT, _dumps,
+        self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, _dumps,
                                   on_unsendable=_unsendable_value)
         # a function that reads its input has the values it made so far sent before it waits for more
         self.inbox = flow.Inbox(conn.grant, pickle.loads, before_wait=self.outbox.nudge)
@@ -180,25 +180,6 @@ class CallState:
 def _unsendable_value(exc: BaseException) -> tuple[int, bytes]:
     """The frame that ends a call whose yielded value did not pickle."""
     return _raise_frame(flow.with_note(exc, "skyctl: a value the function yielded could not be pickled to send it back"), "call")
-
-
-def _whole_frames(send: Callable[[int, bytes], None]) -> Callable[[int, bytes], None]:
-    """``send`` made safe for the main thread, which writes a slow generator's
-    values itself (``Outbox.put_run``): the SIGINT with which a cancel
-    interrupts user code waits until the frame is written whole."""
-    main = threading.main_thread().ident
-
-    def send_whole(kind: int, payload: bytes) -> None:
-        if threading.get_ident() != main:
-            send(kind, payload)
-            return
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            send(kind, payload)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-    return send_whole
 
 
 def _dumps(obj: Any) -> bytes:
