@@ -23,6 +23,7 @@ import dataclasses
 import math
 import os
 import queue
+import shlex
 import shutil
 import subprocess
 import sys
@@ -346,17 +347,55 @@ def _roundtrip_ssh(b: Bench, items: int, warmup: int) -> float:
     return median(times)
 
 
+def _roundtrip_paramiko(b: Bench, items: int, warmup: int) -> float:
+    """The ssh echo's loop over a bare paramiko exec channel (what skyctl's SSH transport is built on)."""
+    import paramiko
+
+    server = b.server
+    transport = paramiko.Transport(("127.0.0.1", server.port))
+    try:
+        transport.start_client(timeout=30)
+        transport.auth_publickey(server.user, paramiko.PKey.from_path(server.identity_file))
+        channel = transport.open_session()
+        channel.exec_command(shlex.join([REMOTE_PY, "-c", ECHO_LINES]))
+        times = []
+        for i in range(warmup + items):
+            line = b"%d\n" % i
+            started = time.perf_counter()
+            channel.sendall(line)
+            got = b""
+            while not got.endswith(b"\n"):
+                chunk = channel.recv(4096)
+                if not chunk:
+                    raise BenchError(f"paramiko echo: the command ended ({got!r})")
+                got += chunk
+            elapsed = time.perf_counter() - started
+            if got != line:
+                raise BenchError(f"paramiko echo: sent {line!r}, got {got!r}")
+            if i >= warmup:
+                times.append(elapsed)
+        channel.shutdown_write()
+        channel.recv_exit_status()
+    finally:
+        transport.close()
+    return median(times)
+
+
 def m_roundtrip(b: Bench) -> None:
     """5. one item through a bidirectional function (Python API) vs a raw echo over one ssh session."""
     items, warmup = (50, 10) if b.args.quick else (200, 20)
     got = interleave(b.repeat, {
         "sky": lambda: _roundtrip_skyctl(b, items, warmup),
         "ssh": lambda: _roundtrip_ssh(b, items, warmup),
+        "paramiko": lambda: _roundtrip_paramiko(b, items, warmup),
     })
     b.baselines["ssh echo"] = (f"one `ssh … {REMOTE_PY} -c '<readline, write, flush loop>'` session: write a line, "
                                "read it back, repeat")
     b.add(Row("roundtrip", f"5. round trip of one item, Python API (median of {items} per session)", "s",
               got["sky"], got["ssh"], "ssh echo", "lower", 2.0))
+    b.add(Row("roundtrip", "5b. the ssh echo's loop over a bare paramiko exec channel (informational: "
+              "the floor of an SSH transport built on paramiko)", "s",
+              got["paramiko"], got["ssh"], "ssh echo", "lower", None))
 
 
 def _memory_runs(b: Bench) -> tuple[Callable[[int], dict[str, float]], str]:
