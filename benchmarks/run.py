@@ -299,6 +299,8 @@ def m_pipe(b: Bench) -> None:
               [d.stream_rate for d in got["sky"]], [d.stream_rate for d in got["ssh"]], "ssh line copy", "higher", 0.7))
     b.add(Row("pipe", "4b. the same, process start→exit (informational)", "lines/s",
               [d.overall_rate for d in got["sky"]], [d.overall_rate for d in got["ssh"]], "ssh line copy", "higher", None))
+    b.add(Row("pipe", "4c. the same, steady rate: from 10% to 90% of the lines (informational)", "lines/s",
+              [d.middle_rate for d in got["sky"]], [d.middle_rate for d in got["ssh"]], "ssh line copy", "higher", None))
 
 
 def _roundtrip_skyctl(b: Bench, items: int, warmup: int) -> float:

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Sequence
 
 __all__ = ["BenchError", "Drain", "Run", "median", "first_line", "drain", "read_line"]
@@ -156,12 +156,23 @@ class Drain:
     total: float
     #: lines that arrived in the first read (excluded from the streaming rate)
     first_chunk_lines: int
+    #: (seconds from process start, lines so far) after every read
+    marks: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def stream_rate(self) -> float:
         """Lines per second between the first and the last output bytes (startup excluded)."""
         span = self.last - self.first
         return (self.lines - self.first_chunk_lines) / span if span > 0 else float("nan")
+
+    @property
+    def middle_rate(self) -> float:
+        """Lines per second from the read that passed 10% of the lines to the one
+        that passed 90%: the steady rate, without how the stream ramps up or ends."""
+        low = next((t, n) for t, n in self.marks if n >= self.lines * 0.1)
+        high = next((t, n) for t, n in self.marks if n >= self.lines * 0.9)
+        span = high[0] - low[0]
+        return (high[1] - low[1]) / span if span > 0 else float("nan")
 
     @property
     def overall_rate(self) -> float:
@@ -176,6 +187,7 @@ def drain(argv: Sequence[str], *, expect_lines: int | None = None, **kw: Any) ->
         lines = 0
         first = last = None
         first_chunk_lines = 0
+        marks: list[tuple[float, int]] = []
         while True:
             chunk = os.read(fd, 1 << 20)
             if not chunk:
@@ -186,10 +198,11 @@ def drain(argv: Sequence[str], *, expect_lines: int | None = None, **kw: Any) ->
                 first, first_chunk_lines = now, n
             last = now
             lines += n
+            marks.append((now - run.started, lines))
         run.finish()
         total = time.perf_counter() - run.started
         if first is None or last is None:
             raise BenchError(f"{run.what}: no output\n{run.stderr_tail()}")
         if expect_lines is not None and lines != expect_lines:
             raise BenchError(f"{run.what}: {lines} lines, expected {expect_lines}\n{run.stderr_tail()}")
-        return Drain(lines, first - run.started, last - run.started, total, first_chunk_lines)
+        return Drain(lines, first - run.started, last - run.started, total, first_chunk_lines, marks)
