@@ -42,6 +42,9 @@ class Host:
         self._transport: Any = None
         self._session: WorkerSession | None = None
         self._keep = False
+        #: a worker being started in the background (``start_worker_early``)
+        self._early: Any = None
+        self._early_error: BaseException | None = None
 
     # -- the profile -------------------------------------------------------
     @property
@@ -69,8 +72,42 @@ class Host:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def start_worker_early(self) -> None:
+        """Start the worker now, in the background, so that its start-up
+        overlaps what the caller does before the first call (the CLI imports
+        the target meanwhile). An error surfaces at the first call.
+
+        Only for the built-in ``local`` host: starting it cannot hang on the
+        network, so ``close()`` may always wait for it.
+        """
+        import threading
+
+        if self._early is not None or self._session is not None or self.profile.type != "local":
+            return
+
+        def start() -> None:
+            try:
+                self._worker()
+            except BaseException as exc:  # raised again by the first call
+                self._early_error = exc
+
+        self._early = threading.Thread(target=start, name="early-worker", daemon=True)
+        self._early.start()
+
+    def _join_early(self) -> None:
+        early, self._early = self._early, None
+        if early is not None:
+            early.join()
+        error, self._early_error = self._early_error, None
+        if error is not None:
+            raise error
+
     def close(self) -> None:
         """Close the worker and connection held. Safe to call twice."""
+        try:
+            self._join_early()
+        except BaseException:
+            pass  # the worker never started: nothing more to close than what it left
         session, self._session = self._session, None
         if session is not None:
             session.close()
@@ -79,6 +116,8 @@ class Host:
             transport.close()
 
     def _worker(self) -> WorkerSession:
+        if self._early is not None and not _on_thread(self._early):
+            self._join_early()
         if self._session is not None and not self._session.dead:
             return self._session
         if self._session is not None:
@@ -318,6 +357,12 @@ def _ship_project_modules(fn: Callable[..., Any]) -> None:
     if main_file:
         roots.append(Path(main_file).resolve().parent)
     register_by_value(roots)
+
+
+def _on_thread(thread: Any) -> bool:
+    import threading
+
+    return threading.current_thread() is thread
 
 
 def _log_to_stderr(fd: int, data: bytes) -> None:

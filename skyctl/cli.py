@@ -83,9 +83,11 @@ def run(
     from .coerce import bind_arguments
     from .target import load_target
 
-    loaded = load_target(target)
-    kwargs = bind_arguments(loaded.function, arg)
-    return _stream_call(loaded.function, kwargs, host, config, output.value, quiet, no_reuse)
+    stderr = Stderr(Env(), quiet)
+    with _host(host, config, no_reuse, stderr) as remote:
+        loaded = load_target(target)
+        kwargs = bind_arguments(loaded.function, arg)
+        return _stream_call(loaded.function, kwargs, remote, output.value, stderr)
 
 
 @app.command()
@@ -108,31 +110,32 @@ def pipe(
     from .records import RecordReader
     from .target import load_target
 
-    loaded = load_target(target)
-    fn = loaded.function
-    name = _stream_param(fn, stream_parameters(fn), param)
-    kwargs = bind_arguments(fn, arg, stream_param=name)
-    if name in kwargs:
-        raise UsageError(f"'{name}' is fed from stdin by pipe; do not also pass it with --arg")
     env = Env()
     stderr = Stderr(env, quiet)
-    reader = RecordReader(
-        env.stdin.buffer,
-        stream_parameters(fn)[name],
-        fmt=format.value,
-        column=column,
-        header=not no_header,
-        param=name,
-        on_bad_line=on_bad_line.value,
-        warn=stderr.warn,
-    )
-    kwargs[name] = reader
-    try:
-        return _stream_call(fn, kwargs, host, config, output.value, quiet, no_reuse, stderr=stderr, stream_param=name)
-    finally:
-        summary = reader.summary()
-        if summary:
-            stderr.warn(summary)
+    with _host(host, config, no_reuse, stderr) as remote:
+        loaded = load_target(target)
+        fn = loaded.function
+        name = _stream_param(fn, stream_parameters(fn), param)
+        kwargs = bind_arguments(fn, arg, stream_param=name)
+        if name in kwargs:
+            raise UsageError(f"'{name}' is fed from stdin by pipe; do not also pass it with --arg")
+        reader = RecordReader(
+            env.stdin.buffer,
+            stream_parameters(fn)[name],
+            fmt=format.value,
+            column=column,
+            header=not no_header,
+            param=name,
+            on_bad_line=on_bad_line.value,
+            warn=stderr.warn,
+        )
+        kwargs[name] = reader
+        try:
+            return _stream_call(fn, kwargs, remote, output.value, stderr, stream_param=name)
+        finally:
+            summary = reader.summary()
+            if summary:
+                stderr.warn(summary)
 
 
 def _stream_param(fn: Any, params: dict[str, Any], chosen: str | None) -> str:
@@ -159,15 +162,26 @@ def _stream_param(fn: Any, params: dict[str, Any], chosen: str | None) -> str:
     return next(iter(params))
 
 
-def _stream_call(fn: Any, kwargs: dict[str, Any], host: str | None, config: Path | None, output: str,
-                 quiet: bool, no_reuse: bool, stderr: Stderr | None = None, stream_param: str | None = None) -> int:
-    """Run one call and write its values as they arrive; returns the exit status."""
+def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr) -> Any:
+    """The ``Host`` for this call. For the built-in ``local`` host its worker
+    starts at once, in the background: its start-up then overlaps importing
+    the target. A config error is not raised here but by ``_stream_call``,
+    after the target's own errors, as before."""
     from .api import Host
     from .session import Hooks
 
-    env = stderr.env if stderr else Env()
-    stderr = stderr or Stderr(env, quiet)
-    target = Host(host, config, hooks=Hooks(log=stderr.log, status=stderr.phase), reuse=False if no_reuse else None)
+    remote = Host(host, config, hooks=Hooks(log=stderr.log, status=stderr.phase), reuse=False if no_reuse else None)
+    try:
+        remote.start_worker_early()
+    except SkyctlError:
+        pass
+    return remote
+
+
+def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stderr: Stderr,
+                 stream_param: str | None = None) -> int:
+    """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status."""
+    env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
     stream = None
     try:

@@ -13,6 +13,7 @@ import select
 import shlex
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -119,6 +120,34 @@ def test_a_last_value_that_does_not_pickle_after_fast_ones_still_fails_the_run(h
     assert result.returncode == 1, result.stderr
     assert result.stdout == "".join(f"{i}\n" for i in range(5000))
     assert "cannot pickle '_thread.lock' object" in result.stderr, result.stderr
+
+
+def _processes_running(marker: str) -> list[int]:
+    """Live processes whose argv mentions ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("bad", ["no_such_function", "raises_after --arg n=notanint"])
+def test_a_usage_error_on_local_leaves_no_worker_behind(tmp_path, bad):
+    """The local worker starts while the target loads: a bad target must still end it."""
+    python = tmp_path / "own-python" / "python3"  # by which this test's worker is found
+    python.parent.mkdir()
+    python.symlink_to(sys.executable)
+    cfg = tmp_path / "skyward.yaml"
+    cfg.write_text(f"default: local\nhosts:\n  local:\n    type: local\n    python: {python}\n")
+    name, *args = bad.split()
+    result = run_skyctl("run", "-c", str(cfg), f"{STREAMS}:{name}", *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert _processes_running(str(python)) == []
 
 
 def test_remote_prints_go_to_stderr_never_stdout(host_config):
