@@ -2,14 +2,16 @@
 
 Shipped to the remote beside ``worker.py``: stdlib only, no skyctl imports.
 
-- ``Outbox``: the sending side. A producer ``put()``s items; a sender thread
-  batches whatever is waiting into one frame (dense streams make big batches,
-  a sparse stream sends each item at once) and writes it. ``put()`` blocks
-  while the receiver has granted no more credit, in items or in bytes, so a
-  slow receiver pauses the producer.
+- ``Outbox``: the sending side. A producer queues lists of items (a chunk of
+  stdin, or a run of a generator's values); a sender thread batches whatever
+  is waiting into one frame (dense streams make big batches, a sparse stream
+  sends each item at once, a lone value may go from the producer's own
+  thread) and writes it. The producer blocks while the receiver has granted
+  no more credit, in items or in bytes, so a slow receiver pauses it.
 - ``Inbox``: the receiving side. Batches are queued as they arrive (never more
-  than the credit granted); ``items()`` hands them out one at a time and grants
-  the credit back only when the consumer has taken a whole batch.
+  than the credit granted); ``items()`` hands them out one at a time; credit
+  for a batch is owed once the consumer has taken all of it, and goes back in
+  lumps of an eighth of the window.
 
 The client feeds stdin records through an Outbox into the worker's Inbox; the
 worker feeds the user's yields through an Outbox into the client's Inbox.
