@@ -74,7 +74,8 @@ class Outbox:
     run that stalls midway is sent as it stands within ``RUN_POLL``.
 
     Args:
-        send: writes one frame of ``kind`` (thread-safe; called from the sender thread).
+        send: writes one frame of ``kind`` (thread-safe; called from the sender
+            thread, and from the producer's for a lone value: ``_send_now``).
         kind: the frame kind that carries a batch.
         dumps: pickles a list of items (see ``pack_batch``).
         on_unsendable: the frame that ends the stream instead of ``finish``'s

@@ -277,14 +277,12 @@ class Worker:
                     return Kind.RETURN, _dumps(returned[0] if returned else None)
         except BaseException as exc:
             call.in_user_code = False
-            if call.cancelled or isinstance(exc, InputFailed):
+            # a value that did not pickle cancels the outbox, which then ends the call with that error
+            unsendable = isinstance(exc, flow.Cancelled) and call.outbox.unsendable is not None
+            if call.cancelled or isinstance(exc, InputFailed) or unsendable:
                 _close_quietly(values)
                 _close_quietly(gen)
                 return Kind.CANCELLED, b""
-            if isinstance(exc, flow.Cancelled) and call.outbox.unsendable is not None:
-                _close_quietly(values)
-                _close_quietly(gen)
-                return Kind.CANCELLED, b""  # a value did not pickle: the outbox ends the call with that error instead
             return _raise_frame(exc, "call")
 
 
