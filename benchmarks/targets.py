@@ -28,3 +28,14 @@ def echo(items: Iterator[str]):
     """Round trip: each item back as soon as it arrives (Python API)."""
     for item in items:
         yield item
+
+
+def dicts(n: int):
+    """Output rate of small dicts (a metrics stream): ``n`` of them."""
+    for i in range(n):
+        yield {"step": i, "loss": 1.0 / (i + 1), "tag": "train"}
+
+
+def identity_int(numbers: Iterator[int]):
+    """Pipe rate into ``Iterator[int]``: every stdin line parsed as an int, and back."""
+    yield from numbers

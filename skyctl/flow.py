@@ -2,12 +2,14 @@
 
 Shipped to the remote beside ``worker.py``: stdlib only, no skyctl imports.
 
-- ``Outbox``: the sending side. A producer queues lists of items (a chunk of
-  stdin, or a run of a generator's values); a sender thread batches whatever
-  is waiting into one frame (dense streams make big batches, a sparse stream
-  sends each item at once, a lone value may go from the producer's own
-  thread) and writes it. The producer blocks while the receiver has granted
-  no more credit, in items or in bytes, so a slow receiver pauses it.
+- ``Outbox``: the sending side. The producer queues each item the moment it
+  exists (a generator's values, driven from C, one queue entry each; or a
+  whole chunk of stdin as one entry); a sender thread wakes when something is
+  pending and takes *everything* pending into one batch. Nothing decides a
+  "mode": a lone value after a pause is a batch of one, sent at once; a dense
+  stream piles up while the sender writes, so its batches grow by themselves,
+  and more so on a busy machine. The producer blocks while the receiver has
+  granted no more credit, in items or in bytes, so a slow receiver pauses it.
 - ``Inbox``: the receiving side. Batches are queued as they arrive (never more
   than the credit granted); ``items()`` hands them out one at a time; credit
   for a batch is owed once the consumer has taken all of it, and goes back in
@@ -22,8 +24,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
 from itertools import chain, groupby, islice, repeat, starmap, takewhile
+from operator import is_
 from typing import Any, Callable, Iterator
 
 #: default credit a receiver grants: items and pickled bytes in flight
@@ -36,42 +38,47 @@ GRANT_EVERY = (WINDOW_ITEMS // 8, WINDOW_BYTES // 8)
 
 #: the most items the sender packs into one frame
 BATCH_ITEMS = 8192
-#: about the most pickled bytes waiting for the sender: ``put()`` also blocks
-#: while this much (estimated from the last batch's size per item) is queued,
-#: so a slow link cannot pile items up behind the credit (which counts only
-#: bytes already sent)
+#: about the most pickled bytes waiting for the sender: the producer also
+#: blocks while this much (estimated from the last batch's size per item) is
+#: queued, so a slow link cannot pile items up behind the credit (which counts
+#: only bytes already sent)
 QUEUED_BYTES = 1 << 20
 
-#: the most items ``put()`` queues between two credit checks, and the longest run
+#: the most items ``put_run`` queues between two credit checks. Not a batch
+#: size: every item is visible to the sender the moment it is queued.
 RUN_ITEMS = 1024
-#: a run whose items came slower than this each (the wait for the first one
-#: included) makes the next run one item long: values of a slow generator go
-#: one at a time, at once
-RUN_SLOW_PER_ITEM = 10e-6
-#: how long the sender lets an open run grow before it sends what it holds
-RUN_POLL = 0.002
-#: ... backing off to this while it stays stalled
-RUN_POLL_MAX = 0.02
 
 _END = object()
-#: "look at the open run now" (it closed, or its producer is about to wait)
-_WAKE = object()
 
 
 class Cancelled(Exception):
     """The stream was cancelled (the peer went away or asked to stop)."""
 
 
+class _Chunk:
+    """A list of items (or a ``LineBatch``) queued as one entry by ``put_many``."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any] | LineBatch) -> None:
+        self.items = items
+
+
 class Outbox:
     """Items waiting to be framed, sent only as the receiver's credit allows.
 
-    The producer queues *lists* of items on a ``SimpleQueue``: a chunk of
-    stdin (``put_many``), or a run of a generator's values (``put_run``),
-    collected from C with no Python call per item. A run grows while the
-    generator is fast (one item after a slow step, doubling while steps are
-    quick) and is visible to the sender while it grows, so a value never waits
-    for the rest of its run: the first value after a pause goes at once, and a
-    run that stalls midway is sent as it stands within ``RUN_POLL``.
+    The producer puts every item on a ``SimpleQueue`` as soon as it has it
+    (``put_run`` drives a generator from C, ``map(queue.put, …)``, no Python
+    call per item); the sender thread blocks on that queue while it is empty
+    and, each time it wakes, takes all that is there. Batch size is therefore
+    whatever accumulated while the sender was busy: one item for a sparse
+    stream, thousands for a dense one. There is no timer and no state that
+    outlives one batch.
+
+    A run's first item is pulled in Python; when everything before it has been
+    sent and the sender is idle, the producer sends it itself (one thread
+    hand-over less for a lone value). That is decided per item, from what is
+    pending, so it cannot stick.
 
     Args:
         send: writes one frame of ``kind`` (thread-safe; called from the sender
@@ -91,16 +98,14 @@ class Outbox:
         self._on_unsendable = on_unsendable
         #: why an item could not be pickled (the outbox then cancels itself)
         self.unsendable: BaseException | None = None
-        #: lists of items (or ``LineBatch``es), ``_WAKE``s, then ``_END``
+        #: items (``put_run``) or ``_Chunk``s (``put_many``), then ``_END``
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        #: the run ``put_run`` is filling: already queued, the sender reads from its front
-        self._open: list[Any] | None = None
-        #: items the next run may take (grows while the generator is fast)
-        self._run_items = 1
-        #: items the sender has taken, and of those sent
+        #: whether ``put_many`` queues chunks here (an outbox gets chunks or items, not both)
+        self._chunked = False
+        #: items the sender has taken off the queue, and of those sent
         self._taken = 0
         self._sent_items = 0
-        #: held while items are taken and framed: by the sender thread, or by
+        #: held while items are framed and written: by the sender thread, or by
         #: the producer sending a lone value itself (``_send_now``)
         self._sending = threading.Lock()
         self._credit = threading.Condition()
@@ -116,6 +121,8 @@ class Outbox:
         #: batch's bytes per item (1 until a first batch has been sized)
         self._max_queued = 1
         self.produced = 0
+        #: frames of items written (for tests and the status line)
+        self.frames = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"outbox-{kind}", daemon=True)
         self._thread.start()
@@ -126,13 +133,14 @@ class Outbox:
         self.put_many([item])
 
     def put_many(self, items: list[Any] | LineBatch) -> None:
-        """Queue a list of items at once (a chunk of stdin); may overshoot the
-        credit by that one list, then waits as ``put`` does."""
+        """Queue a list of items as one entry (a chunk of stdin); may overshoot
+        the credit by that one list, then waits as ``put`` does."""
         if self._room <= 0:
             self._make_room()
+        self._chunked = True
         self._room -= len(items)
         self.produced += len(items)
-        self._queue.put(items)
+        self._queue.put(_Chunk(items))
 
     def wait_for_room(self) -> None:
         """Block until ``put_run`` may queue at least one item; raises ``Cancelled``."""
@@ -140,49 +148,33 @@ class Outbox:
             self._make_room()
 
     def put_run(self, items: Iterator[Any]) -> bool:
-        """Queue a run of items from ``items``, the loop running in C; blocks
-        first while out of credit. False once ``items`` is exhausted.
-
-        The run is at most the credit left and the run length, which starts at
-        one and doubles while items come faster than ``RUN_SLOW_PER_ITEM``, so
-        only a fast generator makes long runs.
-        """
+        """Queue items from ``items`` until the room left (credit, queue) is
+        used up, each the moment it is yielded; blocks first while out of
+        credit. False once ``items`` is exhausted."""
         if self._room <= 0:
             self._make_room()
-        room = min(self._room, self._run_items)
-        started = time.monotonic()
+        room = self._room
         for first in items:  # the first value, however long it takes
             break
         else:
             return False
-        if room == 1:
-            self._room -= 1
-            self.produced += 1
-            if not self._send_now(first):
-                self._queue.put([first])
-            taken = 1
-        else:
-            run = [first]
-            self._open = run
-            self._queue.put(run)  # the sender may send the run's front while it grows
-            try:
-                deque(map(run.append, islice(items, room - 1)), 0)
-            finally:
-                self._open = None
-                self._queue.put(_WAKE)  # the sender takes the rest
-                taken = len(run)
-                self._room -= taken
-                self.produced += taken
-        if time.monotonic() - started > RUN_SLOW_PER_ITEM * taken:
-            self._run_items = 1
-        elif taken == room:
-            self._run_items = min(RUN_ITEMS, self._run_items * 2)
-        return taken == room
+        self._room -= 1
+        self.produced += 1
+        if not self._send_now(first):
+            self._queue.put(first)
+        if room > 1:
+            # each value is put on the queue (waking an idle sender) as it is
+            # yielded; the list of put()'s Nones only counts them, from C
+            taken = len(list(map(self._queue.put, islice(items, room - 1))))
+            self.produced += taken
+            self._room -= taken
+            return taken == room - 1
+        return True
 
     def _send_now(self, item: Any) -> bool:
         """Send ``item`` (already counted as produced) from the producer's own
-        thread when everything before it has been sent: a slow producer's value
-        then skips the hand-over to the sender thread. False: queue it."""
+        thread when everything before it has been sent and the sender is idle.
+        False: queue it."""
         if self._sent_items != self.produced - 1 or not self._sending.acquire(blocking=False):
             return False
         try:
@@ -197,7 +189,7 @@ class Outbox:
         """The slow path of ``put``: wait for credit and for the sender, then
         allow a few more items without checking (a hot loop checks once per run).
 
-        The run is capped by the items and bytes still granted and, through
+        The room is capped by the items and bytes still granted and, through
         ``_max_queued`` (an estimate from the last batch), to about
         ``QUEUED_BYTES / 8`` of pickled data.
         """
@@ -215,12 +207,6 @@ class Outbox:
             if room > 0:
                 self._room = room
                 return
-
-    def nudge(self) -> None:
-        """The producer is about to wait (for input): send what the open run
-        holds now rather than after ``RUN_POLL``."""
-        if self._open is not None:
-            self._queue.put(_WAKE)
 
     def finish(self, *frames: tuple[int, bytes]) -> None:
         """Send what is queued, then ``frames``; the sender thread then ends.
@@ -286,35 +272,16 @@ class Outbox:
     # -- sender thread ---------------------------------------------------
     def _run(self) -> None:
         get, qsize = self._queue.get, self._queue.qsize
-        watched: list[Any] | None = None  # an open run: the sender sends its front once it stalls
-        sent = 0  # items of ``watched`` already taken
-        poll = RUN_POLL  # doubles while a stalled run stays the same, up to RUN_POLL_MAX
         while True:
-            try:
-                entries = [get() if watched is None else get(timeout=poll)]
-            except queue.Empty:  # the open run stalled: send what it holds
-                entries = [_WAKE]
-            entries.extend(starmap(get, repeat((), qsize())))
-            taken: list[Any] = []  # lists of items and LineBatches, in order
-            last = False
-            for entry in entries:
-                if watched is not None:  # a look, or a later entry (so the run has closed): take its front
-                    closed = watched is not self._open
-                    front = watched[sent:]
-                    sent += len(front)
-                    taken.append(front)
-                    poll = RUN_POLL if front else min(2 * poll, RUN_POLL_MAX)
-                    if closed:
-                        watched = None
-                if entry is _WAKE:
-                    continue
-                if entry is _END:  # items of a cancelled producer may follow it
-                    last = True
-                    break
-                if entry is self._open:  # a run just opened: sent on a look, or when it closes
-                    watched, sent, poll = entry, 0, RUN_POLL
-                else:
-                    taken.append(entry)
+            entries = [get()]  # asleep while nothing is pending
+            entries.extend(starmap(get, repeat((), qsize())))  # and everything that piled up meanwhile
+            last = self._finishing and any(map(is_, entries, repeat(_END)))
+            if last:  # items of a cancelled producer may follow it
+                del entries[list(map(is_, entries, repeat(_END))).index(True):]
+            if self._chunked:
+                taken: list[Any] = [e.items if type(e) is _Chunk else [e] for e in entries]
+            else:
+                taken = [entries]
             with self._sending:
                 self._send_all(taken)
             if last:
@@ -343,6 +310,7 @@ class Outbox:
                 self.error = exc
                 self.cancel()
             else:
+                self.frames += 1
                 self._sent_bytes += len(payload)
                 self._sent_items += count
 
@@ -452,20 +420,15 @@ class Inbox:
     Args:
         grant: tells the sender it may send this many more items and bytes.
         loads: unpickles one pickled batch (see ``unpack_batch``).
-        before_wait: called when no batch is waiting and the consumer is about to wait.
         grant_every: credit is returned once this many items or bytes are owed
             (at most the window the sender started with, or the stream stalls).
     """
 
     def __init__(self, grant: Callable[[int, int], None], loads: Callable[[bytes], list[Any]],
-                 before_wait: Callable[[], None] | None = None,
                  grant_every: tuple[int, int] = GRANT_EVERY) -> None:
         self._grant = grant
         self._grant_items, self._grant_bytes = grant_every
         self._loads = loads
-        #: called when the consumer is about to wait for a batch (the worker
-        #: has its Outbox send the values of the run in progress)
-        self._before_wait = before_wait
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.taken = 0
         #: taken since credit was last returned
@@ -489,10 +452,8 @@ class Inbox:
         (still UTF-8 text), for a writer that prints it as it is.
         Returns when an ending arrives (see ``ending``).
         """
-        get, empty, before_wait = self._queue.get, self._queue.empty, self._before_wait
+        get = self._queue.get
         while True:
-            if before_wait is not None and empty():
-                before_wait()
             entry = get()
             if type(entry) is _Ending:
                 self.ending = entry.value

@@ -235,11 +235,65 @@ class RecordReader:
         time with ``read1`` (never waiting for more than is available, so a
         lone line still goes at once); every other format gives one value per list.
         """
-        if self._fmt == "lines" and self._kind in ("str", "any", "bytes") and hasattr(self._stream, "read1"):
+        if not hasattr(self._stream, "read1"):
+            return ([value] for value in self)
+        if self._fmt == "lines" and self._kind in ("str", "any", "bytes"):
             return self._line_chunks(decode=self._kind != "bytes")
+        if self._fmt == "jsonl":
+            return self._converted_chunks(self._jsonl_converter())
+        if self._fmt == "lines":
+            return self._converted_chunks(self._line_converter())
         return ([value] for value in self)
 
-    def _line_chunks(self, decode: bool) -> Iterator[list[object] | LineBatch]:
+    def _converted_chunks(self, convert: Callable[[str], object]) -> Iterator[list[object]]:
+        """``_iter_converted``'s records, a chunk of stdin at a time: the
+        chunk's lines go through ``convert`` in one C-level ``map``; only a
+        chunk with a blank or bad line is redone line by line (for its line
+        numbers and the bad-record policy)."""
+        for first_line, data in self._line_chunks(decode=False, whole=True):
+            values: list[object] = []
+            try:
+                text = data.decode()
+                lines = text.split("\n")
+                if "\r" in text:
+                    lines = [line.removesuffix("\r") for line in lines]
+                values = list(map(convert, lines))
+            except Exception:
+                values = []
+                try:
+                    self._convert_one_by_one(data, first_line, convert, values)
+                except BadRecord:  # the records before it still reach the function
+                    if values:
+                        self.read += len(values)
+                        yield values
+                    raise
+            self.read += len(values)
+            if values:
+                yield values
+
+    def _convert_one_by_one(self, data: bytes, first_line: int, convert: Callable[[str], object],
+                            values: list[object]) -> None:
+        """Append each line's value to ``values``; blank lines skipped, bad ones to ``_bad``."""
+        for number, raw in enumerate(data.split(b"\n"), first_line):
+            try:
+                line = raw.decode().removesuffix("\r")
+            except UnicodeDecodeError as exc:
+                self._bad(number, _strip_terminator(raw.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
+                continue
+            try:
+                values.append(convert(line))
+            except _Skip:
+                continue
+            except ValueError as exc:  # CoercionError and JSONDecodeError are ValueErrors
+                if not line or line.isspace():
+                    continue
+                self._bad(number, line, _reason(exc))
+            except RecursionError:
+                self._bad(number, line, "nested too deeply")
+
+    def _line_chunks(self, decode: bool, whole: bool = False) -> Iterator[Any]:
+        """Whole lines as stdin has them ready; ``whole``: as ``(first line
+        number, bytes)`` blocks (lines joined by b"\\n") for a converter."""
         read1 = self._stream.read1  # type: ignore[attr-defined]
         pending = b""
         bom_checked = False
@@ -256,6 +310,9 @@ class RecordReader:
             if not chunk:  # EOF: a final line without newline is a record
                 if data:
                     lineno += 1
+                    if whole:
+                        yield lineno, data
+                        return
                     batch = self._decode_lines(data, lineno, decode, strip_cr=False)
                     if batch:
                         yield batch
@@ -266,6 +323,10 @@ class RecordReader:
                 continue
             pending = data[end + 1 :]
             block = data[:end]
+            if whole:
+                yield lineno + 1, block
+                lineno += block.count(b"\n") + 1
+                continue
             batch = self._decode_lines(block, lineno + 1, decode, strip_cr=b"\r" in data)
             lineno += block.count(b"\n") + 1
             if batch:

@@ -162,8 +162,7 @@ class CallState:
         self.payload = payload
         self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, _dumps,
                                   on_unsendable=_unsendable_value)
-        # a function that reads its input has the values it made so far sent before it waits for more
-        self.inbox = flow.Inbox(conn.grant, pickle.loads, before_wait=self.outbox.nudge)
+        self.inbox = flow.Inbox(conn.grant, pickle.loads)
         self.cancelled = False
         self.in_user_code = False
 

@@ -254,18 +254,13 @@ def test_only_the_first_finish_counts_and_later_items_are_dropped() -> None:
     assert sink.frames[-1] == (Kind.END_IN, b"")
 
 
-def _fast_then(box: flow.Outbox, tail) -> threading.Thread:
-    """A producer whose first 5000 values come fast (so runs grow long), then ``tail``'s."""
-
-    def values():
-        yield from range(5000)
-        yield from tail
+def _drive(box: flow.Outbox, values) -> threading.Thread:
+    """A producer thread driving ``values`` as the worker drives a generator."""
 
     def produce() -> None:
-        items = values()
         while True:
             box.wait_for_room()
-            if not box.put_run(items):
+            if not box.put_run(values):
                 break
 
     t = threading.Thread(target=produce, daemon=True)
@@ -273,20 +268,75 @@ def _fast_then(box: flow.Outbox, tail) -> threading.Thread:
     return t
 
 
-def test_a_fast_generator_that_stalls_mid_run_still_gets_its_values_sent() -> None:
+def _slow_then_fast(release: threading.Event, fast: int):
+    yield "slow"
+    assert release.wait(10)
+    yield from range(fast)
+
+
+def test_a_slow_first_value_then_a_fast_stream_makes_big_batches() -> None:
+    """The state that used to stick: a slow step made every later frame one item long.
+
+    Now the slow value goes alone (a batch of one) and the fast stream that
+    follows piles up while the sender writes: few frames, whatever the timing.
+    """
+    sink = Sink()
+    box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps)
+    box.grant(1 << 20, 1 << 30)
+    release = threading.Event()
+    fast = 200_000
+    t = _drive(box, _slow_then_fast(release, fast))
+    sink.wait_items(1)  # the slow value went on its own, before the rest exists
+    assert sink.items() == ["slow"] and len(sink.frames) == 1
+    release.set()
+    t.join(30)
+    box.finish()
+    assert box.join(30)
+    assert sink.items() == ["slow", *range(fast)]
+    # one frame per value would be 200,001; BATCH_ITEMS alone cuts it into 25
+    assert len(sink.frames) < fast // 200, f"{len(sink.frames)} frames for {fast + 1} values"
+    assert box.frames == len(sink.frames)
+
+
+def test_slow_steps_in_the_middle_of_a_fast_stream_do_not_shrink_later_batches() -> None:
+    """Several slow values between fast stretches: each fast stretch still goes in big frames."""
+    sink = Sink()
+    box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps)
+    box.grant(1 << 20, 1 << 30)
+    turns = [threading.Event() for _ in range(5)]
+
+    def values():
+        for n, turn in enumerate(turns):
+            assert turn.wait(10)
+            yield f"slow {n}"
+            yield from range(50_000)
+
+    t = _drive(box, values())
+    for n, turn in enumerate(turns):
+        turn.set()
+        sink.wait_items(n * 50_001 + 1)  # the slow value was sent while the producer runs on
+    t.join(30)
+    box.finish()
+    assert box.join(30)
+    assert len(sink.items()) == 5 * 50_001
+    assert len(sink.frames) < 5 * 50_001 // 200, f"{len(sink.frames)} frames"
+
+
+def test_a_value_yielded_mid_run_is_sent_while_the_generator_waits() -> None:
+    """Liveness with no timer: a value queued in the middle of a run wakes the sender."""
     sink = Sink()
     box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps)
     box.grant(1 << 20, 1 << 30)
     release = threading.Event()
 
-    def tail():
+    def values():
+        yield from range(5000)
         yield "stalled"
         assert release.wait(10)
 
-    t = _fast_then(box, tail())
-    sink.wait_items(5001)  # sent by the sender's look at the open run, the run still waiting
+    t = _drive(box, values())
+    sink.wait_items(5001)
     assert sink.items()[-1] == "stalled" and t.is_alive()
-    assert box._open is not None  # it was sent out of a run that is still open
     release.set()
     t.join(10)
     box.finish()
@@ -294,29 +344,7 @@ def test_a_fast_generator_that_stalls_mid_run_still_gets_its_values_sent() -> No
     assert sink.items() == [*range(5000), "stalled"]
 
 
-def test_nudge_sends_the_open_run_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the worker's input does before it waits: no waiting for RUN_POLL."""
-    monkeypatch.setattr(flow, "RUN_POLL", 3600.0)
-    sink = Sink()
-    box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps)
-    box.grant(1 << 20, 1 << 30)
-    release = threading.Event()
-
-    def tail():
-        yield "last"
-        box.nudge()  # as Inbox.batches does when no input is waiting
-        assert release.wait(10)
-
-    t = _fast_then(box, tail())
-    sink.wait_items(5001)
-    assert sink.items()[-1] == "last" and t.is_alive()
-    release.set()
-    t.join(10)
-    box.finish()
-    assert box.join(10)
-
-
-def test_a_slow_producers_value_is_sent_by_its_own_thread() -> None:
+def test_a_slow_producers_values_each_go_at_once() -> None:
     sink = Sink()
     box = flow.Outbox(sink.send, Kind.ITEMS_OUT, pickle.dumps)
     box.grant(1 << 20, 1 << 30)
@@ -343,4 +371,5 @@ def test_a_slow_producers_value_is_sent_by_its_own_thread() -> None:
     box.finish()
     assert box.join(10)
     assert sink.items() == list(range(5))
-    assert sink.threads[:5] == producer * 5  # no hand-over to the sender thread
+    assert sink.threads[0] == producer[0]  # the lone first value: no hand-over to the sender thread
+    assert len(sink.frames) == 5  # each value went on its own, as it came
