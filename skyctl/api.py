@@ -13,6 +13,7 @@ from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
 from .session import CallStream, Hooks, WorkerSession, WorkerSpec
+from .trust import Decoder
 
 T = TypeVar("T")
 
@@ -157,16 +158,28 @@ class Host:
 
     # -- calls ---------------------------------------------------------------
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-              *, stream: str | None = None) -> CallStream:
+              *, stream: str | None = None, render: str | None = None) -> CallStream:
         """Start ``fn(*args, **kwargs)`` on this host; an iterable given to an
         ``Iterator[T]`` parameter is streamed lazily (only the one named
-        ``stream`` when given: the others are sent whole)."""
+        ``stream`` when given: the others are sent whole).
+
+        ``render`` ("text" or "json", the CLI's ``--output``): values come as
+        the lines to print, rendered by the worker; otherwise they are decoded
+        with this host's ``decoder``.
+        """
         fn = getattr(fn, "__skyctl_function__", fn)
         args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
         _ship_project_modules(fn)
         session = self._worker()
-        call = session.call(fn, args, kwargs, stream_at, stream)
+        call = session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=self.decoder)
         return call
+
+    @property
+    def decoder(self) -> Decoder:
+        """How values from this host are unpickled: plain data only, unless the
+        profile says ``trust: full`` or ``allow:``s more classes."""
+        profile = self.profile
+        return Decoder(self.label, allow=getattr(profile, "allow", ()), full=getattr(profile, "trust", "data") == "full")
 
     def run(self, call: Call) -> Any:
         """What ``call >> host`` does: an iterator for a generator function, else the value."""

@@ -19,6 +19,7 @@ import typer
 from . import __version__
 from .errors import BadRecord, ExitStatus, RemoteError, SkyctlError, UsageError
 from .render import Env, Stderr, ValueWriter, error_lines
+from .trust import escape_controls
 
 app = typer.Typer(
     add_completion=False,
@@ -186,7 +187,7 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stde
     stream = None
     try:
         target.profile  # config errors before anything else
-        stream = target.start(fn, (), kwargs, stream=stream_param)
+        stream = target.start(fn, (), kwargs, stream=stream_param, render=output)
         call = stream
         stderr.watch(lambda: (call.items_in, writer.written))
         _when_stdout_reader_leaves(env.stdout, lambda: call.interrupt(BrokenPipeError()))
@@ -207,7 +208,7 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stde
         return ExitStatus.INTERRUPTED
     except RemoteError as err:
         stderr.stop()
-        stderr.write(err.traceback_text if err.traceback_text.endswith("\n") else err.traceback_text + "\n")
+        stderr.remote_text(err.traceback_text if err.traceback_text.endswith("\n") else err.traceback_text + "\n")
         return ExitStatus.REMOTE_RAISED
     finally:
         stderr.stop()
@@ -366,8 +367,9 @@ def main(argv: list[str] | None = None) -> None:
     except SkyctlError as err:
         if verbose:
             raise
-        if err.details:
-            env.stderr.write(err.details if err.details.endswith("\n") else err.details + "\n")
+        if err.details:  # a remote traceback: its control characters escaped on a terminal
+            details = escape_controls(err.details) if env.stderr_is_terminal else err.details
+            env.stderr.write(details if details.endswith("\n") else details + "\n")
         env.stderr.write(error_lines(err, env.colour))
         status = err.exit_status
     except KeyboardInterrupt:

@@ -63,6 +63,8 @@ ENV_HOST = "SKYCTL_HOST"
 
 HOST_TYPES = ("local", "ssh")
 HOST_KEY_POLICIES = ("strict", "accept-new")
+#: ``trust:``: what the Python API rebuilds from values a host sends (the CLI never unpickles)
+TRUST_LEVELS = ("data", "full")
 
 #: the text ``skyctl init`` writes, and the project's own ./skyward.yaml
 INIT_TEMPLATE = """\
@@ -103,6 +105,8 @@ hosts:
   #   keepalive: 15              # seconds between SSH keepalives
   #   reuse: true                # keep the SSH connection for later calls (like ControlPersist)
   #   reuse_idle: 60             # seconds an unused kept connection stays open
+  #   trust: data                # Python API: rebuild only plain data from this host (full: anything)
+  #   allow: ["mypkg.models.Result"]   # Python API: more classes to rebuild from this host's values
   # bastion:
   #   host: bastion.example.com
 """
@@ -184,6 +188,10 @@ class HostProfile:
     reuse: bool = True
     #: seconds an unused kept connection stays open
     reuse_idle: float = 60.0
+    #: ``"data"``: the API rebuilds only plain data types from this host's values; ``"full"``: anything
+    trust: str = "data"
+    #: more classes (``"pkg.mod.Class"``) the API may rebuild from this host's values
+    allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in HOST_TYPES:
@@ -194,6 +202,7 @@ class HostProfile:
         set_("env", _FrozenMap({str(k): str(v) for k, v in self.env.items()}))
         set_("identity_file", tuple(os.path.expanduser(p) for p in self.identity_file))
         set_("pip", tuple(self.pip))
+        set_("allow", tuple(self.allow))
         set_("known_hosts", os.path.expanduser(self.known_hosts))
         if self.type == "local":
             set_("workdir", os.path.expanduser(self.workdir))
@@ -341,9 +350,9 @@ def write_init(path: pathlib.Path) -> None:
 #: every key a host may have, in the order HostProfile declares them
 _HOST_KEYS = (
     "type", "host", "port", "user", "identity_file", "python", "workdir", "env", "pip", "known_hosts",
-    "host_key_policy", "gateway", "connect_timeout", "keepalive", "reuse", "reuse_idle",
+    "host_key_policy", "gateway", "connect_timeout", "keepalive", "reuse", "reuse_idle", "trust", "allow",
 )  # fmt: skip
-_LOCAL_KEYS = frozenset({"type", "python", "workdir", "env"})
+_LOCAL_KEYS = frozenset({"type", "python", "workdir", "env", "trust", "allow"})
 _DEFAULTS_KEYS = tuple(k for k in _HOST_KEYS if k not in ("type", "host"))
 _TOP_KEYS = ("default", "defaults", "hosts")
 _PASSWORD_KEYS = frozenset({"password", "passwd", "passphrase", "key_passphrase"})
@@ -717,6 +726,22 @@ class _Parser:
             requirements.append(self.string(key, item).strip())
         return tuple(requirements)
 
+    def check_trust(self, key: str, raw: Any, local: bool) -> str:
+        return self.choice(key, raw, TRUST_LEVELS)
+
+    def check_allow(self, key: str, raw: Any, local: bool) -> tuple[str, ...]:
+        example = 'e.g. allow: ["mypkg.models.Result"]'
+        if not isinstance(raw, list):
+            self.fail(f"{key!r} must be a list of class names (module.Class), got {_describe(raw)}", example)
+        names = []
+        for index, item in enumerate(raw, 1):
+            name = self.string(key, item).strip() if isinstance(item, str) else None
+            if not name or "." not in name or any(not part.isidentifier() for part in name.split(".")):
+                self.fail(f"{key!r} item {index} must be a dotted class name like pkg.mod.Class, got {_describe(item)}",
+                          example)
+            names.append(name)
+        return tuple(names)
+
     def check_policy(self, key: str, raw: Any, local: bool) -> str:
         if raw is False or (isinstance(raw, str) and raw.strip().lower() in ("no", "off", "false", "ignore", "none")):
             self.fail(
@@ -761,4 +786,6 @@ class _Parser:
         "keepalive": check_seconds,
         "reuse": check_bool,
         "reuse_idle": check_seconds,
+        "trust": check_trust,
+        "allow": check_allow,
     }

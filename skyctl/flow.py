@@ -22,6 +22,7 @@ worker feeds the user's yields through an Outbox into the client's Inbox.
 from __future__ import annotations
 
 import queue
+import struct
 import threading
 import time
 from itertools import chain, groupby, islice, repeat, starmap, takewhile
@@ -44,6 +45,10 @@ BATCH_ITEMS = 8192
 #: only bytes already sent)
 QUEUED_BYTES = 1 << 20
 
+#: bytes a sender may overshoot its byte credit by: what was queued when the
+#: credit ran out, and one frame (the receiver's check allows this much)
+OVERRUN_BYTES = 2 * QUEUED_BYTES + (64 << 20)
+
 #: the most items ``put_run`` queues between two credit checks. Not a batch
 #: size: every item is visible to the sender the moment it is queued.
 RUN_ITEMS = 1024
@@ -53,6 +58,10 @@ _END = object()
 
 class Cancelled(Exception):
     """The stream was cancelled (the peer went away or asked to stop)."""
+
+
+class CreditOverrun(ValueError):
+    """The peer sent more than the credit it was granted: it does not follow the protocol."""
 
 
 class _Chunk:
@@ -88,13 +97,19 @@ class Outbox:
         on_unsendable: the frame that ends the stream instead of ``finish``'s
             frames when an item could not be pickled (the stream is then cut
             short: its end must say so, never look complete).
+        pack: makes a batch's payload instead of ``pack_batch(items, dumps)``
+            (the worker renders text for the CLI: ``pack_rendered``).
+        max_payload: the largest payload a frame may carry: a bigger batch is
+            cut in two, a single item that big cannot be sent.
     """
 
     def __init__(self, send: Callable[[int, bytes], None], kind: int, dumps: Callable[[Any], bytes],
-                 on_unsendable: Callable[[BaseException], tuple[int, bytes]] | None = None) -> None:
+                 on_unsendable: Callable[[BaseException], tuple[int, bytes]] | None = None,
+                 pack: Callable[[list[Any]], bytes] | None = None, max_payload: int | None = None) -> None:
         self._send = send
         self._kind = kind
-        self._dumps = dumps
+        self._pack: Callable[[list[Any]], bytes] = pack or (lambda items: pack_batch(items, dumps))
+        self._max_payload = max_payload
         self._on_unsendable = on_unsendable
         #: why an item could not be pickled (the outbox then cancels itself)
         self.unsendable: BaseException | None = None
@@ -316,10 +331,21 @@ class Outbox:
 
     def _pickles(self, item: Any) -> bool:
         try:
-            self._dumps(item)
+            self._pack_within([item])
         except BaseException:
             return False
         return True
+
+    def _pack_within(self, batch: list[Any]) -> list[tuple[int, bytes]]:
+        """``(items, payload)`` for ``batch``: one, or more when a payload
+        would be over ``max_payload``; raises ``ValueError`` for a single item that is."""
+        payload = self._pack(batch)
+        if self._max_payload is None or len(payload) <= self._max_payload:
+            return [(len(batch), payload)]
+        if len(batch) == 1:
+            raise ValueError(f"an item of {len(payload):,} bytes is over the {self._max_payload:,} bytes a frame may carry")
+        half = len(batch) // 2
+        return self._pack_within(batch[:half]) + self._pack_within(batch[half:])
 
     def _packed(self, taken: list[Any]) -> Iterator[tuple[int, bytes]]:
         """``(items, payload)`` for each frame of what the sender took.
@@ -336,20 +362,23 @@ class Outbox:
             for start in range(0, len(items), BATCH_ITEMS):
                 batch = items[start : start + BATCH_ITEMS] if len(items) > BATCH_ITEMS else items
                 try:
-                    payload = pack_batch(batch, self._dumps)
+                    packed = self._pack_within(batch)
                 except BaseException as exc:  # an item does not pickle: send the ones before it, then stop
                     good = list(takewhile(self._pickles, batch))
                     if good:
-                        yield len(good), pack_batch(good, self._dumps)
+                        yield from self._pack_within(good)
                     self.error = self.unsendable = exc
                     self.cancel()
                     return
-                yield len(batch), payload
+                yield from packed
 
 
 #: the first byte of an ITEMS payload says how the rest holds the batch
 LINES = b"L"  # UTF-8 text, the items joined by "\n": every item a str without "\n" (the common case, fast both ways)
-PICKLED = b"P"  # a pickled list
+PICKLED = b"P"  # [u32 items] then a pickled list
+RENDERED = b"R"  # [u32 items] then the text the CLI prints for them (``values.render``): never unpickled
+#: the item count after a PICKLED or RENDERED tag (a receiver checks it against the credit it granted)
+COUNT = struct.Struct("!I")
 
 
 def pack_batch(items: list[Any], dumps: Callable[[Any], bytes]) -> bytes:
@@ -365,7 +394,22 @@ def pack_batch(items: list[Any], dumps: Callable[[Any], bytes]) -> bytes:
                 return LINES + text.encode()
             except UnicodeEncodeError:  # lone surrogates: pickle keeps them
                 pass
-    return PICKLED + dumps(items)
+    return PICKLED + COUNT.pack(len(items)) + dumps(items)
+
+
+def pack_rendered(text: bytes, count: int) -> bytes:
+    """``count`` items already rendered as the CLI prints them."""
+    return RENDERED + COUNT.pack(count) + text
+
+
+def batch_size(payload: bytes) -> int:
+    """How many items an ITEMS payload holds, read without decoding it."""
+    tag = payload[:1]
+    if tag == LINES:
+        return payload.count(b"\n", 1) + 1
+    if tag in (PICKLED, RENDERED) and len(payload) >= 1 + COUNT.size:
+        return COUNT.unpack_from(payload, 1)[0]
+    raise ValueError(f"unknown batch encoding {tag!r}")
 
 
 def unpack_batch(payload: bytes, loads: Callable[[bytes], Any]) -> list[Any]:
@@ -374,8 +418,25 @@ def unpack_batch(payload: bytes, loads: Callable[[bytes], Any]) -> list[Any]:
     if tag == LINES:
         return _split_lines(memoryview(payload)[1:])
     if tag == PICKLED:
-        return loads(memoryview(payload)[1:])
+        return loads(memoryview(payload)[1 + COUNT.size:])
     raise ValueError(f"unknown batch encoding {tag!r}")
+
+
+class Rendered:
+    """Items the worker already rendered as text (a RENDERED payload): written as they are."""
+
+    __slots__ = ("text", "_count")
+
+    def __init__(self, text: bytes, count: int) -> None:
+        self.text = text
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> Rendered:
+        return cls(bytes(memoryview(payload)[1 + COUNT.size:]), COUNT.unpack_from(payload, 1)[0])
 
 
 class LineBatch:
@@ -422,11 +483,19 @@ class Inbox:
         loads: unpickles one pickled batch (see ``unpack_batch``).
         grant_every: credit is returned once this many items or bytes are owed
             (at most the window the sender started with, or the stream stalls).
+        window: the credit the sender started with; given, every batch that
+            arrives is checked against the credit granted so far (``push``
+            raises ``CreditOverrun``): a peer that is not trusted cannot make
+            this side hold more than it asked for.
     """
 
     def __init__(self, grant: Callable[[int, int], None], loads: Callable[[bytes], list[Any]],
-                 grant_every: tuple[int, int] = GRANT_EVERY) -> None:
+                 grant_every: tuple[int, int] = GRANT_EVERY, window: tuple[int, int] | None = None) -> None:
         self._grant = grant
+        self._checked = window is not None
+        #: items and bytes the sender may have sent so far (``window`` plus every grant), and has
+        self._allowed_items, self._allowed_bytes = window or (0, 0)
+        self._received_items = self._received_bytes = 0
         self._grant_items, self._grant_bytes = grant_every
         self._loads = loads
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -438,7 +507,19 @@ class Inbox:
 
     def push(self, payload: bytes) -> None:
         """A batch arrived (reader thread)."""
+        if self._checked:
+            self._check_credit(payload)
         self._queue.put(payload)
+
+    def _check_credit(self, payload: bytes) -> None:
+        """Items exactly; bytes with the slack an honest sender can overshoot by
+        (what it had queued when the byte credit ran out, and one frame)."""
+        self._received_items += batch_size(payload)
+        if self._received_items > self._allowed_items:
+            raise CreditOverrun(f"{self._received_items:,} items sent against a credit of {self._allowed_items:,}")
+        if self._received_bytes > self._allowed_bytes + OVERRUN_BYTES:
+            raise CreditOverrun(f"{self._received_bytes:,} bytes sent against a credit of {self._allowed_bytes:,}")
+        self._received_bytes += len(payload)
 
     def end(self, ending: Any) -> None:
         """No more batches; ``ending`` says why (reader thread). Only the first counts."""
@@ -459,8 +540,11 @@ class Inbox:
                 self.ending = entry.value
                 return
             nbytes = len(entry)
-            batch: list[Any] | LineBatch
-            if keep_lines and entry[:1] == LINES:
+            batch: list[Any] | LineBatch | Rendered
+            tag = entry[:1]
+            if tag == RENDERED:
+                batch = Rendered.from_payload(entry)
+            elif keep_lines and tag == LINES:
                 batch = LineBatch(entry[1:])
             else:
                 batch = unpack_batch(entry, self._loads)
@@ -474,6 +558,8 @@ class Inbox:
             self._owed_items += count
             self._owed_bytes += nbytes
             if self._owed_items >= self._grant_items or self._owed_bytes >= self._grant_bytes:
+                self._allowed_items += self._owed_items
+                self._allowed_bytes += self._owed_bytes
                 self._grant(self._owed_items, self._owed_bytes)
                 self._owed_items = self._owed_bytes = 0
 

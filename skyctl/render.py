@@ -9,7 +9,6 @@ actually shown.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -17,59 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from .errors import SkyctlError
-from .flow import LineBatch
+from .flow import LineBatch, Rendered
+from .trust import escape_controls
+from .values import json_line, json_lines, text_line, text_lines
 
 
 # -- values -------------------------------------------------------------------
-def text_line(value: Any) -> str:
-    """``--output text``: str as is; numbers and bools via str(); containers as compact JSON."""
-    t = type(value)
-    if t is str:
-        return value
-    if t is int or t is float or t is bool:
-        return str(value)
-    if isinstance(value, (dict, list, tuple)):
-        try:
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError):
-            return repr(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, (int, float)):
-        return str(value)
-    return repr(value)
-
-
-_PLAIN = {int, float, bool}
-
-
-def text_lines(values: Sequence[Any]) -> Sequence[str]:
-    """``text_line`` for a whole batch, with fast paths for the common all-str and all-number batches."""
-    if list(map(type, values)).count(str) == len(values):
-        return values
-    kinds = set(map(type, values))
-    if kinds <= _PLAIN:
-        return list(map(str, values))
-    return list(map(text_line, values))
-
-
-def json_line(value: Any) -> str:
-    """``--output json``: one JSON document; a value JSON cannot hold becomes its repr() string."""
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
-        return json.dumps(repr(value), ensure_ascii=False)
-
-
+# The rules live in ``values`` (shipped: the worker renders for the CLI).
 FORMATTERS: dict[str, Callable[[Any], str]] = {"text": text_line, "json": json_line}
 
 
 class ValueWriter:
     """Writes values to stdout, one per line, flushed once per arriving batch.
 
+    Batches the worker rendered (``flow.Rendered``) and one-line text batches
+    (``LineBatch``) are written as the bytes they are. On a terminal, control
+    characters in them are shown escaped (``trust.escape_controls``): remote
+    text cannot drive the terminal.
+
     Args:
         stream: stdout.
-        output: "text" or "json".
+        output: "text" or "json" (for values not already rendered).
         guard: a context manager factory wrapped around each write (keeps a
             status line on the same terminal from interleaving with values).
     """
@@ -77,36 +44,62 @@ class ValueWriter:
     def __init__(self, stream: TextIO, output: str = "text", guard: Callable[[], Any] | None = None) -> None:
         self._stream = stream
         self._line = FORMATTERS[output]
-        self._lines = text_lines if output == "text" else lambda values: list(map(json_line, values))
+        self._lines = text_lines if output == "text" else json_lines
         self._guard = guard or contextlib.nullcontext
         self.written = 0
-        #: where a batch that is already UTF-8 text lines can go as it is (text output to a UTF-8 stream)
-        self._bytes_out = _utf8_buffer(stream) if output == "text" else None
+        self._escape = _isatty(stream)
+        #: where bytes that are already UTF-8 go as they are (a UTF-8 stream not on a terminal)
+        self._bytes_out = None if self._escape else _utf8_buffer(stream)
 
     @property
     def takes_lines(self) -> bool:
         """Whether ``write_batch`` takes a ``LineBatch`` (see ``flow.Inbox.batches``) and prints it unchanged."""
         return self._bytes_out is not None
 
-    def write_batch(self, values: Sequence[Any] | LineBatch) -> None:
+    def write_batch(self, values: Sequence[Any] | LineBatch | Rendered) -> None:
+        if type(values) is Rendered:
+            self._write_bytes(values.text, len(values))
+            return
         if type(values) is LineBatch:
             if self._bytes_out is None:
                 values = values.items()
             else:
-                with self._guard():
-                    self._bytes_out.write(values.text + b"\n")
-                    self._bytes_out.flush()
-                self.written += len(values)
+                self._write_bytes(values.text + b"\n", len(values))
                 return
         lines = self._lines(values)
         if lines:
-            with self._guard():
-                self._stream.write("\n".join(lines) + "\n")
-                self._stream.flush()
+            self._write_text("\n".join(lines) + "\n")
             self.written += len(lines)
 
     def write_one(self, value: Any) -> None:
-        self.write_batch((value,))
+        self.write_batch(value if type(value) is Rendered else (value,))
+
+    def _write_bytes(self, data: bytes, count: int) -> None:
+        if self._bytes_out is not None:
+            with self._guard():
+                self._bytes_out.write(data)
+                self._bytes_out.flush()
+        elif data:
+            self._write_text(data.decode("utf-8", "backslashreplace"))
+        self.written += count
+
+    def _write_text(self, text: str) -> None:
+        if self._escape:
+            text = escape_controls(text)
+        with self._guard():
+            try:
+                self._stream.write(text)
+            except UnicodeEncodeError:  # a stream that is not UTF-8: escape what it cannot hold
+                encoding = getattr(self._stream, "encoding", None) or "ascii"
+                self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+            self._stream.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _utf8_buffer(stream: TextIO) -> Any:
@@ -154,9 +147,10 @@ class Env:
 def error_lines(err: SkyctlError, colour: bool = False) -> str:
     """The one-line error (plus a hint line) for a failure."""
     red, dim, reset = ("\x1b[31;1m", "\x1b[2m", "\x1b[0m") if colour else ("", "", "")
-    text = f"{red}error:{reset} {err.message}\n"
+    # a message may quote what a remote sent: its control characters are escaped, never sent to the terminal
+    text = f"{red}error:{reset} {escape_controls(err.message)}\n"
     if err.hint:
-        text += f"{dim}hint:{reset} {err.hint}\n"
+        text += f"{dim}hint:{reset} {escape_controls(err.hint)}\n"
     return text
 
 
@@ -182,7 +176,13 @@ class Stderr:
         if cut:
             self._write_log(data[:cut])
 
+    def remote_text(self, text: str) -> None:
+        """Text that came from the remote (a traceback): control characters escaped on a terminal."""
+        self.write(escape_controls(text) if self.env.stderr_is_terminal else text)
+
     def _write_log(self, data: bytes) -> None:
+        if self.env.stderr_is_terminal:  # remote output cannot drive the terminal
+            data = escape_controls(data.decode("utf-8", "replace")).encode()
         if self._status is not None:
             self._status.print_bytes(data)
             return

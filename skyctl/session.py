@@ -10,6 +10,7 @@ Nothing here prints: logs and status go to the ``Hooks`` the caller supplies.
 from __future__ import annotations
 
 import linecache
+import os
 import pickle
 import re
 import threading
@@ -20,6 +21,7 @@ from . import flow, wire
 from .bootstrap import start_worker
 from .errors import ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlError
 from .transports.base import Transport
+from .trust import Decoder, shipped_files, shipped_modules
 from .wire import Kind
 
 _INTERRUPT = "interrupt"
@@ -116,13 +118,21 @@ class WorkerSession:
         self._writer.grant(items, nbytes)
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-             stream_at: tuple[str, Any] | None = None, stream: Iterable[Any] | None = None) -> CallStream:
-        """Start one call; values come from the returned ``CallStream``."""
+             stream_at: tuple[str, Any] | None = None, stream: Iterable[Any] | None = None, *,
+             render: str | None = None, decoder: Decoder | None = None) -> CallStream:
+        """Start one call; values come from the returned ``CallStream``.
+
+        ``render`` ("text" or "json"): the worker sends values as the lines the
+        CLI prints (``flow.Rendered`` batches), and nothing is unpickled;
+        otherwise values are decoded by ``decoder`` (default: a ``Decoder``
+        with no extra trust).
+        """
         if self.dead:
             raise ConnectionLost(f"the worker on {self.label} is gone: {self.dead}")
         if self._current is not None and not self._current.ended:
             raise RuntimeError("a call is already running on this worker; close it first")
-        call = CallStream(self, fn, args, kwargs, stream_at, stream)
+        call = CallStream(self, fn, args, kwargs, stream_at, stream, render=render,
+                          decoder=decoder or Decoder(self.label))
         self._current = call
         call.start()
         return call
@@ -162,7 +172,7 @@ class WorkerSession:
                 elif call is None:
                     continue
                 elif kind is Kind.ITEMS_OUT:
-                    call.inbox.push(payload)
+                    call.inbox.push(payload)  # raises CreditOverrun for a worker that ignores its credit
                 elif kind is Kind.CREDIT:
                     if call.outbox is not None:
                         call.outbox.grant(*wire.unpack_credit(payload))
@@ -170,7 +180,7 @@ class WorkerSession:
                     call.inbox.end((kind, payload))
         except wire.Eof:
             pass
-        except wire.ProtocolError as exc:
+        except (wire.ProtocolError, flow.CreditOverrun) as exc:
             reason = f"protocol error: {exc}"
         except (OSError, ValueError) as exc:
             reason = f"read failed: {exc}"
@@ -183,11 +193,18 @@ class CallStream:
     """One call's values, in order, as they arrive; ``result`` once it has returned."""
 
     def __init__(self, session: WorkerSession, fn: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any], stream_at: tuple[str, Any] | None, stream: Iterable[Any] | None) -> None:
+                 kwargs: dict[str, Any], stream_at: tuple[str, Any] | None, stream: Iterable[Any] | None,
+                 *, render: str | None = None, decoder: Decoder | None = None) -> None:
         self._session = session
-        self._request = (fn, args, kwargs, stream_at, (flow.WINDOW_ITEMS, flow.WINDOW_BYTES))
+        window = (flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
+        options = {"render": render, "shipped": sorted(shipped_modules())}
+        self._request = (fn, args, kwargs, stream_at, window, options)
         self._stream = stream
-        self.inbox = flow.Inbox(self._grant, pickle.loads)
+        self._render = render
+        self._decoder = decoder or Decoder(session.label)
+        #: rendered calls (the CLI) unpickle nothing: a pickle there breaks the protocol
+        self._loads = self._decoder.loads if render is None else _no_pickles(session.label)
+        self.inbox = flow.Inbox(self._grant, self._loads, window=window)
         self.outbox: flow.Outbox | None = None
         self.input_error: BaseException | None = None
         self.result: Any = None
@@ -297,9 +314,13 @@ class CallStream:
         if self.input_error is not None and kind is Kind.CANCELLED:  # the function reached it
             raise self.input_error
         if kind is Kind.RETURN:
-            self.result = pickle.loads(payload)
+            if payload[:1] == flow.RENDERED:
+                rendered = flow.Rendered.from_payload(payload)
+                self.result = rendered if len(rendered) else None
+            else:
+                self.result = flow.unpack_batch(payload, self._loads)[0]
         elif kind is Kind.RAISE:
-            raise remote_failure(payload, self._session.label)
+            raise remote_failure(payload, self._session.label, None if self._render else self._decoder)
         elif kind is None:
             raise ConnectionLost(
                 f"lost the worker on {self._session.label} during the call ({payload})",
@@ -327,15 +348,27 @@ class CallStream:
         self.close()
 
 
+def _no_pickles(label: str) -> Callable[[Any], Any]:
+    def refuse(data: Any) -> Any:
+        raise ConnectionLost(f"the worker on {label} sent a pickle where rendered text was expected",
+                             hint="it does not follow skyctl's protocol: is the host compromised, or skyctl's cache on it damaged?")
+
+    return refuse
+
+
 _FILE_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+), in .*$')
 
 
-def with_source_lines(text: str) -> str:
+def with_source_lines(text: str, files: frozenset[str] | None = None) -> str:
     """Add the source line under each traceback frame that lacks one, from local files.
 
     The remote usually lacks the user's source (functions travel as bytecode),
-    but the client has it.
+    but the client has it. Only files the client shipped (``files``, default
+    ``trust.shipped_files()``) are read: a path the remote names could be any
+    file of the client's (a private key).
     """
+    if files is None:
+        files = shipped_files()
     lines = text.splitlines()
     out: list[str] = []
     for i, line in enumerate(lines):
@@ -346,14 +379,17 @@ def with_source_lines(text: str) -> str:
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
         if nxt.startswith(m.group(1) + "  ") and not _FILE_LINE.match(nxt):
             continue
+        if m.group(2) not in files and os.path.abspath(m.group(2)) not in files:
+            continue
         source = linecache.getline(m.group(2), int(m.group(3))).strip()
         if source:
             out.append(f"{m.group(1)}  {source}")
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
-def remote_failure(payload: bytes, label: str) -> SkyctlError:
-    """The exception a RAISE frame stands for: rebuilt if possible, with the remote traceback."""
+def remote_failure(payload: bytes, label: str, decoder: Decoder | None = None) -> SkyctlError:
+    """The exception a RAISE frame stands for, with the remote traceback:
+    rebuilt when ``decoder`` (the API) allows its type, never for the CLI."""
     info, pickled = wire.unpack_raise(payload)
     text = with_source_lines(info.get("traceback", ""))
     missing = info.get("module_not_found")
@@ -370,8 +406,8 @@ def remote_failure(payload: bytes, label: str) -> SkyctlError:
         return err
     remote = RemoteError(info.get("type", "Exception"), info.get("message", ""), text)
     try:
-        rebuilt = pickle.loads(pickled) if pickled else None
-    except Exception:
+        rebuilt = decoder.loads(pickled) if pickled and decoder is not None else None
+    except Exception:  # refused, or not rebuildable here: RemoteError carries type, message and traceback
         rebuilt = None
     remote.exception = rebuilt if isinstance(rebuilt, BaseException) else None
     return remote

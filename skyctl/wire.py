@@ -21,21 +21,24 @@ PROTOCOL_VERSION = 1
 #: ``[u8 protocol version][u8 kind][u32 payload length]``, network order
 HEADER = struct.Struct("!BBI")
 
-#: a frame larger than this is corruption, not data
-MAX_FRAME = 1 << 31
+#: the largest payload a frame may carry. Far under what memory allows: a
+#: remote that is not trusted cannot make the client allocate more than this
+#: for one frame (the credit bounds how many are queued). A value whose batch
+#: would be larger is an error on the sending side.
+MAX_FRAME = 256 << 20
 
 
 class Kind(IntEnum):
     """Message kinds; the comment says who sends it and what the payload is."""
 
     HELLO = 1  # worker → client, first frame: JSON {protocol, python, cloudpickle, pid}
-    CALL = 2  # client → worker: pickle (fn, args, kwargs, stream_param, credit_items, credit_bytes)
+    CALL = 2  # client → worker: pickle (fn, args, kwargs, stream_param, (credit_items, credit_bytes), options)
     ITEMS_IN = 3  # client → worker: a batch of items for the stream parameter (flow.pack_batch)
     END_IN = 4  # client → worker: the input stream is finished (empty payload)
     CREDIT = 5  # both ways: struct !QQ — more items and bytes the other side may send
     ITEMS_OUT = 6  # worker → client: a batch of values yielded (flow.pack_batch)
-    RETURN = 7  # worker → client: pickled return value; ends the call
-    RAISE = 8  # worker → client: [u32 n][JSON n bytes][pickled exception or nothing]; ends the call
+    RETURN = 7  # worker → client: the return value as a batch of one (flow.pack_batch, or flow.pack_rendered for the CLI: none for None); ends the call
+    RAISE = 8  # worker → client: [u32 n][JSON n bytes][pickled exception, or nothing for the CLI]; ends the call
     LOG = 9  # worker → client: [u8 fd][bytes] that user code wrote to fd 1 or 2
     CANCEL = 10  # client → worker: close the running generator (empty payload)
     CANCELLED = 11  # worker → client: the generator was closed after CANCEL; ends the call
@@ -79,8 +82,8 @@ def read_frame(read: Callable[[int], bytes]) -> tuple[Kind, bytes]:
         kind = Kind(kind)
     except ValueError:
         raise ProtocolError(f"unknown frame kind {kind}") from None
-    if length >= MAX_FRAME:
-        raise ProtocolError(f"frame of {length} bytes is too large")
+    if length > MAX_FRAME:
+        raise ProtocolError(f"a frame of {length:,} bytes is over the {MAX_FRAME:,} a frame may carry")
     payload = read(length) if length else b""
     if len(payload) < length:
         raise ProtocolError("connection closed inside a frame")

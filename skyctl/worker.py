@@ -29,7 +29,7 @@ import types
 from itertools import chain
 from typing import Any, Callable, Generator, Iterator
 
-from . import flow, wire
+from . import flow, values, wire
 from .wire import Kind
 
 #: seconds the worker waits for the running call to wind down once the client is gone
@@ -156,15 +156,52 @@ class LogForwarder:
 
 
 class CallState:
-    """One call in progress: its frames, its flows, whether it was cancelled."""
+    """One call in progress: its frames, its flows, whether it was cancelled.
+
+    How values leave is set once the call's options are read (``configure``):
+    rendered as text or JSON lines for the CLI, which never unpickles what a
+    remote sends; pickled for the Python API, whose decoder on the client
+    allows only plain data types and classes of the modules it shipped (which
+    travel as references to those modules, see ``ValuePickler``).
+    """
 
     def __init__(self, conn: Connection, payload: bytes) -> None:
         self.payload = payload
-        self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, _dumps,
-                                  on_unsendable=_unsendable_value)
+        self.dumps: Callable[[Any], bytes] = _dumps
+        self.render: str | None = None
+        self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, self._dumps_items,
+                                  on_unsendable=self._unsendable_value, pack=self._pack,
+                                  max_payload=wire.MAX_FRAME)
         self.inbox = flow.Inbox(conn.grant, pickle.loads)
         self.cancelled = False
         self.in_user_code = False
+
+    def configure(self, options: dict[str, Any]) -> None:
+        render = options.get("render")
+        self.render = render if render in values.MODES else None
+        self.dumps = _value_dumps(tuple(options.get("shipped", ())))
+
+    def _dumps_items(self, items: Any) -> bytes:
+        return self.dumps(items)
+
+    def _pack(self, items: list[Any]) -> bytes:
+        if self.render is not None:
+            return flow.pack_rendered(values.render(items, self.render), len(items))
+        return flow.pack_batch(items, self.dumps)
+
+    def result_frame(self, value: Any) -> tuple[int, bytes]:
+        """RETURN: the value as a batch of one (rendered: none for None, which the CLI does not print)."""
+        if self.render is not None and value is None:
+            return Kind.RETURN, flow.pack_rendered(b"", 0)
+        return Kind.RETURN, self._pack([value])
+
+    def raise_frame(self, exc: BaseException, where: str) -> tuple[int, bytes]:
+        return _raise_frame(exc, where, None if self.render is not None else self.dumps)
+
+    def _unsendable_value(self, exc: BaseException) -> tuple[int, bytes]:
+        """The frame that ends a call whose yielded value could not be sent back."""
+        note = "skyctl: a value the function yielded could not be " + ("sent back" if self.render else "pickled to send it back")
+        return self.raise_frame(flow.with_note(exc, note), "call")
 
     def cancel(self) -> None:
         if self.cancelled:
@@ -176,15 +213,35 @@ class CallState:
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
 
-def _unsendable_value(exc: BaseException) -> tuple[int, bytes]:
-    """The frame that ends a call whose yielded value did not pickle."""
-    return _raise_frame(flow.with_note(exc, "skyctl: a value the function yielded could not be pickled to send it back"), "call")
-
-
 def _dumps(obj: Any) -> bytes:
     import cloudpickle
 
     return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _value_dumps(shipped: tuple[str, ...]) -> Callable[[Any], bytes]:
+    """Pickles values for the API's client: a class from a module the client
+    shipped goes as a reference to it (``values.shipped_class``), never by
+    value, so the client's decoder can resolve it in its own copy of the
+    module instead of rebuilding code the remote sent."""
+    if not shipped:
+        return _dumps
+    import cloudpickle
+
+    names = frozenset(shipped)
+
+    class ValuePickler(cloudpickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, type) and obj.__module__ in names:
+                return values.shipped_class, (obj.__module__, obj.__qualname__)
+            return super().reducer_override(obj)
+
+    def dumps(obj: Any) -> bytes:
+        buf = io.BytesIO()
+        ValuePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        return buf.getvalue()
+
+    return dumps
 
 
 class Worker:
@@ -244,9 +301,10 @@ class Worker:
     def _execute(self, call: CallState) -> tuple[int, bytes]:
         """Run the call; returns the frame that ends it."""
         try:
-            fn, args, kwargs, stream_at, credit = pickle.loads(call.payload)
+            fn, args, kwargs, stream_at, credit, options = pickle.loads(call.payload)
+            call.configure(options)
         except BaseException as exc:
-            return _raise_frame(exc, "load")
+            return call.raise_frame(exc, "load")
         call.outbox.grant(*credit)
         if stream_at is not None:
             where, key = stream_at
@@ -262,7 +320,7 @@ class Worker:
             result = fn(*args, **kwargs)
             if not isinstance(result, types.GeneratorType):
                 call.in_user_code = False
-                return Kind.RETURN, _dumps(result)
+                return call.result_frame(result)
             gen = result
             returned: list[Any] = []
             values = gen if _returns_only_none(gen.gi_code) else _returning(gen, returned)
@@ -273,7 +331,7 @@ class Worker:
                 call.in_user_code = True  # a run of the user's generator, driven from C
                 if not outbox.put_run(values):
                     call.in_user_code = False
-                    return Kind.RETURN, _dumps(returned[0] if returned else None)
+                    return call.result_frame(returned[0] if returned else None)
         except BaseException as exc:
             call.in_user_code = False
             # a value that did not pickle cancels the outbox, which then ends the call with that error
@@ -282,7 +340,7 @@ class Worker:
                 _close_quietly(values)
                 _close_quietly(gen)
                 return Kind.CANCELLED, b""
-            return _raise_frame(exc, "call")
+            return call.raise_frame(exc, "call")
 
 
 #: the inbox ending that INPUT_FAILED puts after the last good input item
@@ -366,7 +424,9 @@ def _strip_worker_frames(tbe: traceback.TracebackException) -> None:
         todo.extend(x for x in (t.__cause__, t.__context__) if x is not None)
 
 
-def _raise_frame(exc: BaseException, where: str) -> tuple[int, bytes]:
+def _raise_frame(exc: BaseException, where: str, dumps: Callable[[Any], bytes] | None) -> tuple[int, bytes]:
+    """RAISE: type name, message and traceback text; the pickled exception
+    too for the API (``dumps``), never for the CLI."""
     tbe = traceback.TracebackException(type(exc), exc, exc.__traceback__)
     _strip_worker_frames(tbe)
     cls = type(exc)
@@ -378,7 +438,7 @@ def _raise_frame(exc: BaseException, where: str) -> tuple[int, bytes]:
         "module_not_found": getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None,
     }
     try:
-        pickled = _dumps(exc)
+        pickled = dumps(exc) if dumps is not None else b""
     except BaseException:
         pickled = b""
     return Kind.RAISE, wire.pack_raise(info, pickled)

@@ -46,7 +46,12 @@ def tagged(value: Any) -> Any:
 
 
 def as_json_output(value: Any) -> Any:
-    """What ``--output json`` prints for ``value``, read back: JSON as is, anything else its repr()."""
+    """What ``--output json`` prints for ``value``, read back: JSON as is, a dataclass as an object of
+    its fields, anything else its repr()."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):

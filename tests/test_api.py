@@ -81,6 +81,23 @@ def test_an_input_item_that_does_not_pickle_raises_after_the_items_before_it(hos
     assert got == [1, 2]
 
 
+def test_a_value_that_does_not_pickle_is_a_clear_remote_error(host):
+    got = []
+    with pytest.raises(TypeError, match="cannot pickle '_thread.lock' object") as info:
+        for value in api_funcs.yields_a_lock() >> host:
+            got.append(value)
+    assert got == [1]
+    assert "a value the function yielded could not be pickled" in "".join(traceback.format_exception(info.value))
+
+
+def test_a_last_value_that_does_not_pickle_after_fast_ones_still_fails_the_call(host):
+    got = []
+    with pytest.raises(TypeError, match="cannot pickle"):
+        for value in api_funcs.fast_then_a_lock() >> host:
+            got.append(value)
+    assert got == list(range(5000))
+
+
 def test_default_host_from_the_config(host_config):
     with skyctl.host(config=host_config) as h:
         assert list(api_funcs.fibonacci(3) >> h) == [0, 1, 1]

@@ -106,20 +106,19 @@ def test_error_after_three_values_prints_them_then_the_users_traceback(host_conf
         assert own not in err, err
 
 
-def test_a_value_that_does_not_pickle_is_a_clear_remote_error(host_config):
+def test_a_value_that_does_not_pickle_is_printed_by_its_repr(host_config):
+    """The CLI renders on the worker: nothing is pickled, an odd value prints as its repr()."""
     result = run_skyctl("run", "-c", str(host_config), f"{STREAMS}:yields_a_lock")
-    assert result.returncode == 1
-    assert result.stdout == "1\n"
-    assert "cannot pickle '_thread.lock' object" in result.stderr, result.stderr
-    assert "a value the function yielded could not be pickled" in result.stderr, result.stderr
-    assert "Cancelled" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1" and "_thread.lock object" in lines[1] and lines[2] == "3", result.stdout
 
 
-def test_a_last_value_that_does_not_pickle_after_fast_ones_still_fails_the_run(host_config):
+def test_a_last_odd_value_after_fast_ones_is_printed(host_config):
     result = run_skyctl("run", "-c", str(host_config), f"{STREAMS}:fast_then_a_lock")
-    assert result.returncode == 1, result.stderr
-    assert result.stdout == "".join(f"{i}\n" for i in range(5000))
-    assert "cannot pickle '_thread.lock' object" in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:5000] == [str(i) for i in range(5000)] and "_thread.lock object" in lines[5000]
 
 
 def _processes_running(marker: str) -> list[int]:

@@ -103,3 +103,22 @@ def hold_after_first(chunks: Iterator[bytes], release: str) -> Iterator[int]:
     while not os.path.exists(release):
         time.sleep(0.05)
     yield 1 + sum(1 for _ in it)
+
+
+@skyctl.function
+def yields_a_lock() -> Iterator[object]:
+    """A value that cannot be pickled, after one that can."""
+    import threading
+
+    yield 1
+    yield threading.Lock()
+    yield 3
+
+
+@skyctl.function
+def fast_then_a_lock(n: int = 5000) -> Iterator[object]:
+    """Fast values, then one that cannot be pickled as the last: the end must not look complete."""
+    import threading
+
+    yield from range(n)
+    yield threading.Lock()

@@ -1,0 +1,127 @@
+"""Unit tests for what crosses the trust boundary: the restricted decoder, terminal escaping, credit checks."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import decimal
+import fractions
+import pathlib
+import pickle
+import uuid
+
+import pytest
+
+from skyctl import flow
+from skyctl.trust import Decoder, RefusedValue, escape_controls
+
+PLAIN = [
+    1, 2.5, 3j, True, None, "s", b"b", bytearray(b"ba"), [1, (2, 3)], {"a": {1, 2}}, frozenset({4}), range(3),
+    datetime.datetime(2026, 12, 2, 8, 30, tzinfo=datetime.timezone.utc), datetime.date(2026, 1, 1),
+    datetime.timedelta(seconds=5), decimal.Decimal("1.10"), fractions.Fraction(1, 3), uuid.UUID(int=7),
+    pathlib.PurePosixPath("/a/b"), collections.OrderedDict(a=1), collections.deque([1, 2]), collections.Counter("aab"),
+    collections.defaultdict(list, {"k": [1]}), ValueError("builtin exceptions come back"), KeyError("k"),
+]
+
+
+@pytest.mark.parametrize("value", PLAIN, ids=lambda v: type(v).__name__)
+def test_plain_data_is_rebuilt(value: object) -> None:
+    for protocol in (3, pickle.HIGHEST_PROTOCOL):
+        back = Decoder().loads(pickle.dumps(value, protocol=protocol))
+        assert type(back) is type(value)
+        if isinstance(value, BaseException):
+            assert back.args == value.args
+        else:
+            assert back == value
+
+
+class Evil:
+    def __init__(self, how: object, arg: object) -> None:
+        self.how, self.arg = how, arg
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return self.how, (self.arg,)
+
+
+@pytest.mark.parametrize("how, name", [(eval, "builtins.eval"), (exec, "builtins.exec"), (getattr, "builtins.getattr"),
+                                        (__import__, "builtins.__import__"), (pathlib.Path.write_text, "pathlib.Path.write_text")])
+def test_a_pickle_that_would_call_something_else_is_refused(how: object, name: str, tmp_path: pathlib.Path) -> None:
+    data = pickle.dumps(Evil(how, "1"))
+    with pytest.raises(RefusedValue) as info:
+        Decoder("box").loads(data)
+    assert info.value.name == name
+    assert "box" in info.value.message and f'allow: ["{name}"]' in (info.value.hint or "")
+
+
+def test_os_system_is_refused() -> None:
+    import os
+
+    with pytest.raises(RefusedValue, match="posix.system|os.system"):
+        Decoder().loads(pickle.dumps(Evil(os.system, "true")))
+
+
+def test_a_class_the_client_did_not_ship_is_refused_unless_allowed() -> None:
+    import textwrap
+
+    data = pickle.dumps(Evil(textwrap.dedent, "  x"))  # a harmless callable, but not data
+    with pytest.raises(RefusedValue):
+        Decoder().loads(data)
+    assert Decoder(allow=["textwrap.dedent"]).loads(data) == "x"
+    assert Decoder(full=True).loads(data) == "x"
+
+
+def test_a_shipped_class_reference_needs_a_module_the_client_shipped() -> None:
+    from skyctl import values
+
+    class Reducer:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return values.shipped_class, ("os", "system")
+
+    with pytest.raises(RefusedValue, match="os.system"):
+        Decoder().loads(pickle.dumps(Reducer()))
+
+
+def test_escape_controls_keeps_tab_and_newline_only() -> None:
+    text = "a\tb\nc\x1b[2J\x07\r\x00\x7f\x9bd é"
+    assert escape_controls(text) == "a\tb\nc\\x1b[2J\\x07\\x0d\\x00\\x7f\\x9bd é"
+
+
+def test_an_inbox_refuses_more_items_than_it_granted() -> None:
+    inbox = flow.Inbox(lambda i, b: None, pickle.loads, window=(10, 1 << 20))
+    inbox.push(flow.pack_batch(list(range(10)), pickle.dumps))
+    with pytest.raises(flow.CreditOverrun, match="11 items sent against a credit of 10"):
+        inbox.push(flow.pack_batch([10], pickle.dumps))
+
+
+def test_an_inbox_allows_what_it_granted_back() -> None:
+    inbox = flow.Inbox(lambda i, b: None, pickle.loads, window=(4, 1 << 20), grant_every=(2, 1 << 30))
+    inbox.push(flow.pack_batch([0, 1], pickle.dumps))
+    inbox.push(flow.pack_batch([2, 3], pickle.dumps))
+    batches = inbox.batches()
+    assert next(batches) == [0, 1]
+    assert next(batches) == [2, 3]  # the first batch is taken: its 2 items are granted back
+    inbox.push(flow.pack_batch([4, 5], pickle.dumps))
+    with pytest.raises(flow.CreditOverrun):
+        inbox.push(flow.pack_batch([6], pickle.dumps))
+
+
+def test_an_inbox_refuses_bytes_far_over_its_credit() -> None:
+    inbox = flow.Inbox(lambda i, b: None, pickle.loads, window=(1 << 20, 1000))
+    big = flow.pack_batch(["x" * (flow.OVERRUN_BYTES + 2000)], pickle.dumps)
+    inbox.push(big)  # one frame may overshoot
+    with pytest.raises(flow.CreditOverrun, match="bytes"):
+        inbox.push(flow.pack_batch(["y"], pickle.dumps))
+
+
+def test_a_batch_over_the_payload_cap_is_cut_and_a_single_item_over_it_is_unsendable() -> None:
+    frames: list[bytes] = []
+    box = flow.Outbox(lambda kind, payload: frames.append(payload), 6, pickle.dumps, max_payload=1000,
+                      on_unsendable=lambda exc: (99, str(exc).encode()))
+    box.grant(1 << 20, 1 << 30)
+    box.put_many(["a" * 300 for _ in range(10)])
+    box.put_many(["b" * 5000])
+    box.finish()
+    assert box.join(10)
+    assert all(len(f) <= 1000 for f in frames[:-1])
+    assert sum(len(flow.unpack_batch(f, pickle.loads)) for f in frames[:-1]) == 10
+    assert b"over the 1,000 bytes a frame may carry" in frames[-1]
