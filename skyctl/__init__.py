@@ -10,6 +10,9 @@
 """
 
 from .api import Call, Host, RemoteFunction, RemoteIterator, function, host
+from .pool import GroupError
+from .pools import Pool, pool
+from .trust import RefusedValue
 from .errors import (
     BadRecord,
     ConfigError,
@@ -30,7 +33,10 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ConnectionLost",
+    "GroupError",
     "Host",
+    "Pool",
+    "RefusedValue",
     "RemoteEnvironmentError",
     "RemoteError",
     "RemoteFunction",
@@ -41,4 +47,5 @@ __all__ = [
     "__version__",
     "function",
     "host",
+    "pool",
 ]

@@ -158,20 +158,21 @@ class Host:
 
     # -- calls ---------------------------------------------------------------
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-              *, stream: str | None = None, render: str | None = None) -> CallStream:
+              *, stream: str | None = None, render: str | None = None, skip: int = 0) -> CallStream:
         """Start ``fn(*args, **kwargs)`` on this host; an iterable given to an
         ``Iterator[T]`` parameter is streamed lazily (only the one named
         ``stream`` when given: the others are sent whole).
 
         ``render`` ("text" or "json", the CLI's ``--output``): values come as
         the lines to print, rendered by the worker; otherwise they are decoded
-        with this host's ``decoder``.
+        with this host's ``decoder``. ``skip``: the worker drops that many
+        values first (a chunk re-run whose first values were already written).
         """
         fn = getattr(fn, "__skyctl_function__", fn)
         args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
         _ship_project_modules(fn)
         session = self._worker()
-        call = session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=self.decoder)
+        call = session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=self.decoder, skip=skip)
         return call
 
     @property
@@ -264,10 +265,23 @@ class Call:
         self.args = args
         self.kwargs = kwargs
 
-    def __rshift__(self, host: Host) -> Any:
-        if not isinstance(host, Host):
+    def __rshift__(self, host: Any) -> Any:
+        """``call >> host``: on that host; ``call >> pool``: on the pool's least busy worker."""
+        from .pools import Pool
+
+        if not isinstance(host, (Host, Pool)):
             return NotImplemented
         return host.run(self)
+
+    def __matmul__(self, pool: Any) -> Any:
+        """``call @ pool``: on every host of the pool (a list of results, or ``(host, value)`` pairs)."""
+        from .pools import Pool
+
+        if isinstance(pool, Host):
+            pool = Pool(pool.label, pool._config_path)
+        if not isinstance(pool, Pool):
+            return NotImplemented
+        return pool.broadcast(self)
 
     def __repr__(self) -> str:
         return f"<Call {getattr(self.function, '__qualname__', self.function)}>"
@@ -295,9 +309,19 @@ def function(fn: Callable[..., Any]) -> RemoteFunction:
     return RemoteFunction(fn)
 
 
-def host(name: str | None = None, config: str | Path | None = None) -> Host:
-    """A handle on the host profile ``name`` (default: ``$SKYCTL_HOST`` or the config's default)."""
-    return Host(name, config)
+def host(name: str | None = None, config: str | Path | None = None) -> Any:
+    """A handle on the host profile ``name`` (default: ``$SKYCTL_HOST`` or the config's default);
+    for a group name (or ``"a,b"``), a ``Pool``."""
+    from .config import load_config
+    from .pools import Pool
+
+    if name is not None and "," in name:
+        return Pool(name, config)
+    try:
+        target = load_config(config).resolve(name)
+    except SkyctlError:
+        return Host(name, config)  # the error comes with the first call, as for any host
+    return Pool(name, config) if target.is_group else Host(name, config)
 
 
 def make_transport(profile: Any, config: Any, *, reuse: bool | None = None,

@@ -79,12 +79,20 @@ def run(
     output: Output = OutputOpt,
     quiet: bool = QuietOpt,
     no_reuse: bool = NoReuseOpt,
+    no_tag: bool = typer.Option(False, "--no-tag", help="Group: no HOST<TAB> before each value."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Group: cancel the other hosts at the first failure."),
 ) -> int:
-    """Run TARGET on a host; print each value the moment it is produced."""
+    """Run TARGET on a host, or on every host of a group; print each value the moment it is produced."""
     from .coerce import bind_arguments
     from .target import load_target
 
     stderr = Stderr(Env(), quiet)
+    group = _group(host, config)
+    if group is not None:
+        loaded = load_target(target)
+        kwargs = bind_arguments(loaded.function, arg)
+        return _broadcast(loaded.function, kwargs, group, config, no_reuse, output.value, stderr,
+                          tag=not no_tag, fail_fast=fail_fast, quiet=quiet)
     with _host(host, config, no_reuse, stderr) as remote:
         loaded = load_target(target)
         kwargs = bind_arguments(loaded.function, arg)
@@ -105,14 +113,38 @@ def pipe(
     output: Output = OutputOpt,
     quiet: bool = QuietOpt,
     no_reuse: bool = NoReuseOpt,
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes on each host (makes one host a group of one)."),
+    chunk: int = typer.Option(1000, "--chunk", min=1, help="Group: records per chunk; each chunk is one call on one worker."),
+    keep_order: bool = typer.Option(False, "--keep-order", help="Group: print each chunk's values after the chunk before it."),
+    tag: bool = typer.Option(False, "--tag", help="Group: HOST<TAB> before each value."),
+    retries: int = typer.Option(3, "--retries", min=0, help="Group: re-runs of a chunk whose host failed."),
 ) -> int:
-    """Stream stdin records into TARGET's Iterator[T] parameter; print what it yields."""
+    """Stream stdin records into TARGET's Iterator[T] parameter; print what it yields.
+
+    On a group (or with -j) the records are cut into chunks spread over the workers."""
     from .coerce import bind_arguments, stream_parameters
     from .records import RecordReader
     from .target import load_target
 
     env = Env()
     stderr = Stderr(env, quiet)
+    group = _group(host, config, jobs)
+    if group is not None:
+        loaded = load_target(target)
+        fn = loaded.function
+        name = _stream_param(fn, stream_parameters(fn), param)
+        kwargs = bind_arguments(fn, arg, stream_param=name)
+        if name in kwargs:
+            raise UsageError(f"'{name}' is fed from stdin by pipe; do not also pass it with --arg")
+        reader = RecordReader(env.stdin.buffer, stream_parameters(fn)[name], fmt=format.value, column=column,
+                              header=not no_header, param=name, on_bad_line=on_bad_line.value, warn=stderr.warn)
+        try:
+            return _distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value, stderr,
+                               jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet)
+        finally:
+            summary = reader.summary()
+            if summary:
+                stderr.warn(summary)
     with _host(host, config, no_reuse, stderr) as remote:
         loaded = load_target(target)
         fn = loaded.function
@@ -161,6 +193,131 @@ def _stream_param(fn: Any, params: dict[str, Any], chosen: str | None) -> str:
             hint="choose the one fed from stdin with --param NAME",
         )
     return next(iter(params))
+
+
+def _group(host: str | None, config: Path | None, jobs: int | None = None) -> Any:
+    """The ``config.Target`` when ``--host`` names a group (or ``a,b``), or ``-j`` is given; else None.
+
+    A config error is left for the single-host path to report (after the target's own errors)."""
+    from .config import load_config
+
+    try:
+        target = load_config(config).resolve(host)
+    except SkyctlError:
+        if jobs is not None:
+            raise
+        return None
+    return target if target.is_group or jobs is not None else None
+
+
+def _host_for(profile: Any, config: Path | None, no_reuse: bool, stderr: Stderr) -> Any:
+    from .api import Host
+    from .session import Hooks
+
+    return Host(profile.name, config, hooks=Hooks(log=stderr.log_for(profile.name)), reuse=False if no_reuse else None)
+
+
+def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None, no_reuse: bool, output: str,
+               stderr: Stderr, *, tag: bool, fail_fast: bool, quiet: bool) -> int:
+    """``run`` on a group: the call on every host at once, values tagged by host; a summary line per host."""
+    import threading
+
+    from .pool import Result, broadcast
+    from .render import summary_line, tagged
+
+    env = stderr.env
+    writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
+    lock = threading.Lock()
+    hosts = [_host_for(p, config, no_reuse, stderr) for p in group.profiles]
+    reader_gone = threading.Event()
+    _when_stdout_reader_leaves(env.stdout, reader_gone.set)
+
+    def emit(name: str, batch: Any) -> None:
+        if type(batch) is Result:
+            batch = batch.value
+        if tag:
+            batch = tagged(batch, name, output)
+        with lock:
+            writer.write_batch(batch)
+
+    def start(host: Any) -> Any:
+        return host.start(fn, (), kwargs, render=output)
+
+    stderr.phase(f"running on {len(hosts)} hosts")
+    try:
+        stats = broadcast(hosts, start, emit, fail_fast=fail_fast, stop=reader_gone)
+    except KeyboardInterrupt:
+        stderr.stop()
+        return ExitStatus.INTERRUPTED
+    if reader_gone.is_set():
+        _silence_stdout()
+        return ExitStatus.OK
+    stderr.stop()
+    for name, stat in stats.items():
+        if isinstance(stat.error, RemoteError):
+            stderr.remote_text_for(name, stat.error.traceback_text)
+    failed = [s for s in stats.values() if s.status]
+    if failed or not quiet:
+        for stat in stats.values():
+            stderr.write(summary_line(stat.name, _outcome(stat), [f"{stat.values} values", f"{stat.seconds:.2f} s"]) + "\n")
+    return failed[0].status if failed else ExitStatus.OK
+
+
+def _outcome(stat: Any) -> str:
+    from .pool import describe
+
+    return escape_controls(describe(stat.error))
+
+
+def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
+                no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
+                tag: bool, retries: int, quiet: bool) -> int:
+    """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
+    from .pool import Distributor, Result, Slot
+    from .render import summary_line, tagged
+
+    env = stderr.env
+    writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
+    workers = jobs or group.workers
+    slots = [Slot(_host_for(p, config, no_reuse, stderr), p.name, i) for p in group.profiles for i in range(workers)]
+
+    def emit(chunk: Any, host: str, batch: Any) -> None:
+        if type(batch) is Result:
+            batch = batch.value
+        writer.write_batch(tagged(batch, host, output) if tag else batch)
+
+    def start(slot: Slot, feed: Any, skip: int) -> Any:
+        return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
+
+    distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries, ordered=keep_order,
+                              warn=stderr.warn)
+    stderr.phase(f"running on {len(slots)} workers")
+    stderr.watch(lambda: (sum(s.records for s in distributor.stats.values()), writer.written))
+    _when_stdout_reader_leaves(env.stdout, lambda: distributor._fail(BrokenPipeError()))
+    try:
+        distributor.run()
+    except KeyboardInterrupt:
+        stderr.stop()
+        return ExitStatus.INTERRUPTED
+    if isinstance(distributor.error, BrokenPipeError):
+        _silence_stdout()
+        return ExitStatus.OK
+    stderr.stop()
+    error = distributor.error
+    for stat in distributor.stats.values():
+        if isinstance(stat.error, RemoteError):
+            stderr.remote_text_for(stat.name, stat.error.traceback_text)
+    status = distributor.exit_status
+    if status or not quiet:
+        for stat in distributor.stats.values():
+            parts = [f"{stat.chunks} chunks", f"{stat.records} records in", f"{stat.values} values out",
+                     f"{stat.reruns} re-runs", f"{stat.seconds:.2f} s"]
+            stderr.write(summary_line(stat.name, _outcome(stat), parts) + "\n")
+    if isinstance(error, SkyctlError) and not isinstance(error, RemoteError):
+        raise error
+    if error is None and distributor.bad_record is not None:
+        raise distributor.bad_record
+    return status
 
 
 def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr) -> Any:
@@ -255,7 +412,7 @@ def _silence_stdout() -> None:
 
 @app.command()
 def hosts(config: Optional[Path] = ConfigOpt) -> int:
-    """List the host profiles: name, type, address, python."""
+    """List the host profiles (name, type, address, python) and the groups."""
     from .config import load_config
 
     cfg = load_config(config)
@@ -263,9 +420,13 @@ def hosts(config: Optional[Path] = ConfigOpt) -> int:
     for name, profile in cfg.hosts.items():
         mark = " (default)" if name == cfg.default else ""
         rows.append((name + mark, profile.type, profile.address, profile.effective_python))
+    for name, group in cfg.groups.items():
+        mark = " (default)" if name == cfg.default else ""
+        workers = f" × {group.workers} workers" if group.workers > 1 else ""
+        rows.append((name + mark, "group", ", ".join(group.hosts) + workers, ""))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+        typer.echo(("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3]).rstrip())
     where = str(cfg.path) if cfg.path else "built-in (no skyward.yaml found)"
     typer.echo(f"config: {where}", err=True)
     return ExitStatus.OK
@@ -277,34 +438,50 @@ def check(
     config: Optional[Path] = ConfigOpt,
     no_reuse: bool = NoReuseOpt,
 ) -> int:
-    """Connect to and bootstrap each host; report its python and latency."""
+    """Connect to and bootstrap each host (every member of a group, concurrently);
+    report its python and latency. Non-zero if any fails."""
+    import threading
+
     from .api import Host
     from .config import load_config
 
     cfg = load_config(config)
-    names = list(host) if host else [cfg.host(None).name]
-    for name in names:
-        cfg.host(name)  # every name valid before connecting anywhere
-    env = Env()
-    worst = ExitStatus.OK
-    for name in names:
+    names: list[str] = []
+    for name in (list(host) if host else [None]):
+        for profile in cfg.resolve(name).profiles:  # every name valid before connecting anywhere
+            if profile.name not in names:
+                names.append(profile.name)
+    lines: dict[str, list[str]] = {}
+    statuses: dict[str, int] = {}
+
+    def one(index: int, name: str) -> None:
+        time.sleep(min(index, 50) * 0.005)  # not every login in the same millisecond (sshd MaxStartups)
         started = time.monotonic()
         target = Host(name, config, reuse=False if no_reuse else None)
         try:
             info = target.check()
         except SkyctlError as err:
-            typer.echo(f"{name}: FAILED ({err.exit_status.value}) {err.message}")
+            lines[name] = [f"{name}: FAILED ({err.exit_status.value}) {escape_controls(err.message)}"]
             if err.hint:
-                typer.echo(f"  hint: {err.hint}")
-            worst = worst or err.exit_status
-            continue
+                lines[name].append(f"  hint: {escape_controls(err.hint)}")
+            statuses[name] = err.exit_status
+            return
         finally:
             target.close()
         ms = (time.monotonic() - started) * 1000
         bundle = ", bundle sent" if info["sent_bundle"] else ""
-        typer.echo(f"{name}: ok  python {info['python']}  ready in {ms:.0f} ms  round trip {info['rtt_ms']:.1f} ms{bundle}")
-    del env
-    return worst
+        lines[name] = [f"{name}: ok  python {info['python']}  ready in {ms:.0f} ms  round trip {info['rtt_ms']:.1f} ms{bundle}"]
+
+    threads = [threading.Thread(target=one, args=(i, n), daemon=True) for i, n in enumerate(names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in names:  # in the order named
+        for line in lines.get(name, [f"{name}: FAILED (1) the check did not finish"]):
+            typer.echo(line)
+    failed = [statuses[n] for n in names if statuses.get(n)]
+    return failed[0] if failed else ExitStatus.OK
 
 
 @app.command()

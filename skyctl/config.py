@@ -232,18 +232,64 @@ class HostProfile:
 
 
 @dataclass(frozen=True)
+class Group:
+    """Several hosts under one name (``groups:``), each with ``workers`` worker processes."""
+
+    name: str
+    #: host names, in the order summaries and broadcast results follow
+    hosts: tuple[str, ...]
+    #: worker processes per host for a distributed ``pipe`` (a broadcast uses one)
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """What ``--host`` names: one host, a group, or an ad-hoc ``a,b`` group."""
+
+    name: str
+    profiles: tuple[HostProfile, ...]
+    workers: int = 1
+    #: a group (or ``a,b``): ``run`` broadcasts, ``pipe`` distributes
+    is_group: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """A loaded config: where it came from, the default host, every profile by name."""
 
     #: the file read; None for the built-in config
     path: pathlib.Path | None
-    #: the host used when none is named
+    #: the host (or group) used when none is named
     default: str
     #: every profile, in file order (the built-in ``local`` first unless the file lists it)
     hosts: Mapping[str, HostProfile]
+    #: every group, in file order
+    groups: Mapping[str, Group] = field(default_factory=lambda: _FrozenMap({}))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hosts", _FrozenMap(self.hosts))
+        object.__setattr__(self, "groups", _FrozenMap(self.groups))
+
+    def resolve(self, name: str | None = None, environ: Mapping[str, str] | None = None) -> Target:
+        """What ``name`` (``--host``; else ``$SKYCTL_HOST``, else ``default``) stands for:
+        a host, a group, or ``a,b`` (an ad-hoc group of hosts)."""
+        environ = os.environ if environ is None else environ
+        if name is None:
+            name = environ.get(ENV_HOST) or self.default
+        if "," in name:
+            names = [part.strip() for part in name.split(",") if part.strip()]
+            profiles = []
+            for part in dict.fromkeys(names):
+                if part in self.groups:
+                    profiles.extend(self.hosts[h] for h in self.groups[part].hosts)
+                else:
+                    profiles.append(self.host(part, environ))
+            unique = tuple({p.name: p for p in profiles}.values())
+            return Target(",".join(names), unique, 1, True)
+        group = self.groups.get(name)
+        if group is not None:
+            return Target(name, tuple(self.hosts[h] for h in group.hosts), group.workers, True)
+        return Target(name, (self.host(name, environ),))
 
     def host(self, name: str | None = None, environ: Mapping[str, str] | None = None) -> HostProfile:
         """The profile to use: ``name``, else ``$SKYCTL_HOST``, else ``default``.
@@ -263,9 +309,12 @@ class Config:
         if profile is not None:
             return profile
         where = _display(self.path) if self.path is not None else "built-in config"
-        known = ", ".join(self.hosts)
+        if name in self.groups:
+            raise ConfigError(f"{where}: {name!r} is a group, not one host",
+                              f"its hosts: {', '.join(self.groups[name].hosts)}")
+        known = ", ".join([*self.hosts, *self.groups])
         hint = f"known hosts: {known}"
-        suggestion = did_you_mean(name, list(self.hosts))
+        suggestion = did_you_mean(name, [*self.hosts, *self.groups])
         if suggestion:
             hint = f"{suggestion} {hint}"
         if self.path is None:
@@ -354,7 +403,8 @@ _HOST_KEYS = (
 )  # fmt: skip
 _LOCAL_KEYS = frozenset({"type", "python", "workdir", "env", "trust", "allow"})
 _DEFAULTS_KEYS = tuple(k for k in _HOST_KEYS if k not in ("type", "host"))
-_TOP_KEYS = ("default", "defaults", "hosts")
+_TOP_KEYS = ("default", "defaults", "hosts", "groups")
+_GROUP_KEYS = ("hosts", "workers")
 _PASSWORD_KEYS = frozenset({"password", "passwd", "passphrase", "key_passphrase"})
 _NO_PASSWORDS = "no passwords in skyward.yaml: use keys or ssh-agent"
 _VAR_REF = re.compile(r"\$(\$)?\{([^}]*)(\})?")
@@ -474,13 +524,55 @@ class _Parser:
             default = self.string("default", default)
         defaults = self.defaults(data.get("defaults"))
         hosts = self.hosts(data.get("hosts"), defaults)
+        groups = self.groups(data.get("groups"), hosts)
         if default is None:
             default = BUILTIN_LOCAL
         self.section = ""
-        if default not in hosts:
-            self.fail(f"'default' is {default!r}, which names no host", self.hosts_hint(default, hosts))
+        if default not in hosts and default not in groups:
+            self.fail(f"'default' is {default!r}, which names no host or group", self.hosts_hint(default, hosts))
         self.check_gateways(hosts)
-        return Config(path=path, default=default, hosts=hosts)
+        return Config(path=path, default=default, hosts=hosts, groups=groups)
+
+    def groups(self, raw: Any, hosts: dict[str, HostProfile]) -> dict[str, Group]:
+        self.section = ""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.fail(f"'groups' must be a mapping of group name to hosts, got {_describe(raw)}",
+                      "e.g. groups: {farm: [box-1, box-2]}")
+        groups: dict[str, Group] = {}
+        for name, spec in raw.items():
+            if not isinstance(name, str) or not name or "," in name:
+                self.fail(f"group name {name!r} must be a non-empty string without commas")
+            self.section = f"group {name!r}"
+            if name in hosts:
+                self.fail(f"{name!r} names a host too: hosts and groups share one namespace", "rename the group or the host")
+            workers: Any = 1
+            members: Any = spec
+            if isinstance(spec, dict):
+                for key in spec:
+                    if key not in _GROUP_KEYS:
+                        self.unknown_key(key, _GROUP_KEYS)
+                members = spec.get("hosts")
+                workers = spec.get("workers", 1)
+                if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+                    self.fail(f"'workers' must be a whole number of at least 1, got {_describe(workers)}")
+            if not isinstance(members, list) or not members:
+                self.fail(f"a group is a non-empty list of host names (or a mapping with 'hosts:'), got {_describe(members)}",
+                          "e.g. farm: [box-1, box-2]")
+            names: list[str] = []
+            for index, member in enumerate(members, 1):
+                if not isinstance(member, str):
+                    self.fail(f"item {index} must be a host name, got {_describe(member)}")
+                if member in raw and member not in hosts:
+                    self.fail(f"{member!r} is a group: a group lists hosts only")
+                if member not in hosts:
+                    self.fail(f"{member!r} names no host", self.hosts_hint(member, hosts))
+                if member not in names:
+                    names.append(member)
+            groups[name] = Group(name, tuple(names), workers)
+        self.section = ""
+        return groups
 
     def load_yaml(self, text: str) -> Any:
         try:

@@ -166,7 +166,7 @@ class Outbox:
         """Queue items from ``items`` until the room left (credit, queue) is
         used up, each the moment it is yielded; blocks first while out of
         credit. False once ``items`` is exhausted."""
-        if self._room <= 0:
+        if self._room <= 0 or self._cancelled:  # a cancel that came between two runs: not one more run
             self._make_room()
         room = self._room
         for first in items:  # the first value, however long it takes
@@ -321,7 +321,7 @@ class Outbox:
             try:
                 self._max_queued = max(1, QUEUED_BYTES * count // len(payload))
                 self._send(self._kind, payload)
-            except BaseException as exc:  # the peer is gone
+            except Exception as exc:  # the peer is gone (a KeyboardInterrupt, skyctl's cancel, goes on up)
                 self.error = exc
                 self.cancel()
             else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 from .errors import SkyctlError
 from .flow import LineBatch, Rendered
 from .trust import escape_controls
-from .values import json_line, json_lines, text_line, text_lines
+from .values import encode_text, json_line, json_lines, text_line, text_lines
 
 
 # -- values -------------------------------------------------------------------
@@ -95,6 +96,26 @@ class ValueWriter:
             self._stream.flush()
 
 
+def tagged(batch: Rendered, host: str, output: str) -> Rendered:
+    """A rendered batch with each line tagged by its host: ``HOST<TAB>line``
+    (text), or ``{"host": HOST, "value": line}`` (json: every line is one JSON value)."""
+    lines = batch.text.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    if output == "json":
+        head = b'{"host": ' + encode_text(json_line(host)) + b', "value": '
+        text = b"".join(head + line + b"}\n" for line in lines)
+    else:
+        head = encode_text(host) + b"\t"
+        text = b"".join(head + line + b"\n" for line in lines)
+    return Rendered(text, len(batch))
+
+
+def summary_line(name: str, outcome: str, parts: Sequence[str]) -> str:
+    """One host's line in the summary a many-host call ends with: ``box-1: ok, 5 values, 0.31 s``."""
+    return f"{name}: " + ", ".join([outcome, *parts])
+
+
 def _isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
@@ -162,6 +183,9 @@ class Stderr:
         self._status: StatusLine | None = StatusLine(env) if env.live_status and not quiet else None
         #: per remote fd, the end of its output after the last line break
         self._partial: dict[int, bytes] = {}
+        #: several hosts' threads write here: whole lines, one at a time
+        self._lock = threading.RLock()
+        self._flushers: list[Callable[[], None]] = []
 
     def log(self, fd: int, data: bytes) -> None:
         """Bytes the remote function wrote to its stdout/stderr, forwarded live, line by line.
@@ -175,6 +199,34 @@ class Stderr:
             self._partial[fd] = data[cut:]
         if cut:
             self._write_log(data[:cut])
+
+    def log_for(self, host: str) -> Callable[[int, bytes], None]:
+        """``log`` for one host of several: each line it prints prefixed ``[HOST] ``."""
+        prefix = f"[{host}] ".encode()
+        partial: dict[int, bytes] = {}
+
+        def log(fd: int, data: bytes) -> None:
+            data = partial.pop(fd, b"") + data
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+            if cut < len(data):
+                partial[fd] = data[cut:]
+            if cut:
+                lines = data[:cut].splitlines(keepends=True)
+                with self._lock:
+                    self._write_log(b"".join(prefix + line for line in lines))
+
+        def flush() -> None:
+            for fd in sorted(partial):
+                with self._lock:
+                    self._write_log(prefix + partial.pop(fd) + b"\n")
+
+        self._flushers.append(flush)
+        return log
+
+    def remote_text_for(self, host: str, text: str) -> None:
+        """Remote text (a traceback) from one host of several, each line under ``[HOST] ``."""
+        lines = text.splitlines(keepends=True)
+        self.remote_text("".join(f"[{host}] {line}" for line in lines) + ("" if text.endswith("\n") or not text else "\n"))
 
     def remote_text(self, text: str) -> None:
         """Text that came from the remote (a traceback): control characters escaped on a terminal."""
@@ -200,11 +252,12 @@ class Stderr:
         self.write(f"warning: {message}\n")
 
     def write(self, text: str) -> None:
-        if self._status is not None:
-            self._status.print_text(text)
-        else:
-            self.env.stderr.write(text)
-            self.env.stderr.flush()
+        with self._lock:
+            if self._status is not None:
+                self._status.print_text(text)
+            else:
+                self.env.stderr.write(text)
+                self.env.stderr.flush()
 
     def phase(self, phase: str) -> None:
         if self._status is not None:
@@ -216,6 +269,9 @@ class Stderr:
             self._status.counters = counters
 
     def stop(self) -> None:
+        for flush in self._flushers:
+            flush()
+        self._flushers = []
         for fd in sorted(self._partial):  # a last line without a line break
             self._write_log(self._partial.pop(fd) + b"\n")
         if self._status is not None:

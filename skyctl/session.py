@@ -119,7 +119,7 @@ class WorkerSession:
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              stream_at: tuple[str, Any] | None = None, stream: Iterable[Any] | None = None, *,
-             render: str | None = None, decoder: Decoder | None = None) -> CallStream:
+             render: str | None = None, decoder: Decoder | None = None, skip: int = 0) -> CallStream:
         """Start one call; values come from the returned ``CallStream``.
 
         ``render`` ("text" or "json"): the worker sends values as the lines the
@@ -132,7 +132,7 @@ class WorkerSession:
         if self._current is not None and not self._current.ended:
             raise RuntimeError("a call is already running on this worker; close it first")
         call = CallStream(self, fn, args, kwargs, stream_at, stream, render=render,
-                          decoder=decoder or Decoder(self.label))
+                          decoder=decoder or Decoder(self.label), skip=skip)
         self._current = call
         call.start()
         return call
@@ -194,10 +194,10 @@ class CallStream:
 
     def __init__(self, session: WorkerSession, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], stream_at: tuple[str, Any] | None, stream: Iterable[Any] | None,
-                 *, render: str | None = None, decoder: Decoder | None = None) -> None:
+                 *, render: str | None = None, decoder: Decoder | None = None, skip: int = 0) -> None:
         self._session = session
         window = (flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
-        options = {"render": render, "shipped": sorted(shipped_modules())}
+        options = {"render": render, "shipped": sorted(shipped_modules()), "skip": skip}
         self._request = (fn, args, kwargs, stream_at, window, options)
         self._stream = stream
         self._render = render

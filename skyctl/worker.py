@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import types
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, Callable, Generator, Iterator
 
 from . import flow, values, wire
@@ -169,6 +169,8 @@ class CallState:
         self.payload = payload
         self.dumps: Callable[[Any], bytes] = _dumps
         self.render: str | None = None
+        #: values to drop before sending (a re-run chunk whose first values the client already wrote)
+        self.skip = 0
         self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, self._dumps_items,
                                   on_unsendable=self._unsendable_value, pack=self._pack,
                                   max_payload=wire.MAX_FRAME)
@@ -180,6 +182,7 @@ class CallState:
         render = options.get("render")
         self.render = render if render in values.MODES else None
         self.dumps = _value_dumps(tuple(options.get("shipped", ())))
+        self.skip = int(options.get("skip") or 0)
 
     def _dumps_items(self, items: Any) -> bytes:
         return self.dumps(items)
@@ -324,6 +327,11 @@ class Worker:
             gen = result
             returned: list[Any] = []
             values = gen if _returns_only_none(gen.gi_code) else _returning(gen, returned)
+            if call.skip:
+                skipped = sum(1 for _ in islice(values, call.skip))
+                if skipped < call.skip:
+                    raise ChunkMismatch(f"this re-run yielded {skipped} values, fewer than the {call.skip} its first run "
+                                        "already wrote; skyctl re-runs a chunk assuming it yields the same values")
             outbox = call.outbox
             while True:
                 call.in_user_code = False
@@ -341,6 +349,10 @@ class Worker:
                 _close_quietly(gen)
                 return Kind.CANCELLED, b""
             return call.raise_frame(exc, "call")
+
+
+class ChunkMismatch(Exception):
+    """A re-run call (``skip``) yielded fewer values than its first run had delivered: not deterministic."""
 
 
 #: the inbox ending that INPUT_FAILED puts after the last good input item

@@ -1,0 +1,267 @@
+"""The Python API for many hosts: ``skyctl.pool(...)``, ``call >> pool``, ``call @ pool``, ``pool.map``.
+
+A ``Pool`` holds one ``api.Host`` per worker (hosts × workers); the scheduling
+is ``skyctl.pool``'s (broadcast, and the chunked, re-run-safe distribution).
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .api import Call, Host, RemoteIterator, _log_to_stderr
+from .errors import RemoteError, RemoteTraceback, SkyctlError
+from .pool import Distributor, GroupError, Interrupted, Result, Slot, broadcast
+from .session import Hooks
+
+_DONE = object()
+
+
+class Pool:
+    """Several hosts (a group, a list of names, or ``"a,b"``), each with ``workers`` worker processes.
+
+    Used as a context manager it keeps every worker for the calls inside the block.
+
+    Args:
+        names: a group name, a host name, ``"a,b"``, or a list of names.
+        config: path of a ``skyward.yaml``; None → the usual lookup.
+        workers: worker processes per host for ``map`` and ``>>`` (default: the group's ``workers:``).
+    """
+
+    def __init__(self, names: str | Iterable[str] | None = None, config: str | Path | None = None,
+                 workers: int | None = None, *, hooks: Hooks | None = None) -> None:
+        self._names = names if names is None or isinstance(names, str) else ",".join(names)
+        self._config_path = config
+        self._workers = workers
+        self._hooks = hooks
+        self._target: Any = None
+        self._slots: list[Slot] = []
+        self._busy: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._keep = False
+
+    @property
+    def target(self) -> Any:
+        """The resolved ``config.Target`` (reads the config on first use)."""
+        if self._target is None:
+            from .config import load_config
+
+            self._target = load_config(self._config_path).resolve(self._names)
+        return self._target
+
+    @property
+    def hosts(self) -> list[str]:
+        """The host names, in group order."""
+        return [p.name for p in self.target.profiles]
+
+    @property
+    def workers(self) -> int:
+        return self._workers or self.target.workers
+
+    def __repr__(self) -> str:
+        return f"<Pool {self._names or '(default)'}>"
+
+    def __enter__(self) -> Pool:
+        self._keep = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every worker held. Safe to call twice."""
+        slots, self._slots = self._slots, []
+        for slot in slots:
+            slot.host.close()
+
+    def _host(self, name: str) -> Host:
+        hooks = self._hooks or Hooks(log=_prefixed_log(name))
+        return Host(name, self._config_path, hooks=hooks)
+
+    def _all_slots(self) -> list[Slot]:
+        if not self._slots:
+            self._slots = [Slot(self._host(name), name, i) for name in self.hosts for i in range(self.workers)]
+        return self._slots
+
+    # -- call >> pool: one call on the least busy worker ------------------------
+    def run(self, call: Call) -> Any:
+        slots = self._all_slots()
+        with self._lock:
+            slot = min(slots, key=lambda s: self._busy.get(id(s), 0))
+            busy = self._busy.get(id(slot), 0)
+            self._busy[id(slot)] = busy + 1
+        host = slot.host if busy == 0 else self._host(slot.name)  # every worker busy: one more
+        host._keep = self._keep and busy == 0
+
+        def done() -> None:
+            with self._lock:
+                self._busy[id(slot)] -= 1
+            if not host._keep:
+                host.close()
+
+        try:
+            stream = host.start(call.function, call.args, call.kwargs)
+        except BaseException:
+            done()
+            raise
+        if inspect.isgeneratorfunction(inspect.unwrap(call.function)):
+            return RemoteIterator(stream, on_end=done)
+        with RemoteIterator(stream, on_end=done) as results:
+            for _ in results:
+                pass
+        return stream.result
+
+    # -- call @ pool: the call on every host ------------------------------------
+    def broadcast(self, call: Call) -> Any:
+        """A plain function: its results in group order (``GroupError`` if any
+        host failed); a generator: ``(host, value)`` pairs as they arrive."""
+        hosts = [self._host(name) for name in self.hosts]
+        start = lambda host: host.start(call.function, call.args, call.kwargs)  # noqa: E731
+        if inspect.isgeneratorfunction(inspect.unwrap(call.function)):
+            return _BroadcastIterator(hosts, start)
+        results: dict[str, Any] = {}
+
+        def emit(name: str, batch: Any) -> None:
+            if type(batch) is Result:
+                results[name] = batch.value
+
+        stats = broadcast(hosts, start, emit)
+        outcome = {name: (_rebuilt(s.error) if s.error is not None else results.get(name)) for name, s in stats.items()}
+        failed = [name for name, s in stats.items() if s.error is not None]
+        if failed:
+            raise GroupError(f"the call failed on {len(failed)} of {len(stats)} hosts: {', '.join(failed)}", outcome,
+                             hint="GroupError.results has every host's value or exception")
+        return [outcome[name] for name in stats]
+
+    # -- pool.map: an iterable through fn's Iterator[T] parameter, in chunks -----
+    def map(self, fn: Callable[..., Any], iterable: Iterable[Any], *, chunk: int = 1000, ordered: bool = False,
+            retries: int = 3, **kwargs: Any) -> Iterator[Any]:
+        """The values of ``fn`` over ``iterable``, fed to its ``Iterator[T]``
+        parameter a chunk at a time, each chunk one call on a free worker
+        (re-run elsewhere if its host dies; every value given once)."""
+        from .coerce import stream_parameters
+
+        fn = getattr(fn, "__skyctl_function__", fn)
+        params = list(stream_parameters(fn))
+        if len(params) != 1:
+            raise SkyctlError(f"{getattr(fn, '__name__', fn)}() needs exactly one Iterator[T] parameter for map(), "
+                              f"has {len(params) or 'none'}")
+        name = params[0]
+        slots = [Slot(self._host(h), h, i) for h in self.hosts for i in range(self.workers)]
+        out: queue.Queue[Any] = queue.Queue(maxsize=8)
+
+        def emit(chunk: Any, host: str, batch: Any) -> None:
+            out.put([batch.value] if type(batch) is Result else batch)
+
+        def start(slot: Slot, feed: Any, skip: int) -> Any:
+            return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, skip=skip)
+
+        it = iter(iterable)
+        source = iter(lambda: list(islice(it, 64)), [])
+        distributor = Distributor(slots, start, source, emit, chunk=chunk, retries=retries, ordered=ordered)
+
+        def drive() -> None:
+            try:
+                distributor.run()
+            finally:
+                out.put(_DONE)
+
+        threading.Thread(target=drive, name="pool-map", daemon=True).start()
+        try:
+            while (batch := out.get()) is not _DONE:
+                yield from batch
+        except GeneratorExit:  # the caller stopped early: cancel every chunk (their finally runs)
+            distributor._fail(Interrupted())
+            while out.get() is not _DONE:
+                pass
+            raise
+        if distributor.error is not None:
+            raise _rebuilt(distributor.error)
+
+
+class _BroadcastIterator:
+    """``(host, value)`` pairs of a generator broadcast, as they arrive; ``GroupError`` at the end if a host failed."""
+
+    def __init__(self, hosts: list[Host], start: Callable[[Host], Any]) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=64)
+        self._stop = threading.Event()
+        self._stats: dict[str, Any] = {}
+
+        def emit(name: str, batch: Any) -> None:
+            for value in ([batch.value] if type(batch) is Result else batch):
+                self._queue.put((name, value))
+
+        def drive() -> None:
+            try:
+                broadcast(hosts, start, emit, stats=self._stats, stop=self._stop)
+            finally:
+                self._queue.put(_DONE)
+
+        threading.Thread(target=drive, name="broadcast", daemon=True).start()
+        self._done = False
+
+    def __iter__(self) -> _BroadcastIterator:
+        return self
+
+    def __next__(self) -> tuple[str, Any]:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is _DONE:
+            self._done = True
+            failed = {name: s for name, s in self._stats.items() if s.error is not None}
+            if failed:
+                outcome = {name: _rebuilt(s.error) if s.error is not None else None for name, s in self._stats.items()}
+                raise GroupError(f"the call failed on {len(failed)} of {len(self._stats)} hosts: {', '.join(failed)}",
+                                 outcome)
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop every host's generator (their ``finally`` runs)."""
+        self._stop.set()
+        while not self._done:
+            if self._queue.get() is _DONE:
+                self._done = True
+
+    def __enter__(self) -> _BroadcastIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _rebuilt(error: BaseException) -> BaseException:
+    """A remote exception as its own type when it was rebuilt (as ``call >> host`` raises it)."""
+    if isinstance(error, RemoteError) and error.exception is not None:
+        error.exception.__cause__ = RemoteTraceback(error.traceback_text)
+        return error.exception
+    return error
+
+
+def _prefixed_log(name: str) -> Callable[[int, bytes], None]:
+    """What one host prints, to stderr a whole line at a time, each under ``[HOST] ``."""
+    prefix = f"[{name}] ".encode()
+    partial: dict[int, bytes] = {}
+
+    def log(fd: int, data: bytes) -> None:
+        data = partial.pop(fd, b"") + data
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):
+            partial[fd] = data[cut:]
+        if cut:
+            _log_to_stderr(fd, b"".join(prefix + line for line in data[:cut].splitlines(keepends=True)))
+
+    return log
+
+
+def pool(names: str | Iterable[str] | None = None, config: str | Path | None = None, workers: int | None = None) -> Pool:
+    """A pool of hosts: a group name, ``"a,b"``, or a list of host names."""
+    return Pool(names, config, workers)
+
+
+__all__ = ["GroupError", "Pool", "pool"]
