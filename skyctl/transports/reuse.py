@@ -65,7 +65,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ConnectError, ConnectionLost, RemoteEnvironmentError, SkyctlError
+from ..errors import ConfigError, ConnectError, ConnectionLost, RemoteEnvironmentError, SkyctlError
 
 if TYPE_CHECKING:
     from ..config import HostProfile
@@ -103,6 +103,7 @@ CONNECTION_FIELDS = ("name", "type", "host", "port", "user", "identity_file", "k
 HOLDER_BOOT = "import sys; sys.path[0:1] = [sys.argv[1]]; from skyctl.holder import main; main()"
 
 _ERRORS: dict[str, type[SkyctlError]] = {
+    "ConfigError": ConfigError,  # a name in ~/.ssh/config that OpenSSH would refuse
     "ConnectError": ConnectError,
     "RemoteEnvironmentError": RemoteEnvironmentError,
     "ConnectionLost": ConnectionLost,

@@ -36,7 +36,13 @@ Errors
     key unknown/changed) and whose hint says what to do. ``connect_timeout``
     bounds TCP connect, banner, key exchange and authentication together.
 
-Imports only paramiko/fabric and ``skyctl.errors``; knows nothing of frames.
+Names
+    The profile's ``host`` and ``user`` are checked when the config loads;
+    names ``~/.ssh/config`` gives (HostName, User, ProxyJump hops) are held
+    to the same OpenSSH rules here, before a hop is looked up again (where
+    ``Match exec`` hands ``%h`` to a shell): a bad one is a ``ConfigError``.
+
+Imports only paramiko/fabric and ``skyctl.errors``/``skyctl.config``; knows nothing of frames.
 """
 
 from __future__ import annotations
@@ -63,7 +69,8 @@ import paramiko
 from fabric import Config as FabricConfig
 from fabric import Connection
 
-from ..errors import ConnectError, RemoteEnvironmentError
+from ..config import HOST_RULES_HINT, USER_RULES_HINT, hostname_problem, user_problem
+from ..errors import ConfigError, ConnectError, RemoteEnvironmentError, SkyctlError
 
 if TYPE_CHECKING:
     from ..config import HostProfile
@@ -132,13 +139,24 @@ class Endpoint:
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
 
-def resolve_endpoint(profile: "HostProfile", ssh_config: paramiko.SSHConfig | None, *, use_proxy_jump: bool = True) -> Endpoint:
-    """Apply ``ssh_config`` under ``profile``: the profile wins for each setting it makes. Pure."""
+def resolve_endpoint(profile: "HostProfile", ssh_config: paramiko.SSHConfig | None, *, use_proxy_jump: bool = True,
+                     config_path: str = DEFAULT_SSH_CONFIG) -> Endpoint:
+    """Apply ``ssh_config`` under ``profile``: the profile wins for each setting it makes. Pure.
+
+    Every name taken from ``ssh_config`` (HostName, User, each ProxyJump hop)
+    is held to OpenSSH's host and user name rules, as the profile's own are:
+    a hop is looked up in ``ssh_config`` again, where ``Match exec`` hands it
+    to a shell. A bad one is a ``ConfigError`` naming ``config_path`` (where
+    ``ssh_config`` was read), the alias and the keyword.
+    """
     alias = profile.host or ""
     found = ssh_config.lookup(alias) if ssh_config is not None else {}
     hostname = found.get("hostname") or alias
     port = profile.port if profile.port is not None else int(found.get("port", 22))
     user = profile.user or found.get("user") or getpass.getuser()
+    _check_ssh_config_name(config_path, alias, "HostName", hostname, hostname_problem)
+    if not profile.user and found.get("user"):
+        _check_ssh_config_name(config_path, alias, "User", user, user_problem)
     if profile.identity_file:
         identities, source = tuple(profile.identity_file), "profile"
     elif found.get("identityfile"):
@@ -149,11 +167,26 @@ def resolve_endpoint(profile: "HostProfile", ssh_config: paramiko.SSHConfig | No
     jump = found.get("proxyjump", "")
     if use_proxy_jump and not profile.gateway and jump and jump.lower() != "none":
         hops = tuple(h.strip() for h in jump.split(",") if h.strip())
+        for hop_user, hop_host, _hop_port in map(_parse_hop, hops):
+            _check_ssh_config_name(config_path, alias, "ProxyJump", hop_host, hostname_problem)
+            if hop_user is not None:
+                _check_ssh_config_name(config_path, alias, "ProxyJump", hop_user, user_problem, what="user name")
         for _user, hop_host, hop_port in map(_parse_hop, hops):
             if hop_host in (alias, hostname) and (hop_port or 22) == int(port):
                 hops = ()  # "Host * / ProxyJump bastion" also matches the bastion itself
                 break
     return Endpoint(alias, hostname, int(port), user, identities, source, hops)
+
+
+def _check_ssh_config_name(config_path: str, alias: str, keyword: str, value: str, check: Callable[[str], str | None],
+                           what: str = "host name") -> None:
+    """Raise ``ConfigError`` when ``value`` (``keyword`` for ``alias`` in ``config_path``) breaks OpenSSH's rules."""
+    problem = check(value)
+    if problem:
+        raise ConfigError(
+            f"{config_path}: host {alias!r}: {keyword} {value!r} is not a valid {what}: it {problem}",
+            f"fix {keyword} in {config_path}; " + (HOST_RULES_HINT if what == "host name" else USER_RULES_HINT),
+        )
 
 
 def _parse_hop(hop: str) -> tuple[str | None, str, int | None]:
@@ -467,7 +500,7 @@ class SshTransport:
         self._hops = _hops
         self._lock = threading.RLock()
         self._conn: Connection | None = None
-        self._config_error: ConnectError | None = None
+        self._config_error: SkyctlError | None = None
         try:
             ssh_config = _load_ssh_config(ssh_config_path)
         except Exception as exc:  # a malformed ~/.ssh/config: reported by start()
@@ -477,7 +510,12 @@ class SshTransport:
                 hint="fix that file (skyctl applies it to 'host' like ssh does)",
             )
         self._ssh_config = ssh_config
-        self.endpoint = resolve_endpoint(profile, ssh_config, use_proxy_jump=_use_proxy_jump)
+        try:
+            self.endpoint = resolve_endpoint(profile, ssh_config, use_proxy_jump=_use_proxy_jump,
+                                             config_path=os.fspath(ssh_config_path or DEFAULT_SSH_CONFIG))
+        except ConfigError as exc:  # a name in ~/.ssh/config that OpenSSH would refuse: reported by start()
+            self._config_error = exc
+            self.endpoint = resolve_endpoint(profile, None)
         #: ``user@host:port``, as shown in messages
         self.label = self.endpoint.label
 
