@@ -23,6 +23,9 @@ Rules beyond the contract's example, chosen here:
   its ``misc.c``), after ``${VAR}`` expansion: ``~/.ssh/config`` may run them
   through a shell (``Match exec``, ``%h``/``%r``), so shell metacharacters,
   control characters and a leading ``-`` are refused.
+- ``keepalive_count`` is a whole number, at least 1. There is no way to turn
+  keepalives off: liveness rests on them (a stalled host would otherwise hang
+  a call for ever); a flaky link wants larger values, not none.
 
 It imports only the stdlib, PyYAML and ``skyctl.errors``: no typer, rich or
 paramiko, so loading a config costs nothing and the CLI, the Python API and
@@ -107,7 +110,8 @@ hosts:
   #   host_key_policy: strict    # strict: unknown or changed key refused; accept-new: trust on first use
   #   gateway: bastion           # reach this host through another profile (like ProxyJump)
   #   connect_timeout: 10        # seconds
-  #   keepalive: 15              # seconds between SSH keepalives
+  #   keepalive: 15              # seconds between SSH keepalives (each one must be answered)
+  #   keepalive_count: 3         # unanswered keepalives in a row before the connection counts as lost
   #   reuse: true                # keep the SSH connection for later calls (like ControlPersist)
   #   reuse_idle: 60             # seconds an unused kept connection stays open
   # bastion:
@@ -185,8 +189,10 @@ class HostProfile:
     gateway: str | None = None
     #: seconds
     connect_timeout: float = 10.0
-    #: seconds between SSH keepalives
+    #: seconds between SSH keepalives (requests the server must answer, like ServerAliveInterval)
     keepalive: float = 15.0
+    #: unanswered keepalives in a row after which the connection is lost (like ServerAliveCountMax)
+    keepalive_count: int = 3
     #: keep the SSH connection for later calls
     reuse: bool = True
     #: seconds an unused kept connection stays open
@@ -208,6 +214,9 @@ class HostProfile:
                 set_("python", os.path.expanduser(self.python))
         for name in ("connect_timeout", "keepalive", "reuse_idle"):
             set_(name, float(getattr(self, name)))
+        set_("keepalive_count", int(self.keepalive_count))
+        if self.keepalive_count < 1:
+            raise ValueError(f"HostProfile {self.name!r}: keepalive_count must be at least 1, not {self.keepalive_count}")
         # the same rules as the config file, for a profile built in code (defence in depth)
         for key, value, check in (("host", self.host, hostname_problem), ("user", self.user, user_problem)):
             problem = check(value) if value is not None else None
@@ -353,7 +362,7 @@ def write_init(path: pathlib.Path) -> None:
 #: every key a host may have, in the order HostProfile declares them
 _HOST_KEYS = (
     "type", "host", "port", "user", "identity_file", "python", "workdir", "env", "pip", "known_hosts",
-    "host_key_policy", "gateway", "connect_timeout", "keepalive", "reuse", "reuse_idle",
+    "host_key_policy", "gateway", "connect_timeout", "keepalive", "keepalive_count", "reuse", "reuse_idle",
 )  # fmt: skip
 _LOCAL_KEYS = frozenset({"type", "python", "workdir", "env"})
 _DEFAULTS_KEYS = tuple(k for k in _HOST_KEYS if k not in ("type", "host"))
@@ -830,6 +839,17 @@ class _Parser:
             self.fail(f"{key!r} must be a number of seconds greater than 0, got {_describe(value)}")
         return float(value)
 
+    def check_count(self, key: str, raw: Any, local: bool) -> int:
+        """A whole number, at least 1 (``${VAR}`` expanded, so ``keepalive_count: ${N}`` works)."""
+        value: Any = raw
+        text = self.scalar_text(key, raw)
+        if text is not None:
+            value = int(text) if text.isdigit() else text
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.fail(f"{key!r} must be a whole number of at least 1, got {_describe(value)}",
+                      "keepalives cannot be turned off; for a slow link raise 'keepalive' or this count")
+        return value
+
     def check_bool(self, key: str, raw: Any, local: bool) -> bool:
         if isinstance(raw, bool):
             return raw
@@ -852,6 +872,7 @@ class _Parser:
         "gateway": check_text,
         "connect_timeout": check_seconds,
         "keepalive": check_seconds,
+        "keepalive_count": check_count,
         "reuse": check_bool,
         "reuse_idle": check_seconds,
     }

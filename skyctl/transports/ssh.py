@@ -36,6 +36,17 @@ Errors
     key unknown/changed) and whose hint says what to do. ``connect_timeout``
     bounds TCP connect, banner, key exchange and authentication together.
 
+Liveness
+    Every ``keepalive`` seconds a ``keepalive@openssh.com`` global request
+    that wants a reply is sent (``Liveness``); ``keepalive_count`` intervals
+    in a row without any reply give the connection up, like OpenSSH's
+    ``ServerAliveInterval`` × ``ServerAliveCountMax``: the connection is
+    closed, blocked reads see EOF, and ``SshPipes.lost()`` says why (the
+    session turns that into ``ConnectionLost``, exit 6). ``round_trip()``
+    sends one on demand (the reuse holder checks a kept connection so
+    before a call may use it). paramiko's own keepalive wants no reply, so it
+    is not used: a stalled peer would go unnoticed.
+
 Names
     The profile's ``host`` and ``user`` are checked when the config loads;
     names ``~/.ssh/config`` gives (HostName, User, ProxyJump hops) are held
@@ -70,7 +81,7 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 
 from ..config import HOST_RULES_HINT, USER_RULES_HINT, hostname_problem, user_problem
-from ..errors import ConfigError, ConnectError, RemoteEnvironmentError, SkyctlError
+from ..errors import ConfigError, ConnectError, ConnectionLost, RemoteEnvironmentError, SkyctlError
 
 if TYPE_CHECKING:
     from ..config import HostProfile
@@ -95,9 +106,10 @@ WINDOW_SIZE = 8 * 1024 * 1024
 MAX_PACKET_SIZE = 64 * 1024
 #: how much of the command's own stderr ``stderr_text`` keeps
 STDERR_TAIL = 8 * 1024
-#: ServerAliveCountMax analogue: unanswered keepalive intervals before the
-#: kernel gives the connection up (via TCP_USER_TIMEOUT, where available)
-KEEPALIVE_COUNT = 3
+#: the global request sent as a keepalive, wanting a reply (what OpenSSH's
+#: ServerAliveInterval sends; sshd answers it with REQUEST_FAILURE, as any
+#: request it does not know: any answer proves the peer is alive)
+KEEPALIVE_REQUEST = "keepalive@openssh.com"
 #: seconds ``SshPipes.close`` gives a command to exit on EOF before signalling it
 CLOSE_GRACE = 2.0
 #: a chain of gateways longer than this is a loop
@@ -327,6 +339,155 @@ def _preferred_key_types(known: list[_KnownKey], available: tuple[str, ...]) -> 
 
 
 # --------------------------------------------------------------------------
+# liveness: keepalives that must be answered
+
+
+class Liveness:
+    """OpenSSH's ``ServerAliveInterval`` × ``ServerAliveCountMax`` for one paramiko transport.
+
+    paramiko's own keepalive wants no reply, so it detects nothing: a peer
+    that stalled (a suspended sshd, a link that drops packets silently)
+    leaves every blocked read waiting for ever. Here every ``interval``
+    seconds a global request that wants a reply is sent; any reply resets
+    the count, and ``count`` intervals in a row without one give the
+    connection up: the reason is recorded first (``error()``), then the
+    transport is closed, which ends every blocked read and write on its
+    channels (they then see EOF, and ask ``error()`` why).
+
+    Requests are sent by a thread of their own: a send can block (a full
+    socket buffer towards a stalled peer, a key exchange in progress) and
+    the ticking must go on regardless. ``round_trip()`` sends the same
+    request on demand and waits for its reply with a deadline (a kept
+    connection is checked so before a call may use it).
+    """
+
+    def __init__(self, interval: float, count: int, where: str) -> None:
+        self.interval = float(interval)
+        self.count = int(count)
+        #: how the connection is named in the error: ``'box' (user@host:port)``
+        self.where = where
+        self._cond = threading.Condition()
+        self._queued = 0  # requests asked for; the n-th is answered by the n-th reply (RFC 4254 4: in order)
+        self._sent = 0  # requests handed to the transport
+        self._answered = 0  # replies received
+        self._misses = 0  # ticks since the last reply
+        self._stopped = False
+        self._lost: ConnectionLost | None = None
+        self._transport: paramiko.Transport | None = None
+
+    def watch(self, transport: paramiko.Transport) -> None:
+        """Count ``transport``'s replies to global requests (success and failure alike).
+
+        paramiko keeps a handler table per transport; the reply handlers are
+        wrapped, not replaced (``global_request`` still works).
+        """
+        table = transport._handler_table
+        for ptype in (paramiko.common.MSG_REQUEST_SUCCESS, paramiko.common.MSG_REQUEST_FAILURE):
+            table[ptype] = self._counting(table[ptype])
+        self._transport = transport
+
+    def _counting(self, handler: Callable[[paramiko.Message], None]) -> Callable[[paramiko.Message], None]:
+        def counted(message: paramiko.Message) -> None:
+            handler(message)
+            self._reply()
+
+        return counted
+
+    def start(self) -> None:
+        """Start ticking (once connected and authenticated)."""
+        for run, what in ((self._tick, "keepalive"), (self._send_loop, "keepalive-send")):
+            threading.Thread(target=run, name=f"skyctl-ssh-{what} {self.where}", daemon=True).start()
+
+    def stop(self) -> None:
+        """End the threads (the connection is being closed on purpose). Safe to call twice."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def error(self) -> ConnectionLost | None:
+        """Why the connection was given up, or None (it was not, or it ended otherwise)."""
+        return self._lost
+
+    def round_trip(self, timeout: float) -> bool:
+        """Send a keepalive and wait up to ``timeout`` seconds for its reply: False when none came."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._queued += 1
+            mine = self._queued
+            self._cond.notify_all()
+            while self._answered < mine:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopped or not self._active():
+                    return False
+                self._cond.wait(min(remaining, 0.25))
+        return True
+
+    def give_up(self, reason: str, hint: str) -> None:
+        """Record why the connection is lost, then close it: every blocked read and write ends."""
+        with self._cond:
+            if self._lost is None:
+                self._lost = ConnectionLost(f"lost the connection to {self.where}: {reason}", hint)
+            self._stopped = True
+            self._cond.notify_all()
+        transport = self._transport
+        if transport is not None:
+            log.info("giving up the connection to %s: %s", self.where, reason)
+            with contextlib.suppress(Exception):
+                transport.close()
+
+    # -- threads ---------------------------------------------------------------
+
+    def _active(self) -> bool:
+        transport = self._transport
+        return transport is not None and transport.is_active()
+
+    def _reply(self) -> None:
+        """On paramiko's thread: a reply to a global request came."""
+        with self._cond:
+            if self._answered < self._sent:
+                self._answered += 1
+            self._misses = 0
+            self._cond.notify_all()
+
+    def _tick(self) -> None:
+        """OpenSSH's ``server_alive_check``: give up after ``count`` ticks without a reply, else send one more."""
+        with self._cond:
+            while True:
+                if self._cond.wait_for(lambda: self._stopped, timeout=self.interval) or not self._active():
+                    return
+                if self._misses >= self.count:
+                    misses = self._misses
+                    break
+                self._misses += 1
+                self._queued += 1
+                self._cond.notify_all()
+        self.give_up(
+            f"{misses} keepalives in a row went unanswered (one every {self.interval:g}s)",
+            hint="the host or the network stopped responding (a suspended or overloaded host, a dropped link); "
+            "values printed so far are complete. On a slow link, raise 'keepalive' or 'keepalive_count' for this host",
+        )
+
+    def _send_loop(self) -> None:
+        """Hand each queued request to paramiko, in order; a blocked send holds up only this thread."""
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopped or self._sent < self._queued, timeout=max(self.interval, 1.0))
+                if self._stopped or not self._active():
+                    return
+                if self._sent >= self._queued:
+                    continue
+                self._sent += 1
+            message = paramiko.Message()
+            message.add_byte(paramiko.common.cMSG_GLOBAL_REQUEST)
+            message.add_string(KEEPALIVE_REQUEST)
+            message.add_boolean(True)  # want reply
+            try:
+                self._transport._send_user_message(message)  # type: ignore[union-attr]
+            except Exception as exc:  # a key exchange that never finished: this one goes unanswered
+                log.debug("keepalive to %s not sent: %s", self.where, exc)
+
+
+# --------------------------------------------------------------------------
 # the pipes of one started command
 
 
@@ -338,9 +499,11 @@ class SshPipes:
     the only buffer: a reader that stops makes the remote writer wait.
     """
 
-    def __init__(self, channel: paramiko.Channel, label: str) -> None:
+    def __init__(self, channel: paramiko.Channel, label: str,
+                 lost: Callable[[], ConnectionLost | None] | None = None) -> None:
         self._chan = channel
         self.label = label
+        self._lost = lost
         self._tail = bytearray()
         self._tail_lock = threading.Lock()
         self._closed = False
@@ -364,6 +527,13 @@ class SshPipes:
 
     def _stderr_chunk(self, chunk: bytes) -> None:
         """Called with each stderr chunk, under the tail's lock (the reuse holder forwards them)."""
+
+    def lost(self) -> ConnectionLost | None:
+        """Why the connection under this channel was given up (keepalives unanswered), else None.
+
+        Asked after a read hit EOF: the error then says more than "closed".
+        """
+        return self._lost() if self._lost is not None else None
 
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes from the command's stdout; fewer only at EOF (or when the connection is gone)."""
@@ -500,6 +670,8 @@ class SshTransport:
         self._hops = _hops
         self._lock = threading.RLock()
         self._conn: Connection | None = None
+        #: the keepalives of the current connection
+        self._liveness: Liveness | None = None
         self._config_error: SkyctlError | None = None
         try:
             ssh_config = _load_ssh_config(ssh_config_path)
@@ -561,8 +733,37 @@ class SshTransport:
                     f"the SSH server on {self.label} refused to run the worker command ({exc or 'exec request denied'})",
                     hint="a ForceCommand or a restricted key (command=\"...\" in authorized_keys) may be in the way",
                 ) from None
-            return self.pipes_class(channel, self.label)
+            return self.pipes_class(channel, self.label, lost=self._lost_check())
         raise AssertionError("unreachable")
+
+    def round_trip(self, timeout: float) -> bool:
+        """True when the connection answers a request within ``timeout`` seconds (False when not connected).
+
+        A stalled peer does not close the connection: only an answer tells a
+        usable connection from one that would hang the next call.
+        """
+        liveness = self._liveness
+        return self.is_connected and liveness is not None and liveness.round_trip(timeout)
+
+    def give_up(self, reason: str, hint: str) -> None:
+        """Close the current connection as lost: its channels end, and ``lost()`` of their pipes says ``reason``."""
+        liveness = self._liveness
+        if liveness is not None:
+            liveness.give_up(reason, hint)
+
+    def lost_error(self) -> ConnectionLost | None:
+        """Why the current connection (or the gateway's, under it) was given up, else None."""
+        return self._lost_check()()
+
+    def _lost_check(self) -> Callable[[], ConnectionLost | None]:
+        """For the pipes of a channel on the current connection: why that connection (or its gateway's) was lost."""
+        own = self._liveness
+        below = self._gateway._lost_check() if self._gateway is not None else None
+
+        def check() -> ConnectionLost | None:
+            return (own.error() if own is not None else None) or (below() if below is not None else None)
+
+        return check
 
     def close(self) -> None:
         """Close the connection (and the gateway's, when this transport opened it). Safe to call twice."""
@@ -600,11 +801,14 @@ class SshTransport:
                 assert self._conn is not None and self._conn.transport is not None
                 return self._conn.transport
             self._disconnect()
-            self._conn = self._open()
+            self._conn, self._liveness = self._open()
             assert self._conn.transport is not None
             return self._conn.transport
 
     def _disconnect(self) -> None:
+        liveness, self._liveness = self._liveness, None
+        if liveness is not None:
+            liveness.stop()
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -634,7 +838,11 @@ class SshTransport:
             self._gateway = prev
         return self._gateway
 
-    def _open(self) -> Connection:
+    def _where(self) -> str:
+        """The host as messages name it: ``'name' (user@host:port)``, or the label alone when they say the same."""
+        return f"'{self.profile.name}' ({self.label})" if self.profile.name != self.endpoint.alias else self.label
+
+    def _open(self) -> tuple[Connection, Liveness]:
         if self._config_error is not None:
             raise self._config_error
         ep = self.endpoint
@@ -649,9 +857,11 @@ class SshTransport:
             sock = self._tcp_connect(ep, deadline)
 
         known = self._known_keys(ep)
+        liveness = Liveness(self.profile.keepalive, self.profile.keepalive_count, self._where())
 
         def transport_factory(sock: object, **kwargs: object) -> paramiko.Transport:
             t = paramiko.Transport(sock, **kwargs)
+            liveness.watch(t)
             # a logger of its own, so a failed direct-tcpip open's reason can be read back
             t.set_log_channel(f"paramiko.transport.skyctl-{next(_log_ids)}")
             with contextlib.suppress(Exception):
@@ -712,11 +922,11 @@ class SshTransport:
         finally:
             watchdog.cancel()
         assert conn.transport is not None
-        if self.profile.keepalive and self.profile.keepalive > 0:
-            conn.transport.set_keepalive(max(1, int(round(self.profile.keepalive))))
-            if isinstance(sock, socket.socket):
-                _set_user_timeout(sock, self.profile.keepalive * KEEPALIVE_COUNT + 5)
-        return conn
+        # keepalives that must be answered (not paramiko's set_keepalive, which wants no reply)
+        liveness.start()
+        if isinstance(sock, socket.socket):  # the kernel's own bound on unacknowledged data: never the first to fire
+            _set_user_timeout(sock, self.profile.keepalive * (self.profile.keepalive_count + 1) + 5)
+        return conn, liveness
 
     def _check_identity_files(self, ep: Endpoint) -> None:
         if ep.identities_from != "profile":
