@@ -173,9 +173,12 @@ def test_keepalive_count_must_be_at_least_one(text: str, shown: str) -> None:
     assert info.value.exit_status == 3 and "cannot be turned off" in (info.value.hint or "")
 
 
-def test_keepalive_count_may_be_a_default() -> None:
+def test_keepalive_count_may_be_a_default_and_is_part_of_the_connection() -> None:
+    from skyctl.transports.reuse import CONNECTION_FIELDS
+
     text = "defaults:\n  keepalive_count: 7\nhosts:\n  box:\n    host: box.example.com\n"
     assert parse_config(text, Path("skyward.yaml"), {"HOME": "/h"}).hosts["box"].keepalive_count == 7
+    assert "keepalive_count" in CONNECTION_FIELDS, "a kept connection is keyed (and rebuilt in the holder) with it"
 
 
 # -- the transport itself -------------------------------------------------------------
@@ -238,7 +241,7 @@ def test_a_quiet_live_connection_is_kept(server: SshServer) -> None:
 # -- end to end: a call whose peer stalls ends with exit 6 ----------------------------------
 
 
-@pytest.mark.parametrize("via", ["direct"])
+@pytest.mark.parametrize("via", ["direct", "kept"])
 def test_a_stalled_peer_ends_the_call_with_exit_6(server: SshServer, run_dir: Path, tmp_path: Path, via: str) -> None:
     cfg = profile(tmp_path, server, "keepalive: 1\nkeepalive_count: 2")
     release = tmp_path / "release"
@@ -261,3 +264,29 @@ def test_a_stalled_peer_ends_the_call_with_exit_6(server: SshServer, run_dir: Pa
     assert "keepalive" in result.stderr.split("hint: ", 1)[1], line
     # once the sshd runs again it sees the connection gone, and the worker ends with it
     wait_for(lambda: not pid_alive(worker), timeout=DEADLINE, what="the remote worker to exit")
+
+
+# -- end to end: a kept connection is checked before a call may use it ------------------------
+
+
+def test_a_stalled_kept_connection_is_not_handed_to_a_new_call(server: SshServer, run_dir: Path, tmp_path: Path) -> None:
+    # keepalives far apart: only the round trip before the call can notice the stall in time
+    cfg = profile(tmp_path, server, "keepalive: 3600")
+    first = start(run_dir, "run", target("worker_pid"), "-c", cfg)
+    assert finish(first).returncode == 0
+    holder = the_holder(run_dir)
+    before = accepted(server)
+    with stalled(server, holder):
+        started = time.monotonic()
+        second = finish(start(run_dir, "run", target("worker_pid"), "-c", cfg))
+        elapsed = time.monotonic() - started
+        assert second.returncode == 0, second.stderr
+        assert int(second.stdout) > 0
+        assert elapsed < DEADLINE
+        assert "did not answer a round trip" in second.stderr and "connecting directly" in second.stderr
+        assert accepted(server) == before + 1, "the call made a connection of its own"
+        wait_for(lambda: not pid_alive(holder), timeout=DEADLINE, what="the stale holder to go away")
+    # the next call starts a new holder and keeps its connection again
+    third = finish(start(run_dir, "run", target("worker_pid"), "-c", cfg))
+    assert third.returncode == 0 and "warning" not in third.stderr, third.stderr
+    assert the_holder(run_dir) != holder
