@@ -18,6 +18,14 @@ Rules beyond the contract's example, chosen here:
   ``known_hosts``, and a local host's ``workdir`` and ``python``. An ssh
   host's ``workdir`` and ``python`` are left alone (the remote home applies).
 - Duplicate keys in one mapping are an error, not "last one wins".
+- ``host`` and ``user`` are checked as OpenSSH's ``ssh`` checks a host and a
+  user name given on its command line (``valid_hostname``/``valid_ruser`` in
+  its ``misc.c``), after ``${VAR}`` expansion: ``~/.ssh/config`` may run them
+  through a shell (``Match exec``, ``%h``/``%r``), so shell metacharacters,
+  control characters and a leading ``-`` are refused.
+- ``keepalive_count`` is a whole number, at least 1. There is no way to turn
+  keepalives off: liveness rests on them (a stalled host would otherwise hang
+  a call for ever); a flaky link wants larger values, not none.
 
 It imports only the stdlib, PyYAML and ``skyctl.errors``: no typer, rich or
 paramiko, so loading a config costs nothing and the CLI, the Python API and
@@ -49,6 +57,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "write_init",
+    "hostname_problem",
+    "user_problem",
 ]
 
 #: the host that exists with no config file at all
@@ -102,7 +112,8 @@ hosts:
   #   host_key_policy: strict    # strict: unknown or changed key refused; accept-new: trust on first use
   #   gateway: bastion           # reach this host through another profile (like ProxyJump)
   #   connect_timeout: 10        # seconds
-  #   keepalive: 15              # seconds between SSH keepalives
+  #   keepalive: 15              # seconds between SSH keepalives (each one must be answered)
+  #   keepalive_count: 3         # unanswered keepalives in a row before the connection counts as lost
   #   reuse: true                # keep the SSH connection for later calls (like ControlPersist)
   #   reuse_idle: 60             # seconds an unused kept connection stays open
   #   trust: data                # Python API: rebuild only plain data from this host (full: anything)
@@ -182,8 +193,10 @@ class HostProfile:
     gateway: str | None = None
     #: seconds
     connect_timeout: float = 10.0
-    #: seconds between SSH keepalives
+    #: seconds between SSH keepalives (requests the server must answer, like ServerAliveInterval)
     keepalive: float = 15.0
+    #: unanswered keepalives in a row after which the connection is lost (like ServerAliveCountMax)
+    keepalive_count: int = 3
     #: keep the SSH connection for later calls
     reuse: bool = True
     #: seconds an unused kept connection stays open
@@ -210,6 +223,14 @@ class HostProfile:
                 set_("python", os.path.expanduser(self.python))
         for name in ("connect_timeout", "keepalive", "reuse_idle"):
             set_(name, float(getattr(self, name)))
+        set_("keepalive_count", int(self.keepalive_count))
+        if self.keepalive_count < 1:
+            raise ValueError(f"HostProfile {self.name!r}: keepalive_count must be at least 1, not {self.keepalive_count}")
+        # the same rules as the config file, for a profile built in code (defence in depth)
+        for key, value, check in (("host", self.host, hostname_problem), ("user", self.user, user_problem)):
+            problem = check(value) if value is not None else None
+            if problem:
+                raise ValueError(f"HostProfile {self.name!r}: {key} {value!r} {problem}")
 
     @property
     def address(self) -> str:
@@ -399,7 +420,8 @@ def write_init(path: pathlib.Path) -> None:
 #: every key a host may have, in the order HostProfile declares them
 _HOST_KEYS = (
     "type", "host", "port", "user", "identity_file", "python", "workdir", "env", "pip", "known_hosts",
-    "host_key_policy", "gateway", "connect_timeout", "keepalive", "reuse", "reuse_idle", "trust", "allow",
+    "host_key_policy", "gateway", "connect_timeout", "keepalive", "keepalive_count", "reuse", "reuse_idle",
+    "trust", "allow",
 )  # fmt: skip
 _LOCAL_KEYS = frozenset({"type", "python", "workdir", "env", "trust", "allow"})
 _DEFAULTS_KEYS = tuple(k for k in _HOST_KEYS if k not in ("type", "host"))
@@ -411,6 +433,77 @@ _VAR_REF = re.compile(r"\$(\$)?\{([^}]*)(\})?")
 _VAR_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
+
+
+#: characters OpenSSH refuses anywhere in a host name (``valid_hostname``): the shell's own
+_HOST_BAD_CHARS = "'`\"$\\;&<>|(){},"
+#: characters OpenSSH refuses anywhere in a remote user name (``valid_ruser``)
+_USER_BAD_CHARS = "'`\";&<>|(){}"
+#: the hints of a refused host or user: the rule, and why it exists
+HOST_RULES_HINT = (
+    f"a host name may not start with '-' or contain spaces, control characters or any of {_HOST_BAD_CHARS} "
+    "(OpenSSH refuses the same: ~/.ssh/config can hand the name to a shell)"
+)
+USER_RULES_HINT = (
+    f"a user name may not start with '-', end with '\\', or contain control characters or any of {_USER_BAD_CHARS} "
+    "(OpenSSH refuses the same: ~/.ssh/config can hand the name to a shell)"
+)
+
+
+def _unsafe_char(char: str) -> bool:
+    """A control character (C0, DEL, C1, or any Unicode Cc/Cf/Zl/Zp), as ``iscntrl`` sees it and more."""
+    import unicodedata
+
+    return ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def _show(char: str) -> str:
+    return repr(char) if char.isprintable() and not char.isspace() else f"U+{ord(char):04X}"
+
+
+def hostname_problem(name: str) -> str | None:
+    """Why ``name`` is not a host name OpenSSH would accept (``valid_hostname``), or None when it is.
+
+    Refused: empty, a leading ``-`` (it would read as an option), whitespace,
+    control characters and ``'`"$\\;&<>|(){},``. Everything else is left to
+    the resolver and ``~/.ssh/config``: IPv6 literals (``::1``, ``fe80::1%eth0``),
+    ``_`` and non-ASCII names pass, as in OpenSSH.
+    """
+    if not name:
+        return "is empty"
+    if name.startswith("-"):
+        return "starts with '-'"
+    for char in name:
+        if char.isspace():
+            return f"contains whitespace ({_show(char)})"
+        if _unsafe_char(char):
+            return f"contains a control character ({_show(char)})"
+        if char in _HOST_BAD_CHARS:
+            return f"contains {char!r}"
+    return None
+
+
+def user_problem(name: str) -> str | None:
+    """Why ``name`` is not a remote user name OpenSSH would accept (``valid_ruser``), or None when it is.
+
+    Refused: empty, a leading ``-``, control characters, ``'`";&<>|(){}``,
+    whitespace followed by ``-``, and a trailing ``\\``. As in OpenSSH, ``$``,
+    ``\\`` (``DOMAIN\\user``) and ``@`` (``user@domain``) are allowed.
+    """
+    if not name:
+        return "is empty"
+    if name.startswith("-"):
+        return "starts with '-'"
+    for index, char in enumerate(name):
+        if _unsafe_char(char):
+            return f"contains a control character ({_show(char)})"
+        if char in _USER_BAD_CHARS:
+            return f"contains {char!r}"
+        if char.isspace() and name[index + 1 : index + 2] == "-":
+            return "has a space before '-'"
+    if name.endswith("\\"):
+        return "ends with '\\'"
+    return None
 
 
 def _display(path: pathlib.Path | None) -> str:
@@ -747,11 +840,21 @@ class _Parser:
         return None
 
     def check_host(self, key: str, raw: Any, local: bool) -> str:
+        """An address or ``~/.ssh/config`` alias, held to OpenSSH's host name rules (after expansion)."""
         value = self.string(key, raw)
         if "@" in value:
             self.fail(f"{key!r} must be an address or alias, got {value!r}", "put the user in 'user:'")
-        if any(c.isspace() for c in value):
-            self.fail(f"{key!r} must be an address or alias, got {value!r}")
+        problem = hostname_problem(value)
+        if problem:
+            self.fail(f"{key!r} is not a valid host name: {value!r} {problem}", HOST_RULES_HINT)
+        return value
+
+    def check_user(self, key: str, raw: Any, local: bool) -> str:
+        """A remote login name, held to OpenSSH's user name rules (after expansion)."""
+        value = self.string(key, raw)
+        problem = user_problem(value)
+        if problem:
+            self.fail(f"{key!r} is not a valid user name: {value!r} {problem}", USER_RULES_HINT)
         return value
 
     def check_port(self, key: str, raw: Any, local: bool) -> int:
@@ -854,6 +957,17 @@ class _Parser:
             self.fail(f"{key!r} must be a number of seconds greater than 0, got {_describe(value)}")
         return float(value)
 
+    def check_count(self, key: str, raw: Any, local: bool) -> int:
+        """A whole number, at least 1 (``${VAR}`` expanded, so ``keepalive_count: ${N}`` works)."""
+        value: Any = raw
+        text = self.scalar_text(key, raw)
+        if text is not None:
+            value = int(text) if text.isdigit() else text
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.fail(f"{key!r} must be a whole number of at least 1, got {_describe(value)}",
+                      "keepalives cannot be turned off; for a slow link raise 'keepalive' or this count")
+        return value
+
     def check_bool(self, key: str, raw: Any, local: bool) -> bool:
         if isinstance(raw, bool):
             return raw
@@ -865,7 +979,7 @@ class _Parser:
     CHECKS: dict[str, Callable[[_Parser, str, Any, bool], Any]] = {
         "host": check_host,
         "port": check_port,
-        "user": check_text,
+        "user": check_user,
         "identity_file": check_identity_file,
         "python": check_maybe_local_path,
         "workdir": check_maybe_local_path,
@@ -876,6 +990,7 @@ class _Parser:
         "gateway": check_text,
         "connect_timeout": check_seconds,
         "keepalive": check_seconds,
+        "keepalive_count": check_count,
         "reuse": check_bool,
         "reuse_idle": check_seconds,
         "trust": check_trust,

@@ -7,7 +7,10 @@ messages are the direct transport's), answers the starting client with one
 JSON line on stdout (ready, or the ``ConnectError``), then listens on its
 Unix socket (mode 0600, in the private directory the client checked).
 
-Each client connection is one command: ``REQUEST`` (argv) → a fresh exec
+Each client connection is one command: ``REQUEST`` (argv) → a round trip on
+the SSH connection (a stalled peer would otherwise hang the call: without an
+answer in time the holder answers ``FAILED``/``Stale``, gives the connection
+up and exits, and the client connects directly) → a fresh exec
 channel, or the spare one when its argv is identical → ``STARTED``; then
 stdin/stdout/stderr/exit status are relayed as frames (see
 ``transports.reuse``). When the client goes away (also SIGKILL) the channel
@@ -50,7 +53,10 @@ from .transports.reuse import (
     BUSY,
     FAILED,
     FRAME,
+    LOST,
+    ROUND_TRIP_TIMEOUT,
     SESSION_REFUSED,
+    STALE,
     REQUEST,
     STARTED,
     STDERR,
@@ -269,6 +275,32 @@ class Holder:
         spare[1].close()
         return self.transport.start(argv)  # type: ignore[return-value]
 
+    # -- the round trip before each call --------------------------------------
+
+    @property
+    def stale_reason(self) -> str:
+        return f"the kept connection did not answer a round trip within {self.round_trip_timeout:g}s"
+
+    @property
+    def round_trip_timeout(self) -> float:
+        return min(ROUND_TRIP_TIMEOUT, self.transport.profile.connect_timeout)
+
+    def check_connection(self) -> bool:
+        """Before a call may use the connection: does its peer answer? False: it was given up, the holder exits.
+
+        A connection that is already gone (not stalled) passes: ``start``
+        reconnects as it always did.
+        """
+        if not self.transport.is_connected or self.transport.round_trip(self.round_trip_timeout):
+            return True
+        _log(f"giving the connection up: {self.stale_reason}")
+        self.stop.set()
+        self.transport.give_up(
+            self.stale_reason,
+            hint="the host or the network stopped responding; values printed so far are complete",
+        )
+        return False
+
     # -- spares ---------------------------------------------------------------
 
     def take_spare(self, argv: list[str]) -> HeldPipes | None:
@@ -342,6 +374,12 @@ class Holder:
         argv = [str(a) for a in request["argv"]]
         with contextlib.suppress(TypeError, ValueError):
             self.idle = max(0.0, float(request.get("idle", self.idle)))
+        if self.stop.is_set():
+            return  # going away (its connection given up, or SIGTERM): the client tries again, elsewhere
+        if not self.check_connection():
+            with contextlib.suppress(OSError):
+                send(FAILED, json.dumps({"type": STALE, "message": self.stale_reason, "hint": None}).encode())
+            return
         pipes = self.take_spare(argv)
         used_spare = pipes is not None
         _debug(f"call: {'the spare' if used_spare else 'a new channel'}")
@@ -403,6 +441,9 @@ class Holder:
                     if state["ready"]:  # the command works: have the next identical call's channel on the way
                         threading.Thread(target=self.refill, args=(argv,), name="refill", daemon=True).start()
                 send(STDOUT, data)
+            lost = pipes.lost()
+            if lost is not None:  # why the channel ended, before its EOF: the client's error says it
+                send(LOST, json.dumps({"message": lost.message, "hint": lost.hint}).encode())
             send(STDOUT, b"")
             status = None
             while status is None:

@@ -184,9 +184,11 @@ class WorkerSession:
             reason = f"protocol error: {exc}"
         except (OSError, ValueError) as exc:
             reason = f"read failed: {exc}"
-        self.dead = self.dead or reason
+        lost = getattr(pipes, "lost", None)  # a transport that gave the connection up says why
+        error = lost() if callable(lost) else None
+        self.dead = self.dead or (error.message if error is not None else reason)
         if self._current is not None:
-            self._current.inbox.end((None, reason))
+            self._current.inbox.end((None, error or reason))
 
 
 class CallStream:
@@ -322,6 +324,8 @@ class CallStream:
         elif kind is Kind.RAISE:
             raise remote_failure(payload, self._session.label, None if self._render else self._decoder)
         elif kind is None:
+            if isinstance(payload, ConnectionLost):  # the transport knows why (keepalives went unanswered)
+                raise payload
             raise ConnectionLost(
                 f"lost the worker on {self._session.label} during the call ({payload})",
                 hint="the worker process died or the network dropped; values printed so far are complete",

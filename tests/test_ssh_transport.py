@@ -227,7 +227,8 @@ class TestConnection:
             second = transport.start(["true"])
             assert transport._conn.transport is paramiko_transport  # type: ignore[union-attr]
             assert first.exit_status(10) == second.exit_status(10) == 0
-            assert paramiko_transport.packetizer._Packetizer__keepalive_interval == 7  # type: ignore[attr-defined]
+            assert transport._liveness is not None and transport._liveness.interval == 7  # keepalives that want a reply
+            assert paramiko_transport.packetizer._Packetizer__keepalive_interval == 0  # type: ignore[attr-defined]  # not paramiko's
         assert not transport.is_connected
         transport.close()
         # usable again after close: it reconnects

@@ -31,6 +31,10 @@ class WorkerPipes(Protocol):
     def exit_status(self, timeout: float = 0.0) -> int | None:
         """The command's exit status once it has ended (waiting up to ``timeout``), else None."""
 
+    # Optional: ``lost() -> ConnectionLost | None``, why the connection under
+    # the pipes was given up (ssh keepalives unanswered); the session asks it
+    # when a read hits EOF, so the error says more than "closed".
+
 
 class Transport(Protocol):
     """Starts commands on one host; one object per host, reused across calls."""

@@ -24,10 +24,10 @@ Where
 
     The key is a hash of everything the connection depends on: the profile
     and its gateway chain (host, port, user, identity files, known_hosts,
-    host key policy, timeouts, keepalive), the login name, and the size and
-    mtime of ``~/.ssh/config``, the known_hosts files and the identity files.
-    Editing any of them makes the next call use (start) a new holder; the old
-    one idles out. No TCP port is opened anywhere.
+    host key policy, timeouts, keepalive and keepalive_count), the login
+    name, and the size and mtime of ``~/.ssh/config``, the known_hosts files
+    and the identity files. Editing any of them makes the next call use
+    (start) a new holder; the old one idles out. No TCP port is opened anywhere.
 
 Starting
     The first client that finds no live socket takes ``<key>.lock``, checks
@@ -42,11 +42,22 @@ Protocol (Unix socket, one call per connection)
     (JSON: argv, idle seconds), then ``STDIN`` data and ``STDIN_EOF``.
     Holder → client: ``STARTED`` (JSON: label) or ``FAILED`` (JSON: error
     type, message, hint), then ``STDOUT`` (empty payload = EOF), ``STDERR``
-    and finally ``EXIT`` (JSON: status). Closing the socket means the client
-    is gone: the holder closes the channel (EOF, then TERM/KILL), so the
-    remote worker exits within seconds even after a SIGKILL of the client.
+    and finally ``EXIT`` (JSON: status). ``LOST`` (JSON: message, hint), just
+    before the EOF, says the holder gave the SSH connection up (keepalives
+    went unanswered): the call's error is then that message (exit 6).
+    Closing the socket means the client is gone: the holder closes the
+    channel (EOF, then TERM/KILL), so the remote worker exits within seconds
+    even after a SIGKILL of the client.
     ``FAILED`` of type ``Busy`` means the server allows no more sessions on
     the kept connection (MaxSessions): that call connects directly instead.
+
+Checked before use
+    Before a call gets a channel (or the spare), the holder checks its SSH
+    connection with a round trip (a keepalive request that wants a reply,
+    ``ROUND_TRIP_TIMEOUT`` at most): a connection whose peer stalled stays
+    open and would hang the call. Without an answer the holder gives the
+    connection up and exits, and answers ``FAILED`` of type ``Stale``: the
+    call connects directly instead (with a warning).
 """
 
 from __future__ import annotations
@@ -65,7 +76,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ConnectError, ConnectionLost, RemoteEnvironmentError, SkyctlError
+from ..errors import ConfigError, ConnectError, ConnectionLost, RemoteEnvironmentError, SkyctlError
 
 if TYPE_CHECKING:
     from ..config import HostProfile
@@ -73,14 +84,18 @@ if TYPE_CHECKING:
 __all__ = ["ReuseTransport", "ReusePipes", "socket_dir", "connection_key", "UnsafeDirectory"]
 
 #: bump when the socket protocol changes (part of the key: old holders are not spoken to)
-PROTOCOL = 1
+PROTOCOL = 2
 FRAME = struct.Struct("!BI")
 # client -> holder
 REQUEST, STDIN, STDIN_EOF = 1, 2, 3
 # holder -> client
-STARTED, FAILED, STDOUT, STDERR, EXIT = 10, 11, 12, 13, 14
+STARTED, FAILED, STDOUT, STDERR, EXIT, LOST = 10, 11, 12, 13, 14, 15
 #: FAILED type when the server allows no more sessions on the kept connection: the client connects directly
 BUSY = "Busy"
+#: FAILED type when the kept connection did not answer the round trip that checks it: the client connects directly
+STALE = "Stale"
+#: seconds the holder waits for that round trip (at most the profile's connect_timeout)
+ROUND_TRIP_TIMEOUT = 5.0
 #: how ``SshTransport`` says the server refused a channel (MaxSessions, or a restricted key)
 SESSION_REFUSED = "refused a session channel"
 
@@ -97,12 +112,13 @@ MAX_SOCKET_PATH = 107
 HOLDER_START_SLACK = 30.0
 #: the profile fields a connection depends on (sent to the holder, hashed into the key)
 CONNECTION_FIELDS = ("name", "type", "host", "port", "user", "identity_file", "known_hosts", "host_key_policy",
-                     "gateway", "connect_timeout", "keepalive")
+                     "gateway", "connect_timeout", "keepalive", "keepalive_count")
 #: how the holder process is started: ``argv[1]`` is the directory that holds this ``skyctl`` package
 #: (it runs in the client's directory, as relative key paths are; ``-c`` put that directory first on sys.path: replaced)
 HOLDER_BOOT = "import sys; sys.path[0:1] = [sys.argv[1]]; from skyctl.holder import main; main()"
 
 _ERRORS: dict[str, type[SkyctlError]] = {
+    "ConfigError": ConfigError,  # a name in ~/.ssh/config that OpenSSH would refuse
     "ConnectError": ConnectError,
     "RemoteEnvironmentError": RemoteEnvironmentError,
     "ConnectionLost": ConnectionLost,
@@ -274,6 +290,7 @@ class ReusePipes:
         self._tail = bytearray()
         self._status: int | None = None
         self._status_event = threading.Event()
+        self._lost: ConnectionLost | None = None
         self._rlock = threading.Lock()
         self._wlock = threading.Lock()
         self._closed = False
@@ -326,6 +343,9 @@ class ReusePipes:
             elif kind == EXIT:
                 self._status = int(json.loads(bytes(raw[start:pos])).get("status", -1))
                 self._status_event.set()
+            elif kind == LOST:
+                info = json.loads(bytes(raw[start:pos]))
+                self._lost = ConnectionLost(info.get("message") or "the kept SSH connection was lost", info.get("hint"))
         del raw[:pos]
         return True
 
@@ -390,6 +410,14 @@ class ReusePipes:
             finally:
                 self._rlock.release()
         return bytes(self._tail).decode("utf-8", errors="replace")
+
+    def lost(self) -> ConnectionLost | None:
+        """Why the holder gave the SSH connection up (keepalives unanswered), else None.
+
+        The holder sends it before the EOF of stdout, so it is known by the
+        time a read has returned short.
+        """
+        return self._lost
 
     def _raw_has_more(self) -> bool:
         try:
@@ -474,6 +502,8 @@ class ReuseTransport:
                 if sock is None:  # could not start one: already warned, direct from now on
                     return self._direct.start(argv)
             pipes = self._request(sock, argv)
+            if isinstance(pipes, _Stale):  # the holder's connection did not answer: it is going away
+                return self._fall_back(pipes.reason).start(argv)
             if pipes is _BUSY:
                 # the server's MaxSessions is reached on the kept connection: this call gets its own
                 from .ssh import SshTransport
@@ -535,8 +565,11 @@ class ReuseTransport:
             return None
         if kind == FAILED:
             sock.close()
-            if json.loads(payload).get("type") == BUSY:
+            info = json.loads(payload)
+            if info.get("type") == BUSY:
                 return _BUSY
+            if info.get("type") == STALE:
+                return _Stale(info.get("message") or "the kept connection did not answer")
             raise error_from_payload(payload)
         if kind != STARTED:
             sock.close()
@@ -653,6 +686,13 @@ class ReuseTransport:
 
 
 _BUSY = object()
+
+
+class _Stale:
+    """The holder's answer when its connection failed the round trip: why, for the warning."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 def _connect(path: str) -> socket.socket | None:

@@ -36,7 +36,24 @@ Errors
     key unknown/changed) and whose hint says what to do. ``connect_timeout``
     bounds TCP connect, banner, key exchange and authentication together.
 
-Imports only paramiko/fabric and ``skyctl.errors``; knows nothing of frames.
+Liveness
+    Every ``keepalive`` seconds a ``keepalive@openssh.com`` global request
+    that wants a reply is sent (``Liveness``); ``keepalive_count`` intervals
+    in a row without any reply give the connection up, like OpenSSH's
+    ``ServerAliveInterval`` × ``ServerAliveCountMax``: the connection is
+    closed, blocked reads see EOF, and ``SshPipes.lost()`` says why (the
+    session turns that into ``ConnectionLost``, exit 6). ``round_trip()``
+    sends one on demand (the reuse holder checks a kept connection so
+    before a call may use it). paramiko's own keepalive wants no reply, so it
+    is not used: a stalled peer would go unnoticed.
+
+Names
+    The profile's ``host`` and ``user`` are checked when the config loads;
+    names ``~/.ssh/config`` gives (HostName, User, ProxyJump hops) are held
+    to the same OpenSSH rules here, before a hop is looked up again (where
+    ``Match exec`` hands ``%h`` to a shell): a bad one is a ``ConfigError``.
+
+Imports only paramiko/fabric and ``skyctl.errors``/``skyctl.config``; knows nothing of frames.
 """
 
 from __future__ import annotations
@@ -63,7 +80,8 @@ import paramiko
 from fabric import Config as FabricConfig
 from fabric import Connection
 
-from ..errors import ConnectError, RemoteEnvironmentError
+from ..config import HOST_RULES_HINT, USER_RULES_HINT, hostname_problem, user_problem
+from ..errors import ConfigError, ConnectError, ConnectionLost, RemoteEnvironmentError, SkyctlError
 
 if TYPE_CHECKING:
     from ..config import HostProfile
@@ -88,9 +106,10 @@ WINDOW_SIZE = 8 * 1024 * 1024
 MAX_PACKET_SIZE = 64 * 1024
 #: how much of the command's own stderr ``stderr_text`` keeps
 STDERR_TAIL = 8 * 1024
-#: ServerAliveCountMax analogue: unanswered keepalive intervals before the
-#: kernel gives the connection up (via TCP_USER_TIMEOUT, where available)
-KEEPALIVE_COUNT = 3
+#: the global request sent as a keepalive, wanting a reply (what OpenSSH's
+#: ServerAliveInterval sends; sshd answers it with REQUEST_FAILURE, as any
+#: request it does not know: any answer proves the peer is alive)
+KEEPALIVE_REQUEST = "keepalive@openssh.com"
 #: seconds ``SshPipes.close`` gives a command to exit on EOF before signalling it
 CLOSE_GRACE = 2.0
 #: a chain of gateways longer than this is a loop
@@ -132,13 +151,24 @@ class Endpoint:
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
 
-def resolve_endpoint(profile: "HostProfile", ssh_config: paramiko.SSHConfig | None, *, use_proxy_jump: bool = True) -> Endpoint:
-    """Apply ``ssh_config`` under ``profile``: the profile wins for each setting it makes. Pure."""
+def resolve_endpoint(profile: "HostProfile", ssh_config: paramiko.SSHConfig | None, *, use_proxy_jump: bool = True,
+                     config_path: str = DEFAULT_SSH_CONFIG) -> Endpoint:
+    """Apply ``ssh_config`` under ``profile``: the profile wins for each setting it makes. Pure.
+
+    Every name taken from ``ssh_config`` (HostName, User, each ProxyJump hop)
+    is held to OpenSSH's host and user name rules, as the profile's own are:
+    a hop is looked up in ``ssh_config`` again, where ``Match exec`` hands it
+    to a shell. A bad one is a ``ConfigError`` naming ``config_path`` (where
+    ``ssh_config`` was read), the alias and the keyword.
+    """
     alias = profile.host or ""
     found = ssh_config.lookup(alias) if ssh_config is not None else {}
     hostname = found.get("hostname") or alias
     port = profile.port if profile.port is not None else int(found.get("port", 22))
     user = profile.user or found.get("user") or getpass.getuser()
+    _check_ssh_config_name(config_path, alias, "HostName", hostname, hostname_problem)
+    if not profile.user and found.get("user"):
+        _check_ssh_config_name(config_path, alias, "User", user, user_problem)
     if profile.identity_file:
         identities, source = tuple(profile.identity_file), "profile"
     elif found.get("identityfile"):
@@ -149,11 +179,26 @@ def resolve_endpoint(profile: "HostProfile", ssh_config: paramiko.SSHConfig | No
     jump = found.get("proxyjump", "")
     if use_proxy_jump and not profile.gateway and jump and jump.lower() != "none":
         hops = tuple(h.strip() for h in jump.split(",") if h.strip())
+        for hop_user, hop_host, _hop_port in map(_parse_hop, hops):
+            _check_ssh_config_name(config_path, alias, "ProxyJump", hop_host, hostname_problem)
+            if hop_user is not None:
+                _check_ssh_config_name(config_path, alias, "ProxyJump", hop_user, user_problem, what="user name")
         for _user, hop_host, hop_port in map(_parse_hop, hops):
             if hop_host in (alias, hostname) and (hop_port or 22) == int(port):
                 hops = ()  # "Host * / ProxyJump bastion" also matches the bastion itself
                 break
     return Endpoint(alias, hostname, int(port), user, identities, source, hops)
+
+
+def _check_ssh_config_name(config_path: str, alias: str, keyword: str, value: str, check: Callable[[str], str | None],
+                           what: str = "host name") -> None:
+    """Raise ``ConfigError`` when ``value`` (``keyword`` for ``alias`` in ``config_path``) breaks OpenSSH's rules."""
+    problem = check(value)
+    if problem:
+        raise ConfigError(
+            f"{config_path}: host {alias!r}: {keyword} {value!r} is not a valid {what}: it {problem}",
+            f"fix {keyword} in {config_path}; " + (HOST_RULES_HINT if what == "host name" else USER_RULES_HINT),
+        )
 
 
 def _parse_hop(hop: str) -> tuple[str | None, str, int | None]:
@@ -294,6 +339,155 @@ def _preferred_key_types(known: list[_KnownKey], available: tuple[str, ...]) -> 
 
 
 # --------------------------------------------------------------------------
+# liveness: keepalives that must be answered
+
+
+class Liveness:
+    """OpenSSH's ``ServerAliveInterval`` × ``ServerAliveCountMax`` for one paramiko transport.
+
+    paramiko's own keepalive wants no reply, so it detects nothing: a peer
+    that stalled (a suspended sshd, a link that drops packets silently)
+    leaves every blocked read waiting for ever. Here every ``interval``
+    seconds a global request that wants a reply is sent; any reply resets
+    the count, and ``count`` intervals in a row without one give the
+    connection up: the reason is recorded first (``error()``), then the
+    transport is closed, which ends every blocked read and write on its
+    channels (they then see EOF, and ask ``error()`` why).
+
+    Requests are sent by a thread of their own: a send can block (a full
+    socket buffer towards a stalled peer, a key exchange in progress) and
+    the ticking must go on regardless. ``round_trip()`` sends the same
+    request on demand and waits for its reply with a deadline (a kept
+    connection is checked so before a call may use it).
+    """
+
+    def __init__(self, interval: float, count: int, where: str) -> None:
+        self.interval = float(interval)
+        self.count = int(count)
+        #: how the connection is named in the error: ``'box' (user@host:port)``
+        self.where = where
+        self._cond = threading.Condition()
+        self._queued = 0  # requests asked for; the n-th is answered by the n-th reply (RFC 4254 4: in order)
+        self._sent = 0  # requests handed to the transport
+        self._answered = 0  # replies received
+        self._misses = 0  # ticks since the last reply
+        self._stopped = False
+        self._lost: ConnectionLost | None = None
+        self._transport: paramiko.Transport | None = None
+
+    def watch(self, transport: paramiko.Transport) -> None:
+        """Count ``transport``'s replies to global requests (success and failure alike).
+
+        paramiko keeps a handler table per transport; the reply handlers are
+        wrapped, not replaced (``global_request`` still works).
+        """
+        table = transport._handler_table
+        for ptype in (paramiko.common.MSG_REQUEST_SUCCESS, paramiko.common.MSG_REQUEST_FAILURE):
+            table[ptype] = self._counting(table[ptype])
+        self._transport = transport
+
+    def _counting(self, handler: Callable[[paramiko.Message], None]) -> Callable[[paramiko.Message], None]:
+        def counted(message: paramiko.Message) -> None:
+            handler(message)
+            self._reply()
+
+        return counted
+
+    def start(self) -> None:
+        """Start ticking (once connected and authenticated)."""
+        for run, what in ((self._tick, "keepalive"), (self._send_loop, "keepalive-send")):
+            threading.Thread(target=run, name=f"skyctl-ssh-{what} {self.where}", daemon=True).start()
+
+    def stop(self) -> None:
+        """End the threads (the connection is being closed on purpose). Safe to call twice."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def error(self) -> ConnectionLost | None:
+        """Why the connection was given up, or None (it was not, or it ended otherwise)."""
+        return self._lost
+
+    def round_trip(self, timeout: float) -> bool:
+        """Send a keepalive and wait up to ``timeout`` seconds for its reply: False when none came."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._queued += 1
+            mine = self._queued
+            self._cond.notify_all()
+            while self._answered < mine:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopped or not self._active():
+                    return False
+                self._cond.wait(min(remaining, 0.25))
+        return True
+
+    def give_up(self, reason: str, hint: str) -> None:
+        """Record why the connection is lost, then close it: every blocked read and write ends."""
+        with self._cond:
+            if self._lost is None:
+                self._lost = ConnectionLost(f"lost the connection to {self.where}: {reason}", hint)
+            self._stopped = True
+            self._cond.notify_all()
+        transport = self._transport
+        if transport is not None:
+            log.info("giving up the connection to %s: %s", self.where, reason)
+            with contextlib.suppress(Exception):
+                transport.close()
+
+    # -- threads ---------------------------------------------------------------
+
+    def _active(self) -> bool:
+        transport = self._transport
+        return transport is not None and transport.is_active()
+
+    def _reply(self) -> None:
+        """On paramiko's thread: a reply to a global request came."""
+        with self._cond:
+            if self._answered < self._sent:
+                self._answered += 1
+            self._misses = 0
+            self._cond.notify_all()
+
+    def _tick(self) -> None:
+        """OpenSSH's ``server_alive_check``: give up after ``count`` ticks without a reply, else send one more."""
+        with self._cond:
+            while True:
+                if self._cond.wait_for(lambda: self._stopped, timeout=self.interval) or not self._active():
+                    return
+                if self._misses >= self.count:
+                    misses = self._misses
+                    break
+                self._misses += 1
+                self._queued += 1
+                self._cond.notify_all()
+        self.give_up(
+            f"{misses} keepalives in a row went unanswered (one every {self.interval:g}s)",
+            hint="the host or the network stopped responding (a suspended or overloaded host, a dropped link); "
+            "values printed so far are complete. On a slow link, raise 'keepalive' or 'keepalive_count' for this host",
+        )
+
+    def _send_loop(self) -> None:
+        """Hand each queued request to paramiko, in order; a blocked send holds up only this thread."""
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopped or self._sent < self._queued, timeout=max(self.interval, 1.0))
+                if self._stopped or not self._active():
+                    return
+                if self._sent >= self._queued:
+                    continue
+                self._sent += 1
+            message = paramiko.Message()
+            message.add_byte(paramiko.common.cMSG_GLOBAL_REQUEST)
+            message.add_string(KEEPALIVE_REQUEST)
+            message.add_boolean(True)  # want reply
+            try:
+                self._transport._send_user_message(message)  # type: ignore[union-attr]
+            except Exception as exc:  # a key exchange that never finished: this one goes unanswered
+                log.debug("keepalive to %s not sent: %s", self.where, exc)
+
+
+# --------------------------------------------------------------------------
 # the pipes of one started command
 
 
@@ -305,9 +499,11 @@ class SshPipes:
     the only buffer: a reader that stops makes the remote writer wait.
     """
 
-    def __init__(self, channel: paramiko.Channel, label: str) -> None:
+    def __init__(self, channel: paramiko.Channel, label: str,
+                 lost: Callable[[], ConnectionLost | None] | None = None) -> None:
         self._chan = channel
         self.label = label
+        self._lost = lost
         self._tail = bytearray()
         self._tail_lock = threading.Lock()
         self._closed = False
@@ -331,6 +527,13 @@ class SshPipes:
 
     def _stderr_chunk(self, chunk: bytes) -> None:
         """Called with each stderr chunk, under the tail's lock (the reuse holder forwards them)."""
+
+    def lost(self) -> ConnectionLost | None:
+        """Why the connection under this channel was given up (keepalives unanswered), else None.
+
+        Asked after a read hit EOF: the error then says more than "closed".
+        """
+        return self._lost() if self._lost is not None else None
 
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes from the command's stdout; fewer only at EOF (or when the connection is gone)."""
@@ -467,7 +670,9 @@ class SshTransport:
         self._hops = _hops
         self._lock = threading.RLock()
         self._conn: Connection | None = None
-        self._config_error: ConnectError | None = None
+        #: the keepalives of the current connection
+        self._liveness: Liveness | None = None
+        self._config_error: SkyctlError | None = None
         try:
             ssh_config = _load_ssh_config(ssh_config_path)
         except Exception as exc:  # a malformed ~/.ssh/config: reported by start()
@@ -477,7 +682,12 @@ class SshTransport:
                 hint="fix that file (skyctl applies it to 'host' like ssh does)",
             )
         self._ssh_config = ssh_config
-        self.endpoint = resolve_endpoint(profile, ssh_config, use_proxy_jump=_use_proxy_jump)
+        try:
+            self.endpoint = resolve_endpoint(profile, ssh_config, use_proxy_jump=_use_proxy_jump,
+                                             config_path=os.fspath(ssh_config_path or DEFAULT_SSH_CONFIG))
+        except ConfigError as exc:  # a name in ~/.ssh/config that OpenSSH would refuse: reported by start()
+            self._config_error = exc
+            self.endpoint = resolve_endpoint(profile, None)
         #: ``user@host:port``, as shown in messages
         self.label = self.endpoint.label
 
@@ -523,8 +733,37 @@ class SshTransport:
                     f"the SSH server on {self.label} refused to run the worker command ({exc or 'exec request denied'})",
                     hint="a ForceCommand or a restricted key (command=\"...\" in authorized_keys) may be in the way",
                 ) from None
-            return self.pipes_class(channel, self.label)
+            return self.pipes_class(channel, self.label, lost=self._lost_check())
         raise AssertionError("unreachable")
+
+    def round_trip(self, timeout: float) -> bool:
+        """True when the connection answers a request within ``timeout`` seconds (False when not connected).
+
+        A stalled peer does not close the connection: only an answer tells a
+        usable connection from one that would hang the next call.
+        """
+        liveness = self._liveness
+        return self.is_connected and liveness is not None and liveness.round_trip(timeout)
+
+    def give_up(self, reason: str, hint: str) -> None:
+        """Close the current connection as lost: its channels end, and ``lost()`` of their pipes says ``reason``."""
+        liveness = self._liveness
+        if liveness is not None:
+            liveness.give_up(reason, hint)
+
+    def lost_error(self) -> ConnectionLost | None:
+        """Why the current connection (or the gateway's, under it) was given up, else None."""
+        return self._lost_check()()
+
+    def _lost_check(self) -> Callable[[], ConnectionLost | None]:
+        """For the pipes of a channel on the current connection: why that connection (or its gateway's) was lost."""
+        own = self._liveness
+        below = self._gateway._lost_check() if self._gateway is not None else None
+
+        def check() -> ConnectionLost | None:
+            return (own.error() if own is not None else None) or (below() if below is not None else None)
+
+        return check
 
     def close(self) -> None:
         """Close the connection (and the gateway's, when this transport opened it). Safe to call twice."""
@@ -562,11 +801,14 @@ class SshTransport:
                 assert self._conn is not None and self._conn.transport is not None
                 return self._conn.transport
             self._disconnect()
-            self._conn = self._open()
+            self._conn, self._liveness = self._open()
             assert self._conn.transport is not None
             return self._conn.transport
 
     def _disconnect(self) -> None:
+        liveness, self._liveness = self._liveness, None
+        if liveness is not None:
+            liveness.stop()
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -596,7 +838,11 @@ class SshTransport:
             self._gateway = prev
         return self._gateway
 
-    def _open(self) -> Connection:
+    def _where(self) -> str:
+        """The host as messages name it: ``'name' (user@host:port)``, or the label alone when they say the same."""
+        return f"'{self.profile.name}' ({self.label})" if self.profile.name != self.endpoint.alias else self.label
+
+    def _open(self) -> tuple[Connection, Liveness]:
         if self._config_error is not None:
             raise self._config_error
         ep = self.endpoint
@@ -611,9 +857,11 @@ class SshTransport:
             sock = self._tcp_connect(ep, deadline)
 
         known = self._known_keys(ep)
+        liveness = Liveness(self.profile.keepalive, self.profile.keepalive_count, self._where())
 
         def transport_factory(sock: object, **kwargs: object) -> paramiko.Transport:
             t = paramiko.Transport(sock, **kwargs)
+            liveness.watch(t)
             # a logger of its own, so a failed direct-tcpip open's reason can be read back
             t.set_log_channel(f"paramiko.transport.skyctl-{next(_log_ids)}")
             with contextlib.suppress(Exception):
@@ -674,11 +922,11 @@ class SshTransport:
         finally:
             watchdog.cancel()
         assert conn.transport is not None
-        if self.profile.keepalive and self.profile.keepalive > 0:
-            conn.transport.set_keepalive(max(1, int(round(self.profile.keepalive))))
-            if isinstance(sock, socket.socket):
-                _set_user_timeout(sock, self.profile.keepalive * KEEPALIVE_COUNT + 5)
-        return conn
+        # keepalives that must be answered (not paramiko's set_keepalive, which wants no reply)
+        liveness.start()
+        if isinstance(sock, socket.socket):  # the kernel's own bound on unacknowledged data: never the first to fire
+            _set_user_timeout(sock, self.profile.keepalive * (self.profile.keepalive_count + 1) + 5)
+        return conn, liveness
 
     def _check_identity_files(self, ep: Endpoint) -> None:
         if ep.identities_from != "profile":
