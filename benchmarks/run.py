@@ -46,9 +46,9 @@ from benchmarks.timing import BenchError, Run, drain, first_line, median, read_l
 REMOTE_PY = "/usr/bin/python3"
 TARGETS = "benchmarks/targets.py"
 #: in the order of the report
-MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local")
+MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local", "many")
 #: in the order they run: the long memory runs last
-RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "memory")
+RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "many", "memory")
 #: the delay proxy: 25 ms each way
 ONE_WAY_DELAY = 0.025
 
@@ -153,7 +153,9 @@ def fmt(value: float, unit: str) -> str:
         ms = value * 1000
         return f"{ms:.2f} ms" if ms < 10 else f"{ms:.0f} ms"
     if unit == "lines/s":
-        return f"{value / 1e6:.2f} M lines/s"
+        if value >= 1e5:
+            return f"{value / 1e6:.2f} M lines/s"
+        return f"{value / 1e3:.2f} k lines/s" if value >= 1e3 else f"{value:.0f} lines/s"
     if unit == "MiB":
         return f"{value:.0f} MiB"
     return f"{value:.3g} {unit}"
@@ -564,9 +566,166 @@ def m_local(b: Bench) -> None:
               got["sky"], got["py"], "python print(1)", "lower", b.args.local_target))
 
 
+SLEEPY_LINES = "import sys, time\nfor line in sys.stdin:\n    time.sleep(0.001)\n    sys.stdout.write(line)\n    sys.stdout.flush()\n"
+
+
+def _many_config(b: Bench, root: Path) -> Path:
+    """Four ssh hosts (the bench sshd under four names, each its own workers) and groups of 1, 3 and 4."""
+    from tests.helpers import ssh_host_yaml
+
+    text = "default: q1\nhosts:\n  local:\n    type: local\n"
+    for i in range(1, 5):
+        text += ssh_host_yaml(b.server, name=f"q{i}", python=REMOTE_PY,
+                              extra=f"workdir: {b.remote_workdir}\nenv: {{BENCH_HOST: q{i}}}")
+    text += "groups:\n  solo: [q1]\n  trio: [q1, q2, q3]\n  quad: [q1, q2, q3, q4]\n"
+    path = root / "many.yaml"
+    path.write_text(text)
+    return path
+
+
+def _killed_run(b: Bench, argv: list[str], n: int, pid_dir: Path, victim: str) -> float:
+    """Seconds from start to exit of ``argv`` (fed ``seq 1 n``) when ``victim``'s worker is SIGKILLed at half the output."""
+    import signal
+
+    with Run(argv, stdin=["seq", "1", str(n)], **b.run_kw(timeout=600)) as run:
+        lines, killed = 0, False
+        while chunk := os.read(run.stdout_fd, 1 << 16):
+            lines += chunk.count(b"\n")
+            if not killed and lines >= n // 2:
+                os.kill(int((pid_dir / f"pid-{victim}").read_text()), signal.SIGKILL)
+                killed = True
+        run.finish()
+        if lines != n or not killed:
+            raise BenchError(f"killed run: {lines} of {n} lines, killed={killed}\n{run.stderr_tail()}")
+        return time.perf_counter() - run.started
+
+
+def _client_peak_mib(b: Bench, argv: list[str], nbytes: int) -> float:
+    """Peak RSS (VmHWM) of ``skyctl`` while ``nbytes`` of 1 KiB lines are piped through it."""
+    import threading
+
+    from benchmarks.memory import vmhwm_kb
+
+    line = b"x" * 1023 + b"\n"
+    block = line * 1024
+    with Run(argv, stdin=subprocess.PIPE, **b.run_kw(timeout=900)) as run:
+        peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.02):
+                peak[0] = max(peak[0], vmhwm_kb(run.proc.pid))
+
+        def produce() -> None:
+            fd = run.proc.stdin.fileno()  # type: ignore[union-attr]
+            sent = 0
+            try:
+                while sent < nbytes:
+                    view = memoryview(block)[: nbytes - sent]
+                    while view:
+                        k = os.write(fd, view)
+                        view, sent = view[k:], sent + k
+            finally:
+                run.proc.stdin.close()  # type: ignore[union-attr]
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (sample, produce)]
+        for t in threads:
+            t.start()
+        total = 0
+        pending = bytearray()
+        while chunk := os.read(run.stdout_fd, 1 << 16):
+            pending += chunk
+        total = sum(int(v) for v in pending.split())
+        run.finish()
+        done.set()
+        for t in threads:
+            t.join(10)
+        if total != nbytes - nbytes // 1024:  # every line's bytes but its newline
+            raise BenchError(f"memory over many hosts: {total} bytes consumed of {nbytes}\n{run.stderr_tail()}")
+        return max(peak[0], vmhwm_kb(run.proc.pid)) / 1024
+
+
+def m_many(b: Bench) -> None:
+    """9. many hosts: 4 hosts vs 1, vs GNU parallel, -j 2 vs -j 1, a host killed half-way, client memory."""
+    root = b.root / "many"
+    root.mkdir(exist_ok=True)
+    config = _many_config(b, root)
+    repeat = min(b.repeat, 3)
+    n = 2000 if b.args.quick else 8000
+
+    def sky(group: str, *extra: str, target: str = "sleepy") -> list[str]:
+        return b.sky("pipe", f"{TARGETS}:{target}", "-H", group, *extra, config=config)
+
+    seq = ["seq", "1", str(n)]
+    quad, solo = sky("quad", "--chunk", "50"), sky("solo", "--chunk", "50")
+    for argv in (quad, solo):
+        drain(argv, stdin=seq, expect_lines=n, **b.run_kw(timeout=600))
+    got = interleave(repeat, {
+        "quad": lambda: drain(quad, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
+        "solo": lambda: drain(solo, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
+    })
+    b.baselines["skyctl pipe, 1 host"] = "the same `skyctl pipe` (1 ms `time.sleep` per record, `--chunk 50`) on a group of one host"
+    b.add(Row("many", f"9a. I/O-bound pipe (1 ms per record, {n:,} records), 4 hosts vs 1 host: throughput", "lines/s",
+              [d.stream_rate for d in got["quad"]], [d.stream_rate for d in got["solo"]], "skyctl pipe, 1 host",
+              "higher", 3.6))
+
+    script = root / "sleepcat.py"
+    script.write_text(SLEEPY_LINES)
+    if shutil.which("parallel"):
+        logins = [" ".join(["1/ssh", "-o", f"ServerAliveInterval={60 + i}", *b.server.ssh_argv()[1:]]) for i in range(4)]
+        par = ["parallel", "--pipe", "-N", "50", "-j", "1", "--no-notice", *sum((["-S", s] for s in logins), []),
+               REMOTE_PY, str(script)]
+        drain(par, stdin=seq, expect_lines=n, **b.run_kw(timeout=600))
+        got2 = interleave(repeat, {
+            "quad": lambda: drain(quad, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
+            "par": lambda: drain(par, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
+        })
+        b.baselines["GNU parallel, 4 hosts"] = ("`seq 1 N | parallel --pipe -N 50 -j 1 -S <4 ssh logins to the same sshd> "
+                                                 f"{REMOTE_PY} sleepcat.py` (the same 1 ms per record)")
+        b.add(Row("many", "9b. the same 4 hosts vs GNU parallel `--pipe -S` over them", "lines/s",
+                  [d.stream_rate for d in got2["quad"]], [d.stream_rate for d in got2["par"]], "GNU parallel, 4 hosts",
+                  "higher", 2.0))
+    else:
+        b.rows.append(Row("many", "9b. the same 4 hosts vs GNU parallel", "lines/s", [], [], "GNU parallel, 4 hosts",
+                          error="GNU parallel is not installed (apt-get install parallel)"))
+
+    cpu_n = 400 if b.args.quick else 2000
+    cpu_seq = ["seq", "1", str(cpu_n)]
+    j2 = b.sky("pipe", f"{TARGETS}:burn", "-H", "local", "-j", "2", "--chunk", "50")
+    j1 = b.sky("pipe", f"{TARGETS}:burn", "-H", "local", "-j", "1", "--chunk", "50")
+    got3 = interleave(repeat, {
+        "j2": lambda: drain(j2, stdin=cpu_seq, expect_lines=cpu_n, **b.run_kw(timeout=600)),
+        "j1": lambda: drain(j1, stdin=cpu_seq, expect_lines=cpu_n, **b.run_kw(timeout=600)),
+    })
+    b.baselines["skyctl pipe -j 1"] = "the same CPU-bound `skyctl pipe` on `local` with `-j 1` (this machine has 2 cores)"
+    b.add(Row("many", f"9c. CPU-bound pipe on `local` ({cpu_n:,} records), `-j 2` vs `-j 1`: throughput", "lines/s",
+              [d.stream_rate for d in got3["j2"]], [d.stream_rate for d in got3["j1"]], "skyctl pipe -j 1", "higher", 1.6))
+
+    pid_dir = root / "pids"
+    pid_dir.mkdir(exist_ok=True)
+    quad_k = sky("quad", "--chunk", "50", "-a", f"pid_dir={pid_dir}")
+    trio = sky("trio", "--chunk", "50")
+    got4 = interleave(repeat, {
+        "killed": lambda: _killed_run(b, quad_k, n, pid_dir, "q4"),
+        "trio": lambda: drain(trio, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)).total,
+    })
+    b.baselines["skyctl pipe, 3 hosts"] = "the same run on a group of 3 hosts (start→exit)"
+    b.add(Row("many", "9d. one of 4 hosts killed half-way: time vs the same run on 3 hosts (start→exit)", "s",
+              got4["killed"], got4["trio"], "skyctl pipe, 3 hosts", "lower", 1.3))
+
+    big, small = (100_000_000, 10_000_000) if b.args.quick else (1_000_000_000, 100_000_000)
+    mem = b.sky("pipe", f"{TARGETS}:byte_count", "-H", "quad", "--chunk", "1000", "-q", config=config)
+    got5 = interleave(min(repeat, 2), {"big": lambda: _client_peak_mib(b, mem, big),
+                                        "small": lambda: _client_peak_mib(b, mem, small)})
+    label = f"{small // 1_000_000} MB over 4 hosts"
+    b.baselines[label] = f"the same `skyctl pipe` of {small // 1_000_000} MB (1 KiB lines) over the 4 hosts, same run"
+    b.add(Row("many", f"9e. peak RSS of the client, {big // 1_000_000:,} MB piped over 4 hosts", "MiB",
+              got5["big"], got5["small"], label, "lower", 1.10, limit=100.0))
+
+
 RUNNERS: dict[str, Callable[[Bench], None]] = {
     "warm": m_warm, "cold": m_cold, "output": m_output, "pipe": m_pipe, "roundtrip": m_roundtrip,
-    "memory": m_memory, "latency": m_latency, "local": m_local,
+    "memory": m_memory, "latency": m_latency, "local": m_local, "many": m_many,
 }
 
 

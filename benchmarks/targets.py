@@ -39,3 +39,30 @@ def dicts(n: int):
 def identity_int(numbers: Iterator[int]):
     """Pipe rate into ``Iterator[int]``: every stdin line parsed as an int, and back."""
     yield from numbers
+
+
+def sleepy(records: Iterator[int], pid_dir: str = ""):
+    """I/O-bound: 1 ms of sleep per record (many hosts). Writes its pid under ``pid_dir`` (named by host)."""
+    import os
+    import time
+
+    if pid_dir:
+        with open(os.path.join(pid_dir, "pid-" + os.environ.get("BENCH_HOST", "?")), "w") as f:
+            f.write(str(os.getpid()))
+    for x in records:
+        time.sleep(0.001)
+        yield x
+
+
+def burn(records: Iterator[int]):
+    """CPU-bound: a few ms of arithmetic per record (``-j`` on ``local``)."""
+    for x in records:
+        total = 0
+        for i in range(20_000):
+            total += i * i
+        yield x
+
+
+def byte_count(lines: Iterator[bytes]) -> int:
+    """Memory over many hosts: the bytes of a chunk, consumed as they come."""
+    return sum(map(len, lines))

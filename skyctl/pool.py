@@ -409,7 +409,10 @@ class Distributor:
                 chunk = self._take(slot)
                 if chunk is None:
                     return
-                if not self._run_chunk(slot, chunk):
+                try:
+                    if not self._run_chunk(slot, chunk):
+                        return
+                except Interrupted:  # the output failed while held values were handed on
                     return
         finally:
             with self._cond:
@@ -491,7 +494,11 @@ class Distributor:
     def _emit_now(self, chunk: Chunk, host: str, batch: Any) -> None:
         """Hand ``batch`` on and count it as written (``_emit_lock`` held)."""
         count = 1 if type(batch) is Result else len(batch)
-        self._emit(chunk, host, batch)
+        try:
+            self._emit(chunk, host, batch)
+        except Exception as exc:  # the output is gone (a closed pipe): everything stops
+            self._fail(exc)
+            raise Interrupted() from exc
         chunk.written += count
         self.stats[host].values += count
 
