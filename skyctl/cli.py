@@ -122,6 +122,8 @@ def pipe(
     """Stream stdin records into TARGET's Iterator[T] parameter; print what it yields.
 
     On a group (or with -j) the records are cut into chunks spread over the workers."""
+    import contextlib
+
     from .coerce import bind_arguments, stream_parameters
     from .records import RecordReader
     from .target import load_target
@@ -129,7 +131,7 @@ def pipe(
     env = Env()
     stderr = Stderr(env, quiet)
     group = _group(host, config, jobs)
-    if group is not None:
+    with contextlib.nullcontext() if group is not None else _host(host, config, no_reuse, stderr) as remote:
         loaded = load_target(target)
         fn = loaded.function
         name = _stream_param(fn, stream_parameters(fn), param)
@@ -139,32 +141,10 @@ def pipe(
         reader = RecordReader(env.stdin.buffer, stream_parameters(fn)[name], fmt=format.value, column=column,
                               header=not no_header, param=name, on_bad_line=on_bad_line.value, warn=stderr.warn)
         try:
-            return _distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value, stderr,
-                               jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet)
-        finally:
-            summary = reader.summary()
-            if summary:
-                stderr.warn(summary)
-    with _host(host, config, no_reuse, stderr) as remote:
-        loaded = load_target(target)
-        fn = loaded.function
-        name = _stream_param(fn, stream_parameters(fn), param)
-        kwargs = bind_arguments(fn, arg, stream_param=name)
-        if name in kwargs:
-            raise UsageError(f"'{name}' is fed from stdin by pipe; do not also pass it with --arg")
-        reader = RecordReader(
-            env.stdin.buffer,
-            stream_parameters(fn)[name],
-            fmt=format.value,
-            column=column,
-            header=not no_header,
-            param=name,
-            on_bad_line=on_bad_line.value,
-            warn=stderr.warn,
-        )
-        kwargs[name] = reader
-        try:
-            return _stream_call(fn, kwargs, remote, output.value, stderr, stream_param=name)
+            if group is not None:
+                return _distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value, stderr,
+                                   jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet)
+            return _stream_call(fn, {**kwargs, name: reader}, remote, output.value, stderr, stream_param=name)
         finally:
             summary = reader.summary()
             if summary:
@@ -244,8 +224,11 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
         return host.start(fn, (), kwargs, render=output)
 
     stderr.phase(f"running on {len(hosts)} hosts")
+    live: dict[str, Any] = {}
+    stderr.watch(lambda: (0, writer.written),
+                 lambda: ", ".join(f"{n} {s.values}{'✗' if s.error else ''}" for n, s in live.items()) + " values")
     try:
-        stats = broadcast(hosts, start, emit, fail_fast=fail_fast, stop=reader_gone)
+        stats = broadcast(hosts, start, emit, fail_fast=fail_fast, stop=reader_gone, stats=live)
     except KeyboardInterrupt:
         stderr.stop()
         return ExitStatus.INTERRUPTED
@@ -292,7 +275,8 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries, ordered=keep_order,
                               warn=stderr.warn)
     stderr.phase(f"running on {len(slots)} workers")
-    stderr.watch(lambda: (sum(s.records for s in distributor.stats.values()), writer.written))
+    stderr.watch(lambda: (sum(s.records for s in distributor.stats.values()), writer.written),
+                 lambda: ", ".join(f"{s.name} {s.chunks}{'✗' if s.dead else ''}" for s in distributor.stats.values()) + " chunks")
     _when_stdout_reader_leaves(env.stdout, lambda: distributor._fail(BrokenPipeError()))
     try:
         distributor.run()

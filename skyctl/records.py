@@ -66,6 +66,10 @@ def print_to_stderr(message: str) -> None:
     sys.stderr.flush()
 
 
+#: what ``RecordReader._record`` gives for a line that is not a record (blank, or bad and skipped)
+_NO_VALUE = object()
+
+
 class _Skip(Exception):
     """A blank record where blank lines are not records: dropped silently."""
 
@@ -275,21 +279,28 @@ class RecordReader:
                             values: list[object]) -> None:
         """Append each line's value to ``values``; blank lines skipped, bad ones to ``_bad``."""
         for number, raw in enumerate(data.split(b"\n"), first_line):
-            try:
-                line = raw.decode().removesuffix("\r")
-            except UnicodeDecodeError as exc:
-                self._bad(number, _strip_terminator(raw.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
-                continue
-            try:
-                values.append(convert(line))
-            except _Skip:
-                continue
-            except ValueError as exc:  # CoercionError and JSONDecodeError are ValueErrors
-                if not line or line.isspace():
-                    continue
+            value = self._record(number, raw + b"\n", convert)
+            if value is not _NO_VALUE:
+                values.append(value)
+
+    def _record(self, number: int, raw: bytes, convert: Callable[[str], object]) -> object:
+        """Physical line ``number`` (its terminator included) as a value; ``_NO_VALUE``
+        for a blank line, or a bad one that ``_bad`` did not raise for."""
+        try:
+            line = _strip_terminator(raw.decode())
+        except UnicodeDecodeError as exc:
+            self._bad(number, _strip_terminator(raw.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
+            return _NO_VALUE
+        try:
+            return convert(line)
+        except _Skip:
+            return _NO_VALUE
+        except ValueError as exc:  # CoercionError and JSONDecodeError are ValueErrors
+            if line and not line.isspace():
                 self._bad(number, line, _reason(exc))
-            except RecursionError:
-                self._bad(number, line, "nested too deeply")
+        except RecursionError:
+            self._bad(number, line, "nested too deeply")
+        return _NO_VALUE
 
     def _line_chunks(self, decode: bool, whole: bool = False) -> Iterator[Any]:
         """Whole lines as stdin has them ready; ``whole``: as ``(first line
@@ -429,22 +440,8 @@ class RecordReader:
         number = 0
         for raw in self._raw_lines():
             number += 1
-            try:
-                line = raw.decode().removesuffix("\r\n").removesuffix("\n")
-            except UnicodeDecodeError as exc:
-                self._bad(number, _strip_terminator(raw.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
-                continue
-            try:
-                value = convert(line)
-            except _Skip:
-                continue
-            except ValueError as exc:  # CoercionError and JSONDecodeError are ValueErrors
-                if not line or line.isspace():
-                    continue
-                self._bad(number, line, _reason(exc))
-                continue
-            except RecursionError:
-                self._bad(number, line, "nested too deeply")
+            value = self._record(number, raw, convert)
+            if value is _NO_VALUE:
                 continue
             count += 1
             self.read = count

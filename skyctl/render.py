@@ -263,10 +263,12 @@ class Stderr:
         if self._status is not None:
             self._status.set_phase(phase)
 
-    def watch(self, counters: Callable[[], tuple[int, int]]) -> None:
-        """Show items in/out and the rate from ``counters()`` in the status line."""
+    def watch(self, counters: Callable[[], tuple[int, int]], detail: Callable[[], str] | None = None) -> None:
+        """Show items in/out and the rate from ``counters()`` in the status line,
+        then ``detail()`` (per-host progress for a group)."""
         if self._status is not None:
             self._status.counters = counters
+            self._status.detail = detail
 
     def stop(self) -> None:
         for flush in self._flushers:
@@ -300,6 +302,7 @@ class StatusLine:
         self._console = Console(file=env.stderr, no_color=not env.colour, highlight=False)
         self.phase = "starting"
         self.counters: Callable[[], tuple[int, int]] | None = None
+        self.detail: Callable[[], str] | None = None
         self._started = time.monotonic()
         self._pending = b""
         self._live = Live(self, console=self._console, refresh_per_second=8, transient=True, redirect_stdout=False, redirect_stderr=False)
@@ -316,6 +319,8 @@ class StatusLine:
             parts.append(f"{items_out} out")
             parts.append(f"{(items_in + items_out) / elapsed:,.0f}/s")
             text += " · " + " · ".join(parts)
+        if self.detail is not None:
+            text += " · " + self.detail()
         return Spinner("dots", text=text, style="cyan")
 
     def set_phase(self, phase: str) -> None:

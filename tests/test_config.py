@@ -614,7 +614,7 @@ class TestDefaults:
 class TestCrossReferences:
     def test_default_must_name_a_host(self) -> None:
         err = error("default: gpu1\nhosts:\n  gpu-1: {host: g}\n")
-        assert err.message == "skyward.yaml: 'default' is 'gpu1', which names no host"
+        assert err.message == "skyward.yaml: 'default' is 'gpu1', which names no host or group"
         assert err.hint == "did you mean 'gpu-1'? known hosts: local, gpu-1"
 
     def test_default_may_name_builtin_local(self) -> None:
@@ -628,7 +628,7 @@ class TestCrossReferences:
 
     def test_gateway_must_name_a_host(self) -> None:
         err = error("hosts:\n  bastion: {host: b}\n  gpu: {host: g, gateway: bastoin}\n")
-        assert err.message == "skyward.yaml: host 'gpu': 'gateway' is 'bastoin', which names no host"
+        assert err.message == "skyward.yaml: host 'gpu': 'gateway' is 'bastoin', which names no host or group"
         assert (err.hint or "").startswith("did you mean 'bastion'?")
 
     def test_gateway_must_not_be_local(self) -> None:
