@@ -296,7 +296,7 @@ class TestWholeFile:
         assert err.hint == "did you mean 'hosts'?"
 
     def test_unknown_top_level_key_without_close_match_lists_keys(self) -> None:
-        assert error("gpu-1: {host: x}\n").hint == "valid keys: default, defaults, hosts"
+        assert error("gpu-1: {host: x}\n").hint == "valid keys: default, defaults, hosts, groups"
 
     def test_hosts_must_be_a_mapping(self) -> None:
         assert error("hosts: [a, b]\n").message == "skyward.yaml: 'hosts' must be a mapping of host name to settings, got a list"
