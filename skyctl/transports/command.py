@@ -124,15 +124,12 @@ class CommandTransport:
         """
         program = self.argv[0]
         by_hand = shlex.join(self.command_line([python, "-V"]))
-        if answer.startswith("?"):
-            tail = pipes.stderr_text().strip() if pipes.exit_status(timeout=0.5) is not None else ""
-            err = ConnectError(
+        if answer.startswith("?"):  # it may still run: what it says on stderr is not waited for
+            return ConnectError(
                 f"{program!r} wrote {answer[1:][:200]!r} to stdout before the worker started",
                 hint="stdout must carry only skyctl's protocol: the program, a wrapper or a login script "
                      f"(for ssh: the remote ~/.bashrc) printed it; try: {by_hand}",
             )
-            err.details = _last_lines(tail)
-            return err
         status = pipes.exit_status(timeout=5.0)
         tail = pipes.stderr_text().strip()
         lines = tail.splitlines()
