@@ -116,12 +116,12 @@ hosts:
   # bastion:
   #   host: bastion.example.com
 
-  # trainer:                     # any program that runs a command with stdin/stdout piped
-  #   type: command
-  #   argv: [docker, exec, -i, trainer]   # skyctl appends: python3 -c <stub>
+  # trainer:                     # a program here that runs a command there, stdin/stdout piped
+  #   type: command              # recipes (docker, kubectl, srun, sudo, ssh): docs/hosts.md
+  #   argv: [docker, exec, -i, trainer]   # skyctl appends: python3 -c <stub>; never -t
   #   shell: false               # true: append one shell-quoted string instead (for ssh)
-  #   python: python3            # as the program runs it (same major.minor as here)
-  #   workdir: ~/.cache/skyctl   # where the program runs: the worker bundle and envs
+  #   python: python3            # as the program finds it (same major.minor as here)
+  #   workdir: ~/.cache/skyctl   # over there: the worker bundle and envs
 """
 
 _K = TypeVar("_K")

@@ -243,6 +243,17 @@ def test_shell_true_hands_one_quoted_string_to_a_shell(tmp_path):
     assert result.stdout.split() == ["0", "1", "1", "2", "3"]
 
 
+def test_shell_true_leaves_a_leading_tilde_of_python_to_the_shell(tmp_path):
+    """``python: ~/...`` with ``shell: true``: expanded by the shell over there (here: the program's HOME)."""
+    their_home = tmp_path / "their home"
+    own_python(their_home, name="venv dir")
+    cfg = write_config(tmp_path / "skyward.yaml", box={"type": "command", "argv": ["env", f"HOME={their_home}", "sh", "-c"],
+                                                       "shell": True, "python": "~/venv dir/python3"})
+    result = run_cli("run", "-c", str(cfg), "examples/train.py:fibonacci", "--arg", "n=3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "1", "1"]
+
+
 def test_env_and_workdir_apply_on_the_other_side(tmp_path):
     """``workdir: ~/...`` is expanded where the worker runs (the program's HOME), ``env:`` reaches the worker."""
     their_home = tmp_path / "their-home"

@@ -89,10 +89,18 @@ class CommandTransport:
         self.label = profile.name
 
     def command_line(self, argv: Sequence[str]) -> list[str]:
-        """What is run here to start ``argv`` (the remote python and its arguments) there."""
-        if self.shell:
-            return [*self.argv, shlex.join(argv)]
-        return [*self.argv, *argv]
+        """What is run here to start ``argv`` (the remote python and its arguments) there.
+
+        With ``shell``, one string that a POSIX shell splits back into ``argv``;
+        a ``~/`` at the start of the interpreter's path is left for that shell
+        to expand (the home over there).
+        """
+        if not self.shell:
+            return [*self.argv, *argv]
+        words = [shlex.quote(word) for word in argv]
+        if argv and argv[0].startswith("~/"):
+            words[0] = "~/" + shlex.quote(argv[0][2:])
+        return [*self.argv, " ".join(words)]
 
     def start(self, argv: list[str]) -> CommandPipes:
         try:
