@@ -377,12 +377,12 @@ def write_init(path: pathlib.Path) -> None:
 _HOST_KEYS = (
     "type", "host", "port", "user", "identity_file", "python", "workdir", "env", "pip", "known_hosts",
     "host_key_policy", "gateway", "connect_timeout", "keepalive", "reuse", "reuse_idle", "trust", "allow",
-    "argv", "shell",
 )  # fmt: skip
 _LOCAL_KEYS = frozenset({"type", "python", "workdir", "env", "trust", "allow"})
-_COMMAND_KEYS = frozenset({"type", "argv", "shell", "python", "workdir", "env", "pip", "trust", "allow"})
 #: keys of the other host types only: not for ssh hosts, so not for ``defaults:`` either
-_NON_SSH_KEYS = frozenset({"argv", "shell"})
+_NON_SSH_KEYS = ("argv", "shell")
+_HOST_KEYS += _NON_SSH_KEYS
+_COMMAND_KEYS = frozenset({"type", "argv", "shell", "python", "workdir", "env", "pip", "trust", "allow"})
 #: the keys each host type accepts; ssh: all but the other types' own
 _TYPE_KEYS: dict[str, frozenset[str]] = {
     "local": _LOCAL_KEYS,
@@ -788,7 +788,8 @@ class _Parser:
             import shlex
 
             try:
-                example = "write it as a list: argv: [" + ", ".join(shlex.split(raw)) + "]"
+                words = shlex.split(raw)
+                example = "write it as a list: argv: " + yaml.safe_dump(words, default_flow_style=True, width=1 << 16).strip()
             except ValueError:
                 pass
         if not isinstance(raw, list):
