@@ -70,6 +70,12 @@ class CommandPipes(ProcessPipes):
         _signal_group(self._proc.pid, signal.SIGKILL)
         self._stdout.close()
 
+    def final_stderr(self, timeout: float = 5.0) -> str:
+        """The stderr tail of a program that has exited: everything it wrote, however slow
+        the machine (``stderr_text`` waits only half a second for the last bytes)."""
+        self._stderr_thread.join(timeout)
+        return self.stderr_text()
+
 
 def _signal_group(pgid: int, sig: int) -> None:
     try:
@@ -124,7 +130,7 @@ class CommandTransport:
             raise ConnectError(f"could not start {program!r}: {reason}", hint=hint) from None
         return CommandPipes(proc)
 
-    def failed_before_stub(self, pipes: ProcessPipes, python: str, answer: str) -> SkyctlError:
+    def failed_before_stub(self, pipes: CommandPipes, python: str, answer: str) -> SkyctlError:
         """Why the worker did not start when our stub never said a word.
 
         ``answer`` is what came instead of the stub's first line: ``""`` (the
@@ -138,8 +144,8 @@ class CommandTransport:
                 hint="stdout must carry only skyctl's protocol: the program, a wrapper or a login script "
                      f"(for ssh: the remote ~/.bashrc) printed it; try: {by_hand}",
             )
-        status = pipes.exit_status(timeout=5.0)
-        tail = pipes.stderr_text().strip()
+        status = pipes.exit_status(timeout=self.profile.connect_timeout)  # its stdout ended: it is exiting
+        tail = (pipes.final_stderr() if status is not None else pipes.stderr_text()).strip()
         lines = tail.splitlines()
         if _python_missing(lines, python):
             err = RemoteEnvironmentError(
