@@ -4,6 +4,7 @@
     python benchmarks/run.py                 # everything, 5 runs each; writes docs/benchmarks.md
     python benchmarks/run.py --quick         # smaller inputs, 3 runs; prints only
     python benchmarks/run.py --only warm,pipe --repeat 9
+    python benchmarks/run.py --quick --only command   # type: command via the OpenSSH client vs the built-in SSH
 
 Starts its own OpenSSH sshd on 127.0.0.1 (``tests/sshd.py``), writes a
 ``skyward.yaml`` for it (remote python ``/usr/bin/python3``, a workdir of its
@@ -46,9 +47,9 @@ from benchmarks.timing import BenchError, Run, drain, first_line, median, read_l
 REMOTE_PY = "/usr/bin/python3"
 TARGETS = "benchmarks/targets.py"
 #: in the order of the report
-MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local", "many")
+MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local", "many", "command")
 #: in the order they run: the long memory runs last
-RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "many", "memory")
+RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "many", "command", "memory")
 #: the delay proxy: 25 ms each way
 ONE_WAY_DELAY = 0.025
 
@@ -346,7 +347,7 @@ def m_pipe(b: Bench) -> None:
                       "higher", None))
 
 
-def _roundtrip_skyctl(b: Bench, items: int, warmup: int) -> float:
+def _roundtrip_skyctl(b: Bench, items: int, warmup: int, host: str = "box", config: Path | None = None) -> float:
     import skyctl
     from benchmarks import targets
 
@@ -357,8 +358,8 @@ def _roundtrip_skyctl(b: Bench, items: int, warmup: int) -> float:
             yield item
 
     times = []
-    with skyctl.host("box", b.config) as host:
-        results = skyctl.function(targets.echo)(feed()) >> host
+    with skyctl.host(host, config or b.config) as remote:
+        results = skyctl.function(targets.echo)(feed()) >> remote
         with results:
             for i in range(warmup + items):
                 started = time.perf_counter()
@@ -723,9 +724,64 @@ def m_many(b: Bench) -> None:
               got5["big"], got5["small"], label, "lower", 1.10, limit=100.0))
 
 
+def m_command(b: Bench) -> None:
+    """10. `type: command` through the OpenSSH client (`shell: true`) vs the built-in SSH transport, same sshd."""
+    import yaml
+
+    server = b.server
+    control = b.root / "cm-%C"  # ssh's ControlPath: %C, a hash, keeps the socket path short
+    recipe = ["ssh", "-T", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+              "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null",
+              "-o", f"UserKnownHostsFile={server.known_hosts}", "-p", str(server.port),
+              "-i", str(server.identity_file)]  # fmt: skip
+    mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}", "-o", "ControlPersist=60"]
+    dest = f"{server.user}@{server.host}"
+    common = {"type": "command", "shell": True, "python": REMOTE_PY, "workdir": b.remote_workdir}
+    config = b.write_config("command.yaml")
+    data = yaml.safe_load(config.read_text())
+    data["hosts"]["cmd"] = {**common, "argv": [*recipe, dest]}
+    data["hosts"]["cmdmux"] = {**common, "argv": [*recipe, *mux, dest]}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    label = "skyctl, built-in SSH"
+    b.baselines[label] = "the same `skyctl` call to the same sshd through the built-in SSH transport (`host:` profile, reuse on)"
+    b.baselines[f"{label}, --no-reuse"] = "the same, with `--no-reuse` (a new connection per call, as the OpenSSH client makes)"
+    try:
+        one = {name: b.sky("run", f"{TARGETS}:one", "-H", name, config=config) for name in ("box", "cmd", "cmdmux")}
+        one["box_noreuse"] = [*one["box"], "--no-reuse"]
+        for argv in one.values():  # warm-up: bundle in place, kept connection and ControlMaster up
+            first_line(argv, **b.run_kw())
+        got = interleave(b.repeat, {name: (lambda argv=argv: first_line(argv, **b.run_kw())) for name, argv in one.items()})
+        b.add(Row("command", "10. warm time to first value, `type: command` + OpenSSH client (new connection "
+                  "each call) (informational)", "s", got["cmd"], got["box"], label, "lower", None))
+        b.add(Row("command", "10b. the same vs the built-in transport with `--no-reuse` (informational)", "s",
+                  got["cmd"], got["box_noreuse"], f"{label}, --no-reuse", "lower", None))
+        b.add(Row("command", "10c. the OpenSSH client with ControlMaster/ControlPersist (informational)", "s",
+                  got["cmdmux"], got["box"], label, "lower", None))
+
+        n = 100_000 if b.args.quick else 1_000_000
+        count = {name: b.sky("run", f"{TARGETS}:count", "-a", f"n={n}", "-H", name, config=config)
+                 for name in ("box", "cmd")}
+        got = _rate_rows(b, {name: (argv, subprocess.DEVNULL) for name, argv in count.items()}, n, False)
+        b.add(Row("command", f"10d. output rate, {n:,} ints, `type: command` + OpenSSH client, first→last line "
+                  "(informational)", "lines/s", [d.stream_rate for d in got["cmd"]],
+                  [d.stream_rate for d in got["box"]], label, "higher", None))
+
+        items, warmup = (50, 10) if b.args.quick else (200, 20)
+        got = interleave(b.repeat, {
+            "cmd": lambda: _roundtrip_skyctl(b, items, warmup, host="cmd", config=config),
+            "box": lambda: _roundtrip_skyctl(b, items, warmup, host="box", config=config),
+        })
+        b.add(Row("command", f"10e. round trip of one item, Python API, `type: command` + OpenSSH client "
+                  f"(median of {items} per session) (informational)", "s", got["cmd"], got["box"], label,
+                  "lower", None))
+    finally:  # the ControlPersist master, by its control socket
+        subprocess.run([*recipe, "-o", f"ControlPath={control}", "-O", "exit", dest],
+                       capture_output=True, timeout=30, env=b.env)
+
+
 RUNNERS: dict[str, Callable[[Bench], None]] = {
     "warm": m_warm, "cold": m_cold, "output": m_output, "pipe": m_pipe, "roundtrip": m_roundtrip,
-    "memory": m_memory, "latency": m_latency, "local": m_local, "many": m_many,
+    "memory": m_memory, "latency": m_latency, "local": m_local, "many": m_many, "command": m_command,
 }
 
 

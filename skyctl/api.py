@@ -326,7 +326,8 @@ def host(name: str | None = None, config: str | Path | None = None) -> Any:
 
 def make_transport(profile: Any, config: Any, *, reuse: bool | None = None,
                    warn: Callable[[str], None] | None = None) -> Any:
-    """The transport for a profile: a child process for ``local``, SSH otherwise.
+    """The transport for a profile: a child process for ``local``, the profile's
+    program for ``command``, SSH for ``ssh``.
 
     An ssh profile with ``reuse: true`` (the default) goes through a kept
     connection (``transports.reuse``) unless ``reuse`` is False (``--no-reuse``);
@@ -336,6 +337,12 @@ def make_transport(profile: Any, config: Any, *, reuse: bool | None = None,
         from .transports.local import LocalTransport
 
         return LocalTransport()
+    if profile.type == "command":
+        from .transports.command import CommandTransport
+
+        return CommandTransport(profile)
+    if profile.type != "ssh":
+        raise SkyctlError(f"host {profile.name!r}: no transport for type {profile.type!r}")
     if profile.reuse and reuse is not False:
         from .transports.reuse import ReuseTransport
 

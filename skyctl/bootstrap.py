@@ -222,12 +222,25 @@ def start_worker(
     on_status: Callable[[str], None] = lambda s: None,
     pip: Sequence[str] = (),
 ) -> StartedWorker:
-    """Run the stub through ``transport``, send the bundle if missing, wait for HELLO."""
+    """Run the stub through ``transport``, send the bundle if missing, wait for HELLO.
+
+    A transport that runs a program of the user's (``command``) may explain a
+    failure before the stub said a word, when that program, not the stub,
+    is what failed: ``transport.failed_before_stub(pipes, python, answer)``.
+    """
     pipes = transport.start(stub_argv(python))
+    before_stub = getattr(transport, "failed_before_stub", None)
     try:
-        _write(pipes, transport, stub_args(workdir, env, pip))
+        try:
+            _write(pipes, transport, stub_args(workdir, env, pip))
+        except ConnectionLost:
+            if before_stub is None:
+                raise
+            raise before_stub(pipes, python, "") from None
         sent = False
         answer = _read_line(pipes)
+        if before_stub is not None and (not answer or answer.startswith("?")):
+            raise before_stub(pipes, python, answer)
         while answer.startswith("progress "):
             on_status("installing pip requirements: " + answer[9:])
             answer = _read_line(pipes)

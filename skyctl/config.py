@@ -15,8 +15,13 @@ Rules beyond the contract's example, chosen here:
 - A key set to ``null`` means "not set": the built-in default applies, and it
   overrides a value from ``defaults:`` (``gateway: null`` opts a host out).
 - ``~`` is expanded in paths on this machine: ``identity_file``,
-  ``known_hosts``, and a local host's ``workdir`` and ``python``. An ssh
-  host's ``workdir`` and ``python`` are left alone (the remote home applies).
+  ``known_hosts``, and a local host's ``workdir`` and ``python``. An ssh or
+  command host's ``workdir`` and ``python`` are left alone (the remote home applies).
+- Each ``type:`` accepts its own keys (``_TYPE_KEYS``); a key of another type
+  is an error naming the types it belongs to. A new host type adds its name
+  to ``HOST_TYPES``, its keys to ``_TYPE_KEYS`` and its checks to ``CHECKS``.
+- ``type: command``: ``argv`` is a non-empty list of strings (a number must be
+  quoted, as in ``pip``), ``shell`` a boolean; ``defaults:`` do not apply to it.
 - Duplicate keys in one mapping are an error, not "last one wins".
 - ``host`` and ``user`` are checked as OpenSSH's ``ssh`` checks a host and a
   user name given on its command line (``valid_hostname``/``valid_ruser`` in
@@ -71,7 +76,8 @@ CONFIG_FILENAME = "skyward.yaml"
 ENV_CONFIG = "SKYCTL_CONFIG"
 ENV_HOST = "SKYCTL_HOST"
 
-HOST_TYPES = ("local", "ssh")
+#: every ``type:`` a host may have; ``ssh`` is implied by ``host:``
+HOST_TYPES = ("local", "ssh", "command")
 HOST_KEY_POLICIES = ("strict", "accept-new")
 #: ``trust:``: what the Python API rebuilds from values a host sends (the CLI never unpickles)
 TRUST_LEVELS = ("data", "full")
@@ -120,6 +126,13 @@ hosts:
   #   allow: ["mypkg.models.Result"]   # Python API: more classes to rebuild from this host's values
   # bastion:
   #   host: bastion.example.com
+
+  # trainer:                     # a program here that runs a command there, stdin/stdout piped
+  #   type: command              # recipes (docker, kubectl, srun, sudo, ssh): docs/hosts.md
+  #   argv: [docker, exec, -i, trainer]   # skyctl appends: python3 -c <stub>; never -t
+  #   shell: false               # true: append one shell-quoted string instead (for ssh)
+  #   python: python3            # as the program finds it (same major.minor as here)
+  #   workdir: ~/.cache/skyctl   # over there: the worker bundle and envs
 """
 
 _K = TypeVar("_K")
@@ -167,7 +180,7 @@ class HostProfile:
 
     #: the profile's name in ``hosts:``
     name: str
-    #: ``"local"`` (a child process here) or ``"ssh"``
+    #: ``"local"`` (a child process here), ``"ssh"`` or ``"command"`` (``argv`` run here)
     type: str
     #: address or ``~/.ssh/config`` alias (ssh only)
     host: str | None = None
@@ -177,9 +190,9 @@ class HostProfile:
     user: str | None = None
     #: private key files on this machine, ``~`` expanded; ssh-agent is used too
     identity_file: tuple[str, ...] = ()
-    #: None: local → ``sys.executable``; ssh → ``"python3"`` (see :attr:`effective_python`)
+    #: None: local → ``sys.executable``; ssh, command → ``"python3"`` (see :attr:`effective_python`)
     python: str | None = None
-    #: bundle and venv cache; ``~`` expanded for local, left for the remote shell for ssh
+    #: bundle and venv cache; ``~`` expanded for local, left for the remote side for ssh and command
     workdir: str = "~/.cache/skyctl"
     #: extra environment for the worker
     env: Mapping[str, str] = field(default_factory=_empty_env)
@@ -205,17 +218,25 @@ class HostProfile:
     trust: str = "data"
     #: more classes (``"pkg.mod.Class"``) the API may rebuild from this host's values
     allow: tuple[str, ...] = ()
+    #: command only: the program run here, ``[python, "-c", stub]`` appended
+    argv: tuple[str, ...] = ()
+    #: command only: append ``[python, "-c", stub]`` as one shell-quoted argument (for ``ssh``)
+    shell: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in HOST_TYPES:
-            raise ValueError(f"HostProfile {self.name!r}: type must be 'local' or 'ssh', not {self.type!r}")
+            raise ValueError(f"HostProfile {self.name!r}: type must be one of {', '.join(HOST_TYPES)}, not {self.type!r}")
         if self.type == "ssh" and not self.host:
             raise ValueError(f"HostProfile {self.name!r}: an ssh host needs 'host'")
+        if self.type == "command" and (not self.argv or isinstance(self.argv, str)
+                                       or not all(isinstance(a, str) for a in self.argv) or not self.argv[0]):
+            raise ValueError(f"HostProfile {self.name!r}: a command host needs 'argv', a non-empty list of strings")
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         set_("env", _FrozenMap({str(k): str(v) for k, v in self.env.items()}))
         set_("identity_file", tuple(os.path.expanduser(p) for p in self.identity_file))
         set_("pip", tuple(self.pip))
         set_("allow", tuple(self.allow))
+        set_("argv", tuple(self.argv))
         set_("known_hosts", os.path.expanduser(self.known_hosts))
         if self.type == "local":
             set_("workdir", os.path.expanduser(self.workdir))
@@ -234,9 +255,14 @@ class HostProfile:
 
     @property
     def address(self) -> str:
-        """``local`` for a local host, else ``user@host:port`` with only the parts known."""
+        """``local`` for a local host, the command line for a command host, else
+        ``user@host:port`` with only the parts known."""
         if self.type == "local":
             return "local"
+        if self.type == "command":
+            import shlex
+
+            return shlex.join(self.argv)
         host = self.host or ""
         if self.port is not None and ":" in host:
             host = f"[{host}]"  # IPv6 literal
@@ -424,7 +450,17 @@ _HOST_KEYS = (
     "trust", "allow",
 )  # fmt: skip
 _LOCAL_KEYS = frozenset({"type", "python", "workdir", "env", "trust", "allow"})
-_DEFAULTS_KEYS = tuple(k for k in _HOST_KEYS if k not in ("type", "host"))
+#: keys of the other host types only: not for ssh hosts, so not for ``defaults:`` either
+_NON_SSH_KEYS = ("argv", "shell")
+_HOST_KEYS += _NON_SSH_KEYS
+_COMMAND_KEYS = frozenset({"type", "argv", "shell", "python", "workdir", "env", "pip", "trust", "allow"})
+#: the keys each host type accepts; ssh: all but the other types' own
+_TYPE_KEYS: dict[str, frozenset[str]] = {
+    "local": _LOCAL_KEYS,
+    "ssh": frozenset(k for k in _HOST_KEYS if k not in _NON_SSH_KEYS),
+    "command": _COMMAND_KEYS,
+}
+_DEFAULTS_KEYS = tuple(k for k in _HOST_KEYS if k not in ("type", "host") and k not in _NON_SSH_KEYS)
 _TOP_KEYS = ("default", "defaults", "hosts", "groups")
 _GROUP_KEYS = ("hosts", "workers")
 _PASSWORD_KEYS = frozenset({"password", "passwd", "passphrase", "key_passphrase"})
@@ -690,7 +726,7 @@ class _Parser:
             self.section = ""
             self.fail(f"'defaults' must be a mapping of host keys, got {_describe(raw)}")
         for key in raw:
-            if key in ("host", "type"):
+            if key in ("host", "type") or key in _NON_SSH_KEYS:
                 self.fail(f"{key!r} cannot be a default", "each ssh host sets its own 'host'; defaults apply only to ssh hosts")
             if key not in _DEFAULTS_KEYS:
                 self.unknown_key(key, _DEFAULTS_KEYS)
@@ -728,24 +764,31 @@ class _Parser:
         has_host = raw.get("host") is not None
         if kind == "local" and has_host:
             self.fail("'host' is set but 'type' is local", "remove 'type: local' to make it an ssh host, or remove 'host'")
+        if kind not in (None, "local", "ssh") and has_host:
+            self.fail(f"'host' is set but 'type' is {kind}", f"a {kind} host has no 'host': remove it, or remove 'type: {kind}'")
         if kind == "ssh" and not has_host:
             self.fail("type ssh needs 'host'", "add 'host: ADDRESS' (an address or a ~/.ssh/config alias)")
         if kind is None and not has_host:
             self.fail("needs 'host' (an ssh host) or 'type: local'", "add 'host: ADDRESS', or 'type: local' to run here")
-        local = not has_host
+        if kind is None:
+            kind = "ssh"
+        if kind == "command" and raw.get("argv") is None:
+            self.fail("type command needs 'argv'", "the program to run, e.g. argv: [docker, exec, -i, trainer]")
+        accepted = _TYPE_KEYS[kind]
+        local = kind == "local"  # paths on this machine: ``~`` expanded here
 
         own: dict[str, Any] = {}
         for key, value in raw.items():
             if key == "type":
                 continue
-            if local and key not in _LOCAL_KEYS:
+            if key not in accepted:
                 if value is None:
                     continue  # nothing set: harmless
-                self.fail(f"{key!r} is only for ssh hosts; this host is local", "give it 'host: ADDRESS' to make it an ssh host")
+                self.wrong_type_key(key, kind)
             own[key] = self.value(key, value, local=local)
 
         merged: dict[str, Any] = {}
-        if not local:
+        if kind == "ssh":
             merged.update(defaults)
         for key, value in own.items():
             if key == "env" and isinstance(value, dict) and isinstance(merged.get("env"), dict):
@@ -756,7 +799,19 @@ class _Parser:
             fields["workdir"] = _expanduser(HostProfile.workdir, self.environ)
         if "known_hosts" not in fields:
             fields["known_hosts"] = _expanduser(HostProfile.known_hosts, self.environ)
-        return HostProfile(name=name, type="local" if local else "ssh", **fields)
+        return HostProfile(name=name, type=kind, **fields)
+
+    def wrong_type_key(self, key: str, kind: str) -> NoReturn:
+        """``key`` is valid for some host types, not for this host's ``kind``."""
+        owners = [t for t in HOST_TYPES if key in _TYPE_KEYS[t]]
+        if kind == "local" and "ssh" in owners and len(owners) == 1:
+            self.fail(f"{key!r} is only for ssh hosts; this host is local", "give it 'host: ADDRESS' to make it an ssh host")
+        where = " and ".join(owners)
+        keys = ", ".join(k for k in _HOST_KEYS if k in _TYPE_KEYS[kind])
+        hint = f"a {kind} host takes: {keys}"
+        if owners == ["command"]:
+            hint = f"{key!r} belongs to 'type: command'; " + hint
+        self.fail(f"{key!r} is only for {where} hosts; this host is {kind}", hint)
 
     # -- cross references
 
@@ -774,7 +829,7 @@ class _Parser:
             if target is None:
                 self.fail(f"'gateway' is {profile.gateway!r}, which names no host", self.hosts_hint(profile.gateway, hosts))
             if target.type != "ssh":
-                self.fail(f"'gateway' is {profile.gateway!r}, which is a local host", "a gateway must be an ssh host")
+                self.fail(f"'gateway' is {profile.gateway!r}, which is a {target.type} host", "a gateway must be an ssh host")
         for profile in hosts.values():
             chain = [profile.name]
             current = profile
@@ -828,7 +883,8 @@ class _Parser:
     def choice(self, key: str, raw: Any, choices: tuple[str, ...]) -> str:
         value = self.expand(key, raw) if isinstance(raw, str) else raw
         if value not in choices:
-            options = " or ".join(repr(c) for c in choices)
+            quoted = [repr(c) for c in choices]
+            options = " or ".join(quoted) if len(quoted) < 3 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
             hint = did_you_mean(value, choices) if isinstance(value, str) else None
             self.fail(f"{key!r} must be {options}, got {_describe(value)}", hint)
         return value
@@ -921,6 +977,33 @@ class _Parser:
             requirements.append(self.string(key, item).strip())
         return tuple(requirements)
 
+    def check_argv(self, key: str, raw: Any, local: bool) -> tuple[str, ...]:
+        example = "e.g. argv: [docker, exec, -i, trainer]"
+        if isinstance(raw, str):
+            import shlex
+
+            try:
+                words = shlex.split(raw)
+                example = "write it as a list: argv: " + yaml.safe_dump(words, default_flow_style=True, width=1 << 16).strip()
+            except ValueError:
+                pass
+        if not isinstance(raw, list):
+            self.fail(f"{key!r} must be a list of strings (the program and its arguments), got {_describe(raw)}", example)
+        if not raw:
+            self.fail(f"{key!r} must not be empty: it names the program to run", example)
+        items = []
+        for index, item in enumerate(raw, 1):
+            if not isinstance(item, str):
+                hint = f'quote it: "{item}"' if isinstance(item, (int, float)) else example
+                self.fail(f"{key!r} item {index} must be a string, got {_describe(item)}", hint)
+            value = self.expand(key, item)
+            if "\0" in value:
+                self.fail(f"{key!r} item {index} contains a NUL character")
+            items.append(value)
+        if not items[0].strip():
+            self.fail(f"{key!r} item 1 (the program) must not be empty", example)
+        return tuple(items)
+
     def check_trust(self, key: str, raw: Any, local: bool) -> str:
         return self.choice(key, raw, TRUST_LEVELS)
 
@@ -995,4 +1078,6 @@ class _Parser:
         "reuse_idle": check_seconds,
         "trust": check_trust,
         "allow": check_allow,
+        "argv": check_argv,
+        "shell": check_bool,
     }

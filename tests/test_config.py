@@ -344,14 +344,14 @@ class TestHostType:
 
     def test_bad_type(self) -> None:
         err = error("hosts:\n  a: {type: locale}\n")
-        assert err.message == "skyward.yaml: host 'a': 'type' must be 'local' or 'ssh', got 'locale'"
+        assert err.message == "skyward.yaml: host 'a': 'type' must be 'local', 'ssh' or 'command', got 'locale'"
         assert err.hint == "did you mean 'local'?"
 
     @pytest.mark.parametrize("key, value", [("python", "/opt/py/bin/python"), ("env", "{A: b}"), ("workdir", "/tmp/w")])
     def test_local_allows_python_workdir_env(self, key: str, value: str) -> None:
         parse(f"hosts:\n  here:\n    type: local\n    {key}: {value}\n")
 
-    @pytest.mark.parametrize("key, value", [("port", "22"), ("user", "u"), ("pip", "[x]"), ("gateway", "b"), ("reuse", "true")])
+    @pytest.mark.parametrize("key, value", [("port", "22"), ("user", "u"), ("gateway", "b"), ("reuse", "true")])
     def test_ssh_only_keys_on_local_are_errors(self, key: str, value: str) -> None:
         err = error(f"hosts:\n  b: {{host: b}}\n  here:\n    type: local\n    {key}: {value}\n")
         assert err.message == f"skyward.yaml: host 'here': '{key}' is only for ssh hosts; this host is local"
@@ -656,6 +656,106 @@ class TestCrossReferences:
         assert "gateway: null" in (err.hint or "")
 
 
+# --------------------------------------------------------------------------- type: command
+
+
+def command(body: str = "argv: [docker, exec, -i, trainer]\n") -> str:
+    """A config with one command host 'box' whose keys (after ``type``) are ``body``."""
+    return "hosts:\n  box:\n    type: command\n" + textwrap.indent(textwrap.dedent(body), "    ")
+
+
+class TestCommandHost:
+    def test_minimal(self) -> None:
+        profile = parse(command()).hosts["box"]
+        assert profile.type == "command" and profile.argv == ("docker", "exec", "-i", "trainer")
+        assert profile.shell is False and profile.python is None and profile.effective_python == "python3"
+        assert profile.workdir == "~/.cache/skyctl"  # expanded on the other side, like an ssh host's
+        assert profile.address == "docker exec -i trainer"
+
+    def test_every_key(self) -> None:
+        profile = parse(command("""\
+            argv: [ssh, -T, -o, BatchMode=yes, "${HOST}"]
+            shell: true
+            python: ~/venv/bin/python
+            workdir: ~/w
+            env: {A: 1}
+            pip: ["numpy>=2"]
+            trust: full
+            allow: [pkg.mod.Cls]
+        """), {"HOME": HOME, "HOST": "gpu-1"}).hosts["box"]
+        assert profile.argv == ("ssh", "-T", "-o", "BatchMode=yes", "gpu-1") and profile.shell is True
+        assert profile.python == "~/venv/bin/python" and profile.workdir == "~/w"  # not expanded here
+        assert profile.env == {"A": "1"} and profile.pip == ("numpy>=2",)
+        assert profile.trust == "full" and profile.allow == ("pkg.mod.Cls",)
+
+    def test_address_quotes_like_a_shell(self) -> None:
+        profile = parse(command("argv: [sh, -c, 'exec \"$@\"', sh]\n")).hosts["box"]
+        assert profile.address == "sh -c 'exec \"$@\"' sh"
+
+    @pytest.mark.parametrize(
+        "body, message, hint",
+        [
+            ("shell: true\n", "type command needs 'argv'", "the program to run, e.g. argv: [docker, exec, -i, trainer]"),
+            ("argv: null\n", "type command needs 'argv'", "the program to run, e.g. argv: [docker, exec, -i, trainer]"),
+            ("argv: []\n", "'argv' must not be empty: it names the program to run", "e.g. argv: [docker, exec, -i, trainer]"),
+            ("argv: docker exec -i 'my box'\n", "'argv' must be a list of strings (the program and its arguments), "
+             "got \"docker exec -i 'my box'\"", "write it as a list: argv: [docker, exec, -i, my box]"),
+            ("argv: {a: b}\n", "'argv' must be a list of strings (the program and its arguments), got a mapping", None),
+            ("argv: [ssh, -p, 2222, box]\n", "'argv' item 3 must be a string, got 2222", 'quote it: "2222"'),
+            ("argv: [ssh, [a]]\n", "'argv' item 2 must be a string, got a list", "e.g. argv: [docker, exec, -i, trainer]"),
+            ("argv: ['', x]\n", "'argv' item 1 (the program) must not be empty", None),
+            ("argv: [x]\nshell: sometimes\n", "'shell' must be true or false, got 'sometimes'", None),
+            ("argv: [x]\nargs: [y]\n", "unknown key 'args'", "did you mean 'argv'?"),
+            ("argv: [x]\nuser: me\n", "'user' is only for ssh hosts; this host is command",
+             "a command host takes: type, python, workdir, env, pip, trust, allow, argv, shell"),
+            ("argv: [x]\nhost: h\n", "'host' is set but 'type' is command",
+             "a command host has no 'host': remove it, or remove 'type: command'"),
+        ],
+    )
+    def test_errors_name_file_host_and_key(self, body: str, message: str, hint: str | None) -> None:
+        err = error(command(body))
+        assert err.message == f"skyward.yaml: host 'box': {message}"
+        assert err.exit_status == ExitStatus.CONFIG
+        if hint is not None:
+            assert err.hint == hint
+
+    def test_null_key_of_another_type_is_harmless(self) -> None:
+        assert parse(command("argv: [x]\nport: null\n")).hosts["box"].port is None
+
+    @pytest.mark.parametrize("kind", ["ssh", "local"])
+    def test_argv_and_shell_belong_to_command_hosts(self, kind: str) -> None:
+        head = "host: h\n" if kind == "ssh" else "type: local\n"
+        for key in ("argv: [x]", "shell: true"):
+            err = error("hosts:\n  a:\n    " + head.replace("\n", "\n    ") + key + "\n")
+            name = key.split(":")[0]
+            assert err.message == f"skyward.yaml: host 'a': '{name}' is only for command hosts; this host is {kind}"
+            assert err.hint is not None and err.hint.startswith(f"'{name}' belongs to 'type: command'")
+
+    def test_pip_is_for_ssh_and_command_hosts(self) -> None:
+        err = error("hosts:\n  here: {type: local, pip: [x]}\n")
+        assert err.message == "skyward.yaml: host 'here': 'pip' is only for ssh and command hosts; this host is local"
+
+    def test_defaults_do_not_apply(self) -> None:
+        cfg = parse("defaults: {python: /opt/py, env: {A: b}}\n" + command())
+        assert cfg.hosts["box"].python is None and cfg.hosts["box"].env == {}
+
+    @pytest.mark.parametrize("key", ["argv: [x]", "shell: true"])
+    def test_command_keys_cannot_be_defaults(self, key: str) -> None:
+        err = error(f"defaults: {{{key}}}\n" + command())
+        assert err.message == f"skyward.yaml: defaults: '{key.split(':')[0]}' cannot be a default"
+
+    def test_gateway_must_not_be_a_command_host(self) -> None:
+        err = error(command() + "  gpu: {host: g, gateway: box}\n")
+        assert err.message == "skyward.yaml: host 'gpu': 'gateway' is 'box', which is a command host"
+
+    def test_direct_construction(self) -> None:
+        profile = HostProfile(name="x", type="command", argv=["a", "b"])  # type: ignore[arg-type]
+        assert profile.argv == ("a", "b") and profile.address == "a b"
+        for bad in ((), ("",), "docker exec", (1,)):
+            with pytest.raises(ValueError):
+                HostProfile(name="x", type="command", argv=bad)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- profiles
 
 
@@ -728,8 +828,9 @@ class TestInitTemplate:
         text = uncomment(INIT_TEMPLATE)
         assert text != INIT_TEMPLATE
         cfg = parse_config(text, FILE, ENV)
-        assert set(cfg.hosts) == {"local", "gpu-1", "bastion"}
+        assert set(cfg.hosts) == {"local", "gpu-1", "bastion", "trainer"}
         assert cfg.hosts["gpu-1"].gateway == "bastion"
+        assert cfg.hosts["trainer"].type == "command" and cfg.hosts["trainer"].argv == ("docker", "exec", "-i", "trainer")
         shown = set(re.findall(r"^\s+([\w-]+):", text, flags=re.MULTILINE))
         every = {f.name for f in fields(HostProfile)} - {"name"}
         assert every <= shown, every - shown

@@ -51,3 +51,7 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Close any connection held. Safe to call twice."""
+
+    # Optional: ``failed_before_stub(pipes, python, answer) -> SkyctlError``, the
+    # error for a command that ended (answer ``""``) or wrote something else
+    # (``"?<text>"``) before the stub's first line; see ``transports.command``.
