@@ -628,7 +628,7 @@ class TestCrossReferences:
 
     def test_gateway_must_name_a_host(self) -> None:
         err = error("hosts:\n  bastion: {host: b}\n  gpu: {host: g, gateway: bastoin}\n")
-        assert err.message == "skyward.yaml: host 'gpu': 'gateway' is 'bastoin', which names no host or group"
+        assert err.message == "skyward.yaml: host 'gpu': 'gateway' is 'bastoin', which names no host"
         assert (err.hint or "").startswith("did you mean 'bastion'?")
 
     def test_gateway_must_not_be_local(self) -> None:
