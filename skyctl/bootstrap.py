@@ -1,23 +1,32 @@
 """Starting a worker on any host in one exec: the stub, the bundle, the handshake.
 
 The transport runs ``<python> -c STUB`` and writes the call's arguments
-(JSON: workdir, bundle id, env, pip) to its stdin. The stub checks that
-the interpreter's major.minor is the client's (by-value functions carry
-bytecode), looks for ``<workdir>/bundle-<id>.zip`` (``bundle_id``) and answers ``need``
-or ``ready``; on ``need`` the client sends the bundle (our worker modules and
-the client's own cloudpickle, as a zip, each module with its bytecode) and the
-stub checks its sha256 and writes it atomically with private permissions.
-Then the stub imports the worker from the zip and hands it the pipes. A warm
-start is one exec and one round trip, and writes nothing.
+(JSON: workdir, bundle id and sha256, env, pip) to its stdin. The stub checks
+that the interpreter's major.minor is the client's (by-value functions carry
+bytecode) and that the workdir is a private directory of the login user's;
+it then verifies ``<workdir>/bundle-<id>.zip`` (``bundle_id``) against the
+client's sha256 (``bundle_sha256``) and answers ``need`` or ``ready``; on
+``need`` the client sends the bundle (our worker modules and the client's
+own cloudpickle, as a zip, each module with its bytecode) and the stub
+checks it and writes it privately (``O_EXCL|O_NOFOLLOW``, a random name,
+then a rename). Then the stub imports the worker from the zip and hands it
+the pipes. A warm start is one exec and one round trip, and writes nothing.
+
+The remote host is not trusted with the cache: the bundle id is public (a
+hash of sources), so a file of that name proves nothing until its content
+matches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import json
 import os
+import shlex
+import stat
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -54,7 +63,7 @@ def rdline():
         b+=read(1)
     return b
 try:
-    import threading,pickle,traceback,queue,select,signal,struct,typing,dataclasses,dis,logging,platform,uuid,weakref,zlib
+    import threading,pickle,traceback,queue,select,signal,struct,typing,dataclasses,dis,logging,platform,uuid,weakref,zlib,hashlib,stat
 except Exception:
     pass
 a=json.loads(read(int(rdline())))
@@ -62,18 +71,58 @@ v="%d.%d"%tuple(sys.version_info[:2])
 if v!=a["python"]:
     say("python %s %s"%(v,sys.executable))
     sys.exit(0)
+import hashlib,stat
+def bad(*w):
+    say("bad "+json.dumps(w))
+    sys.exit(5)
+def mine(p):
+    try:
+        s=os.lstat(p)
+    except OSError:
+        try:
+            os.makedirs(p,0o700)
+            s=os.lstat(p)
+        except OSError as e:
+            bad("mkdir",p,e.strerror or str(e))
+    u=os.geteuid()
+    if stat.S_ISLNK(s.st_mode):
+        bad("link",p,os.readlink(p))
+    if not stat.S_ISDIR(s.st_mode):
+        bad("notdir",p,"")
+    if s.st_uid!=u:
+        try:
+            import pwd
+            n=pwd.getpwuid(s.st_uid).pw_name
+        except Exception:
+            n="?"
+        bad("owner",p,"uid %d (%s), not to the login user (uid %d)"%(s.st_uid,n,u))
+    if s.st_mode&0o22:
+        bad("mode",p,"%04o"%stat.S_IMODE(s.st_mode))
+def new(p):
+    t="%s.%s.tmp"%(p,os.urandom(8).hex())
+    return t,os.open(t,os.O_WRONLY|os.O_CREAT|os.O_EXCL|os.O_NOFOLLOW,0o600)
+def put(f,b):
+    m=memoryview(b)
+    while m:
+        m=m[os.write(f,m):]
+    os.close(f)
 d=os.path.expanduser(a["workdir"])
+mine(d)
 py=None
 if a.get("pip"):
-    import hashlib,subprocess,fcntl
+    import subprocess,fcntl
     k=hashlib.sha256(json.dumps([os.path.realpath(sys.executable),sys.version,sorted(a["pip"])]).encode()).hexdigest()[:16]
+    mine(os.path.join(d,"venvs"))
     e=os.path.join(d,"venvs",k)
     py=os.path.join(e,"bin","python")
-    if not os.path.exists(os.path.join(e,".ready")):
-        os.makedirs(os.path.join(d,"venvs"),0o700,exist_ok=True)
-        lk=os.open(e+".lock",os.O_WRONLY|os.O_CREAT,0o600)
+    r=os.path.join(e,".ready")
+    if not os.path.exists(r):
+        try:
+            lk=os.open(e+".lock",os.O_RDWR|os.O_CREAT|os.O_EXCL|os.O_NOFOLLOW,0o600)
+        except FileExistsError:
+            lk=os.open(e+".lock",os.O_RDWR|os.O_NOFOLLOW)
         fcntl.flock(lk,fcntl.LOCK_EX)
-        if not os.path.exists(os.path.join(e,".ready")):
+        if not os.path.exists(r):
             tail=[]
             for cmd in ([sys.executable,"-m","venv","--clear",e],[py,"-m","pip","install","--disable-pip-version-check","--no-input"]+a["pip"]):
                 say("progress "+" ".join(cmd[1:4]))
@@ -85,24 +134,34 @@ if a.get("pip"):
                 if p.wait()!=0:
                     say("pipfail "+json.dumps(tail))
                     sys.exit(5)
-            open(os.path.join(e,".ready"),"w").close()
+            t,f=new(r)
+            os.close(f)
+            os.replace(t,r)
         os.close(lk)
 z=os.path.join(d,"bundle-%s.zip"%a["hash"])
-if not os.path.exists(z):
+def good():
+    h=hashlib.sha256()
+    try:
+        f=os.open(z,os.O_RDONLY|os.O_NOFOLLOW)
+        try:
+            c=os.read(f,1<<20)
+            while c:
+                h.update(c)
+                c=os.read(f,1<<20)
+        finally:
+            os.close(f)
+    except OSError:
+        return 0
+    return h.hexdigest()==a["sha"]
+if not good():
     say("need")
     n,h=rdline().split()
     data=read(int(n))
-    import hashlib
     if hashlib.sha256(data).hexdigest()!=h.decode():
         say("error bundle damaged in transit")
         sys.exit(4)
-    os.makedirs(d,0o700,exist_ok=True)
-    t="%s.%d.tmp"%(z,os.getpid())
-    f=os.open(t,os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o600)
-    m=memoryview(data)
-    while m:
-        m=m[os.write(f,m):]
-    os.close(f)
+    t,f=new(z)
+    put(f,data)
     os.replace(t,z)
 os.environ.update(a["env"])
 say("ready")
@@ -189,6 +248,70 @@ def _bytecode(name: str, source: bytes) -> bytes:
     return importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little") + importlib.util.source_hash(source) + marshal.dumps(code)
 
 
+@functools.lru_cache(maxsize=1)
+def bundle_sha256() -> str:
+    """The sha256 the stub checks its cached bundle against on every start.
+
+    Building the bundle to learn it costs ~30 ms (compiling and zipping) in
+    every client process, which a warm call must not pay; so it is
+    remembered per bundle id in the client's private runtime directory. A
+    missing or stale memo costs one build (``remember_bundle``).
+    """
+    path = _memo_path()
+    if path is not None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                text = os.read(fd, 128).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+            if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+                return text
+        except OSError:
+            pass
+    return remember_bundle()
+
+
+def remember_bundle() -> str:
+    """Build the bundle, write its sha256 to the memo (random temp name, then replace) and return it."""
+    sha = bundle().sha256
+    bundle_sha256.cache_clear()
+    path = _memo_path()
+    if path is not None:
+        tmp = "%s.%s.tmp" % (path, os.urandom(8).hex())
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                wire.write_all(fd, sha.encode() + b"\n")
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return sha
+
+
+def _memo_path() -> str | None:
+    """``bundle-<id>.sha256`` in the directory of the kept connections'
+    sockets (``transports.reuse.socket_dir``'s rules, not imported: that
+    module loads ``socket``), or None when that directory is not ours alone."""
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    uid = os.getuid()
+    directory = os.path.join(base, "skyctl") if base and os.path.isabs(base) and os.path.isdir(base) else f"/tmp/skyctl-{uid}"
+    try:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(directory)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        return None
+    return os.path.join(directory, f"bundle-{bundle_id()}.sha256")
+
+
 def client_python() -> str:
     return "%d.%d" % sys.version_info[:2]
 
@@ -200,7 +323,8 @@ def stub_argv(python: str) -> list[str]:
 
 def stub_args(workdir: str, env: Mapping[str, str], pip: Sequence[str] = ()) -> bytes:
     """What the stub reads first on stdin: ``<length>\\n<JSON>``."""
-    args = {"python": client_python(), "workdir": workdir, "hash": bundle_id(), "env": dict(env), "pip": list(pip)}
+    args = {"python": client_python(), "workdir": workdir, "hash": bundle_id(), "sha": bundle_sha256(),
+            "env": dict(env), "pip": list(pip)}
     data = json.dumps(args, separators=(",", ":")).encode()
     return b"%d\n%s" % (len(data), data)
 
@@ -239,9 +363,13 @@ def start_worker(
             )
             err.details = tail
             raise err
+        if answer.startswith("bad "):
+            raise _bad_workdir(transport, json.loads(answer[4:]))
         if answer == "need":
             on_status("sending worker bundle")
             b = bundle()
+            if b.sha256 != bundle_sha256():
+                remember_bundle()  # the memo was stale: the next call's check must not fail again
             _write(pipes, transport, b"%d %s\n" % (len(b.data), b.sha256.encode()) + b.data)
             sent = True
             answer = _read_line(pipes)
@@ -267,6 +395,29 @@ def start_worker(
     except BaseException:
         pipes.close()
         raise
+
+
+def _bad_workdir(transport: Transport, what: list[str]) -> RemoteEnvironmentError:
+    """The stub refused the workdir (or its ``venvs``): why, and the fix."""
+    kind, path, detail = (list(what) + ["", "", ""])[:3]
+    where = f"{path} on {transport.label}"
+    q = shlex.quote(path)
+    own = "or set 'workdir:' in the host's profile to a directory of your own"
+    if kind == "mkdir":
+        return RemoteEnvironmentError(f"cannot create the workdir {where}: {detail}",
+                                      hint=f"create it (mkdir -p -m 700 {q}), {own}")
+    if kind == "link":
+        why, fix = f"it is a symlink (to {detail})", f"remove the link (rm {q}) so skyctl creates a real directory, {own}"
+    elif kind == "notdir":
+        why, fix = "it is not a directory", f"remove it (rm {q}), {own}"
+    elif kind == "owner":
+        why, fix = f"it belongs to {detail}", f"its owner could plant code there: remove it (rm -rf {q}, as its owner or root), {own}"
+    elif kind == "mode":
+        why = f"it is writable by group or others (mode {detail})"
+        fix = f"others may have written into it: remove it (rm -rf {q}), or at least chmod 700 {q}"
+    else:
+        why, fix = f"{kind} {detail}".strip(), own
+    return RemoteEnvironmentError(f"refusing the workdir {where}: {why}", hint=fix)
 
 
 def _write(pipes: WorkerPipes, transport: Transport, data: bytes) -> None:
