@@ -123,17 +123,23 @@ if a.get("pip"):
             lk=os.open(e+".lock",os.O_RDWR|os.O_NOFOLLOW)
         fcntl.flock(lk,fcntl.LOCK_EX)
         if not os.path.exists(r):
-            tail=[]
-            for cmd in ([sys.executable,"-m","venv","--clear",e],[py,"-m","pip","install","--disable-pip-version-check","--no-input"]+a["pip"]):
-                say("progress "+" ".join(cmd[1:4]))
-                p=subprocess.Popen(cmd,stdin=subprocess.DEVNULL,stdout=subprocess.PIPE,stderr=subprocess.STDOUT)
-                for line in p.stdout:
-                    line=line.decode(errors="replace").rstrip()
-                    tail=(tail+[line])[-15:]
-                    say("progress "+line[:200])
-                if p.wait()!=0:
-                    say("pipfail "+json.dumps(tail))
-                    sys.exit(5)
+            q,f=new(os.path.join(d,"requirements"))
+            try:
+                put(f,("\n".join(a["pip"])+"\n").encode())
+                tail=[]
+                for cmd in ([sys.executable,"-m","venv","--clear",e],[py,"-m","pip","install","--disable-pip-version-check","--no-input","-r",q]):
+                    say("progress "+" ".join(cmd[1:4]))
+                    p=subprocess.Popen(cmd,stdin=subprocess.DEVNULL,stdout=subprocess.PIPE,stderr=subprocess.STDOUT)
+                    for l in p.stdout:
+                        l=l.decode("utf-8","replace").rstrip()
+                        tail=(tail+[l])[-20:]
+                        if l.strip():
+                            say("progress "+l[:200])
+                    if p.wait()!=0:
+                        say("pipfail "+json.dumps(tail))
+                        sys.exit(5)
+            finally:
+                os.unlink(q)
             t,f=new(r)
             os.close(f)
             os.replace(t,r)
@@ -321,10 +327,39 @@ def stub_argv(python: str) -> list[str]:
     return [python, "-c", STUB]
 
 
+#: pip options that take a value: in a requirements file they share one line with it
+_PIP_VALUE_OPTIONS = frozenset({
+    "-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-c", "--constraint", "-r", "--requirement",
+    "-e", "--editable", "--trusted-host", "--no-binary", "--only-binary", "--use-feature", "--hash",
+    "--config-settings", "--global-option",
+})  # fmt: skip
+
+
+def requirement_lines(pip: Sequence[str]) -> list[str]:
+    """The profile's ``pip:`` items as lines of a requirements file.
+
+    Each item is one line, except that an option given apart from its value
+    (``["--index-url", URL, "pkg"]``, as on a command line) is joined with it.
+    """
+    lines: list[str] = []
+    option: str | None = None
+    for item in pip:
+        if option is not None:
+            lines.append(f"{option} {item}")
+            option = None
+        elif item in _PIP_VALUE_OPTIONS:
+            option = item
+        else:
+            lines.append(item)
+    if option is not None:
+        lines.append(option)
+    return lines
+
+
 def stub_args(workdir: str, env: Mapping[str, str], pip: Sequence[str] = ()) -> bytes:
     """What the stub reads first on stdin: ``<length>\\n<JSON>``."""
     args = {"python": client_python(), "workdir": workdir, "hash": bundle_id(), "sha": bundle_sha256(),
-            "env": dict(env), "pip": list(pip)}
+            "env": dict(env), "pip": requirement_lines(pip)}
     data = json.dumps(args, separators=(",", ":")).encode()
     return b"%d\n%s" % (len(data), data)
 
@@ -352,11 +387,14 @@ def start_worker(
         _write(pipes, transport, stub_args(workdir, env, pip))
         sent = False
         answer = _read_line(pipes)
-        while answer.startswith("progress "):
-            on_status("installing pip requirements: " + answer[9:])
+        while answer == "progress" or answer.startswith("progress "):
+            text = answer[9:].strip()
+            if text:
+                on_status("installing pip requirements: " + text)
             answer = _read_line(pipes)
         if answer.startswith("pipfail "):
-            tail = "\n".join(json.loads(answer[8:]))
+            # indented: a line of pip's such as "error: ..." is not mistaken for skyctl's own
+            tail = "\n".join(("  " + line).rstrip() for line in json.loads(answer[8:]))
             err = RemoteEnvironmentError(
                 f"pip install of the profile's requirements failed on {transport.label}",
                 hint="check the 'pip:' list in the host's profile; pip's output ends above",
