@@ -14,7 +14,8 @@ the pipes. A warm start is one exec and one round trip, and writes nothing.
 
 The remote host is not trusted with the cache: the bundle id is public (a
 hash of sources), so a file of that name proves nothing until its content
-matches.
+matches. Every answer must come within the profile's ``connect_timeout``
+(pip's time excepted): a silent interpreter is an error, not a hang.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import hashlib
 import io
 import json
 import os
+import queue
 import shlex
 import stat
 import sys
+import threading
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -71,7 +74,7 @@ v="%d.%d"%tuple(sys.version_info[:2])
 if v!=a["python"]:
     say("python %s %s"%(v,sys.executable))
     sys.exit(0)
-import hashlib,stat
+import hashlib,stat,select
 def bad(*w):
     say("bad "+json.dumps(w))
     sys.exit(5)
@@ -130,11 +133,22 @@ if a.get("pip"):
                 for cmd in ([sys.executable,"-m","venv","--clear",e],[py,"-m","pip","install","--disable-pip-version-check","--no-input","-r",q]):
                     say("progress "+" ".join(cmd[1:4]))
                     p=subprocess.Popen(cmd,stdin=subprocess.DEVNULL,stdout=subprocess.PIPE,stderr=subprocess.STDOUT)
-                    for l in p.stdout:
-                        l=l.decode("utf-8","replace").rstrip()
-                        tail=(tail+[l])[-20:]
-                        if l.strip():
-                            say("progress "+l[:200])
+                    o=p.stdout.fileno()
+                    b=b""
+                    while 1:
+                        if not select.select([o],[],[],2)[0]:
+                            say("progress")
+                            continue
+                        c=os.read(o,65536)
+                        ls=(b+c).split(b"\n")
+                        b=ls.pop() if c else b""
+                        for l in ls:
+                            l=l.decode("utf-8","replace").rstrip()
+                            tail=(tail+[l])[-20:]
+                            if l.strip():
+                                say("progress "+l[:200])
+                        if not c:
+                            break
                     if p.wait()!=0:
                         say("pipfail "+json.dumps(tail))
                         sys.exit(5)
@@ -373,6 +387,14 @@ class StartedWorker:
     sent_bundle: bool
 
 
+#: seconds the client waits after a ``progress`` line at least, whatever
+#: ``connect_timeout`` is: the stub says ``progress`` every 2 s while pip is quiet
+PIP_QUIET = 10.0
+#: seconds a failed or timed-out start-up waits for the stub's pipes to close: enough for
+#: the transports' own close (EOF, 2 s to exit, then TERM and KILL), never longer
+CLOSE_WAIT = 4.0
+
+
 def start_worker(
     transport: Transport,
     python: str,
@@ -380,17 +402,70 @@ def start_worker(
     env: Mapping[str, str],
     on_status: Callable[[str], None] = lambda s: None,
     pip: Sequence[str] = (),
+    timeout: float = 10.0,
 ) -> StartedWorker:
-    """Run the stub through ``transport``, send the bundle if missing, wait for HELLO."""
+    """Run the stub through ``transport``, send the bundle if missing, wait for HELLO.
+
+    Every answer of the stub (and the worker's HELLO) must come within
+    ``timeout`` seconds (the profile's ``connect_timeout``): an interpreter
+    that never answers is an error, not a hang. While a ``pip:`` venv is
+    built, each ``progress`` line restarts the wait. The handshake runs on
+    a thread of its own so that this wait holds whatever the transport's
+    reads block on.
+    """
     pipes = transport.start(stub_argv(python))
+    events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    handshake = _Handshake(pipes, transport, python, events.put)
+    thread = threading.Thread(target=handshake.run, args=(stub_args(workdir, env, pip),),
+                              name="skyctl-bootstrap", daemon=True)
     try:
-        _write(pipes, transport, stub_args(workdir, env, pip))
+        thread.start()
+        wait = timeout
+        while True:
+            try:
+                kind, value = events.get(timeout=wait)
+            except queue.Empty:
+                raise _no_answer(transport, python, timeout, handshake.waiting_for) from None
+            if kind == "done":
+                return value  # type: ignore[no-any-return]
+            if kind == "error":
+                raise value
+            wait = max(timeout, PIP_QUIET) if kind == "progress" else timeout
+            if value:
+                on_status(value)
+    except BaseException:
+        _close_within(pipes, CLOSE_WAIT)
+        raise
+
+
+class _Handshake:
+    """The start-up dialogue with the stub, run on its own thread; reports through ``post(kind, value)``:
+    ``status``/``progress`` (text or '' for the status line), ``done`` (a ``StartedWorker``), ``error``."""
+
+    def __init__(self, pipes: WorkerPipes, transport: Transport, python: str,
+                 post: Callable[[tuple[str, Any]], None]) -> None:
+        self.pipes = pipes
+        self.transport = transport
+        self.python = python
+        self.post = post
+        #: what the client is waiting for (named in the error when it does not come)
+        self.waiting_for = "the bootstrap stub's first answer"
+
+    def run(self, args: bytes) -> None:
+        try:
+            self.post(("done", self._talk(args)))
+        except BaseException as exc:  # handed to the caller's thread
+            self.post(("error", exc))
+
+    def _talk(self, args: bytes) -> StartedWorker:
+        pipes, transport = self.pipes, self.transport
+        _write(pipes, transport, args)
         sent = False
         answer = _read_line(pipes)
         while answer == "progress" or answer.startswith("progress "):
+            self.waiting_for = "pip (building the profile's venv)"
             text = answer[9:].strip()
-            if text:
-                on_status("installing pip requirements: " + text)
+            self.post(("progress", "installing pip requirements: " + text if text else ""))
             answer = _read_line(pipes)
         if answer.startswith("pipfail "):
             # indented: a line of pip's such as "error: ..." is not mistaken for skyctl's own
@@ -404,12 +479,14 @@ def start_worker(
         if answer.startswith("bad "):
             raise _bad_workdir(transport, json.loads(answer[4:]))
         if answer == "need":
-            on_status("sending worker bundle")
+            self.post(("status", "sending worker bundle"))
             b = bundle()
             if b.sha256 != bundle_sha256():
                 remember_bundle()  # the memo was stale: the next call's check must not fail again
             _write(pipes, transport, b"%d %s\n" % (len(b.data), b.sha256.encode()) + b.data)
             sent = True
+            self.waiting_for = "the bootstrap stub to store the worker bundle"
+            self.post(("status", ""))
             answer = _read_line(pipes)
         if answer.startswith("python "):
             _, version, exe = (answer.split(" ", 2) + ["", ""])[:3]
@@ -418,21 +495,40 @@ def start_worker(
                 hint=f"functions travel as bytecode: set 'python:' in the host's profile to a Python {client_python()}",
             )
         if answer != "ready":
-            raise _start_failure(pipes, transport, python, answer)
-        on_status("starting worker")
+            self.post(("status", ""))  # explaining may wait for the stub's exit status
+            raise _start_failure(pipes, transport, self.python, answer)
+        self.waiting_for = "the worker's hello"
+        self.post(("status", "starting worker"))
         try:
             kind, payload = wire.read_frame(pipes.read)
         except (wire.Eof, wire.ProtocolError):
-            raise _start_failure(pipes, transport, python, "") from None
+            self.post(("status", ""))
+            raise _start_failure(pipes, transport, self.python, "") from None
         if kind is not wire.Kind.HELLO:
             raise RemoteEnvironmentError(f"the worker on {transport.label} did not say hello (got {kind.name})")
         hello = wire.unpack_json(payload)
         if hello.get("protocol") != wire.PROTOCOL_VERSION:
             raise RemoteEnvironmentError(f"the worker on {transport.label} speaks protocol {hello.get('protocol')}")
         return StartedWorker(pipes, hello, sent)
-    except BaseException:
-        pipes.close()
-        raise
+
+
+def _close_within(pipes: WorkerPipes, seconds: float) -> None:
+    """Close ``pipes``, waiting at most ``seconds``: the handshake thread may
+    still be blocked reading them (a child of the command can hold them open)."""
+    closer = threading.Thread(target=pipes.close, name="skyctl-bootstrap-close", daemon=True)
+    closer.start()
+    closer.join(seconds)
+
+
+def _no_answer(transport: Transport, python: str, timeout: float, waiting_for: str) -> RemoteEnvironmentError:
+    """The bootstrap deadline passed: the interpreter is there but does not speak."""
+    hint = f"check that '{python}' is a Python interpreter there (`{python} -c 'print(1)'` must print 1)"
+    if transport.label != "local":
+        hint += "; if the host is only slow, raise 'connect_timeout' in its profile"
+    return RemoteEnvironmentError(
+        f"python '{python}' on {transport.label} did not answer within {timeout:g}s (waiting for {waiting_for})",
+        hint=hint,
+    )
 
 
 def _bad_workdir(transport: Transport, what: list[str]) -> RemoteEnvironmentError:

@@ -4,10 +4,12 @@
   not start: progress"; pip's own error reaches the user;
 - the specs (an index URL with a token in it) reach pip through a private
   requirements file in the workdir, never its command line, which every user
-  of the host can read in ``ps``; the file is gone afterwards.
+  of the host can read in ``ps``; the file is gone afterwards;
+- a quiet pip that takes longer than ``connect_timeout`` is not cut off by
+  the bootstrap deadline.
 
 The packages are local directories with an in-tree PEP 517 backend (no
-network, no setuptools).
+network, no setuptools): one fails, one builds a wheel after a quiet pause.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import pytest
 
 from helpers import skyctl_argv
-from ssh_e2e import REPO, assert_failure, box, clean_env, timed
+from ssh_e2e import REPO, assert_failure, box, clean_env, skyctl, timed, tree
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -46,6 +48,38 @@ FAILING_BACKEND = '''\
 def get_requires_for_build_wheel(config_settings=None):
     raise RuntimeError("{marker}")
 '''
+
+SLOW_BACKEND = '''\
+"""Builds a one-module wheel after a quiet pause."""
+import base64, hashlib, os, time, zipfile
+
+NAME, VERSION = "skyctl_slow", "1.0"
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    time.sleep({pause})  # prints nothing meanwhile: pip is quiet too
+    info = NAME + "-" + VERSION + ".dist-info"
+    files = {{
+        NAME + ".py": b"VALUE = 42\\n",
+        info + "/METADATA": b"Metadata-Version: 2.1\\nName: skyctl-slow\\nVersion: 1.0\\n",
+        info + "/WHEEL": b"Wheel-Version: 1.0\\nGenerator: skyctl-test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+    }}
+    record = "".join(
+        "%s,sha256=%s,%d\\n" % (path, base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode(), len(data))
+        for path, data in files.items()
+    ) + info + "/RECORD,,\\n"
+    files[info + "/RECORD"] = record.encode()
+    wheel = NAME + "-" + VERSION + "-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, wheel), "w") as zf:
+        for path, data in files.items():
+            zf.writestr(path, data)
+    return wheel
+'''
+
 
 def package(root: Path, name: str, backend: str) -> Path:
     """A local project directory ``root/name`` whose build backend is ``backend`` (source)."""
@@ -154,6 +188,22 @@ def test_pip_specs_reach_pip_in_a_private_file_never_on_its_command_line(
     assert index.seen[0][1].startswith("Basic "), "the URL's credentials reached pip"
     assert not holders[0].exists(), "the requirements file is removed after pip ran"
     assert not [p for p in workdir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_quiet_pip_longer_than_connect_timeout_is_not_cut_off(sshd: Any, tmp_path: Path) -> None:
+    """The bootstrap deadline (connect_timeout: 2) does not count pip's time, even when pip prints nothing."""
+    slow = package(tmp_path, "skyctl-slow", SLOW_BACKEND.format(pause=8))
+    workdir = tmp_path / "wd"
+    cfg = box(tmp_path / "skyward.yaml", sshd,
+              extra=f"workdir: {workdir}\nconnect_timeout: 2\npip: [{json.dumps(str(slow))}]")
+    first = skyctl("run", f"{TARGETS}:uses_skyctl_slow", "-c", cfg, timeout=240)
+    assert first.returncode == 0, first.stderr
+    info = json.loads(first.stdout)
+    assert info["value"] == 42 and Path(info["prefix"]).parent == workdir / "venvs"
+    built = tree(workdir)
+    second = skyctl("run", f"{TARGETS}:uses_skyctl_slow", "-c", cfg)
+    assert (second.returncode, json.loads(second.stdout or "null")) == (0, info), second.stderr
+    assert tree(workdir) == built
 
 
 def test_requirement_lines_keep_an_option_with_its_value() -> None:
