@@ -48,6 +48,9 @@ WORKER_MODULES = ("wire.py", "flow.py", "worker.py")
 # names nothing but the interpreter: the arguments come on stdin, so a kept
 # connection can start it before it knows the next call's workdir (see
 # ``holder``), and it imports what the worker will need while it waits.
+# Past the version check it trusts nothing it finds in the workdir (see the
+# module docstring and docs/protocol.md): ``mine`` checks a directory, ``new``
+# makes a file no one could have planted, ``good`` verifies the bundle.
 STUB = r"""
 import os,sys,json
 def say(s):
@@ -413,11 +416,11 @@ def start_worker(
     a thread of its own so that this wait holds whatever the transport's
     reads block on.
     """
+    args = stub_args(workdir, env, pip)
     pipes = transport.start(stub_argv(python))
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     handshake = _Handshake(pipes, transport, python, events.put)
-    thread = threading.Thread(target=handshake.run, args=(stub_args(workdir, env, pip),),
-                              name="skyctl-bootstrap", daemon=True)
+    thread = threading.Thread(target=handshake.run, args=(args,), name="skyctl-bootstrap", daemon=True)
     try:
         thread.start()
         wait = timeout
