@@ -277,8 +277,9 @@ def bundle_sha256() -> str:
 
     Building the bundle to learn it costs ~30 ms (compiling and zipping) in
     every client process, which a warm call must not pay; so it is
-    remembered per bundle id in the client's private runtime directory. A
-    missing or stale memo costs one build (``remember_bundle``).
+    remembered per bundle id (and Python build) in the client's private
+    runtime directory. A missing or stale memo costs one build
+    (``remember_bundle``); one in a directory others can write is ignored.
     """
     path = _memo_path()
     if path is not None:
@@ -316,7 +317,7 @@ def remember_bundle() -> str:
 
 
 def _memo_path() -> str | None:
-    """``bundle-<id>.sha256`` in the directory of the kept connections'
+    """``memo_name()`` in the directory of the kept connections'
     sockets (``transports.reuse.socket_dir``'s rules, not imported: that
     module loads ``socket``), or None when that directory is not ours alone."""
     base = os.environ.get("XDG_RUNTIME_DIR", "")
@@ -332,7 +333,12 @@ def _memo_path() -> str | None:
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
         return None
-    return os.path.join(directory, f"bundle-{bundle_id()}.sha256")
+    return os.path.join(directory, memo_name())
+
+
+def memo_name() -> str:
+    """The memo's file name: per bundle id and per exact Python build (which compiled the bytecode)."""
+    return f"bundle-{bundle_id()}-{sys.hexversion:x}.sha256"
 
 
 def client_python() -> str:

@@ -291,7 +291,7 @@ def test_a_wrong_memo_costs_one_resend_and_is_corrected(tmp_path: Path) -> None:
     workdir = tmp_path / "wd"
     cfg = local_config(tmp_path, workdir)
     assert "bundle sent" in _check(cfg, runtime).stdout
-    memo = runtime / "skyctl" / f"bundle-{bootstrap.bundle_id()}.sha256"
+    memo = runtime / "skyctl" / bootstrap.memo_name()
     assert memo.read_text().strip() == bootstrap.bundle().sha256
     assert stat.S_IMODE(memo.stat().st_mode) == 0o600
 
@@ -308,7 +308,7 @@ def test_a_memo_in_a_directory_others_can_write_is_not_believed(tmp_path: Path) 
     (runtime / "skyctl").chmod(0o777)
     marker = tmp_path / "marker"
     planted = trojan(marker)
-    (runtime / "skyctl" / f"bundle-{bootstrap.bundle_id()}.sha256").write_text(hashlib.sha256(planted).hexdigest())
+    (runtime / "skyctl" / bootstrap.memo_name()).write_text(hashlib.sha256(planted).hexdigest())
     workdir = tmp_path / "wd"
     workdir.mkdir(mode=0o700)
     (workdir / bundle_name()).write_bytes(planted)
