@@ -133,6 +133,7 @@ class Host:
             workdir=profile.workdir,
             env=dict(profile.env),
             pip=tuple(getattr(profile, "pip", ())),
+            timeout=profile.connect_timeout,
         )
         session = WorkerSession(self._transport, spec, self.hooks)
         session.start()

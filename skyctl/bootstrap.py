@@ -1,24 +1,36 @@
 """Starting a worker on any host in one exec: the stub, the bundle, the handshake.
 
 The transport runs ``<python> -c STUB`` and writes the call's arguments
-(JSON: workdir, bundle id, env, pip) to its stdin. The stub checks that
-the interpreter's major.minor is the client's (by-value functions carry
-bytecode), looks for ``<workdir>/bundle-<id>.zip`` (``bundle_id``) and answers ``need``
-or ``ready``; on ``need`` the client sends the bundle (our worker modules and
-the client's own cloudpickle, as a zip, each module with its bytecode) and the
-stub checks its sha256 and writes it atomically with private permissions.
-Then the stub imports the worker from the zip and hands it the pipes. A warm
-start is one exec and one round trip, and writes nothing.
+(JSON: workdir, bundle id and sha256, env, pip) to its stdin. The stub checks
+that the interpreter's major.minor is the client's (by-value functions carry
+bytecode) and that the workdir is a private directory of the login user's;
+it then verifies ``<workdir>/bundle-<id>.zip`` (``bundle_id``) against the
+client's sha256 (``bundle_sha256``) and answers ``need`` or ``ready``; on
+``need`` the client sends the bundle (our worker modules and the client's
+own cloudpickle, as a zip, each module with its bytecode) and the stub
+checks it and writes it privately (``O_EXCL|O_NOFOLLOW``, a random name,
+then a rename). Then the stub imports the worker from the zip and hands it
+the pipes. A warm start is one exec and one round trip, and writes nothing.
+
+The remote host is not trusted with the cache: the bundle id is public (a
+hash of sources), so a file of that name proves nothing until its content
+matches. Every answer must come within the profile's ``connect_timeout``
+(pip's time excepted): a silent interpreter is an error, not a hang.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import json
 import os
+import queue
+import shlex
+import stat
 import sys
+import threading
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -36,6 +48,9 @@ WORKER_MODULES = ("wire.py", "flow.py", "values.py", "worker.py")
 # names nothing but the interpreter: the arguments come on stdin, so a kept
 # connection can start it before it knows the next call's workdir (see
 # ``holder``), and it imports what the worker will need while it waits.
+# Past the version check it trusts nothing it finds in the workdir (see the
+# module docstring and docs/protocol.md): ``mine`` checks a directory, ``new``
+# makes a file no one could have planted, ``good`` verifies the bundle.
 STUB = r"""
 import os,sys,json
 def say(s):
@@ -54,7 +69,7 @@ def rdline():
         b+=read(1)
     return b
 try:
-    import threading,pickle,traceback,queue,select,signal,struct,typing,dataclasses,dis,logging,platform,uuid,weakref,zlib
+    import threading,pickle,traceback,queue,select,signal,struct,typing,dataclasses,dis,logging,platform,uuid,weakref,zlib,hashlib,stat
 except Exception:
     pass
 a=json.loads(read(int(rdline())))
@@ -62,47 +77,114 @@ v="%d.%d"%tuple(sys.version_info[:2])
 if v!=a["python"]:
     say("python %s %s"%(v,sys.executable))
     sys.exit(0)
-d=os.path.expanduser(a["workdir"])
-py=None
-if a.get("pip"):
-    import hashlib,subprocess,fcntl
-    k=hashlib.sha256(json.dumps([os.path.realpath(sys.executable),sys.version,sorted(a["pip"])]).encode()).hexdigest()[:16]
-    e=os.path.join(d,"venvs",k)
-    py=os.path.join(e,"bin","python")
-    if not os.path.exists(os.path.join(e,".ready")):
-        os.makedirs(os.path.join(d,"venvs"),0o700,exist_ok=True)
-        lk=os.open(e+".lock",os.O_WRONLY|os.O_CREAT,0o600)
-        fcntl.flock(lk,fcntl.LOCK_EX)
-        if not os.path.exists(os.path.join(e,".ready")):
-            tail=[]
-            for cmd in ([sys.executable,"-m","venv","--clear",e],[py,"-m","pip","install","--disable-pip-version-check","--no-input"]+a["pip"]):
-                say("progress "+" ".join(cmd[1:4]))
-                p=subprocess.Popen(cmd,stdin=subprocess.DEVNULL,stdout=subprocess.PIPE,stderr=subprocess.STDOUT)
-                for line in p.stdout:
-                    line=line.decode(errors="replace").rstrip()
-                    tail=(tail+[line])[-15:]
-                    say("progress "+line[:200])
-                if p.wait()!=0:
-                    say("pipfail "+json.dumps(tail))
-                    sys.exit(5)
-            open(os.path.join(e,".ready"),"w").close()
-        os.close(lk)
-z=os.path.join(d,"bundle-%s.zip"%a["hash"])
-if not os.path.exists(z):
-    say("need")
-    n,h=rdline().split()
-    data=read(int(n))
-    import hashlib
-    if hashlib.sha256(data).hexdigest()!=h.decode():
-        say("error bundle damaged in transit")
-        sys.exit(4)
-    os.makedirs(d,0o700,exist_ok=True)
-    t="%s.%d.tmp"%(z,os.getpid())
-    f=os.open(t,os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o600)
-    m=memoryview(data)
+import hashlib,stat,select
+def bad(*w):
+    say("bad "+json.dumps(w))
+    sys.exit(5)
+def mine(p):
+    try:
+        s=os.lstat(p)
+    except OSError:
+        try:
+            os.makedirs(p,0o700)
+            s=os.lstat(p)
+        except OSError as e:
+            bad("mkdir",p,e.strerror or str(e))
+    u=os.geteuid()
+    if stat.S_ISLNK(s.st_mode):
+        bad("link",p,os.readlink(p))
+    if not stat.S_ISDIR(s.st_mode):
+        bad("notdir",p,"")
+    if s.st_uid!=u:
+        try:
+            import pwd
+            n=pwd.getpwuid(s.st_uid).pw_name
+        except Exception:
+            n="?"
+        bad("owner",p,"uid %d (%s), not to the login user (uid %d)"%(s.st_uid,n,u))
+    if s.st_mode&0o22:
+        bad("mode",p,"%04o"%stat.S_IMODE(s.st_mode))
+def new(p):
+    t="%s.%s.tmp"%(p,os.urandom(8).hex())
+    return t,os.open(t,os.O_WRONLY|os.O_CREAT|os.O_EXCL|os.O_NOFOLLOW,0o600)
+def put(f,b):
+    m=memoryview(b)
     while m:
         m=m[os.write(f,m):]
     os.close(f)
+d=os.path.expanduser(a["workdir"])
+mine(d)
+py=None
+if a.get("pip"):
+    import subprocess,fcntl
+    k=hashlib.sha256(json.dumps([os.path.realpath(sys.executable),sys.version,sorted(a["pip"])]).encode()).hexdigest()[:16]
+    mine(os.path.join(d,"venvs"))
+    e=os.path.join(d,"venvs",k)
+    py=os.path.join(e,"bin","python")
+    r=os.path.join(e,".ready")
+    if not os.path.exists(r):
+        try:
+            lk=os.open(e+".lock",os.O_RDWR|os.O_CREAT|os.O_EXCL|os.O_NOFOLLOW,0o600)
+        except FileExistsError:
+            lk=os.open(e+".lock",os.O_RDWR|os.O_NOFOLLOW)
+        fcntl.flock(lk,fcntl.LOCK_EX)
+        if not os.path.exists(r):
+            q,f=new(os.path.join(d,"requirements"))
+            try:
+                put(f,("\n".join(a["pip"])+"\n").encode())
+                tail=[]
+                for cmd in ([sys.executable,"-m","venv","--clear",e],[py,"-m","pip","install","--disable-pip-version-check","--no-input","-r",q]):
+                    say("progress "+" ".join(cmd[1:4]))
+                    p=subprocess.Popen(cmd,stdin=subprocess.DEVNULL,stdout=subprocess.PIPE,stderr=subprocess.STDOUT)
+                    o=p.stdout.fileno()
+                    b=b""
+                    while 1:
+                        if not select.select([o],[],[],2)[0]:
+                            say("progress")
+                            continue
+                        c=os.read(o,65536)
+                        ls=(b+c).split(b"\n")
+                        b=ls.pop() if c else b""
+                        for l in ls:
+                            l=l.decode("utf-8","replace").rstrip()
+                            tail=(tail+[l])[-20:]
+                            if l.strip():
+                                say("progress "+l[:200])
+                        if not c:
+                            break
+                    if p.wait()!=0:
+                        say("pipfail "+json.dumps(tail))
+                        sys.exit(5)
+            finally:
+                os.unlink(q)
+            t,f=new(r)
+            os.close(f)
+            os.replace(t,r)
+        os.close(lk)
+z=os.path.join(d,"bundle-%s.zip"%a["hash"])
+def good():
+    h=hashlib.sha256()
+    try:
+        f=os.open(z,os.O_RDONLY|os.O_NOFOLLOW)
+        try:
+            c=os.read(f,1<<20)
+            while c:
+                h.update(c)
+                c=os.read(f,1<<20)
+        finally:
+            os.close(f)
+    except OSError:
+        return 0
+    return h.hexdigest()==a["sha"]
+if not good():
+    say("need")
+    n,h=rdline().split()
+    data=read(int(n))
+    if hashlib.sha256(data).hexdigest()!=h.decode():
+        say("error bundle damaged in transit")
+        sys.exit(4)
+    t,f=new(z)
+    put(f,data)
     os.replace(t,z)
 os.environ.update(a["env"])
 say("ready")
@@ -189,6 +271,76 @@ def _bytecode(name: str, source: bytes) -> bytes:
     return importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little") + importlib.util.source_hash(source) + marshal.dumps(code)
 
 
+@functools.lru_cache(maxsize=1)
+def bundle_sha256() -> str:
+    """The sha256 the stub checks its cached bundle against on every start.
+
+    Building the bundle to learn it costs ~30 ms (compiling and zipping) in
+    every client process, which a warm call must not pay; so it is
+    remembered per bundle id (and Python build) in the client's private
+    runtime directory. A missing or stale memo costs one build
+    (``remember_bundle``); one in a directory others can write is ignored.
+    """
+    path = _memo_path()
+    if path is not None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                text = os.read(fd, 128).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+            if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+                return text
+        except OSError:
+            pass
+    return remember_bundle()
+
+
+def remember_bundle() -> str:
+    """Build the bundle, write its sha256 to the memo (random temp name, then replace) and return it."""
+    sha = bundle().sha256
+    bundle_sha256.cache_clear()
+    path = _memo_path()
+    if path is not None:
+        tmp = "%s.%s.tmp" % (path, os.urandom(8).hex())
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                wire.write_all(fd, sha.encode() + b"\n")
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return sha
+
+
+def _memo_path() -> str | None:
+    """``memo_name()`` in the directory of the kept connections'
+    sockets (``transports.reuse.socket_dir``'s rules, not imported: that
+    module loads ``socket``), or None when that directory is not ours alone."""
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    uid = os.getuid()
+    directory = os.path.join(base, "skyctl") if base and os.path.isabs(base) and os.path.isdir(base) else f"/tmp/skyctl-{uid}"
+    try:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(directory)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        return None
+    return os.path.join(directory, memo_name())
+
+
+def memo_name() -> str:
+    """The memo's file name: per bundle id and per exact Python build (which compiled the bytecode)."""
+    return f"bundle-{bundle_id()}-{sys.hexversion:x}.sha256"
+
+
 def client_python() -> str:
     return "%d.%d" % sys.version_info[:2]
 
@@ -198,9 +350,39 @@ def stub_argv(python: str) -> list[str]:
     return [python, "-c", STUB]
 
 
+#: pip options that take a value: in a requirements file they share one line with it
+_PIP_VALUE_OPTIONS = frozenset({
+    "-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-c", "--constraint", "-r", "--requirement",
+    "-e", "--editable", "--trusted-host", "--no-binary", "--only-binary", "--use-feature", "--hash",
+    "--config-settings", "--global-option",
+})  # fmt: skip
+
+
+def requirement_lines(pip: Sequence[str]) -> list[str]:
+    """The profile's ``pip:`` items as lines of a requirements file.
+
+    Each item is one line, except that an option given apart from its value
+    (``["--index-url", URL, "pkg"]``, as on a command line) is joined with it.
+    """
+    lines: list[str] = []
+    option: str | None = None
+    for item in pip:
+        if option is not None:
+            lines.append(f"{option} {item}")
+            option = None
+        elif item in _PIP_VALUE_OPTIONS:
+            option = item
+        else:
+            lines.append(item)
+    if option is not None:
+        lines.append(option)
+    return lines
+
+
 def stub_args(workdir: str, env: Mapping[str, str], pip: Sequence[str] = ()) -> bytes:
     """What the stub reads first on stdin: ``<length>\\n<JSON>``."""
-    args = {"python": client_python(), "workdir": workdir, "hash": bundle_id(), "env": dict(env), "pip": list(pip)}
+    args = {"python": client_python(), "workdir": workdir, "hash": bundle_id(), "sha": bundle_sha256(),
+            "env": dict(env), "pip": requirement_lines(pip)}
     data = json.dumps(args, separators=(",", ":")).encode()
     return b"%d\n%s" % (len(data), data)
 
@@ -214,6 +396,14 @@ class StartedWorker:
     sent_bundle: bool
 
 
+#: seconds the client waits after a ``progress`` line at least, whatever
+#: ``connect_timeout`` is: the stub says ``progress`` every 2 s while pip is quiet
+PIP_QUIET = 10.0
+#: seconds a failed or timed-out start-up waits for the stub's pipes to close: enough for
+#: the transports' own close (EOF, 2 s to exit, then TERM and KILL), never longer
+CLOSE_WAIT = 4.0
+
+
 def start_worker(
     transport: Transport,
     python: str,
@@ -221,42 +411,103 @@ def start_worker(
     env: Mapping[str, str],
     on_status: Callable[[str], None] = lambda s: None,
     pip: Sequence[str] = (),
+    timeout: float = 10.0,
 ) -> StartedWorker:
     """Run the stub through ``transport``, send the bundle if missing, wait for HELLO.
+
+    Every answer of the stub (and the worker's HELLO) must come within
+    ``timeout`` seconds (the profile's ``connect_timeout``): an interpreter
+    that never answers is an error, not a hang. While a ``pip:`` venv is
+    built, each ``progress`` line restarts the wait. The handshake runs on
+    a thread of its own so that this wait holds whatever the transport's
+    reads block on.
 
     A transport that runs a program of the user's (``command``) may explain a
     failure before the stub said a word, when that program, not the stub,
     is what failed: ``transport.failed_before_stub(pipes, python, answer)``.
     """
+    args = stub_args(workdir, env, pip)
     pipes = transport.start(stub_argv(python))
-    before_stub = getattr(transport, "failed_before_stub", None)
+    events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    handshake = _Handshake(pipes, transport, python, events.put)
+    thread = threading.Thread(target=handshake.run, args=(args,), name="skyctl-bootstrap", daemon=True)
     try:
+        thread.start()
+        wait = timeout
+        while True:
+            try:
+                kind, value = events.get(timeout=wait)
+            except queue.Empty:
+                raise _no_answer(transport, python, timeout, handshake.waiting_for) from None
+            if kind == "done":
+                return value  # type: ignore[no-any-return]
+            if kind == "error":
+                raise value
+            wait = max(timeout, PIP_QUIET) if kind == "progress" else timeout
+            if value:
+                on_status(value)
+    except BaseException:
+        _close_within(pipes, CLOSE_WAIT)
+        raise
+
+
+class _Handshake:
+    """The start-up dialogue with the stub, run on its own thread; reports through ``post(kind, value)``:
+    ``status``/``progress`` (text or '' for the status line), ``done`` (a ``StartedWorker``), ``error``."""
+
+    def __init__(self, pipes: WorkerPipes, transport: Transport, python: str,
+                 post: Callable[[tuple[str, Any]], None]) -> None:
+        self.pipes = pipes
+        self.transport = transport
+        self.python = python
+        self.post = post
+        #: what the client is waiting for (named in the error when it does not come)
+        self.waiting_for = "the bootstrap stub's first answer"
+
+    def run(self, args: bytes) -> None:
         try:
-            _write(pipes, transport, stub_args(workdir, env, pip))
+            self.post(("done", self._talk(args)))
+        except BaseException as exc:  # handed to the caller's thread
+            self.post(("error", exc))
+
+    def _talk(self, args: bytes) -> StartedWorker:
+        pipes, transport = self.pipes, self.transport
+        before_stub = getattr(transport, "failed_before_stub", None)
+        try:
+            _write(pipes, transport, args)
         except ConnectionLost:
             if before_stub is None:
                 raise
-            raise before_stub(pipes, python, "") from None
+            raise before_stub(pipes, self.python, "") from None
         sent = False
         answer = _read_line(pipes)
         if before_stub is not None and (not answer or answer.startswith("?")):
-            raise before_stub(pipes, python, answer)
-        while answer.startswith("progress "):
-            on_status("installing pip requirements: " + answer[9:])
+            raise before_stub(pipes, self.python, answer)
+        while answer == "progress" or answer.startswith("progress "):
+            self.waiting_for = "pip (building the profile's venv)"
+            text = answer[9:].strip()
+            self.post(("progress", "installing pip requirements: " + text if text else ""))
             answer = _read_line(pipes)
         if answer.startswith("pipfail "):
-            tail = "\n".join(json.loads(answer[8:]))
+            # indented: a line of pip's such as "error: ..." is not mistaken for skyctl's own
+            tail = "\n".join(("  " + line).rstrip() for line in json.loads(answer[8:]))
             err = RemoteEnvironmentError(
                 f"pip install of the profile's requirements failed on {transport.label}",
                 hint="check the 'pip:' list in the host's profile; pip's output ends above",
             )
             err.details = tail
             raise err
+        if answer.startswith("bad "):
+            raise _bad_workdir(transport, json.loads(answer[4:]))
         if answer == "need":
-            on_status("sending worker bundle")
+            self.post(("status", "sending worker bundle"))
             b = bundle()
+            if b.sha256 != bundle_sha256():
+                remember_bundle()  # the memo was stale: the next call's check must not fail again
             _write(pipes, transport, b"%d %s\n" % (len(b.data), b.sha256.encode()) + b.data)
             sent = True
+            self.waiting_for = "the bootstrap stub to store the worker bundle"
+            self.post(("status", ""))
             answer = _read_line(pipes)
         if answer.startswith("python "):
             _, version, exe = (answer.split(" ", 2) + ["", ""])[:3]
@@ -265,21 +516,63 @@ def start_worker(
                 hint=f"functions travel as bytecode: set 'python:' in the host's profile to a Python {client_python()}",
             )
         if answer != "ready":
-            raise _start_failure(pipes, transport, python, answer)
-        on_status("starting worker")
+            self.post(("status", ""))  # explaining may wait for the stub's exit status
+            raise _start_failure(pipes, transport, self.python, answer)
+        self.waiting_for = "the worker's hello"
+        self.post(("status", "starting worker"))
         try:
             kind, payload = wire.read_frame(pipes.read)
         except (wire.Eof, wire.ProtocolError):
-            raise _start_failure(pipes, transport, python, "") from None
+            self.post(("status", ""))
+            raise _start_failure(pipes, transport, self.python, "") from None
         if kind is not wire.Kind.HELLO:
             raise RemoteEnvironmentError(f"the worker on {transport.label} did not say hello (got {kind.name})")
         hello = wire.unpack_json(payload)
         if hello.get("protocol") != wire.PROTOCOL_VERSION:
             raise RemoteEnvironmentError(f"the worker on {transport.label} speaks protocol {hello.get('protocol')}")
         return StartedWorker(pipes, hello, sent)
-    except BaseException:
-        pipes.close()
-        raise
+
+
+def _close_within(pipes: WorkerPipes, seconds: float) -> None:
+    """Close ``pipes``, waiting at most ``seconds``: the handshake thread may
+    still be blocked reading them (a child of the command can hold them open)."""
+    closer = threading.Thread(target=pipes.close, name="skyctl-bootstrap-close", daemon=True)
+    closer.start()
+    closer.join(seconds)
+
+
+def _no_answer(transport: Transport, python: str, timeout: float, waiting_for: str) -> RemoteEnvironmentError:
+    """The bootstrap deadline passed: the interpreter is there but does not speak."""
+    hint = f"check that '{python}' is a Python interpreter there (`{python} -c 'print(1)'` must print 1)"
+    if transport.label != "local":
+        hint += "; if the host is only slow, raise 'connect_timeout' in its profile"
+    return RemoteEnvironmentError(
+        f"python '{python}' on {transport.label} did not answer within {timeout:g}s (waiting for {waiting_for})",
+        hint=hint,
+    )
+
+
+def _bad_workdir(transport: Transport, what: list[str]) -> RemoteEnvironmentError:
+    """The stub refused the workdir (or its ``venvs``): why, and the fix."""
+    kind, path, detail = (list(what) + ["", "", ""])[:3]
+    where = f"{path} on {transport.label}"
+    q = shlex.quote(path)
+    own = "or set 'workdir:' in the host's profile to a directory of your own"
+    if kind == "mkdir":
+        return RemoteEnvironmentError(f"cannot create the workdir {where}: {detail}",
+                                      hint=f"create it (mkdir -p -m 700 {q}), {own}")
+    if kind == "link":
+        why, fix = f"it is a symlink (to {detail})", f"remove the link (rm {q}) so skyctl creates a real directory, {own}"
+    elif kind == "notdir":
+        why, fix = "it is not a directory", f"remove it (rm {q}), {own}"
+    elif kind == "owner":
+        why, fix = f"it belongs to {detail}", f"its owner could plant code there: remove it (rm -rf {q}, as its owner or root), {own}"
+    elif kind == "mode":
+        why = f"it is writable by group or others (mode {detail})"
+        fix = f"others may have written into it: remove it (rm -rf {q}), or at least chmod 700 {q}"
+    else:
+        why, fix = f"{kind} {detail}".strip(), own
+    return RemoteEnvironmentError(f"refusing the workdir {where}: {why}", hint=fix)
 
 
 def _write(pipes: WorkerPipes, transport: Transport, data: bytes) -> None:

@@ -453,7 +453,7 @@ _LOCAL_KEYS = frozenset({"type", "python", "workdir", "env", "trust", "allow"})
 #: keys of the other host types only: not for ssh hosts, so not for ``defaults:`` either
 _NON_SSH_KEYS = ("argv", "shell")
 _HOST_KEYS += _NON_SSH_KEYS
-_COMMAND_KEYS = frozenset({"type", "argv", "shell", "python", "workdir", "env", "pip", "trust", "allow"})
+_COMMAND_KEYS = frozenset({"type", "argv", "shell", "python", "workdir", "env", "pip", "trust", "allow", "connect_timeout"})
 #: the keys each host type accepts; ssh: all but the other types' own
 _TYPE_KEYS: dict[str, frozenset[str]] = {
     "local": _LOCAL_KEYS,

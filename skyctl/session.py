@@ -49,6 +49,8 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict)
     #: requirements installed once into a cached venv on the host
     pip: tuple[str, ...] = ()
+    #: seconds the stub may take for each answer while starting (the profile's ``connect_timeout``)
+    timeout: float = 10.0
 
 
 def _dumps(obj: Any) -> bytes:
@@ -104,7 +106,7 @@ class WorkerSession:
         """Connect, bootstrap, and wait for the worker's hello."""
         self.hooks.status("bootstrapping")
         started = start_worker(self.transport, self.spec.python, self.spec.workdir, self.spec.env,
-                               self.hooks.status, self.spec.pip)
+                               self.hooks.status, self.spec.pip, self.spec.timeout)
         self._pipes, self.hello, self.sent_bundle = started.pipes, started.hello, started.sent_bundle
         self._writer = wire.FrameWriter(started.pipes.write)
         threading.Thread(target=self._read_frames, name="frames", daemon=True).start()
