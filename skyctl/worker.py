@@ -29,7 +29,7 @@ import types
 from itertools import chain, islice
 from typing import Any, Callable, Generator, Iterator
 
-from . import flow, values, wire
+from . import flow, reaper, values, wire
 from .wire import Kind
 
 #: seconds the worker waits for the running call to wind down once the client is gone
@@ -296,6 +296,7 @@ class Worker:
     def run_call(self, call: CallState) -> None:
         terminal = self._execute(call)
         call.in_user_code = False
+        _end_leftovers(warn=True)  # before the last frame: when the client sees the end, they are gone
         if self.logs:
             self.logs.drain()
         call.outbox.finish(terminal)
@@ -420,7 +421,28 @@ def _close_quietly(gen: Any) -> None:
 
 def _exit_after_grace() -> None:
     time.sleep(EXIT_GRACE)
+    _end_leftovers()
     os._exit(0)
+
+
+def _end_leftovers(warn: bool = False) -> None:
+    """End every process the function started and left running (see ``reaper``)."""
+    ended = reaper.end_descendants(reaper.CALL_GRACE if warn else reaper.EXIT_GRACE)
+    if ended and warn:
+        message = (f"skyctl: ended {len(ended)} process{'es' if len(ended) > 1 else ''} the function left running "
+                   f"(nothing outlives a call): {reaper.describe(ended)}\n")
+        try:
+            os.write(2, message.encode(errors="replace"))
+        except OSError:
+            pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """A transport gave up waiting for the worker: end what the function started, then die of SIGTERM."""
+    _end_leftovers()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(128 + signal.SIGTERM)
 
 
 def _strip_worker_frames(tbe: traceback.TracebackException) -> None:
@@ -482,6 +504,7 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     conn = Connection(proto_in, proto_out)
     worker = _worker = Worker(conn)
     signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     import cloudpickle
@@ -497,11 +520,13 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
             }
         ),
     )
+    reaper.become_subreaper()  # after HELLO: the client is busy with it meanwhile; before any user code
     worker.logs = LogForwarder(conn)
     threading.Thread(target=worker.read_frames, name="reader", daemon=True).start()
     try:
         worker.serve()
     finally:
+        _end_leftovers()  # also what threads the function left behind started after its call
         if worker.logs:
             worker.logs.drain()
     os._exit(0)

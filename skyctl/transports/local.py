@@ -15,6 +15,9 @@ from collections import deque
 from ..errors import RemoteEnvironmentError
 from ..wire import write_all
 
+#: seconds ``close`` gives the worker to exit on EOF before signalling it
+CLOSE_GRACE = 2.0
+
 
 class ProcessPipes:
     """A child process's stdin/stdout as protocol pipes; stderr kept as a short tail."""
@@ -54,9 +57,12 @@ class ProcessPipes:
             return
         self._closed = True
         self.close_stdin()
-        if self.exit_status(timeout=2.0) is None:
-            self._proc.kill()
-            self._proc.wait()
+        # as over ssh: EOF, a grace, then SIGTERM (the worker ends what the function started) and SIGKILL
+        if self.exit_status(timeout=CLOSE_GRACE) is None:
+            self._proc.terminate()
+            if self.exit_status(timeout=1.0) is None:
+                self._proc.kill()
+                self._proc.wait()
         self._stdout.close()
 
     def stderr_text(self) -> str:
