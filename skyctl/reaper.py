@@ -245,6 +245,8 @@ def end_descendants(grace: float = CALL_GRACE, kill_wait: float = KILL_WAIT, roo
                     reap_zombies()
                 live = [p for p in descendants(top) if p.alive and p.pid != os.getpid()]
                 if not live:
+                    if own:
+                        reap_zombies()  # those that died since the reap above: with no live parent, all ours
                     return list(ended.values())
                 for proc in live:
                     key = (proc.pid, proc.start)
