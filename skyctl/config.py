@@ -123,9 +123,10 @@ hosts:
 
   # cluster:                     # a Ray cluster: each call (each pipe chunk) runs as a Ray task
   #   type: ray
-  #   via: head                  # the host where the Ray driver runs; its python must have ray
+  #   via: gpu-1                 # the host where the Ray driver runs; its python must have ray
   #   address: auto              # ray.init address on that host
   #   resources: {num_cpus: 1}   # per task: num_cpus, num_gpus, memory, resources: {NAME: amount}
+  #   runtime_env: {env_vars: {OMP_NUM_THREADS: "1"}}   # passed through to every task
   #   workers: 2                 # pipe: chunk tasks in flight (one driver process each)
 """
 
