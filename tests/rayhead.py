@@ -82,7 +82,9 @@ def start_ray_head(python: str) -> RayHead:
     """``ray start --head`` with 2 CPUs, no dashboard, no usage stats, on 127.0.0.1, in a temp dir of its own."""
     temp_dir = Path(tempfile.mkdtemp(prefix="skyray-", dir="/tmp"))  # short: Ray's socket paths live under it
     port = free_port()
-    head = RayHead(python, f"127.0.0.1:{port}", temp_dir, RAY_VERSION)
+    version = subprocess.run([python, "-c", "import ray; print(ray.__version__)"], capture_output=True, text=True,
+                             timeout=120).stdout.strip()
+    head = RayHead(python, f"127.0.0.1:{port}", temp_dir, version)
     argv = [head.ray_cli, "start", "--head", "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats",
             "--node-ip-address", "127.0.0.1", "--port", str(port),
             "--dashboard-agent-listen-port", str(free_port()), "--object-store-memory", str(200 * 1024 * 1024),
