@@ -39,8 +39,8 @@ from typing import Any, Callable, Iterator
 from . import flow, raytask
 from .wire import Kind
 
-#: the Ray versions skyctl's tests and benchmarks ran against
-CHECKED_RAY = ("2.40.0",)
+#: the Ray versions skyctl's tests ran against (2.40.0 is the one CI installs; benchmarks ran on it too)
+CHECKED_RAY = ("2.40.0", "2.60.0")
 #: older than this is refused (streaming generators with backpressure)
 MIN_RAY = (2, 10)
 #: results (Ray objects) a task may have waiting here before it pauses: one value each for a ``run``,
@@ -48,8 +48,9 @@ MIN_RAY = (2, 10)
 BACKPRESSURE_VALUES = 16
 BACKPRESSURE_BATCHES = 4
 #: the hint of every "ray is missing or unusable" error
-INSTALL_HINT = ("install ray into that host's python (pip install 'ray==%s'), or point the via host's 'python:' "
-                "at an interpreter that has it; skyctl never installs Ray" % CHECKED_RAY[-1])
+INSTALL_HINT = ("install ray into that host's python (the cluster's version; skyctl is checked with ray %s), "
+                "or point the via host's 'python:' at an interpreter that has it; skyctl never installs Ray"
+                % " and ".join(CHECKED_RAY))
 
 _lock = threading.Lock()
 #: per worker process: ray once imported, the address connected to, the connecting thread and its outcome
