@@ -211,6 +211,14 @@ def test_a_killed_ray_worker_reruns_its_chunk_on_the_same_host(ray_config: Path,
     assert "cluster: ok, 6 chunks, 6000 records in, 6000 values out, 1 re-runs" in err, err
 
 
+def test_a_bad_record_ends_its_chunk_task_with_exit_65(ray_config: Path) -> None:
+    data = "".join(f"{i}\n" for i in range(1, 2500)) + "oops\n" + "".join(f"{i}\n" for i in range(1, 100))
+    result = sky(ray_config, "pipe", f"{T}:double", "-H", "cluster", input=data)
+    assert result.returncode == 65, result.stderr
+    assert "stdin line 2500: cannot read 'oops' as int" in result.stderr
+    assert sorted(map(int, result.stdout.split())) == [2 * i for i in range(1, 2500)]
+
+
 def test_a_plain_function_runs_once_per_chunk_task(ray_config: Path) -> None:
     result = sky(ray_config, "pipe", f"{T}:chunk_sum", "-H", "cluster", "--chunk", "100", "--keep-order",
                  input="".join(f"{i}\n" for i in range(1, 1001)))
