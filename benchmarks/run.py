@@ -47,9 +47,9 @@ from benchmarks.timing import BenchError, Run, drain, first_line, median, read_l
 REMOTE_PY = "/usr/bin/python3"
 TARGETS = "benchmarks/targets.py"
 #: in the order of the report
-MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local", "many", "command")
+MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local", "many", "command", "ray")
 #: in the order they run: the long memory runs last
-RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "many", "command", "memory")
+RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "many", "command", "ray", "memory")
 #: the delay proxy: 25 ms each way
 ONE_WAY_DELAY = 0.025
 
@@ -779,9 +779,59 @@ def m_command(b: Bench) -> None:
                        capture_output=True, timeout=30, env=b.env)
 
 
+RAY_DRIVER = ("import ray\nray.init(address={address!r}, logging_level='ERROR')\n"
+              "print(ray.get(ray.remote(lambda: 1).options(max_retries=0).remote()), flush=True)")
+
+
+def m_ray(b: Bench) -> None:
+    """11. ``type: ray``: time to first value vs a plain Ray driver; pipe rate through Ray tasks vs local workers."""
+    from tests.rayhead import RAY_ENV, RayUnavailable, ray_python, start_ray_head
+
+    try:
+        head = start_ray_head(ray_python())
+    except RayUnavailable as exc:
+        raise BenchError(f"the ray measurement needs a Python with ray: {exc}") from None
+    try:
+        workers = 2
+        env = "env: {" + ", ".join(f"{k}: '{v}'" for k, v in RAY_ENV.items()) + "}"
+        config = b.root / "ray.yaml"
+        config.write_text(f"default: local\nhosts:\n  local:\n    type: local\n"
+                          f"  head:\n    type: local\n    python: {head.python}\n    {env}\n"
+                          f"  cluster:\n    type: ray\n    via: head\n    address: {head.address}\n"
+                          f"    workers: {workers}\n")
+        ray_kw = {**b.run_kw(), "env": {**b.env, **RAY_ENV}}
+        sky = b.sky("run", f"{TARGETS}:one", "-H", "cluster", config=config)
+        driver = [head.python, "-c", RAY_DRIVER.format(address=head.address)]
+        for argv in (sky, driver):
+            first_line(argv, **ray_kw)
+        got = interleave(b.repeat, {
+            "sky": lambda: first_line(sky, **ray_kw),
+            "driver": lambda: first_line(driver, **ray_kw),
+        })
+        b.baselines["ray driver"] = ("a new Ray driver attached to the same running head printing one task's value: "
+                                     "`python -c 'import ray; ray.init(address=…); "
+                                     "print(ray.get(ray.remote(lambda: 1).remote()))'` with the cluster's python "
+                                     "(`ray job submit` needs the dashboard, which the head runs without)")
+        b.add(Row("ray", "11. time to first value, `skyctl run` on `type: ray` (warm, driver on a local via host)", "s",
+                  got["sky"], got["driver"], "ray driver", "lower", None))
+        n = 100_000 if b.args.quick else 500_000
+        seq = ["seq", "1", str(n)]
+        through_ray = b.sky("pipe", f"{TARGETS}:identity", "-H", "cluster", config=config)
+        local_group = b.sky("pipe", f"{TARGETS}:identity", "-H", "local", "-j", str(workers), config=config)
+        got = _rate_rows(b, {"ray": (through_ray, seq), "group": (local_group, seq)}, n, False)
+        b.baselines[f"local group -j {workers}"] = (f"`skyctl pipe … -H local -j {workers}`: the same chunks "
+                                                    f"(1000 records) on {workers} local worker processes")
+        b.add(Row("ray", f"11b. pipe rate through Ray tasks ({workers} chunk tasks in flight), {n:,} lines, "
+                  "first→last line", "lines/s", [d.stream_rate for d in got["ray"]],
+                  [d.stream_rate for d in got["group"]], f"local group -j {workers}", "higher", None))
+    finally:
+        head.stop()
+
+
 RUNNERS: dict[str, Callable[[Bench], None]] = {
     "warm": m_warm, "cold": m_cold, "output": m_output, "pipe": m_pipe, "roundtrip": m_roundtrip,
     "memory": m_memory, "latency": m_latency, "local": m_local, "many": m_many, "command": m_command,
+    "ray": m_ray,
 }
 
 

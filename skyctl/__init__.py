@@ -15,6 +15,7 @@ from .pools import Pool, pool
 from .trust import RefusedValue
 from .errors import (
     BadRecord,
+    ChunkLost,
     ConfigError,
     ConnectError,
     ConnectionLost,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BadRecord",
     "Call",
+    "ChunkLost",
     "ConfigError",
     "ConnectError",
     "ConnectionLost",

@@ -128,6 +128,10 @@ class Host:
             self.hooks.status("connecting")
             self._transport = make_transport(profile, self._config, reuse=self._reuse,
                                              warn=lambda m: self.hooks.log(2, f"warning: {m}\n".encode()))
+        name = None
+        if profile.type == "ray":  # the worker is the Ray driver, started on the via host exactly as for it
+            name = f"{profile.name} (Ray driver on {profile.via})"
+            profile = self._config.hosts[profile.via]
         spec = WorkerSpec(
             python=profile.python or (sys.executable if profile.type == "local" else "python3"),
             workdir=profile.workdir,
@@ -135,7 +139,7 @@ class Host:
             pip=tuple(getattr(profile, "pip", ())),
             timeout=profile.connect_timeout,
         )
-        session = WorkerSession(self._transport, spec, self.hooks)
+        session = WorkerSession(self._transport, spec, self.hooks, name=name)
         session.start()
         self._session = session
         return session
@@ -146,6 +150,14 @@ class Host:
         import time
 
         session = self._worker()
+        ray = None
+        if self.profile.type == "ray":  # connect the driver to the cluster and ask it what it is
+            from .raydriver import cluster_info
+
+            call = session.call(cluster_info, (), {}, options=self._call_options(in_driver=True))
+            for _ in call:
+                pass
+            ray = call.result
         started = time.monotonic()
         call = session.call(os.getpid, (), {})
         for _ in call:
@@ -155,7 +167,21 @@ class Host:
             "pid": call.result,
             "rtt_ms": (time.monotonic() - started) * 1000,
             "sent_bundle": session.sent_bundle,
+            "ray": ray,
         }
+
+    def _call_options(self, in_driver: bool = False) -> dict[str, Any] | None:
+        """The CALL options a ``type: ray`` host adds (plain data: the worker has no skyctl.config)."""
+        profile = self.profile
+        if profile.type != "ray":
+            return None
+        return {"ray": {
+            "address": profile.ray_address,
+            "resources": _plain(profile.resources),
+            "runtime_env": _plain(profile.runtime_env) if profile.runtime_env is not None else None,
+            "connect_timeout": profile.connect_timeout,
+            "in_driver": in_driver,
+        }}
 
     # -- calls ---------------------------------------------------------------
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
@@ -173,7 +199,8 @@ class Host:
         args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
         _ship_project_modules(fn)
         session = self._worker()
-        call = session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=self.decoder, skip=skip)
+        call = session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=self.decoder, skip=skip,
+                            options=self._call_options())
         return call
 
     @property
@@ -334,6 +361,8 @@ def make_transport(profile: Any, config: Any, *, reuse: bool | None = None,
     connection (``transports.reuse``) unless ``reuse`` is False (``--no-reuse``);
     ``warn`` shows why a kept connection could not be used.
     """
+    if profile.type == "ray":  # the Ray driver runs on the via host, reached as that host is
+        return make_transport(config.hosts[profile.via], config, reuse=reuse, warn=warn)
     if profile.type == "local":
         from .transports.local import LocalTransport
 
@@ -380,6 +409,17 @@ def _split_stream(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
         return tuple(new_args), new_kwargs, ("arg", position), stream
     new_kwargs[name] = None
     return tuple(new_args), new_kwargs, ("kw", name), stream
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain dicts and lists (to pickle for a worker that has no ``skyctl.config``)."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _is_stream(value: Any) -> bool:

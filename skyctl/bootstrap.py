@@ -40,7 +40,7 @@ from .errors import ConnectionLost, RemoteEnvironmentError
 from .transports.base import Transport, WorkerPipes
 
 #: the modules of this package that run on the remote
-WORKER_MODULES = ("wire.py", "flow.py", "values.py", "worker.py", "reaper.py")
+WORKER_MODULES = ("wire.py", "flow.py", "values.py", "worker.py", "reaper.py", "raydriver.py", "raytask.py")
 
 # Kept small and compatible with old Pythons, so that a wrong interpreter can
 # still say which version it is. Reads fd 0 unbuffered: the worker reads the

@@ -130,7 +130,7 @@ def pipe(
 
     env = Env()
     stderr = Stderr(env, quiet)
-    group = _group(host, config, jobs)
+    group = _group(host, config, jobs, distribute=True)
     with contextlib.nullcontext() if group is not None else _host(host, config, no_reuse, stderr) as remote:
         loaded = load_target(target)
         fn = loaded.function
@@ -175,8 +175,9 @@ def _stream_param(fn: Any, params: dict[str, Any], chosen: str | None) -> str:
     return next(iter(params))
 
 
-def _group(host: str | None, config: Path | None, jobs: int | None = None) -> Any:
-    """The ``config.Target`` when ``--host`` names a group (or ``a,b``), or ``-j`` is given; else None.
+def _group(host: str | None, config: Path | None, jobs: int | None = None, distribute: bool = False) -> Any:
+    """The ``config.Target`` when ``--host`` names a group (or ``a,b``), or ``-j`` is given, or (``distribute``:
+    ``pipe``) a ray host, whose chunks are Ray tasks; else None.
 
     A config error is left for the single-host path to report (after the target's own errors)."""
     from .config import load_config
@@ -187,6 +188,8 @@ def _group(host: str | None, config: Path | None, jobs: int | None = None) -> An
         if jobs is not None:
             raise
         return None
+    if distribute and any(p.type == "ray" for p in target.profiles):
+        return target
     return target if target.is_group or jobs is not None else None
 
 
@@ -256,13 +259,13 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
                 no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
                 tag: bool, retries: int, quiet: bool) -> int:
     """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
-    from .pool import Distributor, Result, Slot
+    from .pool import Distributor, Result, Slot, slots_for
     from .render import summary_line, tagged
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
-    workers = jobs or group.workers
-    slots = [Slot(_host_for(p, config, no_reuse, stderr), p.name, i) for p in group.profiles for i in range(workers)]
+    slots = [Slot(_host_for(p, config, no_reuse, stderr), p.name, i) for p in group.profiles
+             for i in range(slots_for(p, jobs, group.workers))]
 
     def emit(chunk: Any, host: str, batch: Any) -> None:
         if type(batch) is Result:
@@ -403,7 +406,11 @@ def hosts(config: Optional[Path] = ConfigOpt) -> int:
     rows = [("NAME", "TYPE", "ADDRESS", "PYTHON")]
     for name, profile in cfg.hosts.items():
         mark = " (default)" if name == cfg.default else ""
-        rows.append((name + mark, profile.type, profile.address, profile.effective_python))
+        python = profile.effective_python
+        if profile.type == "ray":  # the driver's: the via host's
+            via = cfg.hosts.get(profile.via or "")
+            python = f"{via.effective_python} (on {profile.via})" if via is not None else ""
+        rows.append((name + mark, profile.type, profile.address, python))
     for name, group in cfg.groups.items():
         mark = " (default)" if name == cfg.default else ""
         workers = f" × {group.workers} workers" if group.workers > 1 else ""
@@ -455,6 +462,10 @@ def check(
         ms = (time.monotonic() - started) * 1000
         bundle = ", bundle sent" if info["sent_bundle"] else ""
         lines[name] = [f"{name}: ok  python {info['python']}  ready in {ms:.0f} ms  round trip {info['rtt_ms']:.1f} ms{bundle}"]
+        ray = info.get("ray")
+        if isinstance(ray, dict):
+            lines[name].append(escape_controls(f"  ray {ray.get('ray')} at {ray.get('address')}: {ray.get('nodes')} nodes, "
+                                               f"{ray.get('cpus', 0):g} CPUs, {ray.get('gpus', 0):g} GPUs"))
 
     threads = [threading.Thread(target=one, args=(i, n), daemon=True) for i, n in enumerate(names)]
     for thread in threads:

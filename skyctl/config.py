@@ -77,7 +77,7 @@ ENV_CONFIG = "SKYCTL_CONFIG"
 ENV_HOST = "SKYCTL_HOST"
 
 #: every ``type:`` a host may have; ``ssh`` is implied by ``host:``
-HOST_TYPES = ("local", "ssh", "command")
+HOST_TYPES = ("local", "ssh", "command", "ray")
 HOST_KEY_POLICIES = ("strict", "accept-new")
 #: ``trust:``: what the Python API rebuilds from values a host sends (the CLI never unpickles)
 TRUST_LEVELS = ("data", "full")
@@ -133,6 +133,13 @@ hosts:
   #   shell: false               # true: append one shell-quoted string instead (for ssh)
   #   python: python3            # as the program finds it (same major.minor as here)
   #   workdir: ~/.cache/skyctl   # over there: the worker bundle and envs
+  # cluster:                     # a Ray cluster: each call (each pipe chunk) runs as a Ray task
+  #   type: ray
+  #   via: gpu-1                 # the host where the Ray driver runs; its python must have ray
+  #   address: auto              # ray.init address on that host
+  #   resources: {num_cpus: 1}   # per task: num_cpus, num_gpus, memory, resources: {NAME: amount}
+  #   runtime_env: {env_vars: {OMP_NUM_THREADS: "1"}}   # passed through to every task
+  #   workers: 2                 # pipe: chunk tasks in flight (one driver process each)
 """
 
 _K = TypeVar("_K")
@@ -222,6 +229,16 @@ class HostProfile:
     argv: tuple[str, ...] = ()
     #: command only: append ``[python, "-c", stub]`` as one shell-quoted argument (for ``ssh``)
     shell: bool = False
+    #: ray: the host (local, ssh, ...) whose worker is the Ray driver
+    via: str | None = None
+    #: ray: what the driver passes to ``ray.init(address=...)`` (YAML key ``address``)
+    ray_address: str = "auto"
+    #: ray: per task: ``num_cpus``, ``num_gpus``, ``memory``, ``resources`` ({NAME: amount})
+    resources: Mapping[str, Any] = field(default_factory=_empty_env)
+    #: ray: passed through to each task's ``runtime_env`` when given
+    runtime_env: Mapping[str, Any] | None = None
+    #: ray: a distributed ``pipe``'s chunk tasks in flight (one driver process each)
+    workers: int = 2
 
     def __post_init__(self) -> None:
         if self.type not in HOST_TYPES:
@@ -231,7 +248,18 @@ class HostProfile:
         if self.type == "command" and (not self.argv or isinstance(self.argv, str)
                                        or not all(isinstance(a, str) for a in self.argv) or not self.argv[0]):
             raise ValueError(f"HostProfile {self.name!r}: a command host needs 'argv', a non-empty list of strings")
+        if self.type == "ray" and not self.via:
+            raise ValueError(f"HostProfile {self.name!r}: a ray host needs 'via'")
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        resources = dict(self.resources)
+        if isinstance(resources.get("resources"), Mapping):
+            resources["resources"] = _FrozenMap(resources["resources"])
+        set_("resources", _FrozenMap(resources))
+        if self.runtime_env is not None:
+            set_("runtime_env", _FrozenMap(self.runtime_env))
+        set_("workers", int(self.workers))
+        if self.workers < 1:
+            raise ValueError(f"HostProfile {self.name!r}: workers must be at least 1, not {self.workers}")
         set_("env", _FrozenMap({str(k): str(v) for k, v in self.env.items()}))
         set_("identity_file", tuple(os.path.expanduser(p) for p in self.identity_file))
         set_("pip", tuple(self.pip))
@@ -263,6 +291,8 @@ class HostProfile:
             import shlex
 
             return shlex.join(self.argv)
+        if self.type == "ray":
+            return f"ray {self.ray_address} via {self.via}"
         host = self.host or ""
         if self.port is not None and ":" in host:
             host = f"[{host}]"  # IPv6 literal
@@ -461,6 +491,14 @@ _TYPE_KEYS: dict[str, frozenset[str]] = {
     "command": _COMMAND_KEYS,
 }
 _DEFAULTS_KEYS = tuple(k for k in _HOST_KEYS if k not in ("type", "host") and k not in _NON_SSH_KEYS)
+#: every key a ``type: ray`` host may have (its driver runs as the ``via`` host says: python, env, ...)
+_RAY_KEYS = ("type", "via", "address", "resources", "runtime_env", "workers", "connect_timeout", "trust", "allow")
+_RAY_ONLY_KEYS = frozenset(_RAY_KEYS) - frozenset(_HOST_KEYS)
+#: what ``resources:`` may hold, as Ray's task options name them
+_RAY_RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources")
+#: seconds a ray host's driver may take to connect to the cluster (``ray.init``) unless ``connect_timeout`` says
+RAY_CONNECT_TIMEOUT = 30.0
+_TYPE_KEYS["ray"] = frozenset(_RAY_KEYS)
 _TOP_KEYS = ("default", "defaults", "hosts", "groups")
 _GROUP_KEYS = ("hosts", "workers")
 _PASSWORD_KEYS = frozenset({"password", "passwd", "passphrase", "key_passphrase"})
@@ -660,6 +698,7 @@ class _Parser:
         if default not in hosts and default not in groups:
             self.fail(f"'default' is {default!r}, which names no host or group", self.hosts_hint(default, hosts))
         self.check_gateways(hosts)
+        self.check_vias(hosts)
         return Config(path=path, default=default, hosts=hosts, groups=groups)
 
     def groups(self, raw: Any, hosts: dict[str, HostProfile]) -> dict[str, Group]:
@@ -754,7 +793,11 @@ class _Parser:
             raw = {}
         if not isinstance(raw, dict):
             self.fail(f"settings must be a mapping, got {_describe(raw)}", "e.g. 'host: gpu-1.example.com' or 'type: local'")
+        if isinstance(raw.get("type"), str) and self.expand("type", raw["type"]).strip() == "ray":
+            return self.ray_host(name, raw)
         for key in raw:
+            if key in _RAY_ONLY_KEYS:
+                self.fail(f"{key!r} is only for ray hosts", "add 'type: ray' (and 'via: HOST') to run calls as Ray tasks")
             if key not in _HOST_KEYS:
                 self.unknown_key(key, _HOST_KEYS)
 
@@ -813,7 +856,103 @@ class _Parser:
             hint = f"{key!r} belongs to 'type: command'; " + hint
         self.fail(f"{key!r} is only for {where} hosts; this host is {kind}", hint)
 
+    def ray_host(self, name: str, raw: dict[str, Any]) -> HostProfile:
+        """A ``type: ray`` host: its own keys only; the driver's python, env, workdir are the via host's."""
+        for key, value in raw.items():
+            if key in _RAY_KEYS:
+                continue
+            if key in _HOST_KEYS:
+                if value is None:
+                    continue
+                self.fail(f"{key!r} does not apply to a ray host",
+                          "set it on the 'via' host, where the Ray driver runs (its python must have ray)")
+            self.unknown_key(key, _RAY_KEYS)
+        if raw.get("via") is None:
+            self.fail("type ray needs 'via'", "add 'via: HOST': the host (local or ssh) where the Ray driver runs")
+        fields: dict[str, Any] = {"connect_timeout": RAY_CONNECT_TIMEOUT}
+        for key, value in raw.items():
+            if key == "type" or value is None:
+                continue
+            if key == "via":
+                fields["via"] = self.string(key, value).strip()
+            elif key == "address":
+                fields["ray_address"] = self.string(key, value).strip()
+            elif key == "resources":
+                fields["resources"] = self.check_resources(key, value)
+            elif key == "runtime_env":
+                if not isinstance(value, dict):
+                    self.fail(f"{key!r} must be a mapping (Ray's runtime_env), got {_describe(value)}",
+                              'e.g. runtime_env: {env_vars: {OMP_NUM_THREADS: "1"}}')
+                fields["runtime_env"] = self.expand_tree(key, value)
+            elif key == "workers":
+                fields["workers"] = self.check_workers(key, value)
+            else:
+                fields[key] = self.value(key, value, local=False)
+        return HostProfile(name=name, type="ray", **{k: v for k, v in fields.items() if v is not _UNSET})
+
+    def check_resources(self, key: str, raw: Any) -> dict[str, Any]:
+        example = "e.g. resources: {num_cpus: 1, num_gpus: 0.5, resources: {TPU: 1}}"
+        if not isinstance(raw, dict):
+            self.fail(f"{key!r} must be a mapping, got {_describe(raw)}", example)
+        out: dict[str, Any] = {}
+        for name, value in raw.items():
+            if name not in _RAY_RESOURCE_KEYS:
+                hint = did_you_mean(name, _RAY_RESOURCE_KEYS) if isinstance(name, str) else None
+                self.fail(f"{key!r} has an unknown key {name!r}",
+                          hint or f"valid keys: {', '.join(_RAY_RESOURCE_KEYS)} (custom resources go under 'resources:')")
+            if name == "resources":
+                if not isinstance(value, dict):
+                    self.fail(f"'{key}.resources' must be a mapping of custom resource name to amount, got {_describe(value)}",
+                              example)
+                out[name] = {str(k): self.amount(f"{key}.resources.{k}", v) for k, v in value.items()}
+            else:
+                out[name] = self.amount(f"{key}.{name}", value)
+        return out
+
+    def amount(self, key: str, raw: Any) -> float | int:
+        value: Any = raw
+        text = self.scalar_text(key, raw)
+        if text is not None:
+            try:
+                value = float(text)
+            except ValueError:
+                value = text
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            self.fail(f"{key!r} must be a number of at least 0, got {_describe(value)}")
+        return int(value) if float(value).is_integer() else float(value)
+
+    def check_workers(self, key: str, raw: Any) -> int:
+        value: Any = raw
+        text = self.scalar_text(key, raw)
+        if text is not None:
+            value = int(text) if text.isdigit() else text
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.fail(f"{key!r} must be a whole number of at least 1, got {_describe(value)}")
+        return value
+
+    def expand_tree(self, key: str, raw: Any) -> Any:
+        """``${VAR}`` expanded in every string of a nested mapping or list (keys left alone)."""
+        if isinstance(raw, str):
+            return self.expand(key, raw)
+        if isinstance(raw, dict):
+            return {k: self.expand_tree(f"{key}.{k}", v) for k, v in raw.items()}
+        if isinstance(raw, list):
+            return [self.expand_tree(key, v) for v in raw]
+        return raw
+
     # -- cross references
+
+    def check_vias(self, hosts: Mapping[str, HostProfile]) -> None:
+        for profile in hosts.values():
+            if profile.type != "ray":
+                continue
+            self.section = f"host {profile.name!r}"
+            target = hosts.get(profile.via or "")
+            if target is None:
+                self.fail(f"'via' is {profile.via!r}, which names no host", self.hosts_hint(profile.via or "", hosts))
+            if target.type == "ray":
+                self.fail(f"'via' is {profile.via!r}, which is a ray host too",
+                          "name the host (local or ssh) where the Ray driver runs")
 
     def hosts_hint(self, name: str, hosts: Mapping[str, HostProfile]) -> str:
         known = "known hosts: " + ", ".join(hosts)

@@ -71,6 +71,16 @@ class ConnectionLost(SkyctlError):
     exit_status = ExitStatus.CONNECTION_LOST
 
 
+class ChunkLost(ConnectionLost):
+    """The Ray task running a call (a ``pipe`` chunk) was lost, not the host:
+    its Ray worker process or node died. A distributed ``pipe`` runs the chunk
+    again (skipping the values already written) and keeps using the host; on
+    its own, a call that ends so is exit 6 like any lost connection."""
+
+    #: what happened to the task, without the host's name (for a re-run's warning)
+    reason: str = ""
+
+
 class BadRecord(SkyctlError):
     """A stdin record could not be read as the stream parameter's type."""
 

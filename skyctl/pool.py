@@ -21,11 +21,22 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .errors import BadRecord, ConnectError, ConnectionLost, ExitStatus, RemoteEnvironmentError, RemoteError, SkyctlError
+from .errors import (BadRecord, ChunkLost, ConnectError, ConnectionLost, ExitStatus, RemoteEnvironmentError, RemoteError,
+                     SkyctlError)
 from .flow import LineBatch
 
 #: failures of a host (or one worker on it), not of the function: its chunks run again elsewhere
 HOST_FAILURES = (ConnectError, ConnectionLost, RemoteEnvironmentError)
+
+
+def slots_for(profile: Any, jobs: int | None, workers: int) -> int:
+    """How many slots (worker processes) a host gets: ``-j``, else a ray host's own ``workers:``
+    (chunk tasks in flight), else the group's ``workers``."""
+    if jobs:
+        return jobs
+    if getattr(profile, "type", None) == "ray":
+        return int(getattr(profile, "workers", 1))
+    return workers
 
 
 class GroupError(SkyctlError):
@@ -437,6 +448,10 @@ class Distributor:
         if not any(s.connected for s in self.stats.values()):
             return ConnectError(f"no host could be reached ({describe(last)})" if last else "no host could be reached",
                                 hint="check the hosts with 'skyctl check GROUP'")
+        if errors and len(errors) == len(self.stats) and all(isinstance(e, (ConnectError, RemoteEnvironmentError))
+                                                             for e in errors):
+            if len({type(e).exit_status for e in errors}) == 1:  # every host failed alike (a ray host's driver
+                return errors[-1]  # could not reach its cluster, or has no ray): that failure, with its hint
         return ConnectionLost("every worker is gone with chunks left to run", hint="values written so far are complete; "
                               "see the per-host summary for why each host ended")
 
@@ -460,6 +475,9 @@ class Distributor:
             if stream.result is not None and not chunk.result_written:
                 chunk.result_written = True
                 self._hand_on(chunk, slot.name, Result(stream.result))
+        except ChunkLost as exc:  # the chunk's Ray task died, not the host: run it again, keep the slot
+            self._chunk_lost(slot, chunk, exc)
+            return not self.stop.is_set()
         except HOST_FAILURES as exc:
             if stream is None:
                 chunk.runs -= 1  # it never ran there
@@ -517,6 +535,24 @@ class Distributor:
         chunk.records = []  # no re-run can need them now
         with self._cond:
             self._in_flight -= 1
+            self._cond.notify_all()
+
+    def _chunk_lost(self, slot: Slot, chunk: Chunk, exc: ChunkLost) -> None:
+        """The chunk's call was lost on a host that stays usable (a Ray task whose worker died): queue it again."""
+        if self._ordered:  # what it held back was never written: it comes again from the re-run
+            with self._emit_lock:
+                self._held.pop(chunk.number, None)
+        if chunk.runs > self.retries:
+            self.stats[slot.name].error = exc
+            self._fail(ConnectionLost(f"chunk {chunk.number + 1} failed on every try ({chunk.runs} runs); "
+                                      f"last on {slot.name}: {describe(exc)}",
+                                      hint="values written so far are complete; raise --retries or check the cluster"))
+            return
+        reason = getattr(exc, "reason", None) or exc.message
+        self._warn(f"{slot.name}: chunk {chunk.number + 1}: {reason}; it runs again"
+                   + (", skipping the values already written" if chunk.written else ""))
+        with self._cond:
+            self._reruns.append(chunk)
             self._cond.notify_all()
 
     def _host_failed(self, slot: Slot, chunk: Chunk, exc: BaseException) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .api import Call, Host, RemoteIterator, _log_to_stderr
 from .errors import RemoteError, RemoteTraceback, SkyctlError
-from .pool import Distributor, GroupError, Interrupted, Result, Slot, broadcast
+from .pool import Distributor, GroupError, Interrupted, Result, Slot, broadcast, slots_for
 from .session import Hooks
 
 _DONE = object()
@@ -84,7 +84,8 @@ class Pool:
 
     def _all_slots(self) -> list[Slot]:
         if not self._slots:
-            self._slots = [Slot(self._host(name), name, i) for name in self.hosts for i in range(self.workers)]
+            self._slots = [Slot(self._host(p.name), p.name, i) for p in self.target.profiles
+                           for i in range(slots_for(p, self._workers, self.target.workers))]
         return self._slots
 
     # -- call >> pool: one call on the least busy worker ------------------------
@@ -151,7 +152,8 @@ class Pool:
             raise SkyctlError(f"{getattr(fn, '__name__', fn)}() needs exactly one Iterator[T] parameter for map(), "
                               f"has {len(params) or 'none'}")
         name = params[0]
-        slots = [Slot(self._host(h), h, i) for h in self.hosts for i in range(self.workers)]
+        slots = [Slot(self._host(p.name), p.name, i) for p in self.target.profiles
+                 for i in range(slots_for(p, self._workers, self.target.workers))]
         out: queue.Queue[Any] = queue.Queue(maxsize=8)
 
         def emit(chunk: Any, host: str, batch: Any) -> None:

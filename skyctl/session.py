@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import flow, wire
 from .bootstrap import start_worker
-from .errors import ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlError
+from .errors import ChunkLost, ConnectError, ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlError
 from .transports.base import Transport
 from .trust import Decoder, shipped_files, shipped_modules
 from .wire import Kind
@@ -88,8 +88,11 @@ def _dumps_call(obj: Any) -> bytes:
 class WorkerSession:
     """One worker process on one host, serving calls one at a time."""
 
-    def __init__(self, transport: Transport, spec: WorkerSpec, hooks: Hooks | None = None) -> None:
+    def __init__(self, transport: Transport, spec: WorkerSpec, hooks: Hooks | None = None,
+                 name: str | None = None) -> None:
         self.transport = transport
+        #: how messages name the worker's host (default: the transport's label)
+        self.name = name
         self.spec = spec
         self.hooks = hooks or Hooks()
         self.hello: dict[str, Any] = {}
@@ -100,7 +103,7 @@ class WorkerSession:
 
     @property
     def label(self) -> str:
-        return self.transport.label
+        return self.name or self.transport.label
 
     def start(self) -> None:
         """Connect, bootstrap, and wait for the worker's hello."""
@@ -121,8 +124,11 @@ class WorkerSession:
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              stream_at: tuple[str, Any] | None = None, stream: Iterable[Any] | None = None, *,
-             render: str | None = None, decoder: Decoder | None = None, skip: int = 0) -> CallStream:
+             render: str | None = None, decoder: Decoder | None = None, skip: int = 0,
+             options: dict[str, Any] | None = None) -> CallStream:
         """Start one call; values come from the returned ``CallStream``.
+
+        ``options``: more of the CALL's options (``{"ray": {...}}``: run it as a Ray task).
 
         ``render`` ("text" or "json"): the worker sends values as the lines the
         CLI prints (``flow.Rendered`` batches), and nothing is unpickled;
@@ -134,7 +140,7 @@ class WorkerSession:
         if self._current is not None and not self._current.ended:
             raise RuntimeError("a call is already running on this worker; close it first")
         call = CallStream(self, fn, args, kwargs, stream_at, stream, render=render,
-                          decoder=decoder or Decoder(self.label), skip=skip)
+                          decoder=decoder or Decoder(self.label), skip=skip, options=options)
         self._current = call
         call.start()
         return call
@@ -198,10 +204,11 @@ class CallStream:
 
     def __init__(self, session: WorkerSession, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], stream_at: tuple[str, Any] | None, stream: Iterable[Any] | None,
-                 *, render: str | None = None, decoder: Decoder | None = None, skip: int = 0) -> None:
+                 *, render: str | None = None, decoder: Decoder | None = None, skip: int = 0,
+                 options: dict[str, Any] | None = None) -> None:
         self._session = session
         window = (flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
-        options = {"render": render, "shipped": sorted(shipped_modules()), "skip": skip}
+        options = {**(options or {}), "render": render, "shipped": sorted(shipped_modules()), "skip": skip}
         self._request = (fn, args, kwargs, stream_at, window, options)
         self._stream = stream
         self._render = render
@@ -397,6 +404,18 @@ def remote_failure(payload: bytes, label: str, decoder: Decoder | None = None) -
     """The exception a RAISE frame stands for, with the remote traceback:
     rebuilt when ``decoder`` (the API) allows its type, never for the CLI."""
     info, pickled = wire.unpack_raise(payload)
+    failure = info.get("failure")  # the Ray driver's own failures (``raydriver.Failure``)
+    if failure in ("environment", "connect", "lost", "driver"):
+        message, hint = f"{label}: {info.get('message', '')}", info.get("hint") or None
+        if failure == "environment":
+            return RemoteEnvironmentError(message, hint=hint)
+        if failure == "connect":
+            return ConnectError(message, hint=hint)
+        if failure == "lost":
+            lost = ChunkLost(message, hint=hint or "values printed so far are complete")
+            lost.reason = str(info.get("message", ""))
+            return lost
+        return ConnectionLost(message, hint=hint or "values printed so far are complete")
     text = with_source_lines(info.get("traceback", ""))
     missing = info.get("module_not_found")
     if missing:

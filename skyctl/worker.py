@@ -177,6 +177,8 @@ class CallState:
         self.inbox = flow.Inbox(conn.grant, pickle.loads)
         self.cancelled = False
         self.in_user_code = False
+        #: called (from the reader thread) when the call is cancelled: a Ray task is cancelled so
+        self.on_cancel: Callable[[], None] | None = None
 
     def configure(self, options: dict[str, Any]) -> None:
         render = options.get("render")
@@ -201,6 +203,17 @@ class CallState:
     def raise_frame(self, exc: BaseException, where: str) -> tuple[int, bytes]:
         return _raise_frame(exc, where, None if self.render is not None else self.dumps)
 
+    def info_frame(self, info: dict[str, Any], exc: BaseException | None = None) -> tuple[int, bytes]:
+        """RAISE from an already formatted failure (a Ray task's, or the Ray driver's own);
+        ``exc`` is pickled too for the API, never for the CLI."""
+        pickled = b""
+        if exc is not None and self.render is None:
+            try:
+                pickled = self.dumps(exc)
+            except BaseException:
+                pickled = b""
+        return Kind.RAISE, wire.pack_raise(info, pickled)
+
     def _unsendable_value(self, exc: BaseException) -> tuple[int, bytes]:
         """The frame that ends a call whose yielded value could not be sent back."""
         note = "skyctl: a value the function yielded could not be " + ("sent back" if self.render else "pickled to send it back")
@@ -212,6 +225,12 @@ class CallState:
         self.cancelled = True
         self.outbox.cancel()
         self.inbox.end(flow.Cancelled())
+        hook = self.on_cancel
+        if hook is not None:
+            try:
+                hook()
+            except BaseException:
+                pass
         if self.in_user_code:  # interrupt user code blocked in sleep, I/O or a long loop
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
@@ -310,6 +329,12 @@ class Worker:
         except BaseException as exc:
             return call.raise_frame(exc, "load")
         call.outbox.grant(*credit)
+        ray_options = options.get("ray") if isinstance(options, dict) else None
+        if ray_options is not None:  # a ``type: ray`` host: this worker is the Ray driver
+            from . import raydriver
+
+            return raydriver.execute(call, fn, args, kwargs, stream_at, ray_options,
+                                     lambda: self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES), _INPUT_FAILED)
         if stream_at is not None:
             where, key = stream_at
             if where == "arg":

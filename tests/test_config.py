@@ -344,7 +344,7 @@ class TestHostType:
 
     def test_bad_type(self) -> None:
         err = error("hosts:\n  a: {type: locale}\n")
-        assert err.message == "skyward.yaml: host 'a': 'type' must be 'local', 'ssh' or 'command', got 'locale'"
+        assert err.message == "skyward.yaml: host 'a': 'type' must be 'local', 'ssh', 'command' or 'ray', got 'locale'"
         assert err.hint == "did you mean 'local'?"
 
     @pytest.mark.parametrize("key, value", [("python", "/opt/py/bin/python"), ("env", "{A: b}"), ("workdir", "/tmp/w")])
@@ -828,11 +828,13 @@ class TestInitTemplate:
         text = uncomment(INIT_TEMPLATE)
         assert text != INIT_TEMPLATE
         cfg = parse_config(text, FILE, ENV)
-        assert set(cfg.hosts) == {"local", "gpu-1", "bastion", "trainer"}
+        assert set(cfg.hosts) == {"local", "gpu-1", "bastion", "trainer", "cluster"}
         assert cfg.hosts["gpu-1"].gateway == "bastion"
         assert cfg.hosts["trainer"].type == "command" and cfg.hosts["trainer"].argv == ("docker", "exec", "-i", "trainer")
+        assert cfg.hosts["cluster"].via == "gpu-1"
         shown = set(re.findall(r"^\s+([\w-]+):", text, flags=re.MULTILINE))
-        every = {f.name for f in fields(HostProfile)} - {"name"}
+        # a ray host's ``address:`` is the field ``ray_address`` (``address`` is every profile's display address)
+        every = {"address" if f.name == "ray_address" else f.name for f in fields(HostProfile)} - {"name"}
         assert every <= shown, every - shown
 
     def test_write_init_writes_the_template(self, tmp_path: pathlib.Path) -> None:

@@ -1,0 +1,78 @@
+"""Functions for the ``type: ray`` tests (``tests/test_ray_host.py``): stdlib only, they travel by value
+and run inside Ray tasks (``ray`` itself is importable there, from the cluster's Python)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+
+def _wait_for(path: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def in_task() -> bool:
+    """Whether this runs inside a Ray task (not in the driver)."""
+    import ray
+
+    return ray.get_runtime_context().get_task_id() is not None
+
+
+def gated(workdir: str) -> Iterator[str]:
+    """Yields once, then waits for ``workdir/go`` (the test creates it after reading that value)."""
+    yield f"first in_task={in_task()}"
+    _wait_for(Path(workdir, "go"))
+    yield "second"
+
+
+def count(n: int) -> Iterator[int]:
+    yield from range(n)
+
+
+def boom(n: int = 2) -> Iterator[int]:
+    yield from range(n)
+    raise ValueError(f"boom after {n}")
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def forever(workdir: str) -> Iterator[str]:
+    """Yields once, then waits; its ``finally`` writes how it ended (a cancel is a KeyboardInterrupt)."""
+    how = "returned"
+    try:
+        yield f"started {os.getpid()}"
+        while True:
+            time.sleep(0.05)
+    except BaseException as exc:
+        how = type(exc).__name__
+        raise
+    finally:
+        Path(workdir, "finally").write_text(how)
+
+
+def double(records: Iterator[int]) -> Iterator[int]:
+    for x in records:
+        yield x * 2
+
+
+def double_with_gate(records: Iterator[int], gate_at: int, workdir: str) -> Iterator[int]:
+    """Each record doubled. At record ``gate_at`` the Ray worker process running the chunk writes its
+    pid to ``workdir/blocked-<pid>`` and waits for ``workdir/gate``: the test kills it there."""
+    work = Path(workdir)
+    for x in records:
+        if x == gate_at:
+            (work / f"blocked-{os.getpid()}").write_text("")
+            _wait_for(work / "gate")
+        yield x * 2
+
+
+def chunk_sum(records: Iterator[int]) -> int:
+    return sum(records)
