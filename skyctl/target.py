@@ -134,6 +134,8 @@ def _library_dirs() -> list[str]:
 
 
 _SKYCTL_DIR = str(Path(__file__).resolve().parent)
+#: the standard library's directories as this interpreter names them (unresolved)
+_LIBRARY_PREFIXES = tuple(d + os.sep for d in {sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib")} if d)
 
 
 def is_project_module(module: ModuleType, roots: list[Path]) -> bool:
@@ -141,12 +143,19 @@ def is_project_module(module: ModuleType, roots: list[Path]) -> bool:
     file = getattr(module, "__file__", None)
     if not file:
         return False
+    if "site-packages" in file or "dist-packages" in file or file.startswith(_LIBRARY_PREFIXES):
+        return False  # the common case, decided without resolving the path (a few syscalls each)
     path = str(Path(file).resolve())
     if path.startswith(_SKYCTL_DIR) or "site-packages" in path or "dist-packages" in path:
         return False
     if any(path.startswith(lib) for lib in _library_dirs()):
         return False
     return any(path.startswith(str(root) + os.sep) for root in roots)
+
+
+#: per set of roots, the modules already looked at (``Path.resolve`` of every loaded module costs
+#: ~30 ms, and the API calls this before every call: each chunk of a distributed pipe)
+_EXAMINED: dict[tuple[str, ...], set[str]] = {}
 
 
 def register_by_value(roots: list[Path], new: set[str] | None = None) -> list[str]:
@@ -158,11 +167,15 @@ def register_by_value(roots: list[Path], new: set[str] | None = None) -> list[st
     """
     import cloudpickle
 
-    names = sorted(new if new is not None else list(sys.modules))
+    seen = _EXAMINED.setdefault(tuple(map(str, roots)), set())
+    names = sorted(new if new is not None else [name for name in list(sys.modules) if name not in seen])
     chosen = []
     for name in names:
         module = sys.modules.get(name)
-        if module is None or name == "__main__" or not is_project_module(module, roots):
+        if module is None or name == "__main__":
+            continue
+        seen.add(name)  # a module's place does not change: looked at once per set of roots
+        if not is_project_module(module, roots):
             continue
         try:
             cloudpickle.register_pickle_by_value(module)
