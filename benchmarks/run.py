@@ -658,14 +658,14 @@ def m_many(b: Bench) -> None:
         return b.sky("pipe", f"{TARGETS}:{target}", "-H", group, *extra, config=config)
 
     seq = ["seq", "1", str(n)]
-    quad, solo = sky("quad", "--chunk", "50"), sky("solo", "--chunk", "50")
+    quad, solo = sky("quad", "--chunk", "200"), sky("solo", "--chunk", "200")
     for argv in (quad, solo):
         drain(argv, stdin=seq, expect_lines=n, **b.run_kw(timeout=600))
     got = interleave(repeat, {
         "quad": lambda: drain(quad, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
         "solo": lambda: drain(solo, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
     })
-    b.baselines["skyctl pipe, 1 host"] = "the same `skyctl pipe` (1 ms `time.sleep` per record, `--chunk 50`) on a group of one host"
+    b.baselines["skyctl pipe, 1 host"] = "the same `skyctl pipe` (1 ms `time.sleep` per record, `--chunk 200`) on a group of one host"
     b.add(Row("many", f"9a. I/O-bound pipe (1 ms per record, {n:,} records), 4 hosts vs 1 host: throughput", "lines/s",
               [d.stream_rate for d in got["quad"]], [d.stream_rate for d in got["solo"]], "skyctl pipe, 1 host",
               "higher", 3.6))
@@ -704,8 +704,8 @@ def m_many(b: Bench) -> None:
 
     pid_dir = root / "pids"
     pid_dir.mkdir(exist_ok=True)
-    quad_k = sky("quad", "--chunk", "50", "-a", f"pid_dir={pid_dir}")
-    trio = sky("trio", "--chunk", "50")
+    quad_k = sky("quad", "--chunk", "200", "-a", f"pid_dir={pid_dir}")
+    trio = sky("trio", "--chunk", "200")
     got4 = interleave(repeat, {
         "killed": lambda: _killed_run(b, quad_k, n, pid_dir, "q4"),
         "trio": lambda: drain(trio, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)).total,
