@@ -674,14 +674,14 @@ def m_many(b: Bench) -> None:
     script.write_text(SLEEPY_LINES)
     if shutil.which("parallel"):
         logins = [" ".join(["1/ssh", "-o", f"ServerAliveInterval={60 + i}", *b.server.ssh_argv()[1:]]) for i in range(4)]
-        par = ["parallel", "--pipe", "-N", "50", "-j", "1", "--no-notice", *sum((["-S", s] for s in logins), []),
+        par = ["parallel", "--pipe", "-N", "200", "-j", "1", "--no-notice", *sum((["-S", s] for s in logins), []),
                REMOTE_PY, str(script)]
         drain(par, stdin=seq, expect_lines=n, **b.run_kw(timeout=600))
         got2 = interleave(repeat, {
             "quad": lambda: drain(quad, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
             "par": lambda: drain(par, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
         })
-        b.baselines["GNU parallel, 4 hosts"] = ("`seq 1 N | parallel --pipe -N 50 -j 1 -S <4 ssh logins to the same sshd> "
+        b.baselines["GNU parallel, 4 hosts"] = ("`seq 1 N | parallel --pipe -N 200 -j 1 -S <4 ssh logins to the same sshd> "
                                                  f"{REMOTE_PY} sleepcat.py` (the same 1 ms per record)")
         b.add(Row("many", "9b. the same 4 hosts vs GNU parallel `--pipe -S` over them", "lines/s",
                   [d.stream_rate for d in got2["quad"]], [d.stream_rate for d in got2["par"]], "GNU parallel, 4 hosts",
