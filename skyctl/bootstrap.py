@@ -152,11 +152,16 @@ if a.get("pip"):
                                 say("progress "+l[:200])
                         if not c:
                             break
-                    if p.wait()!=0:
+                    w=p.wait()
+                    if "-r" in cmd:
+                        os.unlink(q)
+                        q=""
+                    if w!=0:
                         say("pipfail "+json.dumps(tail))
                         sys.exit(5)
             finally:
-                os.unlink(q)
+                if q:
+                    os.unlink(q)
             t,f=new(r)
             os.close(f)
             os.replace(t,r)
