@@ -151,7 +151,10 @@ def test_ctrl_c_cancels_the_task_and_its_finally_runs(ray_config: Path, tmp_path
             proc.kill()
     marker = tmp_path / "finally"
     wait_for(marker.exists, timeout=60, what="the task's finally")
-    assert marker.read_text() == "KeyboardInterrupt"  # ray.cancel interrupted it: the task was cancelled
+    # the task was cancelled, never left to return: ray.cancel interrupts it in its loop (KeyboardInterrupt),
+    # or closes it at its yield when it is still paused there by Ray's backpressure (GeneratorExit; a busy
+    # machine makes that more likely): which of the two is timing, not behaviour
+    assert marker.read_text() in ("KeyboardInterrupt", "GeneratorExit")
 
 
 def test_the_python_api_on_a_ray_host(ray_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
