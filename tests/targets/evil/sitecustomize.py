@@ -15,7 +15,6 @@ client in the way ``SKYCTL_EVIL`` names:
 import importlib.abc
 import importlib.machinery
 import os
-import struct
 import sys
 import time
 
