@@ -910,24 +910,32 @@ class _Parser:
         return out
 
     def amount(self, key: str, raw: Any) -> float | int:
-        value: Any = raw
-        text = self.scalar_text(key, raw)
-        if text is not None:
-            try:
-                value = float(text)
-            except ValueError:
-                value = text
+        value = self.number(key, raw)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             self.fail(f"{key!r} must be a number of at least 0, got {_describe(value)}")
         return int(value) if float(value).is_integer() else float(value)
 
     def check_workers(self, key: str, raw: Any) -> int:
+        return self.whole_number(key, raw)
+
+    def number(self, key: str, raw: Any) -> Any:
+        """``raw`` as a float when it is text that reads as one (``${VAR}`` expanded), else as it is."""
+        text = self.scalar_text(key, raw)
+        if text is None:
+            return raw
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    def whole_number(self, key: str, raw: Any, hint: str | None = None) -> int:
+        """A whole number of at least 1 (``${VAR}`` expanded)."""
         value: Any = raw
         text = self.scalar_text(key, raw)
         if text is not None:
             value = int(text) if text.isdigit() else text
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.fail(f"{key!r} must be a whole number of at least 1, got {_describe(value)}")
+            self.fail(f"{key!r} must be a whole number of at least 1, got {_describe(value)}", hint)
         return value
 
     def expand_tree(self, key: str, raw: Any) -> Any:
@@ -1168,27 +1176,14 @@ class _Parser:
         return self.choice(key, raw, HOST_KEY_POLICIES)
 
     def check_seconds(self, key: str, raw: Any, local: bool) -> float:
-        value: Any = raw
-        text = self.scalar_text(key, raw)
-        if text is not None:
-            try:
-                value = float(text)
-            except ValueError:
-                value = text
+        value = self.number(key, raw)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             self.fail(f"{key!r} must be a number of seconds greater than 0, got {_describe(value)}")
         return float(value)
 
     def check_count(self, key: str, raw: Any, local: bool) -> int:
         """A whole number, at least 1 (``${VAR}`` expanded, so ``keepalive_count: ${N}`` works)."""
-        value: Any = raw
-        text = self.scalar_text(key, raw)
-        if text is not None:
-            value = int(text) if text.isdigit() else text
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.fail(f"{key!r} must be a whole number of at least 1, got {_describe(value)}",
-                      "keepalives cannot be turned off; for a slow link raise 'keepalive' or this count")
-        return value
+        return self.whole_number(key, raw, "keepalives cannot be turned off; for a slow link raise 'keepalive' or this count")
 
     def check_bool(self, key: str, raw: Any, local: bool) -> bool:
         if isinstance(raw, bool):

@@ -33,7 +33,6 @@ import os
 import sys
 import threading
 import time
-from itertools import islice
 from typing import Any, Callable, Iterator
 
 from . import flow, raytask
@@ -237,7 +236,9 @@ def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: di
                 ending.append(item)
 
     try:
-        _deliver(call, values(), worker.ChunkMismatch)
+        delivered = values()
+        worker.skip_written(delivered, call.skip)
+        _deliver(call, delivered)
     except flow.Cancelled:  # the client cancelled, or a value could not be sent back (the outbox says which)
         cancel()
         _drain(ray, gen)
@@ -260,13 +261,8 @@ def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: di
     return call.result_frame(returned[0] if returned else None)
 
 
-def _deliver(call: Any, values: Iterator[Any], mismatch: type[Exception]) -> None:
-    """Values into the call's Outbox as its credit allows (after dropping ``skip`` of them)."""
-    if call.skip:
-        skipped = sum(1 for _ in islice(values, call.skip))
-        if skipped < call.skip:
-            raise mismatch(f"this re-run yielded {skipped} values, fewer than the {call.skip} its first run "
-                           "already wrote; skyctl re-runs a chunk assuming it yields the same values")
+def _deliver(call: Any, values: Iterator[Any]) -> None:
+    """Values into the call's Outbox as its credit allows."""
     outbox = call.outbox
     while True:
         outbox.wait_for_room()

@@ -353,11 +353,7 @@ class Worker:
             gen = result
             returned: list[Any] = []
             values = gen if _returns_only_none(gen.gi_code) else _returning(gen, returned)
-            if call.skip:
-                skipped = sum(1 for _ in islice(values, call.skip))
-                if skipped < call.skip:
-                    raise ChunkMismatch(f"this re-run yielded {skipped} values, fewer than the {call.skip} its first run "
-                                        "already wrote; skyctl re-runs a chunk assuming it yields the same values")
+            skip_written(values, call.skip)
             outbox = call.outbox
             while True:
                 call.in_user_code = False
@@ -379,6 +375,16 @@ class Worker:
 
 class ChunkMismatch(Exception):
     """A re-run call (``skip``) yielded fewer values than its first run had delivered: not deterministic."""
+
+
+def skip_written(values: Iterator[Any], skip: int) -> None:
+    """Drop the first ``skip`` values (a re-run chunk: the client already wrote them);
+    ``ChunkMismatch`` if there are fewer."""
+    if skip:
+        skipped = sum(1 for _ in islice(values, skip))
+        if skipped < skip:
+            raise ChunkMismatch(f"this re-run yielded {skipped} values, fewer than the {skip} its first run "
+                                "already wrote; skyctl re-runs a chunk assuming it yields the same values")
 
 
 #: the inbox ending that INPUT_FAILED puts after the last good input item
