@@ -205,8 +205,7 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
     """``run`` on a group: the call on every host at once, values tagged by host; a summary line per host."""
     import threading
 
-    from .pool import Result, broadcast
-    from .render import summary_line, tagged
+    from .pool import broadcast
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -216,10 +215,7 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
     _when_stdout_reader_leaves(env.stdout, reader_gone.set)
 
     def emit(name: str, batch: Any) -> None:
-        if type(batch) is Result:
-            batch = batch.value
-        if tag:
-            batch = tagged(batch, name, output)
+        batch = _as_output(batch, name, output, tag)
         with lock:
             writer.write_batch(batch)
 
@@ -238,29 +234,41 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
     if reader_gone.is_set():
         _silence_stdout()
         return ExitStatus.OK
-    stderr.stop()
-    for name, stat in stats.items():
-        if isinstance(stat.error, RemoteError):
-            stderr.remote_text_for(name, stat.error.traceback_text)
     failed = [s for s in stats.values() if s.status]
-    if failed or not quiet:
-        for stat in stats.values():
-            stderr.write(summary_line(stat.name, _outcome(stat), [f"{stat.values} values", f"{stat.seconds:.2f} s"]) + "\n")
+    _report_hosts(stderr, stats.values(), show=bool(failed) or not quiet,
+                  parts=lambda s: [f"{s.values} values", f"{s.seconds:.2f} s"])
     return failed[0].status if failed else ExitStatus.OK
 
 
-def _outcome(stat: Any) -> str:
-    from .pool import describe
+def _as_output(batch: Any, host: str, output: str, tag: bool) -> Any:
+    """A batch of one host's values (or its return value) as the lines to write, tagged ``HOST<TAB>`` if asked."""
+    from .pool import Result
+    from .render import tagged
 
-    return escape_controls(describe(stat.error))
+    if type(batch) is Result:
+        batch = batch.value
+    return tagged(batch, host, output) if tag else batch
+
+
+def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any) -> None:
+    """After a many-host call: each remote traceback under ``[HOST]``, then (``show``) one summary line per host."""
+    from .pool import describe
+    from .render import summary_line
+
+    stderr.stop()
+    for stat in stats:
+        if isinstance(stat.error, RemoteError):
+            stderr.remote_text_for(stat.name, stat.error.traceback_text)
+    if show:
+        for stat in stats:
+            stderr.write(summary_line(stat.name, escape_controls(describe(stat.error)), parts(stat)) + "\n")
 
 
 def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
                 no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
                 tag: bool, retries: int, quiet: bool) -> int:
     """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
-    from .pool import Distributor, Result, Slot, slots_for
-    from .render import summary_line, tagged
+    from .pool import Distributor, Slot, slots_for
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -268,9 +276,7 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
              for i in range(slots_for(p, jobs, group.workers))]
 
     def emit(chunk: Any, host: str, batch: Any) -> None:
-        if type(batch) is Result:
-            batch = batch.value
-        writer.write_batch(tagged(batch, host, output) if tag else batch)
+        writer.write_batch(_as_output(batch, host, output, tag))
 
     def start(slot: Slot, feed: Any, skip: int) -> Any:
         return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
@@ -280,7 +286,7 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     stderr.phase(f"running on {len(slots)} workers")
     stderr.watch(lambda: (sum(s.records for s in distributor.stats.values()), writer.written),
                  lambda: ", ".join(f"{s.name} {s.chunks}{'✗' if s.dead else ''}" for s in distributor.stats.values()) + " chunks")
-    _when_stdout_reader_leaves(env.stdout, lambda: distributor._fail(BrokenPipeError()))
+    _when_stdout_reader_leaves(env.stdout, lambda: distributor.abort(BrokenPipeError()))
     try:
         distributor.run()
     except KeyboardInterrupt:
@@ -289,17 +295,11 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     if isinstance(distributor.error, BrokenPipeError):
         _silence_stdout()
         return ExitStatus.OK
-    stderr.stop()
     error = distributor.error
-    for stat in distributor.stats.values():
-        if isinstance(stat.error, RemoteError):
-            stderr.remote_text_for(stat.name, stat.error.traceback_text)
     status = distributor.exit_status
-    if status or not quiet:
-        for stat in distributor.stats.values():
-            parts = [f"{stat.chunks} chunks", f"{stat.records} records in", f"{stat.values} values out",
-                     f"{stat.reruns} re-runs", f"{stat.seconds:.2f} s"]
-            stderr.write(summary_line(stat.name, _outcome(stat), parts) + "\n")
+    _report_hosts(stderr, distributor.stats.values(), show=bool(status) or not quiet,
+                  parts=lambda s: [f"{s.chunks} chunks", f"{s.records} records in", f"{s.values} values out",
+                                   f"{s.reruns} re-runs", f"{s.seconds:.2f} s"])
     if isinstance(error, SkyctlError) and not isinstance(error, RemoteError):
         raise error
     if error is None and distributor.bad_record is not None:

@@ -321,7 +321,7 @@ class Distributor:
                 while thread.is_alive():
                     thread.join(0.2)
         except KeyboardInterrupt:
-            self._fail(KeyboardInterrupt())
+            self.abort(KeyboardInterrupt())
             for thread in workers:
                 thread.join(30)
             raise
@@ -338,7 +338,7 @@ class Distributor:
             return ExitStatus.BAD_RECORD
         return ExitStatus.OK
 
-    def _fail(self, error: BaseException) -> None:
+    def abort(self, error: BaseException) -> None:
         """A fatal error: the first one counts; every running call is cancelled."""
         with self._cond:
             if self.error is None:
@@ -376,7 +376,7 @@ class Distributor:
         except BaseException as exc:  # noqa: BLE001 - stdin failed
             if self._current is not None:
                 self._current.close()
-            self._fail(exc)
+            self.abort(exc)
         finally:
             self._current = None
             with self._cond:
@@ -431,7 +431,7 @@ class Distributor:
                 left = self._live
                 self._cond.notify_all()
             if not left and not self.stop.is_set() and not self._all_done():
-                self._fail(self._no_workers_left())
+                self.abort(self._no_workers_left())
             try:
                 slot.host.close()
             except BaseException:  # noqa: BLE001
@@ -493,7 +493,7 @@ class Distributor:
             return False
         except BaseException as exc:  # noqa: BLE001 - the function raised (RemoteError, or a refused value)
             stat.error = exc
-            self._fail(exc)
+            self.abort(exc)
             if stream is not None:
                 stream.close()
             return False
@@ -515,7 +515,7 @@ class Distributor:
         try:
             self._emit(chunk, host, batch)
         except Exception as exc:  # the output is gone (a closed pipe): everything stops
-            self._fail(exc)
+            self.abort(exc)
             raise Interrupted() from exc
         chunk.written += count
         self.stats[host].values += count
@@ -539,21 +539,10 @@ class Distributor:
 
     def _chunk_lost(self, slot: Slot, chunk: Chunk, exc: ChunkLost) -> None:
         """The chunk's call was lost on a host that stays usable (a Ray task whose worker died): queue it again."""
-        if self._ordered:  # what it held back was never written: it comes again from the re-run
-            with self._emit_lock:
-                self._held.pop(chunk.number, None)
         if chunk.runs > self.retries:
             self.stats[slot.name].error = exc
-            self._fail(ConnectionLost(f"chunk {chunk.number + 1} failed on every try ({chunk.runs} runs); "
-                                      f"last on {slot.name}: {describe(exc)}",
-                                      hint="values written so far are complete; raise --retries or check the cluster"))
-            return
         reason = getattr(exc, "reason", None) or exc.message
-        self._warn(f"{slot.name}: chunk {chunk.number + 1}: {reason}; it runs again"
-                   + (", skipping the values already written" if chunk.written else ""))
-        with self._cond:
-            self._reruns.append(chunk)
-            self._cond.notify_all()
+        self._rerun(slot, chunk, exc, f"{slot.name}: chunk {chunk.number + 1}: {reason}; it runs again", "the cluster")
 
     def _host_failed(self, slot: Slot, chunk: Chunk, exc: BaseException) -> None:
         stat = self.stats[slot.name]
@@ -561,17 +550,21 @@ class Distributor:
             stat.error = exc
         first = not stat.dead
         stat.dead = True
+        where = "its unfinished chunk" if first else "another of its chunks"
+        self._rerun(slot, chunk, exc, f"{slot.name}: {describe(exc)}; {where} (chunk {chunk.number + 1}) runs again "
+                    "on another worker", "the hosts")
+
+    def _rerun(self, slot: Slot, chunk: Chunk, exc: BaseException, warning: str, check: str) -> None:
+        """Queue a lost chunk to run again (``warning`` says so), or end everything once its runs are used up."""
         if self._ordered:  # what it held back was never written: it comes again from the re-run
             with self._emit_lock:
                 self._held.pop(chunk.number, None)
         if chunk.runs > self.retries:
-            self._fail(ConnectionLost(f"chunk {chunk.number + 1} failed on every try ({chunk.runs} runs); "
+            self.abort(ConnectionLost(f"chunk {chunk.number + 1} failed on every try ({chunk.runs} runs); "
                                       f"last on {slot.name}: {describe(exc)}",
-                                      hint="values written so far are complete; raise --retries or check the hosts"))
+                                      hint=f"values written so far are complete; raise --retries or check {check}"))
             return
-        where = "its unfinished chunk" if first else "another of its chunks"
-        self._warn(f"{slot.name}: {describe(exc)}; {where} (chunk {chunk.number + 1}) runs again on another worker"
-                   + (", skipping the values already written" if chunk.written else ""))
+        self._warn(warning + (", skipping the values already written" if chunk.written else ""))
         with self._cond:
             self._reruns.append(chunk)
             self._cond.notify_all()

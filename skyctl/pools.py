@@ -177,7 +177,7 @@ class Pool:
             while (batch := out.get()) is not _DONE:
                 yield from batch
         except GeneratorExit:  # the caller stopped early: cancel every chunk (their finally runs)
-            distributor._fail(Interrupted())
+            distributor.abort(Interrupted())
             while out.get() is not _DONE:
                 pass
             raise
