@@ -289,7 +289,9 @@ class ReusePipes:
         self._sock_eof = False
         self._tail = bytearray()
         self._status: int | None = None
-        self._status_event = threading.Event()
+        #: notified when the status arrives or a reader lets go of the socket (``exit_status`` waits on it)
+        self._turn = threading.Condition()
+        self._waiting = 0
         self._lost: ConnectionLost | None = None
         self._rlock = threading.Lock()
         self._wlock = threading.Lock()
@@ -320,7 +322,7 @@ class ReusePipes:
             self._out_eof = True
             if self._status is None:
                 self._status = -1  # the holder or its connection went away
-            self._status_event.set()
+            self._wake()
             return False
         raw = self._raw
         raw += chunk
@@ -342,7 +344,7 @@ class ReusePipes:
                 del self._tail[:-STDERR_TAIL]
             elif kind == EXIT:
                 self._status = int(json.loads(bytes(raw[start:pos])).get("status", -1))
-                self._status_event.set()
+                self._wake()
             elif kind == LOST:
                 info = json.loads(bytes(raw[start:pos]))
                 self._lost = ConnectionLost(info.get("message") or "the kept SSH connection was lost", info.get("hint"))
@@ -360,7 +362,13 @@ class ReusePipes:
                     break
             data = bytes(out[:n])
             del out[:n]
-            return data
+        if self._waiting:  # an ``exit_status`` waits for the socket
+            self._wake()
+        return data
+
+    def _wake(self) -> None:
+        with self._turn:
+            self._turn.notify_all()
 
     # -- writing ------------------------------------------------------------
 
@@ -395,8 +403,14 @@ class ReusePipes:
                         break
                 finally:
                     self._rlock.release()
-            else:  # a reader is pulling frames: it sets the event
-                self._status_event.wait(max(0.0, min(remaining, 0.05)))
+            else:  # a reader is pulling frames: wait until it lets go of the socket or the status comes
+                with self._turn:
+                    self._waiting += 1
+                    try:
+                        if self._status is None and self._rlock.locked():
+                            self._turn.wait(max(0.0, min(remaining, 0.2)))
+                    finally:
+                        self._waiting -= 1
             if remaining <= 0:
                 break
         return self._status
