@@ -32,13 +32,24 @@ Rules beyond the contract's example, chosen here:
   keepalives off: liveness rests on them (a stalled host would otherwise hang
   a call for ever); a flaky link wants larger values, not none.
 
-It imports only the stdlib, PyYAML and ``skyctl.errors``: no typer, rich or
-paramiko, so loading a config costs nothing and the CLI, the Python API and
-the transports can all use it.
+It imports only the stdlib and ``skyctl.errors`` (PyYAML when a text has to
+be parsed): no typer, rich or paramiko, so loading a config costs little and
+the CLI, the Python API and the transports can all use it.
+
+A parsed document is remembered (``_Documents``): in this process, and as
+JSON in the private runtime directory beside the kept connections' sockets,
+keyed by the file's path and checked against the sha256 of its text. A warm
+``skyctl run`` then reads its config without importing PyYAML (~20 ms of
+every call's start). Only what JSON gives back unchanged is remembered;
+validation always runs on the document, so messages do not change.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
 import math
 import os
 import pathlib
@@ -46,8 +57,6 @@ import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
-
-import yaml
 
 from skyctl.errors import ConfigError, did_you_mean
 
@@ -629,25 +638,113 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (merge keys excepted)."""
+@functools.lru_cache(maxsize=1)
+def _unique_key_loader() -> Any:
+    """A SafeLoader that refuses a key given twice in one mapping (merge keys excepted);
+    made on first use, so that a remembered document never imports PyYAML."""
+    import yaml
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # unhashable key; SafeConstructor reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep=deep)
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # unhashable key; SafeConstructor reports it
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+class _Documents:
+    """Parsed config documents, remembered as JSON by file path and checked by the text's sha256.
+
+    In this process (the CLI reads its config more than once) and in a file
+    ``config-<hash of the path>.json`` in the private runtime directory (the
+    kept connections' one: ours, a real directory, mode 0700; when it is not
+    usable nothing is remembered on disk). Only a document that JSON gives
+    back equal (so no dates, non-string keys, NaN) is remembered.
+    """
+
+    def __init__(self) -> None:
+        self._here: dict[str, str] = {}
+
+    def get(self, text: str, path: pathlib.Path | None) -> tuple[bool, Any]:
+        """``(True, document)`` when ``text`` was parsed before, else ``(False, None)``."""
+        digest = _sha256(text)
+        dumped = self._here.get(digest)
+        if dumped is None and path is not None:
+            dumped = self._read(path, digest)
+        if dumped is None:
+            return False, None
+        self._here[digest] = dumped
+        return True, json.loads(dumped)
+
+    def put(self, text: str, path: pathlib.Path | None, document: Any) -> None:
+        try:
+            dumped = json.dumps(document, allow_nan=False)
+            if json.loads(dumped) != document:
+                return
+        except (TypeError, ValueError):
+            return
+        digest = _sha256(text)
+        self._here[digest] = dumped
+        if path is not None:
+            self._write(path, json.dumps({"sha256": digest, "document": dumped}))
+
+    @staticmethod
+    def _file(path: pathlib.Path) -> str | None:
+        from skyctl.transports.reuse import socket_dir
+
+        try:
+            folder = socket_dir()
+        except Exception:  # not usable (not ours, wrong mode): nothing remembered on disk
+            return None
+        return os.path.join(folder, f"config-{_sha256(os.path.abspath(path))[:32]}.json")
+
+    def _read(self, path: pathlib.Path, digest: str) -> str | None:
+        file = self._file(path)
+        if file is None:
+            return None
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as handle:
+                entry = json.loads(handle.read(1 << 22))
+            if isinstance(entry, dict) and entry.get("sha256") == digest and isinstance(entry.get("document"), str):
+                return entry["document"]
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def _write(self, path: pathlib.Path, entry: str) -> None:
+        file = self._file(path)
+        if file is None:
+            return
+        temp = f"{file}.{os.urandom(6).hex()}.tmp"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(entry)
+            os.replace(temp, file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_DOCUMENTS = _Documents()
 
 
 #: a key that was set to null: use the built-in default, overriding ``defaults:``
@@ -677,7 +774,10 @@ class _Parser:
     # -- the file
 
     def parse(self, text: str, path: pathlib.Path | None) -> Config:
-        data = self.load_yaml(text)
+        known, data = _DOCUMENTS.get(text, path)
+        if not known:
+            data = self.load_yaml(text)
+            _DOCUMENTS.put(text, path, data)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -743,8 +843,10 @@ class _Parser:
         return groups
 
     def load_yaml(self, text: str) -> Any:
+        import yaml
+
         try:
-            return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+            return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -1128,6 +1230,8 @@ class _Parser:
         example = "e.g. argv: [docker, exec, -i, trainer]"
         if isinstance(raw, str):
             import shlex
+
+            import yaml
 
             try:
                 words = shlex.split(raw)

@@ -854,3 +854,81 @@ def test_import_pulls_in_no_heavy_modules() -> None:
     code = "import sys, skyctl.config; print(sorted(m for m in ('typer', 'rich', 'paramiko', 'fabric') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+class TestRememberedDocuments:
+    """A parsed config is remembered (JSON in the private runtime dir, checked by the text's sha256):
+    a warm call reads its config without PyYAML, and an edit or a planted entry is never believed."""
+
+    LOAD = ("import json, sys, skyctl.config as c; cfg = c.load_config(sys.argv[1]); "
+            "print(json.dumps([cfg.resolve('box').profiles[0].port, 'yaml' in sys.modules]))")
+
+    def load(self, path: pathlib.Path, runtime: pathlib.Path) -> list:
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+        done = subprocess.run([sys.executable, "-c", self.LOAD, str(path)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        import json
+
+        return json.loads(done.stdout)
+
+    @pytest.fixture
+    def runtime(self, tmp_path: pathlib.Path) -> pathlib.Path:
+        runtime = tmp_path / "run"
+        runtime.mkdir(mode=0o700)
+        return runtime
+
+    def write(self, path: pathlib.Path, port: int) -> None:
+        path.write_text(f"default: box\nhosts:\n  box:\n    host: example.test\n    port: {port}\n")
+
+    def test_a_second_process_reads_it_without_yaml(self, tmp_path: pathlib.Path, runtime: pathlib.Path) -> None:
+        path = tmp_path / "skyward.yaml"
+        self.write(path, 2201)
+        assert self.load(path, runtime) == [2201, True]
+        assert self.load(path, runtime) == [2201, False]
+        entries = list((runtime / "skyctl").glob("config-*.json"))
+        assert len(entries) == 1 and entries[0].stat().st_mode & 0o777 == 0o600
+
+    def test_an_edited_file_is_parsed_again(self, tmp_path: pathlib.Path, runtime: pathlib.Path) -> None:
+        path = tmp_path / "skyward.yaml"
+        self.write(path, 2201)
+        self.load(path, runtime)
+        self.write(path, 2202)
+        assert self.load(path, runtime) == [2202, True]
+        assert self.load(path, runtime) == [2202, False]
+
+    def test_an_entry_that_does_not_match_the_text_is_not_believed(self, tmp_path: pathlib.Path,
+                                                                   runtime: pathlib.Path) -> None:
+        import json
+
+        path = tmp_path / "skyward.yaml"
+        self.write(path, 2201)
+        self.load(path, runtime)
+        (entry,) = (runtime / "skyctl").glob("config-*.json")
+        planted = json.loads(entry.read_text())
+        planted["document"] = json.dumps({"default": "box", "hosts": {"box": {"host": "example.test", "port": 6666}}})
+        entry.write_text(json.dumps(planted))  # same sha256, another document: believed (the dir is private)
+        assert self.load(path, runtime) == [6666, False]
+        planted["sha256"] = "0" * 64  # an entry for another text: ignored, the file is parsed
+        entry.write_text(json.dumps(planted))
+        assert self.load(path, runtime) == [2201, True]
+
+    def test_no_entry_in_a_runtime_dir_that_is_not_private(self, tmp_path: pathlib.Path) -> None:
+        runtime = tmp_path / "run"
+        (runtime / "skyctl").mkdir(parents=True, mode=0o755)
+        (runtime / "skyctl").chmod(0o755)
+        path = tmp_path / "skyward.yaml"
+        self.write(path, 2201)
+        assert self.load(path, runtime) == [2201, True]
+        assert self.load(path, runtime) == [2201, True]
+        assert not list((runtime / "skyctl").glob("config-*"))
+
+    def test_a_document_json_cannot_hold_is_not_remembered(self) -> None:
+        text = "default: box\nhosts:\n  box:\n    host: example.test\n    env: {WHEN: 2024-01-01}\n"
+        known, _ = config._DOCUMENTS.get(text, None)
+        assert not known
+        parse_config(text, None)  # YAML reads a date: JSON would give back a str
+        assert config._DOCUMENTS.get(text, None) == (False, None)
+        ok = "default: box\nhosts:\n  box:\n    host: example.test\n"
+        parse_config(ok, None)
+        assert config._DOCUMENTS.get(ok, None)[0]
