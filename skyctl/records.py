@@ -257,11 +257,14 @@ class RecordReader:
         for first_line, data in self._line_chunks(decode=False, whole=True):
             values: list[object] = []
             try:
-                text = data.decode()
-                lines = text.split("\n")
-                if "\r" in text:
-                    lines = [line.removesuffix("\r") for line in lines]
-                values = list(map(convert, lines))
+                if convert is int or convert is float:  # they parse ASCII bytes as they parse text (blanks and
+                    values = list(map(convert, data.split(b"\n")))  # "\r" too); anything else fails: line by line
+                else:
+                    text = data.decode()
+                    lines = text.split("\n")
+                    if "\r" in text:
+                        lines = [line.removesuffix("\r") for line in lines]
+                    values = list(map(convert, lines))
             except Exception:
                 values = []
                 try:

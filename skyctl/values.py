@@ -158,10 +158,13 @@ def json_line(value: Any) -> str:
 
 def text_lines(values: Sequence[Any]) -> Sequence[str]:
     """``text_line`` for a whole batch, with fast paths for all-str and all-number batches."""
-    types = list(map(type, values))
-    if types.count(str) == len(values):
+    return _text_lines(values, set(map(type, values)))
+
+
+def _text_lines(values: Sequence[Any], types: set[type]) -> Sequence[str]:
+    if types == {str}:
         return values
-    if set(types) <= _PLAIN:
+    if types <= _PLAIN:
         return list(map(str, values))
     return list(map(text_line, values))
 
@@ -179,10 +182,20 @@ def encode_text(text: str) -> bytes:
 
 
 def render(values: Sequence[Any], mode: str) -> bytes:
-    """A batch as the bytes the CLI writes: one line per value (each ended by "\\n")."""
-    lines = text_lines(values) if mode == "text" else json_lines(values)
-    if not lines:
+    """A batch as the bytes the CLI writes: one line per value (each ended by "\\n").
+
+    A text batch of plain numbers is formatted in one C call (``"%r\\n" * n``:
+    for int, float and bool ``repr`` is ``str``), about half the cost of a
+    ``str()`` per value; the data path's busiest line for numbers."""
+    if not values:
         return b""
+    if mode == "text":
+        types = set(map(type, values))
+        if types <= _PLAIN:
+            return (("%r\n" * len(values)) % tuple(values)).encode()
+        lines = _text_lines(values, types)
+    else:
+        lines = json_lines(values)
     return encode_text("\n".join(lines) + "\n")
 
 

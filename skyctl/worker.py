@@ -400,14 +400,14 @@ class InputFailed(GeneratorExit):
 def _stream_input(inbox: flow.Inbox) -> Iterator[Any]:
     """The stream parameter's items (a C-level iterator over the arriving
     batches); raises ``InputFailed`` at the point the client's input broke."""
-    return chain(chain.from_iterable(inbox.batches()), _input_end(inbox))
+    return chain.from_iterable(_input_batches(inbox))
 
 
-def _input_end(inbox: flow.Inbox) -> Iterator[Any]:
-    """Runs once the input is used up: raise there if the client's input broke."""
+def _input_batches(inbox: flow.Inbox) -> Iterator[Any]:
+    """The inbox's batches; once they are used up, raise if the client's input broke."""
+    yield from inbox.batches()
     if inbox.ending is _INPUT_FAILED:
         raise InputFailed()
-    yield from ()
 
 
 def _returning(gen: Generator[Any, Any, Any], returned: list[Any]) -> Generator[Any, Any, None]:

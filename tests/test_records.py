@@ -479,6 +479,30 @@ class TestBatchesMatchIteration:
         assert got_warnings == warnings
         assert reader.read == len(expected)
 
+    NUMBER_CASES = [
+        b"1\n2\n3\n",
+        b"1\r\n 2 \r\n\r\n-3\n",
+        "\uff11\n\u0662\n7\n".encode(),  # digits beyond ASCII: int("\uff11") is 1, int(b"...") refuses
+        b"1_000\n+5\n0x10\n",
+        b"4\n\xff\n5\n",
+        b"1.5\nnan\n-inf\n1e3\n",
+        b"1\x1c\n2\n",  # a separator str.strip() removes and bytes.strip() does not
+    ]
+
+    @pytest.mark.parametrize("data", NUMBER_CASES)
+    @pytest.mark.parametrize("item_type", [int, float])
+    def test_same_numbers(self, data: bytes, item_type: type) -> None:
+        import io
+
+        warnings: list[str] = []
+        expected = list(RecordReader(io.BytesIO(data), item_type, on_bad_line="skip", warn=warnings.append))
+        got_warnings: list[str] = []
+        reader = RecordReader(io.BytesIO(data), item_type, on_bad_line="skip", warn=got_warnings.append)
+        got = [v for batch in reader.batches() for v in batch]
+        assert repr(got) == repr(expected)
+        assert got_warnings == warnings
+        assert reader.read == len(expected)
+
     def test_a_line_comes_out_before_more_input(self) -> None:
         import os
         import threading

@@ -1,0 +1,35 @@
+"""How the worker renders a batch of values for the CLI (``skyctl.values.render``)."""
+
+from __future__ import annotations
+
+import enum
+import math
+
+import pytest
+
+from skyctl.values import render, text_line
+
+
+class Color(str, enum.Enum):
+    RED = "red"
+
+
+def one_by_one(values: list[object]) -> bytes:
+    return "".join(text_line(v) + "\n" for v in values).encode("utf-8", "backslashreplace")
+
+
+@pytest.mark.parametrize("values", [
+    [0, 1, -5, 10**40, True, False],
+    [1.5, -0.0, math.inf, -math.inf, math.nan, 1e300, 0.1 + 0.2],
+    [1, 2.5, True],
+    ["a", "", "two\nlines", "é"],
+    ["a", 1, None, [1, "x"], {"k": 1.5}],
+    [Color.RED, "red"],  # a str subclass is text_line's business (str()), not written as its data
+    [True],
+])
+def test_a_batch_renders_as_each_value_would_alone(values: list[object]) -> None:
+    assert render(values, "text") == one_by_one(values)
+
+
+def test_an_empty_batch_is_no_bytes() -> None:
+    assert render([], "text") == b"" and render([], "json") == b""
