@@ -384,3 +384,35 @@ def test_relative_key_paths_are_read_from_the_callers_directory(sshd: SshServer,
     # the same profile from another directory names another key file: not the kept connection
     elsewhere = sky(run_dir, "run", f"{REPO / TARGETS}:worker_pid", "-c", cfg, cwd=REPO)
     assert elsewhere.returncode == 4 and "keys/id does not exist" in elsewhere.stderr, elsewhere.stderr
+
+
+def test_exit_status_wakes_when_the_reader_lets_go_of_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader blocked on the holder's socket holds it; ``exit_status`` then sleeps until that reader
+    lets go (it is woken, not left to its safety-net timeout, here made longer than the test's)."""
+    import socket
+    import threading
+
+    from skyctl.transports import reuse
+
+    monkeypatch.setattr(reuse.ReusePipes, "WAIT_SLICE", 120.0)
+    mine, holder = socket.socketpair()
+    pipes = reuse.ReusePipes(mine, "box")
+    woken: list[bool] = []
+    real_wait = pipes._turn.wait
+    monkeypatch.setattr(pipes._turn, "wait", lambda timeout=None: woken.append(real_wait(timeout)) or woken[-1])
+    got: dict[str, object] = {}
+    reader = threading.Thread(target=lambda: got.setdefault("read", pipes.read(3)), daemon=True)
+    reader.start()
+    wait_for(lambda: pipes._rlock.locked(), timeout=30, what="the reader to hold the socket")
+    waiter = threading.Thread(target=lambda: got.setdefault("status", pipes.exit_status(timeout=120)), daemon=True)
+    waiter.start()
+    wait_for(lambda: pipes._waiting == 1, timeout=30, what="exit_status to wait for the socket")
+    reuse.send_frame(holder, reuse.STDOUT, b"abc")
+    reuse.send_frame(holder, reuse.STDOUT, b"")
+    reuse.send_frame(holder, reuse.EXIT, json.dumps({"status": 3}).encode())
+    reader.join(30)
+    waiter.join(30)
+    assert got == {"read": b"abc", "status": 3}
+    assert woken and all(woken), woken  # every sleep ended by a wake-up, none by its timeout
+    mine.close()
+    holder.close()

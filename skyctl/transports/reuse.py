@@ -280,6 +280,10 @@ class ReusePipes:
     window then stops the remote writer: backpressure is kept.
     """
 
+    #: longest ``exit_status`` sleeps between two looks while a reader holds the socket (a safety
+    #: net: the reader wakes it when it lets go, or when the status arrives)
+    WAIT_SLICE = 0.2
+
     def __init__(self, sock: socket.socket, label: str) -> None:
         self._sock = sock
         self.label = label
@@ -408,7 +412,7 @@ class ReusePipes:
                     self._waiting += 1
                     try:
                         if self._status is None and self._rlock.locked():
-                            self._turn.wait(max(0.0, min(remaining, 0.2)))
+                            self._turn.wait(max(0.0, min(remaining, self.WAIT_SLICE)))
                     finally:
                         self._waiting -= 1
             if remaining <= 0:
