@@ -903,7 +903,7 @@ def report(b: Bench, info: dict[str, str], notes: list[str], minutes: float) -> 
         "pip install -e '.[test]'       # plus OpenSSH server and client (apt-get install openssh-server),",
         "                               # GNU parallel for 9b (apt-get install parallel), and for 11 a Python with ray",
         "                               # (SKYCTL_TEST_RAY_PYTHON, as .ci/run makes it)",
-        "python benchmarks/run.py       # ~6 minutes; --quick for a smaller run, --only NAME for one measurement",
+        "python benchmarks/run.py       # ~10-20 minutes; --quick for a smaller run, --only NAME for one measurement",
         "```",
         "",
         f"Measurements (`--only`): {', '.join(MEASUREMENTS)}.",
