@@ -141,9 +141,11 @@ def text_line(value: Any) -> str:
         return value
     if t in _PLAIN:
         return str(value)
+    if isinstance(value, str):  # a subclass (a str-mixin Enum): its text as it is, as JSON writes it, not its __str__
+        return str.__str__(value)
     if isinstance(value, _CONTAINERS):
         return _json(value, _compact)
-    if isinstance(value, (str, int, float)):
+    if isinstance(value, (int, float)):
         try:
             return str(value)
         except Exception:
@@ -184,12 +186,18 @@ def encode_text(text: str) -> bytes:
 def render(values: Sequence[Any], mode: str) -> bytes:
     """A batch as the bytes the CLI writes: one line per value (each ended by "\\n").
 
-    A text batch of plain numbers is formatted in one C call (``"%r\\n" * n``:
-    for int, float and bool ``repr`` is ``str``), about half the cost of a
-    ``str()`` per value; the data path's busiest line for numbers."""
+    The data path's busiest lines: a text batch of strs is joined as it is
+    (``str.join`` refuses anything else, so nothing looks at each value's
+    type first), and one of plain numbers is formatted in one C call
+    (``"%r\\n" * n``: for int, float and bool ``repr`` is ``str``), about half
+    the cost of a ``str()`` per value."""
     if not values:
         return b""
     if mode == "text":
+        try:  # every value a str (or a str subclass, written as its text too): the common case, no look at types
+            return encode_text("\n".join(values) + "\n")
+        except TypeError:
+            pass
         types = set(map(type, values))
         if types <= _PLAIN:
             return (("%r\n" * len(values)) % tuple(values)).encode()

@@ -24,7 +24,8 @@ def one_by_one(values: list[object]) -> bytes:
     [1, 2.5, True],
     ["a", "", "two\nlines", "é"],
     ["a", 1, None, [1, "x"], {"k": 1.5}],
-    [Color.RED, "red"],  # a str subclass is text_line's business (str()), not written as its data
+    [Color.RED, "red"],  # a str subclass is written as its text (as JSON writes it), not its __str__
+    [Color.RED, 1],
     [True],
 ])
 def test_a_batch_renders_as_each_value_would_alone(values: list[object]) -> None:
@@ -33,3 +34,9 @@ def test_a_batch_renders_as_each_value_would_alone(values: list[object]) -> None
 
 def test_an_empty_batch_is_no_bytes() -> None:
     assert render([], "text") == b"" and render([], "json") == b""
+
+
+def test_a_str_subclass_is_written_as_its_text_as_json_writes_it() -> None:
+    assert render([Color.RED], "text") == b"red\n" == render(["red"], "text")
+    assert text_line(Color.RED) == "red" and type(text_line(Color.RED)) is str
+    assert render([Color.RED], "json") == b'"red"\n'
