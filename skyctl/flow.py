@@ -358,7 +358,8 @@ class Outbox:
                 for lines in group:
                     yield len(lines), LINES + lines.text
                 continue
-            items = list(chain.from_iterable(group))
+            lists = list(group)
+            items = lists[0] if len(lists) == 1 else list(chain.from_iterable(lists))  # one list: not copied
             for start in range(0, len(items), BATCH_ITEMS):
                 batch = items[start : start + BATCH_ITEMS] if len(items) > BATCH_ITEMS else items
                 try:
