@@ -46,9 +46,11 @@ def sleepy(records: Iterator[int], pid_dir: str = ""):
     import os
     import time
 
-    if pid_dir:
-        with open(os.path.join(pid_dir, "pid-" + os.environ.get("BENCH_HOST", "?")), "w") as f:
+    if pid_dir:  # written whole (a rename), never seen empty by the benchmark reading it mid-run
+        path = os.path.join(pid_dir, "pid-" + os.environ.get("BENCH_HOST", "?"))
+        with open(f"{path}.{os.getpid()}.tmp", "w") as f:
             f.write(str(os.getpid()))
+        os.replace(f"{path}.{os.getpid()}.tmp", path)
     for x in records:
         time.sleep(0.001)
         yield x
