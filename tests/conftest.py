@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -150,3 +151,17 @@ def _reuse_runtime_dir() -> Iterator[None]:
             pids = [pid for pid in pids if running(pid)]
             time.sleep(0.05)
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """skyctl processes a test started; killed (by pid) if still running at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream and not stream.closed:
+                stream.close()

@@ -110,20 +110,6 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """skyctl processes started by a test; killed (by their pid) if still running at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(30)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
-
-
-@pytest.fixture
 def sh_host(tmp_path: Path) -> tuple[Path, str]:
     """A config whose default host ``box`` is the ``sh -c 'exec "$@"'`` recipe, and its python (a marker)."""
     python = own_python(tmp_path)

@@ -93,20 +93,6 @@ def kids(tmp_path: Path) -> Iterator[Children]:
     children.cleanup()
 
 
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """skyctl processes a test started; killed (by pid) if still running at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(30)
-        for stream in (proc.stdout, proc.stderr):
-            if stream and not stream.closed:
-                stream.close()
-
-
 def assert_all_ended(found: dict[str, tuple[int, int]], timeout: float = ENDED_WITHIN) -> None:
     def still() -> list[str]:
         return [f"{name} {pid}" for name, (pid, start) in found.items() if name in CHILDREN and running(pid, start)]

@@ -55,20 +55,6 @@ def read_pid(path: Path) -> int:
     return int(wait_for(lambda: path.exists() and path.read_text(), what=f"the worker's pid in {path}"))
 
 
-@pytest.fixture
-def procs():
-    """skyctl processes started by a test; killed (by their pid) if still running at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(30)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
-
-
 def test_fibonacci_example_prints_one_value_per_line(host_config):
     result = run_skyctl("run", "-c", str(host_config), "examples/train.py:fibonacci", "--arg", "n=10")
     assert result.returncode == 0, result.stderr
