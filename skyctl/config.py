@@ -678,43 +678,41 @@ class _Documents:
     def __init__(self) -> None:
         self._here: dict[str, str] = {}
 
-    def get(self, text: str, path: pathlib.Path | None) -> tuple[bool, Any]:
-        """``(True, document)`` when ``text`` was parsed before, else ``(False, None)``."""
+    def load(self, text: str, path: pathlib.Path | None, parse: Callable[[str], Any]) -> Any:
+        """The document of ``text``: the remembered one, else ``parse(text)`` (remembered when JSON holds it)."""
         digest = _sha256(text)
         dumped = self._here.get(digest)
+        file = None
         if dumped is None and path is not None:
-            dumped = self._read(path, digest)
-        if dumped is None:
-            return False, None
-        self._here[digest] = dumped
-        return True, json.loads(dumped)
-
-    def put(self, text: str, path: pathlib.Path | None, document: Any) -> None:
+            file = self._file(path)
+            dumped = self._read(file, digest) if file is not None else None
+        if dumped is not None:
+            self._here[digest] = dumped
+            return json.loads(dumped)
+        document = parse(text)
         try:
             dumped = json.dumps(document, allow_nan=False)
             if json.loads(dumped) != document:
-                return
+                return document
         except (TypeError, ValueError):
-            return
-        digest = _sha256(text)
+            return document
         self._here[digest] = dumped
-        if path is not None:
-            self._write(path, json.dumps({"sha256": digest, "document": dumped}))
+        if file is not None:
+            self._write(file, json.dumps({"sha256": digest, "document": dumped}))
+        return document
 
     @staticmethod
     def _file(path: pathlib.Path) -> str | None:
-        from skyctl.transports.reuse import socket_dir
+        from skyctl.transports.reuse import UnsafeDirectory, socket_dir
 
         try:
             folder = socket_dir()
-        except Exception:  # not usable (not ours, wrong mode): nothing remembered on disk
+        except UnsafeDirectory:  # not usable (not ours, wrong mode): nothing remembered on disk
             return None
         return os.path.join(folder, f"config-{_sha256(os.path.abspath(path))[:32]}.json")
 
-    def _read(self, path: pathlib.Path, digest: str) -> str | None:
-        file = self._file(path)
-        if file is None:
-            return None
+    @staticmethod
+    def _read(file: str, digest: str) -> str | None:
         try:
             fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as handle:
@@ -725,10 +723,8 @@ class _Documents:
             pass
         return None
 
-    def _write(self, path: pathlib.Path, entry: str) -> None:
-        file = self._file(path)
-        if file is None:
-            return
+    @staticmethod
+    def _write(file: str, entry: str) -> None:
         temp = f"{file}.{os.urandom(6).hex()}.tmp"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -774,10 +770,7 @@ class _Parser:
     # -- the file
 
     def parse(self, text: str, path: pathlib.Path | None) -> Config:
-        known, data = _DOCUMENTS.get(text, path)
-        if not known:
-            data = self.load_yaml(text)
-            _DOCUMENTS.put(text, path, data)
+        data = _DOCUMENTS.load(text, path, self.load_yaml)
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -924,11 +924,17 @@ class TestRememberedDocuments:
         assert not list((runtime / "skyctl").glob("config-*"))
 
     def test_a_document_json_cannot_hold_is_not_remembered(self) -> None:
+        parsed: list[str] = []
+
+        def parse(text: str) -> object:
+            parsed.append(text)
+            return config._Parser("skyward.yaml", {}).load_yaml(text)
+
         text = "default: box\nhosts:\n  box:\n    host: example.test\n    env: {WHEN: 2024-01-01}\n"
-        known, _ = config._DOCUMENTS.get(text, None)
-        assert not known
-        parse_config(text, None)  # YAML reads a date: JSON would give back a str
-        assert config._DOCUMENTS.get(text, None) == (False, None)
-        ok = "default: box\nhosts:\n  box:\n    host: example.test\n"
-        parse_config(ok, None)
-        assert config._DOCUMENTS.get(ok, None)[0]
+        config._DOCUMENTS.load(text, None, parse)  # YAML reads a date: JSON would give back a str
+        config._DOCUMENTS.load(text, None, parse)
+        assert parsed == [text, text]
+        ok = "default: box\nhosts:\n  box:\n    host: example.test\n    port: 2201\n"
+        first = config._DOCUMENTS.load(ok, None, parse)
+        assert config._DOCUMENTS.load(ok, None, parse) == first
+        assert parsed == [text, text, ok]
