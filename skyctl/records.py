@@ -257,8 +257,10 @@ class RecordReader:
         for first_line, data in self._line_chunks(decode=False, whole=True):
             values: list[object] = []
             try:
-                if convert is int or convert is float:  # they parse ASCII bytes as they parse text (blanks and
-                    values = list(map(convert, data.split(b"\n")))  # "\r" too); anything else fails: line by line
+                if convert is int:
+                    values = _ints(data)
+                elif convert is float:  # it parses ASCII bytes as it parses text (blanks and "\r" too);
+                    values = list(map(float, data.split(b"\n")))  # anything else fails: line by line
                 else:
                     text = data.decode()
                     lines = text.split("\n")
@@ -706,6 +708,27 @@ class _LineTracker:
 
     def record_text(self) -> str:
         return _strip_terminator("".join(self.lines))
+
+
+def _ints(data: bytes) -> list[object]:
+    """``int()`` of each line of ``data`` (lines joined by b"\\n"); raises as ``int()`` does.
+
+    A block of plain decimal integers (the common case) goes through the json
+    module's C scanner as one array, about a fifth faster than ``int()`` per
+    line. The result is used only when it is exactly one ``int`` per line: a
+    line holding anything but one JSON integer (a comma, a bracket, a string,
+    "+5", "1_000", "007", a blank) makes it fail or miscount, and then
+    ``int()`` decides, line by line as before. A JSON integer is a valid
+    ``int()`` literal of the same value, and JSON's whitespace is ``int()``'s too.
+    """
+    try:
+        values = json.loads("[%s]" % data.decode("ascii").replace("\n", ","))  # str: no encoding guessed
+    except (ValueError, RecursionError):  # not ASCII, JSONDecodeError, over the int digits limit; "[[[…"
+        pass
+    else:
+        if type(values) is list and len(values) == data.count(b"\n") + 1 and list(map(type, values)).count(int) == len(values):
+            return values
+    return list(map(int, data.split(b"\n")))
 
 
 def _field_converter(annotation: object) -> Callable[[str], object]:

@@ -487,6 +487,15 @@ class TestBatchesMatchIteration:
         b"4\n\xff\n5\n",
         b"1.5\nnan\n-inf\n1e3\n",
         b"1\x1c\n2\n",  # a separator str.strip() removes and bytes.strip() does not
+        # what a JSON array of the lines would read differently from int() line by line
+        b"1,2\n3\n",  # a comma: two JSON numbers on one line
+        b"[1\n2]\n",  # brackets: one nested array
+        b"1]\n[2\n",
+        b"007\n-0\n 8\t\n",  # leading zeros are not JSON; -0; JSON's whitespace
+        b"true\nnull\n\"4\"\n1.0\n",  # JSON values that are not ints
+        b"\x00\n1\n",  # what would make json guess UTF-16 from bytes
+        b"[" * 5000 + b"\n1\n",  # deeper than the JSON decoder recurses
+        b"9" * 5000 + b"\n1\n",  # over int()'s digit limit
     ]
 
     @pytest.mark.parametrize("data", NUMBER_CASES)
