@@ -205,9 +205,12 @@ class Bench:
         from tests.helpers import ssh_host_yaml
 
         path = self.root / name
+        workdir = f"workdir: {workdir or self.remote_workdir}"
         path.write_text("default: box\nhosts:\n  local:\n    type: local\n"
-                        + ssh_host_yaml(server or self.server, python=REMOTE_PY,
-                                        extra=f"workdir: {workdir or self.remote_workdir}"))
+                        + ssh_host_yaml(server or self.server, python=REMOTE_PY, extra=workdir)
+                        # the same machine without the kept connection: the client holds the SSH connection itself
+                        + ssh_host_yaml(server or self.server, name="box-direct", python=REMOTE_PY,
+                                        extra=f"{workdir}\nreuse: false"))
         return path
 
     def run_kw(self, timeout: float = 120.0) -> dict[str, Any]:
@@ -438,6 +441,7 @@ def m_roundtrip(b: Bench) -> None:
         "sky": lambda: _roundtrip_skyctl(b, items, warmup),
         "ssh": lambda: _roundtrip_ssh(b, items, warmup),
         "paramiko": lambda: _roundtrip_paramiko(b, items, warmup),
+        "direct": lambda: _roundtrip_skyctl(b, items, warmup, host="box-direct"),
     })
     b.baselines["ssh echo"] = (f"one `ssh … {REMOTE_PY} -c '<readline, write, flush loop>'` session: write a line, "
                                "read it back, repeat")
@@ -446,6 +450,9 @@ def m_roundtrip(b: Bench) -> None:
     b.add(Row("roundtrip", "5b. the ssh echo's loop over a bare paramiko exec channel (informational: "
               "the floor of an SSH transport built on paramiko)", "s",
               got["paramiko"], got["ssh"], "ssh echo", "lower", None))
+    b.add(Row("roundtrip", "5c. the same as 5. on a profile with `reuse: false` (informational: the session holds "
+              "its own SSH connection, no relay through the kept connection's holder)", "s",
+              got["direct"], got["ssh"], "ssh echo", "lower", None))
 
 
 def _memory_runs(b: Bench) -> tuple[Callable[[int], dict[str, float]], str]:
