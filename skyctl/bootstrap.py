@@ -20,7 +20,6 @@ matches. Every answer must come within the profile's ``connect_timeout``
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import io
@@ -28,14 +27,13 @@ import json
 import os
 import queue
 import shlex
-import stat
 import sys
 import threading
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from . import wire
+from . import runtime, wire
 from .errors import ConnectionLost, RemoteEnvironmentError
 from .transports.base import Transport, WorkerPipes
 
@@ -286,18 +284,9 @@ def bundle_sha256() -> str:
     runtime directory. A missing or stale memo costs one build
     (``remember_bundle``); one in a directory others can write is ignored.
     """
-    path = _memo_path()
-    if path is not None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                text = os.read(fd, 128).decode("ascii", "replace").strip()
-            finally:
-                os.close(fd)
-            if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
-                return text
-        except OSError:
-            pass
+    text = (runtime.recall(memo_name(), 128) or b"").decode("ascii", "replace").strip()
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        return text
     return remember_bundle()
 
 
@@ -305,40 +294,8 @@ def remember_bundle() -> str:
     """Build the bundle, write its sha256 to the memo (random temp name, then replace) and return it."""
     sha = bundle().sha256
     bundle_sha256.cache_clear()
-    path = _memo_path()
-    if path is not None:
-        tmp = "%s.%s.tmp" % (path, os.urandom(8).hex())
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                wire.write_all(fd, sha.encode() + b"\n")
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    runtime.remember(memo_name(), sha.encode() + b"\n")
     return sha
-
-
-def _memo_path() -> str | None:
-    """``memo_name()`` in the directory of the kept connections'
-    sockets (``transports.reuse.socket_dir``'s rules, not imported: that
-    module loads ``socket``), or None when that directory is not ours alone."""
-    base = os.environ.get("XDG_RUNTIME_DIR", "")
-    uid = os.getuid()
-    directory = os.path.join(base, "skyctl") if base and os.path.isabs(base) and os.path.isdir(base) else f"/tmp/skyctl-{uid}"
-    try:
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            pass
-        st = os.lstat(directory)
-    except OSError:
-        return None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
-        return None
-    return os.path.join(directory, memo_name())
 
 
 def memo_name() -> str:

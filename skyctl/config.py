@@ -46,7 +46,6 @@ validation always runs on the document, so messages do not change.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -680,12 +679,13 @@ class _Documents:
 
     def load(self, text: str, path: pathlib.Path | None, parse: Callable[[str], Any]) -> Any:
         """The document of ``text``: the remembered one, else ``parse(text)`` (remembered when JSON holds it)."""
+        from skyctl import runtime
+
         digest = _sha256(text)
         dumped = self._here.get(digest)
-        file = None
-        if dumped is None and path is not None:
-            file = self._file(path)
-            dumped = self._read(file, digest) if file is not None else None
+        name = None if path is None else f"config-{_sha256(os.path.abspath(path))[:32]}.json"
+        if dumped is None and name is not None:
+            dumped = self._entry(runtime.recall(name), digest)
         if dumped is not None:
             self._here[digest] = dumped
             return json.loads(dumped)
@@ -697,43 +697,22 @@ class _Documents:
         except (TypeError, ValueError):
             return document
         self._here[digest] = dumped
-        if file is not None:
-            self._write(file, json.dumps({"sha256": digest, "document": dumped}))
+        if name is not None:
+            runtime.remember(name, json.dumps({"sha256": digest, "document": dumped}).encode())
         return document
 
     @staticmethod
-    def _file(path: pathlib.Path) -> str | None:
-        from skyctl.transports.reuse import UnsafeDirectory, socket_dir
-
-        try:
-            folder = socket_dir()
-        except UnsafeDirectory:  # not usable (not ours, wrong mode): nothing remembered on disk
+    def _entry(data: bytes | None, digest: str) -> str | None:
+        """The remembered document in ``data``, if it is the one of the text whose sha256 is ``digest``."""
+        if data is None:
             return None
-        return os.path.join(folder, f"config-{_sha256(os.path.abspath(path))[:32]}.json")
-
-    @staticmethod
-    def _read(file: str, digest: str) -> str | None:
         try:
-            fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as handle:
-                entry = json.loads(handle.read(1 << 22))
-            if isinstance(entry, dict) and entry.get("sha256") == digest and isinstance(entry.get("document"), str):
-                return entry["document"]
-        except (OSError, ValueError):
-            pass
+            entry = json.loads(data)
+        except ValueError:
+            return None
+        if isinstance(entry, dict) and entry.get("sha256") == digest and isinstance(entry.get("document"), str):
+            return entry["document"]
         return None
-
-    @staticmethod
-    def _write(file: str, entry: str) -> None:
-        temp = f"{file}.{os.urandom(6).hex()}.tmp"
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(entry)
-            os.replace(temp, file)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
 
 
 def _sha256(text: str) -> str:

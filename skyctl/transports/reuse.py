@@ -15,10 +15,9 @@ Basics
     the direct ``SshTransport`` are loaded only when needed.
 
 Where
-    ``$XDG_RUNTIME_DIR/skyctl`` or else ``/tmp/skyctl-$UID``: a directory
-    that must be ours, a real directory (not a symlink) and mode 0700; it is
-    created so, and anything else is refused (the call then connects
-    directly, with a warning). In it, per connection key:
+    The private runtime directory (``skyctl.runtime``: ours, a real
+    directory, mode 0700; anything else is refused and the call then
+    connects directly, with a warning). In it, per connection key:
     ``<key>.sock`` (the holder's socket, 0600), ``<key>.lock`` (serialises
     starting a holder), ``<key>.pid`` and ``<key>.log`` (the holder's stderr).
 
@@ -69,7 +68,6 @@ import json
 import os
 import select
 import socket
-import stat
 import struct
 import sys
 import threading
@@ -77,11 +75,12 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, ConnectError, ConnectionLost, RemoteEnvironmentError, SkyctlError
+from ..runtime import UnsafeDirectory, private_dir
 
 if TYPE_CHECKING:
     from ..config import HostProfile
 
-__all__ = ["ReuseTransport", "ReusePipes", "socket_dir", "connection_key", "UnsafeDirectory"]
+__all__ = ["ReuseTransport", "ReusePipes", "connection_key"]
 
 #: bump when the socket protocol changes (part of the key: old holders are not spoken to)
 PROTOCOL = 2
@@ -123,46 +122,6 @@ _ERRORS: dict[str, type[SkyctlError]] = {
     "RemoteEnvironmentError": RemoteEnvironmentError,
     "ConnectionLost": ConnectionLost,
 }
-
-
-class UnsafeDirectory(Exception):
-    """The socket directory is not ours alone; the message says why and what to do."""
-
-
-# --------------------------------------------------------------------------
-# where the sockets live
-
-
-def socket_dir(environ: Any = None) -> str:
-    """The private directory for holder sockets, created 0700 if missing.
-
-    Raises ``UnsafeDirectory`` when it exists but is not a directory of ours
-    with mode 0700 (a symlink counts as unsafe).
-    """
-    environ = os.environ if environ is None else environ
-    base = environ.get("XDG_RUNTIME_DIR", "")
-    uid = os.getuid()
-    if base and os.path.isabs(base) and os.path.isdir(base):
-        path = os.path.join(base, "skyctl")
-    else:
-        path = f"/tmp/skyctl-{uid}"
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise UnsafeDirectory(f"cannot create {path}: {exc.strerror or exc}") from None
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        raise UnsafeDirectory(f"cannot inspect {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeDirectory(f"{path} is not a directory (remove it)")
-    if st.st_uid != uid:
-        raise UnsafeDirectory(f"{path} belongs to uid {st.st_uid}, not to you (uid {uid}); remove it, or set XDG_RUNTIME_DIR to a private directory")
-    if st.st_mode & 0o077:
-        raise UnsafeDirectory(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}, it must be 0700 (chmod 700 {path})")
-    return path
 
 
 def _login_name() -> str:
@@ -556,7 +515,7 @@ class ReuseTransport:
 
     def _socket_paths(self) -> tuple[str, str]:
         if self._paths is None:
-            directory = socket_dir(self._environ)
+            directory = private_dir(self._environ)
             key = connection_key(self._chain(), self._ssh_config_path, self._system_known_hosts)
             base = os.path.join(directory, key)
             if len(base + ".sock") > MAX_SOCKET_PATH:
