@@ -29,7 +29,6 @@ import queue
 import shlex
 import sys
 import threading
-import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -242,6 +241,8 @@ def bundle_id() -> str:
 @functools.lru_cache(maxsize=1)
 def bundle() -> Bundle:
     """Build the bundle once per process: each source beside its bytecode."""
+    import zipfile  # only when the bundle is built: a warm call knows its sha256 from the memo
+
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in _sources():

@@ -26,11 +26,10 @@ record into something else):
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import decimal
 import json
 import json.encoder
 import math
+import sys
 from typing import Any, Callable, Sequence
 
 #: the output modes
@@ -53,9 +52,12 @@ def _part(value: Any) -> Any:
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, (set, frozenset)):
         return list(value)
-    if isinstance(value, (datetime.date, datetime.time)):
+    # a date or a Decimal exists only once its module is loaded: looked up, not imported (the worker's start)
+    datetime = sys.modules.get("datetime")
+    if datetime is not None and isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
-    if isinstance(value, decimal.Decimal):
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(value, decimal.Decimal):
         return str(value)
     if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
         try:

@@ -40,3 +40,31 @@ def test_a_str_subclass_is_written_as_its_text_as_json_writes_it() -> None:
     assert render([Color.RED], "text") == b"red\n" == render(["red"], "text")
     assert text_line(Color.RED) == "red" and type(text_line(Color.RED)) is str
     assert render([Color.RED], "json") == b'"red"\n'
+
+
+def test_dates_and_decimals_are_written_as_the_contract_says() -> None:
+    import datetime
+    import decimal
+
+    values = [datetime.date(2026, 12, 2), datetime.datetime(2026, 12, 2, 6, 30), datetime.time(6, 30, 1),
+              decimal.Decimal("1.10"), {"when": datetime.date(2026, 1, 2), "amount": decimal.Decimal("-0")}]
+    assert render(values, "json").decode().splitlines() == [
+        '"2026-12-02"', '"2026-12-02T06:30:00"', '"06:30:01"', '"1.10"',
+        '{"when": "2026-01-02", "amount": "-0"}',
+    ]
+
+
+def test_the_worker_renders_without_loading_datetime_or_decimal() -> None:
+    """``values`` looks those types up only when loaded (a value of them cannot exist otherwise):
+    the worker's start does not pay for importing them."""
+    import subprocess
+    import sys
+
+    import skyctl.values
+
+    code = ("import runpy, sys; render = runpy.run_path(sys.argv[1])['render']; "  # alone, as the worker loads it
+            "out = render([object.__new__(type('Thing', (), {'__repr__': lambda s: 'thing'})), {1, 2}], 'json'); "
+            "print(out.decode(), end=''); print(sorted(m for m in ('datetime', 'decimal') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code, skyctl.values.__file__], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.splitlines() == ['"thing"', "[1, 2]", "[]"]
