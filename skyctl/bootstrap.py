@@ -66,7 +66,7 @@ def rdline():
         b+=read(1)
     return b
 try:
-    import threading,pickle,traceback,queue,select,signal,struct,typing,dataclasses,dis,logging,platform,uuid,weakref,zlib,hashlib,stat
+    import threading,pickle,traceback,queue,select,signal,struct,typing,dataclasses,dis,logging,platform,uuid,weakref,zlib,hashlib,stat,mmap,ctypes
 except Exception:
     pass
 a=json.loads(read(int(rdline())))

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -117,6 +116,8 @@ def _read_stat(pid: int) -> Proc | None:
 
 def _ps_table() -> dict[int, Proc]:
     """Every process, from ``ps`` (systems without ``/proc``); empty when ``ps`` fails."""
+    import subprocess  # only here: a worker on Linux does not pay for importing it
+
     try:
         ps = subprocess.Popen(["ps", "-A", "-o", "pid=", "-o", "ppid=", "-o", "stat=", "-o", "comm="],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
