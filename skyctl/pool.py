@@ -15,6 +15,7 @@ Nothing here writes: values go to the ``emit`` callbacks the caller gives
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -259,6 +260,34 @@ class Slot:
     stream: Any = None
 
 
+#: glibc's ``M_MMAP_THRESHOLD`` (malloc.h), and its default value
+_M_MMAP_THRESHOLD, _MMAP_THRESHOLD = -3, 128 * 1024
+_heap_kept_flat = False
+
+
+def keep_chunk_buffers_off_the_heap() -> bool:
+    """Fix glibc's mmap threshold at its default, so that a chunk's ~1 MB
+    buffers are mappings of their own, returned to the OS when freed.
+
+    glibc raises the threshold to the size of each mapped block freed (up to
+    32 MiB); after the first chunks, their buffers come from the heap, which
+    does not shrink, and a long distributed pipe's peak RSS creeps up (1 GB
+    over 4 hosts: 46–50 MiB against 41–43 with the threshold fixed). Once per
+    process; False where there is no glibc ``mallopt`` (nothing changes there).
+    """
+    global _heap_kept_flat
+    if _heap_kept_flat or not sys.platform.startswith("linux"):
+        return _heap_kept_flat
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, ImportError):
+        return False
+    _heap_kept_flat = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
+    return _heap_kept_flat
+
+
 class Distributor:
     """Runs ``start(slot, feed, skip)`` for each chunk of ``source``'s records on whichever slot is free.
 
@@ -277,6 +306,7 @@ class Distributor:
     def __init__(self, slots: list[Slot], start: Callable[[Slot, ChunkFeed, int], Any],
                  source: Iterable[Any], emit: Callable[[Chunk, str, Any], None], *, chunk: int = 1000,
                  retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None) -> None:
+        keep_chunk_buffers_off_the_heap()
         self.slots = slots
         self._start = start
         self._source = source
