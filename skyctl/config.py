@@ -57,6 +57,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
 
+from skyctl import runtime
 from skyctl.errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -679,8 +680,6 @@ class _Documents:
 
     def load(self, text: str, path: pathlib.Path | None, parse: Callable[[str], Any]) -> Any:
         """The document of ``text``: the remembered one, else ``parse(text)`` (remembered when JSON holds it)."""
-        from skyctl import runtime
-
         digest = _sha256(text)
         dumped = self._here.get(digest)
         name = None if path is None else f"config-{_sha256(os.path.abspath(path))[:32]}.json"

@@ -272,7 +272,7 @@ def keep_chunk_buffers_off_the_heap() -> bool:
     glibc raises the threshold to the size of each mapped block freed (up to
     32 MiB); after the first chunks, their buffers come from the heap, which
     does not shrink, and a long distributed pipe's peak RSS creeps up (1 GB
-    over 4 hosts: 46–50 MiB against 41–43 with the threshold fixed). Once per
+    over 4 hosts: 46–50 MiB against 42–44 with the threshold fixed). Once per
     process; False where there is no glibc ``mallopt`` (nothing changes there).
     """
     global _heap_kept_flat
