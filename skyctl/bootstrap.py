@@ -285,17 +285,17 @@ def bundle_sha256() -> str:
     runtime directory. A missing or stale memo costs one build
     (``remember_bundle``); one in a directory others can write is ignored.
     """
-    text = (runtime.recall(memo_name(), 128) or b"").decode("ascii", "replace").strip()
+    text = (runtime.recall(runtime.memo(memo_name()), 128) or b"").decode("ascii", "replace").strip()
     if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
         return text
     return remember_bundle()
 
 
 def remember_bundle() -> str:
-    """Build the bundle, write its sha256 to the memo (random temp name, then replace) and return it."""
+    """Build the bundle (~30 ms), write its sha256 to the memo and return it."""
     sha = bundle().sha256
     bundle_sha256.cache_clear()
-    runtime.remember(memo_name(), sha.encode() + b"\n")
+    runtime.remember(runtime.memo(memo_name()), sha.encode() + b"\n")
     return sha
 
 

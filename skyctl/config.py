@@ -682,9 +682,10 @@ class _Documents:
         """The document of ``text``: the remembered one, else ``parse(text)`` (remembered when JSON holds it)."""
         digest = _sha256(text)
         dumped = self._here.get(digest)
-        name = None if path is None else f"config-{_sha256(os.path.abspath(path))[:32]}.json"
-        if dumped is None and name is not None:
-            dumped = self._entry(runtime.recall(name), digest)
+        file = None  # an in-process hit does no file-system work
+        if dumped is None and path is not None:
+            file = runtime.memo(f"config-{_sha256(os.path.abspath(path))[:32]}.json")
+            dumped = self._entry(runtime.recall(file), digest)
         if dumped is not None:
             self._here[digest] = dumped
             return json.loads(dumped)
@@ -696,8 +697,7 @@ class _Documents:
         except (TypeError, ValueError):
             return document
         self._here[digest] = dumped
-        if name is not None:
-            runtime.remember(name, json.dumps({"sha256": digest, "document": dumped}).encode())
+        runtime.remember(file, json.dumps({"sha256": digest, "document": dumped}).encode())
         return document
 
     @staticmethod

@@ -54,12 +54,23 @@ def private_dir(environ: Mapping[str, str] | None = None) -> str:
     return path
 
 
-def recall(name: str, limit: int = 1 << 22) -> bytes | None:
-    """What ``remember`` wrote under ``name`` (at most ``limit`` bytes); None when
-    there is nothing, or the directory is not ours alone. A link is not followed."""
+def memo(name: str) -> str | None:
+    """Where a memo ``name`` lives; None when the directory is not ours alone
+    (then nothing is read or written). Looked up once for a read and its write."""
     try:
-        fd = os.open(os.path.join(private_dir(), name), os.O_RDONLY | os.O_NOFOLLOW)
-    except (OSError, UnsafeDirectory):
+        return os.path.join(private_dir(), name)
+    except UnsafeDirectory:
+        return None
+
+
+def recall(path: str | None, limit: int = 1 << 22) -> bytes | None:
+    """What ``remember`` wrote at ``path`` (a ``memo()``; at most ``limit`` bytes);
+    None when there is nothing, or no path. A link is not followed."""
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return None
     try:
         with os.fdopen(fd, "rb") as handle:
@@ -68,13 +79,11 @@ def recall(name: str, limit: int = 1 << 22) -> bytes | None:
         return None
 
 
-def remember(name: str, data: bytes) -> None:
-    """Keep ``data`` under ``name``: written to a new file of a random name (never
-    through a link), then renamed over the old one, so a reader sees all or
-    nothing. Nothing is written when the directory is not ours alone."""
-    try:
-        path = os.path.join(private_dir(), name)
-    except UnsafeDirectory:
+def remember(path: str | None, data: bytes) -> None:
+    """Keep ``data`` at ``path`` (a ``memo()``; nothing when None): written to a new
+    file of a random name (never through a link), then renamed over the old one,
+    so a reader sees all or nothing."""
+    if path is None:
         return
     temp = f"{path}.{os.urandom(8).hex()}.tmp"
     try:

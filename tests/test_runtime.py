@@ -38,16 +38,18 @@ def test_not_ours_alone_is_refused(xdg: Path, tmp_path_factory: pytest.TempPathF
     with pytest.raises(runtime.UnsafeDirectory) as caught:
         runtime.private_dir()
     assert str(target) in str(caught.value)
-    runtime.remember("memo", b"x")  # neither writes nor raises
-    assert runtime.recall("memo") is None
+    assert runtime.memo("memo") is None  # so nothing is read or written
+    runtime.remember(runtime.memo("memo"), b"x")
+    assert runtime.recall(runtime.memo("memo")) is None
     if unsafe == "mode":
         assert os.listdir(target) == []
 
 
 def test_remembered_bytes_come_back_and_no_temp_file_stays(xdg: Path) -> None:
-    runtime.remember("memo", b"first")
-    runtime.remember("memo", b"second")
-    assert runtime.recall("memo") == b"second"
+    memo = runtime.memo("memo")
+    runtime.remember(memo, b"first")
+    runtime.remember(memo, b"second")
+    assert runtime.recall(memo) == b"second"
     assert os.listdir(xdg / "skyctl") == ["memo"]
     assert stat.S_IMODE(os.lstat(xdg / "skyctl" / "memo").st_mode) == 0o600
 
@@ -55,13 +57,15 @@ def test_remembered_bytes_come_back_and_no_temp_file_stays(xdg: Path) -> None:
 def test_a_link_is_not_followed(xdg: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     planted = tmp_path_factory.mktemp("planted") / "memo"
     planted.write_bytes(b"believe me")
-    os.symlink(planted, Path(runtime.private_dir()) / "memo")
-    assert runtime.recall("memo") is None
-    runtime.remember("memo", b"ours")  # replaces the link itself, never writes through it
+    memo = runtime.memo("memo")
+    os.symlink(planted, memo)
+    assert runtime.recall(memo) is None
+    runtime.remember(memo, b"ours")  # replaces the link itself, never writes through it
     assert planted.read_bytes() == b"believe me"
-    assert runtime.recall("memo") == b"ours"
+    assert runtime.recall(memo) == b"ours"
 
 
 def test_recall_reads_at_most_the_limit(xdg: Path) -> None:
-    runtime.remember("memo", b"0123456789")
-    assert runtime.recall("memo", 4) == b"0123"
+    memo = runtime.memo("memo")
+    runtime.remember(memo, b"0123456789")
+    assert runtime.recall(memo, 4) == b"0123"
