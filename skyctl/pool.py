@@ -262,7 +262,8 @@ class Slot:
 
 #: glibc's ``M_MMAP_THRESHOLD`` (malloc.h), and its default value
 _M_MMAP_THRESHOLD, _MMAP_THRESHOLD = -3, 128 * 1024
-_heap_kept_flat = False
+#: whether the threshold was fixed; None until tried (once per process)
+_heap_kept_flat: bool | None = None
 
 
 def keep_chunk_buffers_off_the_heap() -> bool:
@@ -276,16 +277,18 @@ def keep_chunk_buffers_off_the_heap() -> bool:
     process; False where there is no glibc ``mallopt`` (nothing changes there).
     """
     global _heap_kept_flat
-    if _heap_kept_flat or not sys.platform.startswith("linux"):
-        return _heap_kept_flat
+    if _heap_kept_flat is None:
+        _heap_kept_flat = sys.platform.startswith("linux") and _mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    return _heap_kept_flat
+
+
+def _mallopt(param: int, value: int) -> bool:
     try:
         import ctypes
 
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, ImportError):
+        return bool(ctypes.CDLL(None).mallopt(param, value))
+    except (OSError, AttributeError, ImportError):  # no libc to load, or one without mallopt
         return False
-    _heap_kept_flat = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
-    return _heap_kept_flat
 
 
 class Distributor:
