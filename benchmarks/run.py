@@ -205,12 +205,12 @@ class Bench:
         from tests.helpers import ssh_host_yaml
 
         path = self.root / name
-        workdir = f"workdir: {workdir or self.remote_workdir}"
+        workdir_key = f"workdir: {workdir or self.remote_workdir}"
         path.write_text("default: box\nhosts:\n  local:\n    type: local\n"
-                        + ssh_host_yaml(server or self.server, python=REMOTE_PY, extra=workdir)
+                        + ssh_host_yaml(server or self.server, python=REMOTE_PY, extra=workdir_key)
                         # the same machine without the kept connection: the client holds the SSH connection itself
                         + ssh_host_yaml(server or self.server, name="box-direct", python=REMOTE_PY,
-                                        extra=f"{workdir}\nreuse: false"))
+                                        extra=f"{workdir_key}\nreuse: false"))
         return path
 
     def run_kw(self, timeout: float = 120.0) -> dict[str, Any]:
