@@ -205,7 +205,7 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
     """``run`` on a group: the call on every host at once, values tagged by host; a summary line per host."""
     import threading
 
-    from .pool import broadcast
+    from .pool import broadcast, plural
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -234,9 +234,9 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
     if reader_gone.is_set():
         _silence_stdout()
         return ExitStatus.OK
-    failed = [s for s in stats.values() if s.status]
+    failed = [s for s in stats.values() if s.status]  # a host cancelled by --fail-fast did not fail
     _report_hosts(stderr, stats.values(), show=bool(failed) or not quiet,
-                  parts=lambda s: [f"{s.values} values", f"{s.seconds:.2f} s"])
+                  parts=lambda s: [plural(s.values, "value"), f"{s.seconds:.2f} s"])
     return failed[0].status if failed else ExitStatus.OK
 
 
@@ -250,8 +250,10 @@ def _as_output(batch: Any, host: str, output: str, tag: bool) -> Any:
     return tagged(batch, host, output) if tag else batch
 
 
-def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any) -> None:
-    """After a many-host call: each remote traceback under ``[HOST]``, then (``show``) one summary line per host."""
+def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any, where: Any = None,
+                  totals: str | None = None) -> None:
+    """After a many-host call: each remote traceback under ``[HOST]``, then (``show``) one summary line
+    per host (``where(stat)``: what to add to its outcome, e.g. the chunk that failed) and ``totals``."""
     from .pool import describe
     from .render import summary_line
 
@@ -261,14 +263,18 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any) -> None
             stderr.remote_text_for(stat.name, stat.error.traceback_text)
     if show:
         for stat in stats:
-            stderr.write(summary_line(stat.name, escape_controls(describe(stat.error)), parts(stat)) + "\n")
+            outcome = "cancelled (--fail-fast)" if stat.cancelled else escape_controls(describe(stat.error))
+            extra = where(stat) if where is not None else None
+            stderr.write(summary_line(stat.name, outcome + (f"; {extra}" if extra else ""), parts(stat)) + "\n")
+        if totals:
+            stderr.write(totals + "\n")
 
 
 def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
                 no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
                 tag: bool, retries: int, quiet: bool) -> int:
     """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
-    from .pool import Distributor, Slot, slots_for
+    from .pool import Distributor, Slot, plural, slots_for
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -282,7 +288,7 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
         return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
 
     distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries, ordered=keep_order,
-                              warn=stderr.warn)
+                              warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning())
     stderr.phase(f"running on {len(slots)} workers")
     stderr.watch(lambda: (sum(s.records for s in distributor.stats.values()), writer.written),
                  lambda: ", ".join(f"{s.name} {s.chunks}{'✗' if s.dead else ''}" for s in distributor.stats.values()) + " chunks")
@@ -297,14 +303,44 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
         return ExitStatus.OK
     error = distributor.error
     status = distributor.exit_status
+    failed = distributor.failed_chunk
     _report_hosts(stderr, distributor.stats.values(), show=bool(status) or not quiet,
-                  parts=lambda s: [f"{s.chunks} chunks", f"{s.records} records in", f"{s.values} values out",
-                                   f"{s.reruns} re-runs", f"{s.seconds:.2f} s"])
+                  parts=lambda s: [plural(s.chunks, "chunk"), plural(s.records, "record") + " in",
+                                   plural(s.values, "value") + " out", plural(s.reruns, "re-run"), f"{s.seconds:.2f} s"],
+                  where=lambda s: f"in {failed.where}" if failed is not None and s.name == distributor.failed_host
+                  and s.error is not None else None,
+                  totals=_totals_line(distributor.totals()) if len(distributor.stats) > 1 else None)
     if isinstance(error, SkyctlError) and not isinstance(error, RemoteError):
         raise error
     if error is None and distributor.bad_record is not None:
         raise distributor.bad_record
     return status
+
+
+def _totals_line(totals: Any) -> str:
+    """The distributed summary's last line: the per-host counts summed, and what was cancelled."""
+    from .pool import plural
+
+    line = (f"total: {plural(totals.chunks, 'chunk')}, {plural(totals.records, 'record')} in, "
+            f"{plural(totals.values, 'value')} out, {plural(totals.reruns, 're-run')}")
+    if totals.cancelled_chunks:
+        line += (f"; cancelled: {plural(totals.cancelled_chunks, 'chunk')}, "
+                 f"{plural(totals.cancelled_records, 'record')} (not run to their end)")
+    return line
+
+
+def _stall_warning() -> float | None:
+    """Seconds before a chunk the run waits for alone is named in a warning: ``SKYCTL_STALL_WARNING``
+    (0 or less: never), else ``pool.STALL_WARNING``."""
+    from .pool import STALL_WARNING
+
+    text = os.environ.get("SKYCTL_STALL_WARNING", "").strip()
+    try:
+        seconds = float(text) if text else STALL_WARNING
+    except ValueError:
+        raise UsageError(f"SKYCTL_STALL_WARNING={text!r} is not a number of seconds",
+                         hint="set it to e.g. 30, or unset it") from None
+    return seconds if seconds > 0 else None
 
 
 def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr) -> Any:

@@ -29,6 +29,10 @@ from .flow import LineBatch
 #: failures of a host (or one worker on it), not of the function: its chunks run again elsewhere
 HOST_FAILURES = (ConnectError, ConnectionLost, RemoteEnvironmentError)
 
+#: seconds a chunk may send nothing, once the run waits for it alone, before a warning names it
+#: (``SKYCTL_STALL_WARNING`` in the CLI)
+STALL_WARNING = 30.0
+
 
 def slots_for(profile: Any, jobs: int | None, workers: int) -> int:
     """How many slots (worker processes) a host gets: ``-j``, else a ray host's own ``workers:``
@@ -55,6 +59,11 @@ class Interrupted(Exception):
     """Raised in a host's thread to make it cancel its call (Ctrl-C, ``--fail-fast``, a fatal error elsewhere)."""
 
 
+class Cancelled(Interrupted):
+    """A call cancelled because of a failure elsewhere (``--fail-fast``, or a chunk after a failed one
+    with ``--keep-order``): the host did not fail, and its exit status is not the run's."""
+
+
 @dataclass
 class HostStats:
     """What one host did, for the per-host summary."""
@@ -71,6 +80,8 @@ class HostStats:
     connected: bool = False
     #: the host is not given more chunks (it died)
     dead: bool = False
+    #: broadcast: the call was cancelled because another host failed (``--fail-fast``); not a failure
+    cancelled: bool = False
 
     @property
     def seconds(self) -> float:
@@ -122,8 +133,12 @@ def broadcast(hosts: Sequence[Any], start: Callable[[Any], Any], emit: Callable[
     streams: dict[str, Any] = {}
     lock = threading.Lock()
     cancelled = threading.Event()
+    #: what a host cancelled after ``cancel_all`` ends with: the first reason's type
+    reasons: list[type[Interrupted]] = []
 
-    def cancel_all(reason: BaseException) -> None:
+    def cancel_all(reason: Interrupted) -> None:
+        if not cancelled.is_set():
+            reasons.append(type(reason))
         cancelled.set()
         with lock:
             for stream in streams.values():
@@ -135,13 +150,13 @@ def broadcast(hosts: Sequence[Any], start: Callable[[Any], Any], emit: Callable[
         try:
             time.sleep(min(index, 50) * 0.005)  # not every login in the same millisecond (sshd MaxStartups)
             if cancelled.is_set():
-                raise Interrupted()
+                raise (reasons[0] if reasons else Interrupted)()
             stream = start(host)
             stat.connected = True
             with lock:
                 streams[host.label] = stream
             if cancelled.is_set():
-                stream.interrupt(Interrupted())
+                stream.interrupt((reasons[0] if reasons else Interrupted)())
             for batch in stream.batches():
                 stat.values += len(batch)
                 emit(host.label, batch)
@@ -149,11 +164,14 @@ def broadcast(hosts: Sequence[Any], start: Callable[[Any], Any], emit: Callable[
                 stat.values += 1
                 emit(host.label, Result(stream.result))
         except BaseException as exc:  # noqa: BLE001 - every way a host ends is reported, none escapes the thread
-            stat.error = exc
+            if isinstance(exc, Cancelled):  # --fail-fast after another host failed: this one did not
+                stat.cancelled = True
+            else:
+                stat.error = exc
             if isinstance(exc, (Interrupted, KeyboardInterrupt)) and stream is not None:
                 stream.close()  # the remote generator's finally runs
             if fail_fast and not isinstance(exc, (Interrupted, KeyboardInterrupt)):
-                cancel_all(Interrupted())
+                cancel_all(Cancelled())
         finally:
             stat.ended = time.monotonic()
             try:
@@ -203,6 +221,24 @@ class Chunk:
         self.written = 0
         self.result_written = False
         self.done = False
+        #: physical stdin lines holding its records (None when the source has no line numbers)
+        self.first_line: int | None = None
+        self.last_line: int | None = None
+        #: records, kept once ``records`` is let go; the host its run ended on (the summary's counts)
+        self.count = 0
+        self.ended_on: str | None = None
+        #: it will not be run to its end: a failure elsewhere cancelled it
+        self.cancelled = False
+        #: when its current run last handed on a value (or started), and whether a stall was reported
+        self.progress = time.monotonic()
+        self.stall_reported = False
+
+    @property
+    def where(self) -> str:
+        """``chunk 3 (stdin lines 2001–3000)``, for messages (1-based, as users count)."""
+        if self.first_line is None or self.last_line is None:
+            return f"chunk {self.number + 1}"
+        return f"chunk {self.number + 1} (stdin lines {self.first_line}–{self.last_line})"
 
     def append(self, records: list[Any], full: bool) -> None:
         with self.cond:
@@ -213,7 +249,7 @@ class Chunk:
     def close(self, failure: BaseException | None = None) -> None:
         with self.cond:
             self.closed = True
-            self.failure = failure
+            self.failure = failure or self.failure
             self.cond.notify_all()
 
     def feed(self, stop: threading.Event) -> ChunkFeed:
@@ -258,6 +294,8 @@ class Slot:
     name: str
     index: int
     stream: Any = None
+    #: the chunk it is running
+    chunk: Chunk | None = None
 
 
 #: glibc's ``M_MMAP_THRESHOLD`` (malloc.h), and its default value
@@ -304,11 +342,24 @@ class Distributor:
         chunk: records per chunk; ``retries``: re-runs of a chunk whose host failed.
         ordered: ``emit`` each chunk's values only after every value of the chunks before it.
         warn: one line for stderr.
+        lines: the first and last physical stdin line of the batch ``source`` gave last (None: unknown),
+            for the line ranges of chunks in messages.
+        stall_warning: seconds without a value from a chunk, while no other chunk is left to run,
+            after which ``warn`` names its host and chunk (once per run); None: never.
+
+    What a failing function leaves: without ``ordered`` the other chunks are
+    cancelled at once (values they wrote stay; they did not complete). With
+    ``ordered`` the output is what one host would write: every chunk before the
+    failing one runs to its end (re-runs included), then the failing chunk's
+    values up to the failure; the chunks after it are cancelled, nothing of
+    theirs is written.
     """
 
     def __init__(self, slots: list[Slot], start: Callable[[Slot, ChunkFeed, int], Any],
                  source: Iterable[Any], emit: Callable[[Chunk, str, Any], None], *, chunk: int = 1000,
-                 retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None) -> None:
+                 retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None,
+                 lines: Callable[[], tuple[int, int] | None] | None = None,
+                 stall_warning: float | None = STALL_WARNING) -> None:
         keep_chunk_buffers_off_the_heap()
         self.slots = slots
         self._start = start
@@ -318,6 +369,14 @@ class Distributor:
         self.retries = retries
         self._ordered = ordered
         self._warn = warn
+        self._lines = lines
+        self.stall_warning = stall_warning
+        #: records read from the source into chunks (those of cancelled chunks included)
+        self.records_read = 0
+        #: the chunk whose function raised (the first in input order with ``ordered``), and its host
+        self.failed_chunk: Chunk | None = None
+        self.failed_host: str | None = None
+        self._failure: BaseException | None = None
         self.stats: dict[str, HostStats] = {}
         for slot in slots:
             self.stats.setdefault(slot.name, HostStats(slot.name))
@@ -337,7 +396,8 @@ class Distributor:
         # --keep-order: the chunk whose values go out live, and what later chunks hold meanwhile
         self._head = 0
         self._held: dict[int, list[tuple[Chunk, str, Any]]] = {}
-        self._finished: set[int] = set()
+        #: chunks run to their end whose values wait for the chunks before them
+        self._finished: dict[int, Chunk] = {}
         self._emit_lock = threading.Lock()
 
     # -- the run ---------------------------------------------------------------
@@ -353,6 +413,7 @@ class Distributor:
             for thread in workers:
                 while thread.is_alive():
                     thread.join(0.2)
+                    self._check_stalls()
         except KeyboardInterrupt:
             self.abort(KeyboardInterrupt())
             for thread in workers:
@@ -383,11 +444,20 @@ class Distributor:
             if stream is not None:
                 stream.interrupt(Interrupted())
 
+    def totals(self) -> Totals:
+        """The whole run's counts: the per-host ones summed, and what was read but never run to its end."""
+        stats = self.stats.values()
+        chunks, records = sum(s.chunks for s in stats), sum(s.records for s in stats)
+        return Totals(chunks=chunks, records=records, values=sum(s.values for s in stats),
+                      reruns=sum(s.reruns for s in stats), cancelled_chunks=max(0, self._chunks - chunks),
+                      cancelled_records=max(0, self.records_read - records))
+
     # -- reading ---------------------------------------------------------------
     def _read(self) -> None:
         try:
             for batch in self._source:
                 records = batch.items() if type(batch) is LineBatch else batch
+                span = self._lines() if self._lines is not None else None
                 at = 0
                 while at < len(records):
                     chunk = self._current or self._new_chunk()
@@ -396,6 +466,9 @@ class Distributor:
                     room = self.chunk_size - len(chunk.records)
                     part = records[at:at + room] if at or room < len(records) else records
                     full = len(chunk.records) + len(part) >= self.chunk_size
+                    if span is not None:
+                        _note_lines(chunk, span, len(records), at, len(part))
+                    self.records_read += len(part)
                     chunk.append(part, full)
                     if full:
                         self._current = None
@@ -411,6 +484,8 @@ class Distributor:
                 self._current.close()
             self.abort(exc)
         finally:
+            if self._current is not None:  # stopped early (a failure): its call must not wait for more
+                self._current.close()
             self._current = None
             with self._cond:
                 self._reading_done = True
@@ -418,11 +493,12 @@ class Distributor:
 
     def _new_chunk(self) -> Chunk | None:
         """A new chunk, queued at once (its call starts with its first record), once
-        fewer than two per live worker are in flight; None when stopping."""
+        fewer than two per live worker are in flight; None when stopping (or, with
+        ``ordered``, once a chunk failed: nothing after it is needed)."""
         with self._cond:
-            while not self.stop.is_set() and self._in_flight >= 2 * max(1, self._live):
+            while not self._stopping() and self._in_flight >= 2 * max(1, self._live):
                 self._cond.wait()
-            if self.stop.is_set():
+            if self._stopping():
                 return None
             chunk = Chunk(self._chunks)
             self._chunks += 1
@@ -432,19 +508,37 @@ class Distributor:
         self._current = chunk
         return chunk
 
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.failed_chunk is not None
+
     # -- the workers -----------------------------------------------------------
     def _take(self, slot: Slot) -> Chunk | None:
         with self._cond:
             while True:
                 if self.stop.is_set() or self.stats[slot.name].dead:
                     return None
-                if self._reruns:
-                    return self._reruns.popleft()
-                if self._queue:
-                    return self._queue.popleft()
+                chunk = self._reruns.popleft() if self._reruns else self._queue.popleft() if self._queue else None
+                if chunk is not None:
+                    if not self._after_failure(chunk):
+                        return chunk
+                    self._drop(chunk)
+                    continue
                 if self._reading_done and self._in_flight == 0:
                     return None
                 self._cond.wait()
+
+    def _after_failure(self, chunk: Chunk) -> bool:
+        """Whether ``chunk`` comes after the chunk that failed (``ordered``): it is not needed."""
+        failed = self.failed_chunk
+        return failed is not None and chunk.number > failed.number
+
+    def _drop(self, chunk: Chunk) -> None:
+        """A chunk that will not run to its end (``_cond`` held): cancelled, its held values let go."""
+        chunk.cancelled = True
+        chunk.records = []
+        self._held.pop(chunk.number, None)
+        self._in_flight -= 1
+        self._cond.notify_all()
 
     def _work(self, slot: Slot) -> None:
         stat = self.stats[slot.name]
@@ -496,11 +590,13 @@ class Distributor:
             with chunk.cond:
                 chunk.runs += 1
                 rerun = chunk.runs > 1
+            chunk.progress, chunk.stall_reported = time.monotonic(), False
+            slot.chunk = chunk
             stream = self._start(slot, chunk.feed(self.stop), chunk.written)
             stat.connected = True
             slot.stream = stream
-            if self.stop.is_set():
-                stream.interrupt(Interrupted())
+            if self.stop.is_set() or chunk.cancelled:
+                stream.interrupt(Cancelled() if chunk.cancelled else Interrupted())
             if rerun:
                 stat.reruns += 1
             for batch in stream.batches():
@@ -523,23 +619,30 @@ class Distributor:
         except (Interrupted, KeyboardInterrupt):
             if stream is not None:
                 stream.close()
+            if chunk.cancelled and not self.stop.is_set():  # after a failed chunk (ordered): the slot goes on
+                with self._cond:
+                    self._drop(chunk)
+                return True
             return False
         except BaseException as exc:  # noqa: BLE001 - the function raised (RemoteError, or a refused value)
-            stat.error = exc
-            self.abort(exc)
+            if stream is not None and not self._ordered:
+                self.abort(exc)  # the other chunks are cancelled at once
             if stream is not None:
                 stream.close()
-            return False
+            self._chunk_failed(slot, chunk, exc)
+            return not self.stop.is_set()
         finally:
             slot.stream = None
+            slot.chunk = None
         self._chunk_done(slot, chunk)
         return True
 
     def _hand_on(self, chunk: Chunk, host: str, batch: Any) -> None:
+        chunk.progress = time.monotonic()
         with self._emit_lock:
             if not self._ordered or chunk.number == self._head:
                 self._emit_now(chunk, host, batch)
-            else:
+            elif not chunk.cancelled:
                 self._held.setdefault(chunk.number, []).append((chunk, host, batch))
 
     def _emit_now(self, chunk: Chunk, host: str, batch: Any) -> None:
@@ -553,29 +656,123 @@ class Distributor:
         chunk.written += count
         self.stats[host].values += count
 
-    def _chunk_done(self, slot: Slot, chunk: Chunk) -> None:
-        stat = self.stats[slot.name]
-        stat.chunks += 1
-        stat.records += len(chunk.records)
+    def _ended(self, chunk: Chunk, host: str, count: bool = True) -> None:
+        """``chunk`` ran to its end on ``host`` (or failed there): its records count for that host."""
         chunk.done = True
+        chunk.count = len(chunk.records)
+        chunk.ended_on = host
+        if count:
+            stat = self.stats[host]
+            stat.chunks += 1
+            stat.records += chunk.count
+        chunk.records = []  # no re-run can need them now
+
+    def _uncount(self, chunk: Chunk) -> None:
+        """A chunk counted as ended whose values will not be written (after a failed one): cancelled."""
+        if chunk.ended_on is not None and not chunk.cancelled:
+            stat = self.stats[chunk.ended_on]
+            stat.chunks -= 1
+            stat.records -= chunk.count
+        chunk.cancelled = True
+
+    def _chunk_done(self, slot: Slot, chunk: Chunk) -> None:
         if self._ordered:
             with self._emit_lock:
-                self._finished.add(chunk.number)
-                while self._head in self._finished:
-                    self._head += 1
-                    for held, host, batch in self._held.pop(self._head, []):
-                        self._emit_now(held, host, batch)
-        chunk.records = []  # no re-run can need them now
+                if self._after_failure(chunk):  # its values will never be written
+                    self._ended(chunk, slot.name, count=False)
+                    chunk.cancelled = True
+                    self._held.pop(chunk.number, None)
+                else:
+                    self._ended(chunk, slot.name)
+                    self._finished[chunk.number] = chunk
+                    self._advance_head()
+        else:
+            self._ended(chunk, slot.name)
         with self._cond:
             self._in_flight -= 1
             self._cond.notify_all()
+
+    def _advance_head(self) -> None:
+        """``ordered`` (``_emit_lock`` held): write the held values of the chunks now next in line; once
+        the failed chunk is next, its values up to the failure are written and the run ends."""
+        while self._head in self._finished:
+            del self._finished[self._head]
+            self._head += 1
+            for held, host, batch in self._held.pop(self._head, []):
+                self._emit_now(held, host, batch)
+        failed = self.failed_chunk
+        if failed is not None and self._head == failed.number:
+            for held, host, batch in self._held.pop(self._head, []):
+                self._emit_now(held, host, batch)
+            self.abort(self._failure or Interrupted())
+
+    def _chunk_failed(self, slot: Slot, chunk: Chunk, exc: BaseException) -> None:
+        """The function raised in ``chunk``: it ends there, and nothing after it is run (see the class docstring)."""
+        stat = self.stats[slot.name]
+        if not self._ordered:
+            stat.error = stat.error or exc
+            if self.failed_chunk is None:
+                self.failed_chunk, self.failed_host = chunk, slot.name
+            self._ended(chunk, slot.name)
+            self.abort(exc)
+            with self._cond:
+                self._in_flight -= 1
+            return
+        with self._emit_lock:
+            if self._after_failure(chunk):  # a chunk before it failed first: this one is not needed
+                self._ended(chunk, slot.name, count=False)
+                chunk.cancelled = True
+                self._held.pop(chunk.number, None)
+            else:
+                previous, previous_host = self.failed_chunk, self.failed_host
+                if previous is not None:  # it came after this one: as if it never failed
+                    self._uncount(previous)
+                    if previous_host is not None and self.stats[previous_host].error is self._failure:
+                        self.stats[previous_host].error = None
+                stat.error = exc
+                self._ended(chunk, slot.name)
+                with self._cond:
+                    self.failed_chunk, self.failed_host, self._failure = chunk, slot.name, exc
+                for number, later in list(self._finished.items()):
+                    if number > chunk.number:
+                        self._uncount(later)
+                        del self._finished[number]
+                for number in [n for n in self._held if n > chunk.number]:
+                    del self._held[number]
+                for other in self.slots:  # the chunks after it that are running: cancelled
+                    running, stream = other.chunk, other.stream
+                    if running is not None and running.number > chunk.number:
+                        running.cancelled = True  # checked after its call starts, if it has not yet
+                        if stream is not None:
+                            stream.interrupt(Cancelled())
+                self._advance_head()
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def _check_stalls(self) -> None:
+        """Warn (once per run) about a chunk that has sent no value for ``stall_warning`` seconds while no
+        other chunk is left to run: the run now waits for it alone, and the user should know which host."""
+        if self.stall_warning is None or self.stop.is_set():
+            return
+        with self._cond:
+            if not self._reading_done or self._queue or self._reruns:
+                return
+        now = time.monotonic()
+        for slot in self.slots:
+            chunk = slot.chunk
+            if chunk is None or chunk.stall_reported or chunk.cancelled or now - chunk.progress < self.stall_warning:
+                continue
+            chunk.stall_reported = True
+            self._warn(f"{slot.name}: no value from {chunk.where} for {now - chunk.progress:.0f} s, and no other "
+                       "chunk is left to run: the run waits for it (a stalled host or a slow record?)")
 
     def _chunk_lost(self, slot: Slot, chunk: Chunk, exc: ChunkLost) -> None:
         """The chunk's call was lost on a host that stays usable (a Ray task whose worker died): queue it again."""
         if chunk.runs > self.retries:
             self.stats[slot.name].error = exc
         reason = getattr(exc, "reason", None) or exc.message
-        self._rerun(slot, chunk, exc, f"{slot.name}: chunk {chunk.number + 1}: {reason}; it runs again", "the cluster")
+        self._rerun(slot, chunk, exc, f"{slot.name}: {chunk.where}: {reason}; it runs again", "the cluster")
 
     def _host_failed(self, slot: Slot, chunk: Chunk, exc: BaseException) -> None:
         stat = self.stats[slot.name]
@@ -584,7 +781,7 @@ class Distributor:
         first = not stat.dead
         stat.dead = True
         where = "its unfinished chunk" if first else "another of its chunks"
-        self._rerun(slot, chunk, exc, f"{slot.name}: {describe(exc)}; {where} (chunk {chunk.number + 1}) runs again "
+        self._rerun(slot, chunk, exc, f"{slot.name}: {describe(exc)}; {where} ({chunk.where}) runs again "
                     "on another worker", "the hosts")
 
     def _rerun(self, slot: Slot, chunk: Chunk, exc: BaseException, warning: str, check: str) -> None:
@@ -592,8 +789,12 @@ class Distributor:
         if self._ordered:  # what it held back was never written: it comes again from the re-run
             with self._emit_lock:
                 self._held.pop(chunk.number, None)
+        if self._after_failure(chunk):  # not needed any more: cancelled, not re-run
+            with self._cond:
+                self._drop(chunk)
+            return
         if chunk.runs > self.retries:
-            self.abort(ConnectionLost(f"chunk {chunk.number + 1} failed on every try ({chunk.runs} runs); "
+            self.abort(ConnectionLost(f"{chunk.where} failed on every try ({plural(chunk.runs, 'run')}); "
                                       f"last on {slot.name}: {describe(exc)}",
                                       hint=f"values written so far are complete; raise --retries or check {check}"))
             return
@@ -601,3 +802,35 @@ class Distributor:
         with self._cond:
             self._reruns.append(chunk)
             self._cond.notify_all()
+
+
+@dataclass
+class Totals:
+    """A distributed run's counts: the per-host counts summed, plus the chunks cut from
+    the input that did not run to their end (cancelled after a failure, or by Ctrl-C)."""
+
+    chunks: int
+    records: int
+    values: int
+    reruns: int
+    cancelled_chunks: int
+    cancelled_records: int
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 chunk``, ``2 chunks``, ``0 re-runs``."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def _note_lines(chunk: Chunk, span: tuple[int, int], count: int, at: int, taken: int) -> None:
+    """Widen ``chunk``'s stdin line range by records ``at``..``at + taken`` of a batch of ``count``
+    records read from lines ``span``: exact when each line of the batch is one record, else the
+    batch's own lines bound them."""
+    first, last = span
+    if last - first + 1 == count:
+        low, high = first + at, first + at + taken - 1
+    else:
+        low, high = first, last
+    if chunk.first_line is None:
+        chunk.first_line = low
+    chunk.last_line = high

@@ -195,6 +195,9 @@ class RecordReader:
         self.read = 0
         #: bad records skipped so far (``on_bad_line="skip"``)
         self.skipped = 0
+        #: the first and last physical line of the batch ``batches()`` gave last (None: not known),
+        #: for the stdin line range of a distributed pipe's chunk
+        self.lines_span: tuple[int, int] | None = None
         #: the CSV/TSV header names once read (None before, and without a header)
         self.columns: list[str] | None = None
         self._check_options()
@@ -255,6 +258,7 @@ class RecordReader:
         chunk with a blank or bad line is redone line by line (for its line
         numbers and the bad-record policy)."""
         for first_line, data in self._line_chunks(decode=False, whole=True):
+            self.lines_span = (first_line, first_line + data.count(b"\n"))
             values: list[object] = []
             try:
                 if convert is int:
@@ -331,6 +335,7 @@ class RecordReader:
                         return
                     batch = self._decode_lines(data, lineno, decode, strip_cr=False)
                     if batch:
+                        self.lines_span = (lineno, lineno)
                         yield batch
                 return
             end = data.rfind(b"\n")
@@ -344,7 +349,8 @@ class RecordReader:
                 lineno += block.count(b"\n") + 1
                 continue
             batch = self._decode_lines(block, lineno + 1, decode, strip_cr=b"\r" in data)
-            lineno += block.count(b"\n") + 1
+            self.lines_span = (lineno + 1, lineno + block.count(b"\n") + 1)
+            lineno = self.lines_span[1]
             if batch:
                 yield batch
 
@@ -514,6 +520,7 @@ class RecordReader:
                 continue
             count += 1
             self.read = count
+            self.lines_span = (state.start, state.number)
             yield value
 
     def _rows(self, state: _LineTracker) -> Iterator[list[str]]:
