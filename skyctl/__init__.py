@@ -10,7 +10,7 @@
 """
 
 from .api import Call, Host, RemoteFunction, RemoteIterator, function, host
-from .pool import GroupError
+from .pool import GroupError, HostStats
 from .pools import Pool, pool
 from .trust import RefusedValue
 from .errors import (
@@ -37,6 +37,7 @@ __all__ = [
     "ConnectionLost",
     "GroupError",
     "Host",
+    "HostStats",
     "Pool",
     "RefusedValue",
     "RemoteEnvironmentError",

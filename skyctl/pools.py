@@ -7,6 +7,7 @@ is ``skyctl.pool``'s (broadcast, and the chunked, re-run-safe distribution).
 from __future__ import annotations
 
 import inspect
+import logging
 import queue
 import threading
 from itertools import islice
@@ -15,10 +16,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .api import Call, Host, RemoteIterator, _log_to_stderr
 from .errors import RemoteError, RemoteTraceback, SkyctlError
-from .pool import Distributor, GroupError, Interrupted, Result, Slot, broadcast, slots_for
+from .pool import Distributor, GroupError, HostStats, Interrupted, Result, Slot, broadcast, slots_for
 from .session import Hooks
 
 _DONE = object()
+
+#: where ``pool.map`` reports a re-run chunk or a stalled one (WARNING), naming the host and the chunk
+log = logging.getLogger("skyctl")
 
 
 class Pool:
@@ -43,6 +47,9 @@ class Pool:
         self._busy: dict[int, int] = {}
         self._lock = threading.Lock()
         self._keep = False
+        #: per host, what the last ``map`` or ``call @ pool`` did (the CLI's summary counts;
+        #: live while a ``map`` runs); empty before the first
+        self.stats: dict[str, HostStats] = {}
 
     @property
     def target(self) -> Any:
@@ -123,14 +130,17 @@ class Pool:
         hosts = [self._host(name) for name in self.hosts]
         start = lambda host: host.start(call.function, call.args, call.kwargs)  # noqa: E731
         if inspect.isgeneratorfunction(inspect.unwrap(call.function)):
-            return _BroadcastIterator(hosts, start)
+            iterator = _BroadcastIterator(hosts, start)
+            self.stats = iterator._stats
+            return iterator
         results: dict[str, Any] = {}
 
         def emit(name: str, batch: Any) -> None:
             if type(batch) is Result:
                 results[name] = batch.value
 
-        stats = broadcast(hosts, start, emit)
+        stats = self.stats = {}
+        broadcast(hosts, start, emit, stats=stats)
         outcome = {name: (_rebuilt(s.error) if s.error is not None else results.get(name)) for name, s in stats.items()}
         failed = [name for name, s in stats.items() if s.error is not None]
         if failed:
@@ -143,7 +153,11 @@ class Pool:
             retries: int = 3, **kwargs: Any) -> Iterator[Any]:
         """The values of ``fn`` over ``iterable``, fed to its ``Iterator[T]``
         parameter a chunk at a time, each chunk one call on a free worker
-        (re-run elsewhere if its host dies; every value given once)."""
+        (re-run elsewhere if its host dies; every value given once).
+
+        A re-run (and a chunk that stalls the end of the run) is logged as a
+        WARNING on the ``skyctl`` logger, naming the host and the chunk;
+        ``pool.stats`` has the per-host counts (live, then final)."""
         from .coerce import stream_parameters
 
         fn = getattr(fn, "__skyctl_function__", fn)
@@ -164,7 +178,9 @@ class Pool:
 
         it = iter(iterable)
         source = iter(lambda: list(islice(it, 64)), [])
-        distributor = Distributor(slots, start, source, emit, chunk=chunk, retries=retries, ordered=ordered)
+        distributor = Distributor(slots, start, source, emit, chunk=chunk, retries=retries, ordered=ordered,
+                                  warn=log.warning)
+        self.stats = distributor.stats
 
         def drive() -> None:
             try:
