@@ -209,9 +209,9 @@ def test_a_killed_ray_worker_reruns_its_chunk_on_the_same_host(ray_config: Path,
     assert status == 0, err
     values = sorted(int(v) for v in lines.wait_end() if v)
     assert values == [2 * i for i in range(1, n + 1)]  # each value exactly once
-    assert "warning: cluster: chunk 4: the Ray task was lost: WorkerCrashedError" in err, err
+    assert "warning: cluster: chunk 4 (stdin lines 3001–4000): the Ray task was lost: WorkerCrashedError" in err, err
     assert "it runs again, skipping the values already written" in err, err
-    assert "cluster: ok, 6 chunks, 6000 records in, 6000 values out, 1 re-runs" in err, err
+    assert "cluster: ok, 6 chunks, 6000 records in, 6000 values out, 1 re-run," in err, err
 
 
 def test_a_bad_record_ends_its_chunk_task_with_exit_65(ray_config: Path) -> None:
