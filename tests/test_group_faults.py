@@ -238,3 +238,65 @@ def test_fail_fast_exits_with_the_failing_hosts_status(faults_config: Path, tmp_
     assert lines["b1"].startswith("b1: cancelled (--fail-fast)") and lines["l1"].startswith("l1: cancelled"), result.stderr
     for host in ("b1", "l1"):  # their generators were closed
         wait_for(lambda h=host: (tmp_path / f"finally-{host}").exists(), timeout=30, what=f"{host}'s finally")
+
+
+# -- the scheduler in-process: an earlier chunk failing after a later one -------------------
+
+
+def test_keep_order_counts_the_first_failing_chunk_in_input_order_even_when_it_fails_last() -> None:
+    """Chunk 3 raises first, chunk 2 later, chunk 1 ends last: the output is what one host
+    writes (chunk 1, then chunk 2 up to its failure), and the failure is chunk 2's."""
+    import time
+    from typing import Any, Iterator
+
+    from skyctl.pool import Distributor, Slot
+
+    distributor: Distributor
+
+    def until(condition: Any) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, "the scheduler never got there"
+            time.sleep(0.005)
+
+    class Stream:
+        def __init__(self, feed: Any) -> None:
+            self.feed, self.result, self.stop = feed, None, None
+
+        def batches(self) -> Iterator[list[int]]:
+            records = [r for batch in self.feed.batches() for r in batch]
+            first = records[0]
+            if first == 1:  # chunk 1 ends once chunk 2 is the failure
+                until(lambda: distributor.failed_chunk is not None and distributor.failed_chunk.number == 1)
+            if first == 11:  # chunk 2 fails once chunk 3 has
+                until(lambda: distributor.failed_chunk is not None)
+            for r in records:
+                if self.stop is not None:
+                    raise self.stop
+                if r in (15, 25):
+                    raise ValueError(f"record {r} is bad")
+                yield [r]
+
+        def interrupt(self, exc: BaseException) -> None:
+            self.stop = exc
+
+        def close(self) -> None:
+            pass
+
+    class Host:
+        def close(self) -> None:
+            pass
+
+    out: list[int] = []
+    slots = [Slot(Host(), name, 0) for name in ("h1", "h2", "h3")]
+    distributor = Distributor(slots, lambda slot, feed, skip: Stream(feed), [list(range(1, 51))],
+                              lambda chunk, host, batch: out.extend(batch), chunk=10, ordered=True, stall_warning=None)
+    distributor.run()
+    assert out == list(range(1, 15))
+    assert isinstance(distributor.error, ValueError) and str(distributor.error) == "record 15 is bad"
+    assert distributor.failed_chunk is not None and distributor.failed_chunk.number == 1
+    failed = [s for s in distributor.stats.values() if s.error is not None]
+    assert len(failed) == 1 and failed[0].name == distributor.failed_host
+    totals = distributor.totals()
+    assert (totals.chunks, totals.records, totals.values) == (2, 20, 14)
+    assert totals.records + totals.cancelled_records == distributor.records_read  # all read before chunk 3 failed, or not
