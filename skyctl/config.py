@@ -260,6 +260,13 @@ class HostProfile:
     runtime_env: Mapping[str, Any] | None = None
     #: ray: a distributed ``pipe``'s chunk tasks in flight (one driver process each)
     workers: int = 2
+    #: the config file the profile was read from, as messages name it (None: built in code); not compared
+    config_file: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def config_name(self) -> str:
+        """The config file as a hint names it: the one read (``-c other.yaml``), else ``skyward.yaml``."""
+        return self.config_file or CONFIG_FILENAME
 
     def __post_init__(self) -> None:
         if self.type not in HOST_TYPES:
@@ -544,7 +551,6 @@ _TYPE_KEYS["ray"] = frozenset(_RAY_KEYS)
 _TOP_KEYS = ("default", "defaults", "hosts", "groups")
 _GROUP_KEYS = ("hosts", "workers")
 _PASSWORD_KEYS = frozenset({"password", "passwd", "passphrase", "key_passphrase"})
-_NO_PASSWORDS = "no passwords in skyward.yaml: use keys or ssh-agent"
 _VAR_REF = re.compile(r"\$(\$)?\{([^}]*)(\})?")
 _VAR_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -845,7 +851,8 @@ class _Parser:
 
     def unknown_key(self, key: Any, valid: tuple[str, ...]) -> NoReturn:
         if isinstance(key, str) and key.lower() in _PASSWORD_KEYS:
-            self.fail(f"{key!r} is not allowed: {_NO_PASSWORDS}", "load the key with ssh-add, or set identity_file")
+            self.fail(f"{key!r} is not allowed: no passwords in {self.where}: use keys or ssh-agent",
+                      "load the key with ssh-add, or set identity_file")
         hint = did_you_mean(key, valid) if isinstance(key, str) else None
         self.fail(f"unknown key {key!r}", hint or "valid keys: " + ", ".join(valid))
 
@@ -1025,7 +1032,7 @@ class _Parser:
             fields["workdir"] = _expanduser(HostProfile.workdir, self.environ)
         if "known_hosts" not in fields:
             fields["known_hosts"] = _expanduser(HostProfile.known_hosts, self.environ)
-        return HostProfile(name=name, type=kind, **fields)
+        return HostProfile(name=name, type=kind, config_file=self.where, **fields)
 
     def wrong_type_key(self, key: str, kind: str) -> NoReturn:
         """``key`` is valid for some host types, not for this host's ``kind``."""
@@ -1071,7 +1078,8 @@ class _Parser:
                 fields["workers"] = self.check_workers(key, value)
             else:
                 fields[key] = self.value(key, value, local=False)
-        return HostProfile(name=name, type="ray", **{k: v for k, v in fields.items() if v is not _UNSET})
+        return HostProfile(name=name, type="ray", config_file=self.where,
+                           **{k: v for k, v in fields.items() if v is not _UNSET})
 
     def check_resources(self, key: str, raw: Any) -> dict[str, Any]:
         example = "e.g. resources: {num_cpus: 1, num_gpus: 0.5, resources: {TPU: 1}}"
