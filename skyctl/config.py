@@ -749,6 +749,17 @@ def _unique_key_loader() -> Any:
     import yaml
 
     class UniqueKeyLoader(yaml.SafeLoader):
+        #: nodes composed so far, aliases included: each counts at least once in the expanded size,
+        #: so a dense file is refused as soon as it passes the limit, not after composing all of it
+        composed = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.composed += 1
+            if self.composed > MAX_CONFIG_NODES:
+                raise _limit_error()(None, None, f"the document holds more than {MAX_CONFIG_NODES} values by here "
+                                     "(each alias counts every time it is used)", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
         def get_single_node(self) -> Any:
             node = super().get_single_node()
             if node is not None:

@@ -122,6 +122,14 @@ def test_a_config_that_is_not_a_regular_file_is_refused_not_read(tmp_path: pathl
     assert done.returncode == 3 and "not a regular file" in done.stderr, done.stderr
 
 
+def test_a_dense_file_without_aliases_is_refused_once_past_the_value_limit() -> None:
+    """Composing stops at the limit: PyYAML's nodes cost hundreds of bytes each."""
+    text = "hosts: {}\nx: [" + ",".join(["a"] * MAX_CONFIG_NODES) + "]\n"
+    assert len(text) < MAX_CONFIG_BYTES
+    with pytest.raises(ConfigError, match=f"^skyward.yaml line 2: the document holds more than {MAX_CONFIG_NODES} values"):
+        parse_config(text, pathlib.Path("skyward.yaml"), ENV)
+
+
 def test_a_recursive_document_is_refused() -> None:
     text = "hosts:\n  c:\n    type: ray\n    via: local\n    runtime_env: &r {env_vars: *r}\n"
     with pytest.raises(ConfigError, match=r"^skyward.yaml line 5: an alias refers to a node that contains it"):
