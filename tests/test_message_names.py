@@ -14,9 +14,11 @@ from skyctl.errors import ConnectionLost
 try:
     from helpers import REPO, ssh_host_yaml
     from ssh_e2e import assert_failure, free_port, skyctl as run
+    from targets import lost_worker
 except ModuleNotFoundError:  # tests/ imported as a package
     from tests.helpers import REPO, ssh_host_yaml
     from tests.ssh_e2e import assert_failure, free_port, skyctl as run
+    from tests.targets import lost_worker
 
 if TYPE_CHECKING:
     from sshd import SshServer
@@ -82,8 +84,6 @@ def test_a_group_summary_names_the_profile_that_lost_its_worker(sshd: SshServer,
 
 def test_the_api_names_the_profile_too(sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     address = two_profiles(sshd, tmp_path / "skyward.yaml")
-    monkeypatch.chdir(REPO)
-    from tests.targets.lost_worker import lose_worker_if_told  # noqa: PLC0415 - shipped by value from the repo
-
+    monkeypatch.chdir(REPO)  # the target module travels by value from under the current directory
     with pytest.raises(ConnectionLost, match=rf"lost the worker on box-2 \({address}\)"):
-        skyctl.function(lose_worker_if_told)() >> skyctl.host("box-2", tmp_path / "skyward.yaml")
+        skyctl.function(lost_worker.lose_worker_if_told)() >> skyctl.host("box-2", tmp_path / "skyward.yaml")
