@@ -366,7 +366,7 @@ def make_transport(profile: Any, config: Any, *, reuse: bool | None = None,
     if profile.type == "local":
         from .transports.local import LocalTransport
 
-        return LocalTransport()
+        return LocalTransport(profile)
     if profile.type == "command":
         from .transports.command import CommandTransport
 

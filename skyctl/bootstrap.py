@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import runtime, wire
 from .errors import ConnectionLost, RemoteEnvironmentError
-from .transports.base import Transport, WorkerPipes
+from .transports.base import Transport, WorkerPipes, describe
 
 #: the modules of this package that run on the remote
 WORKER_MODULES = ("wire.py", "flow.py", "values.py", "worker.py", "reaper.py", "raydriver.py", "raytask.py")
@@ -455,7 +455,7 @@ class _Handshake:
             # indented: a line of pip's such as "error: ..." is not mistaken for skyctl's own
             tail = "\n".join(("  " + line).rstrip() for line in json.loads(answer[8:]))
             err = RemoteEnvironmentError(
-                f"pip install of the profile's requirements failed on {transport.label}",
+                f"pip install of the profile's requirements failed on {describe(transport)}",
                 hint="check the 'pip:' list in the host's profile; pip's output ends above",
             )
             err.details = tail
@@ -475,7 +475,7 @@ class _Handshake:
         if answer.startswith("python "):
             _, version, exe = (answer.split(" ", 2) + ["", ""])[:3]
             raise RemoteEnvironmentError(
-                f"python on {transport.label} is {version} ({exe}), but skyctl runs on {client_python()}",
+                f"python on {describe(transport)} is {version} ({exe}), but skyctl runs on {client_python()}",
                 hint=f"functions travel as bytecode: set 'python:' in the host's profile to a Python {client_python()}",
             )
         if answer != "ready":
@@ -489,10 +489,10 @@ class _Handshake:
             self.post(("status", ""))
             raise _start_failure(pipes, transport, self.python, "") from None
         if kind is not wire.Kind.HELLO:
-            raise RemoteEnvironmentError(f"the worker on {transport.label} did not say hello (got {kind.name})")
+            raise RemoteEnvironmentError(f"the worker on {describe(transport)} did not say hello (got {kind.name})")
         hello = wire.unpack_json(payload)
         if hello.get("protocol") != wire.PROTOCOL_VERSION:
-            raise RemoteEnvironmentError(f"the worker on {transport.label} speaks protocol {hello.get('protocol')}")
+            raise RemoteEnvironmentError(f"the worker on {describe(transport)} speaks protocol {hello.get('protocol')}")
         return StartedWorker(pipes, hello, sent)
 
 
@@ -510,7 +510,7 @@ def _no_answer(transport: Transport, python: str, timeout: float, waiting_for: s
     if transport.label != "local":
         hint += "; if the host is only slow, raise 'connect_timeout' in its profile"
     return RemoteEnvironmentError(
-        f"python '{python}' on {transport.label} did not answer within {timeout:g}s (waiting for {waiting_for})",
+        f"python '{python}' on {describe(transport)} did not answer within {timeout:g}s (waiting for {waiting_for})",
         hint=hint,
     )
 
@@ -518,7 +518,7 @@ def _no_answer(transport: Transport, python: str, timeout: float, waiting_for: s
 def _bad_workdir(transport: Transport, what: list[str]) -> RemoteEnvironmentError:
     """The stub refused the workdir (or its ``venvs``): why, and the fix."""
     kind, path, detail = (list(what) + ["", "", ""])[:3]
-    where = f"{path} on {transport.label}"
+    where = f"{path} on {describe(transport)}"
     q = shlex.quote(path)
     own = "or set 'workdir:' in the host's profile to a directory of your own"
     if kind == "mkdir":
@@ -542,7 +542,7 @@ def _write(pipes: WorkerPipes, transport: Transport, data: bytes) -> None:
     try:
         pipes.write(data)
     except OSError:
-        raise ConnectionLost(f"the connection to {transport.label} closed while starting the worker") from None
+        raise ConnectionLost(f"the connection to {describe(transport)} closed while starting the worker") from None
 
 
 def _read_line(pipes: WorkerPipes) -> str:
@@ -566,13 +566,13 @@ def _start_failure(pipes: WorkerPipes, transport: Transport, python: str, answer
     last = tail.splitlines()[-1] if tail else ""
     if status == 127 or "not found" in last or "No such file" in last:
         return RemoteEnvironmentError(
-            f"python '{python}' was not found on {transport.label}",
+            f"python '{python}' was not found on {describe(transport)}",
             hint="install Python there, or set 'python:' in the host's profile to its path",
         )
     if answer.startswith("error "):
-        return RemoteEnvironmentError(f"bootstrap on {transport.label} failed: {answer[6:]}")
+        return RemoteEnvironmentError(f"bootstrap on {describe(transport)} failed: {answer[6:]}")
     detail = last or (answer.lstrip("?") if answer else f"exit status {status}")
     return RemoteEnvironmentError(
-        f"the worker on {transport.label} did not start: {detail}",
+        f"the worker on {describe(transport)} did not start: {detail}",
         hint=f"check that '{python}' runs there; its output ended with: {tail[-300:]!r}" if tail else None,
     )

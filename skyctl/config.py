@@ -53,6 +53,7 @@ import math
 import os
 import pathlib
 import re
+import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
@@ -90,6 +91,17 @@ HOST_TYPES = ("local", "ssh", "command", "ray")
 HOST_KEY_POLICIES = ("strict", "accept-new")
 #: ``trust:``: what the Python API rebuilds from values a host sends (the CLI never unpickles)
 TRUST_LEVELS = ("data", "full")
+
+#: the largest config file read, in bytes (a skyward.yaml is a few KiB). ``./skyward.yaml`` comes from
+#: whatever directory skyctl runs in (in CI, a pull request's checkout): what it may cost is bounded
+MAX_CONFIG_BYTES = 1 << 20
+#: the most YAML nodes (scalars, lists, mappings; keys included) a config may hold, each alias counted
+#: every time it is used: PyYAML shares an aliased node, but anything that walks the document (the JSON
+#: memo, validation) expands it, so a 13-line "billion laughs" file would expand to 10**9 values
+MAX_CONFIG_NODES = 100_000
+#: the deepest nesting of lists and mappings a config may have (aliases followed); an alias to an
+#: enclosing node (a recursive document) is refused as well
+MAX_CONFIG_DEPTH = 64
 
 #: the text ``skyctl init`` writes, and the project's own ./skyward.yaml
 INIT_TEMPLATE = """\
@@ -248,6 +260,13 @@ class HostProfile:
     runtime_env: Mapping[str, Any] | None = None
     #: ray: a distributed ``pipe``'s chunk tasks in flight (one driver process each)
     workers: int = 2
+    #: the config file the profile was read from, as messages name it (None: built in code); not compared
+    config_file: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def config_name(self) -> str:
+        """The config file as a hint names it: the one read (``-c other.yaml``), else ``skyward.yaml``."""
+        return self.config_file or CONFIG_FILENAME
 
     def __post_init__(self) -> None:
         if self.type not in HOST_TYPES:
@@ -459,13 +478,34 @@ def load_config(
     path = find_config_path(explicit, environ, cwd)
     if path is None:
         return builtin_config(environ)
+    return parse_config(_read_config(path), path, environ)
+
+
+def _read_config(path: pathlib.Path) -> str:
+    """The text of the config file at ``path``: a regular file of at most :data:`MAX_CONFIG_BYTES`,
+    read no further than that (a link to ``/dev/zero`` or a FIFO is refused, not read for ever)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a leading BOM is dropped
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{_display(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # O_NONBLOCK: opening a FIFO does not wait
+        with open(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"{_display(path)}: not a regular file",
+                                  "a config is read from a regular file only (not a FIFO or a device)")
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{_display(path)}: cannot read: {exc.strerror or exc}") from None
-    return parse_config(text, path, environ)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(*_too_big(_display(path)))
+    try:
+        text = data.decode("utf-8-sig")  # a leading BOM is dropped
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{_display(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it (universal newlines)
+
+
+def _too_big(where: str) -> tuple[str, str]:
+    """The message and hint of a config over :data:`MAX_CONFIG_BYTES`."""
+    return (f"{where}: the file is larger than {MAX_CONFIG_BYTES / (1 << 20):g} MiB, the most skyctl reads as a config",
+            "is it the right file? a skyward.yaml is a few KiB (see docs/security.md)")
 
 
 def parse_config(text: str, path: pathlib.Path | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -511,7 +551,6 @@ _TYPE_KEYS["ray"] = frozenset(_RAY_KEYS)
 _TOP_KEYS = ("default", "defaults", "hosts", "groups")
 _GROUP_KEYS = ("hosts", "workers")
 _PASSWORD_KEYS = frozenset({"password", "passwd", "passphrase", "key_passphrase"})
-_NO_PASSWORDS = "no passwords in skyward.yaml: use keys or ssh-agent"
 _VAR_REF = re.compile(r"\$(\$)?\{([^}]*)(\})?")
 _VAR_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -638,13 +677,95 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+_LIMITS_HINT = ("a config needs few aliases and little nesting: skyctl refuses YAML that aliases (*name) blow up "
+                "or that nests without end (see docs/security.md)")
+
+
+@functools.lru_cache(maxsize=1)
+def _limit_error() -> type[Exception]:
+    """The error of a document over the limits, made on first use (it subclasses PyYAML's, for the line)."""
+    import yaml
+
+    class LimitError(yaml.MarkedYAMLError):
+        """The document is over :data:`MAX_CONFIG_NODES` or :data:`MAX_CONFIG_DEPTH`, or refers to itself."""
+
+    return LimitError
+
+
+def _check_expansion(root: Any) -> None:
+    """Refuse a composed YAML document that aliases would expand past the limits, before anything expands it.
+
+    Walks the node graph once (each shared node once, iteratively, so no
+    recursion): the size of a node is 1 + its children's sizes, counting an
+    aliased node every time it is used; its height is 1 + its tallest child's.
+    A node that is its own ancestor (``&a [*a]``) is refused too.
+    """
+    import yaml
+
+    error = _limit_error()
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+    ancestors: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+
+    def children(node: Any) -> list[Any]:
+        if isinstance(node, yaml.MappingNode):
+            return [item for pair in node.value for item in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            ancestors.discard(key)
+            size, height = 1, 1
+            for child in children(node):
+                child_size, child_height = sizes[id(child)]
+                size, height = size + child_size, max(height, child_height + 1)
+            if size > MAX_CONFIG_NODES:
+                kind = "mapping" if isinstance(node, yaml.MappingNode) else "list"
+                raise error(None, None, f"this {kind} holds more than {MAX_CONFIG_NODES} values once its aliases "
+                            "are expanded (each alias counts every time it is used)", node.start_mark)
+            if height > MAX_CONFIG_DEPTH:
+                raise error(None, None, f"lists and mappings are nested more than {MAX_CONFIG_DEPTH} levels deep",
+                            node.start_mark)
+            sizes[key] = (size, height)
+            continue
+        if key in sizes:
+            continue
+        if key in ancestors:
+            raise error(None, None, "an alias refers to a node that contains it (a recursive document)", node.start_mark)
+        ancestors.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children(node) if id(child) not in sizes)
+
+
 @functools.lru_cache(maxsize=1)
 def _unique_key_loader() -> Any:
-    """A SafeLoader that refuses a key given twice in one mapping (merge keys excepted);
+    """A SafeLoader that refuses a key given twice in one mapping (merge keys excepted) and
+    a document over the limits (``_check_expansion``, before anything is constructed);
     made on first use, so that a remembered document never imports PyYAML."""
     import yaml
 
     class UniqueKeyLoader(yaml.SafeLoader):
+        #: nodes composed so far, aliases included: each counts at least once in the expanded size,
+        #: so a dense file is refused as soon as it passes the limit, not after composing all of it
+        composed = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.composed += 1
+            if self.composed > MAX_CONFIG_NODES:
+                raise _limit_error()(None, None, f"the document holds more than {MAX_CONFIG_NODES} values by here "
+                                     "(each alias counts every time it is used)", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+        def get_single_node(self) -> Any:
+            node = super().get_single_node()
+            if node is not None:
+                _check_expansion(node)
+            return node
+
         def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
             seen: set[Any] = set()
             for key_node, _ in node.value:
@@ -741,13 +862,16 @@ class _Parser:
 
     def unknown_key(self, key: Any, valid: tuple[str, ...]) -> NoReturn:
         if isinstance(key, str) and key.lower() in _PASSWORD_KEYS:
-            self.fail(f"{key!r} is not allowed: {_NO_PASSWORDS}", "load the key with ssh-add, or set identity_file")
+            self.fail(f"{key!r} is not allowed: no passwords in {self.where}: use keys or ssh-agent",
+                      "load the key with ssh-add, or set identity_file")
         hint = did_you_mean(key, valid) if isinstance(key, str) else None
         self.fail(f"unknown key {key!r}", hint or "valid keys: " + ", ".join(valid))
 
     # -- the file
 
     def parse(self, text: str, path: pathlib.Path | None) -> Config:
+        if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+            raise ConfigError(*_too_big(self.where))
         data = _DOCUMENTS.load(text, path, self.load_yaml)
         if data is None:
             data = {}
@@ -818,6 +942,8 @@ class _Parser:
 
         try:
             return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+        except RecursionError:  # PyYAML composes nested nodes recursively: deeper than Python allows
+            self.fail(f"lists and mappings are nested more than {MAX_CONFIG_DEPTH} levels deep", _LIMITS_HINT)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -828,6 +954,8 @@ class _Parser:
             hint = f"line {mark.line + 1}: {source.strip()}" if source.strip() else None
             if "\t" in source:
                 hint = "YAML indents with spaces, not tabs"
+            if isinstance(exc, _limit_error()):
+                hint = _LIMITS_HINT
             raise ConfigError(f"{self.where} line {mark.line + 1}: {problem}", hint) from None
 
     def defaults(self, raw: Any) -> dict[str, Any]:
@@ -915,7 +1043,7 @@ class _Parser:
             fields["workdir"] = _expanduser(HostProfile.workdir, self.environ)
         if "known_hosts" not in fields:
             fields["known_hosts"] = _expanduser(HostProfile.known_hosts, self.environ)
-        return HostProfile(name=name, type=kind, **fields)
+        return HostProfile(name=name, type=kind, config_file=self.where, **fields)
 
     def wrong_type_key(self, key: str, kind: str) -> NoReturn:
         """``key`` is valid for some host types, not for this host's ``kind``."""
@@ -961,7 +1089,8 @@ class _Parser:
                 fields["workers"] = self.check_workers(key, value)
             else:
                 fields[key] = self.value(key, value, local=False)
-        return HostProfile(name=name, type="ray", **{k: v for k, v in fields.items() if v is not _UNSET})
+        return HostProfile(name=name, type="ray", config_file=self.where,
+                           **{k: v for k, v in fields.items() if v is not _UNSET})
 
     def check_resources(self, key: str, raw: Any) -> dict[str, Any]:
         example = "e.g. resources: {num_cpus: 1, num_gpus: 0.5, resources: {TPU: 1}}"

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 from . import flow, wire
 from .bootstrap import start_worker
 from .errors import ChunkLost, ConnectError, ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlError
-from .transports.base import Transport
+from .transports.base import Transport, describe
 from .trust import Decoder, shipped_files, shipped_modules
 from .wire import Kind
 
@@ -103,7 +103,8 @@ class WorkerSession:
 
     @property
     def label(self) -> str:
-        return self.name or self.transport.label
+        """How messages name the worker's host: ``box (root@127.0.0.1:2222)``, the profile first."""
+        return self.name or describe(self.transport)
 
     def start(self) -> None:
         """Connect, bootstrap, and wait for the worker's hello."""

@@ -834,7 +834,7 @@ class TestInitTemplate:
         assert cfg.hosts["cluster"].via == "gpu-1"
         shown = set(re.findall(r"^\s+([\w-]+):", text, flags=re.MULTILINE))
         # a ray host's ``address:`` is the field ``ray_address`` (``address`` is every profile's display address)
-        every = {"address" if f.name == "ray_address" else f.name for f in fields(HostProfile)} - {"name"}
+        every = {"address" if f.name == "ray_address" else f.name for f in fields(HostProfile)} - {"name", "config_file"}
         assert every <= shown, every - shown
 
     def test_write_init_writes_the_template(self, tmp_path: pathlib.Path) -> None:

@@ -55,3 +55,12 @@ class Transport(Protocol):
     # Optional: ``failed_before_stub(pipes, python, answer) -> SkyctlError``, the
     # error for a command that ended (answer ``""``) or wrote something else
     # (``"?<text>"``) before the stub's first line; see ``transports.command``.
+    # Optional: ``profile``, the ``HostProfile`` it serves (for ``describe``).
+
+
+def describe(transport: Transport) -> str:
+    """How a message names the host of ``transport``: its profile first, then the address when that
+    says more (``box (root@127.0.0.1:2222)``), as several profiles may share one address."""
+    label = transport.label
+    name = getattr(getattr(transport, "profile", None), "name", None)
+    return f"{name} ({label})" if name and name != label else label

@@ -11,9 +11,13 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections import deque
+from typing import TYPE_CHECKING
 
 from ..errors import RemoteEnvironmentError
 from ..wire import write_all
+
+if TYPE_CHECKING:
+    from ..config import HostProfile
 
 #: seconds ``close`` gives the worker to exit on EOF before signalling it
 CLOSE_GRACE = 2.0
@@ -84,6 +88,10 @@ class LocalTransport:
     """Starts commands as child processes."""
 
     label = "local"
+
+    def __init__(self, profile: HostProfile | None = None) -> None:
+        #: the profile it serves, for messages (a local profile may have any name)
+        self.profile = profile
 
     def start(self, argv: list[str]) -> ProcessPipes:
         try:

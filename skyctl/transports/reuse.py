@@ -602,7 +602,8 @@ class ReuseTransport:
         params = {
             "socket": sock_path,
             "pid_file": base + ".pid",
-            "profiles": [profile_fields(p) for p in self._chain()],
+            # the config file too, for hints (not in the connection's key: it does not change the connection)
+            "profiles": [{**profile_fields(p), "config_file": p.config_file} for p in self._chain()],
             "ssh_config": self._ssh_config_path,
             "system_known_hosts": self._system_known_hosts,
             "idle": self.profile.reuse_idle,

@@ -730,7 +730,7 @@ class SshTransport:
                 with contextlib.suppress(Exception):
                     channel.close()
                 raise RemoteEnvironmentError(
-                    f"the SSH server on {self.label} refused to run the worker command ({exc or 'exec request denied'})",
+                    f"the SSH server on {self._where()} refused to run the worker command ({exc or 'exec request denied'})",
                     hint="a ForceCommand or a restricted key (command=\"...\" in authorized_keys) may be in the way",
                 ) from None
             return self.pipes_class(channel, self.label, lost=self._lost_check())
@@ -820,7 +820,7 @@ class SshTransport:
         if self._hops >= MAX_HOPS:
             error = self._error(
                 f"more than {MAX_HOPS} gateways in a row",
-                hint="check 'gateway:' in skyward.yaml and ProxyJump in ~/.ssh/config for a loop",
+                hint=f"check 'gateway:' in {self.profile.config_name} and ProxyJump in ~/.ssh/config for a loop",
             )
             error.hops_exceeded = True  # type: ignore[attr-defined]
             raise error
@@ -935,7 +935,7 @@ class SshTransport:
             if not os.path.isfile(path):
                 raise self._error(
                     f"identity_file {path} does not exist",
-                    hint=f"fix 'identity_file' of host '{self.profile.name}' in skyward.yaml, or remove it to use ssh-agent",
+                    hint=f"fix 'identity_file' of host '{self.profile.name}' in {self.profile.config_name}, or remove it to use ssh-agent",
                 )
         # (an unreadable or passphrase-protected key is reported with the auth failure)
 
@@ -946,7 +946,7 @@ class SshTransport:
             source = f" (HostName of '{ep.alias}' in {self._ssh_config_path})" if ep.hostname != ep.alias else ""
             raise self._error(
                 f"host name '{ep.hostname}'{source} could not be resolved ({exc.strerror or exc})",
-                hint="check 'host:' in skyward.yaml (or HostName in ~/.ssh/config) for a typo, and that DNS works here",
+                hint=f"check 'host:' in {self.profile.config_name} (or HostName in ~/.ssh/config) for a typo, and that DNS works here",
             ) from None
         except TimeoutError:
             raise self._timeout_error("resolving the host name") from None
@@ -971,7 +971,7 @@ class SshTransport:
         if last.errno == errno.ECONNREFUSED:
             raise self._error(
                 f"connection refused on port {ep.port}",
-                hint=f"is sshd running on {ep.hostname} and listening on port {ep.port}? check 'port:' in skyward.yaml",
+                hint=f"is sshd running on {ep.hostname} and listening on port {ep.port}? check 'port:' in {self.profile.config_name}",
             )
         if last.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
             raise self._error(
@@ -1012,7 +1012,7 @@ class SshTransport:
             if "name" in low or "resolve" in low or "not known" in low or "nodename" in low:
                 raise self._error(
                     f"host name '{ep.hostname}' could not be resolved by gateway '{gw_name}' ({text})",
-                    hint="check 'host:' in skyward.yaml: through a gateway it is resolved on the gateway",
+                    hint=f"check 'host:' in {self.profile.config_name}: through a gateway it is resolved on the gateway",
                 ) from None
             if "timed out" in low:
                 raise self._timeout_error("connecting from the gateway") from None
