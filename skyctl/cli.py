@@ -419,11 +419,18 @@ def _silence_stdout() -> None:
 
 
 @app.command()
-def hosts(config: Optional[Path] = ConfigOpt) -> int:
+def hosts(
+    config: Optional[Path] = ConfigOpt,
+    names: bool = typer.Option(False, "--names", help="Only the host and group names, one per line (for shell completion)."),
+) -> int:
     """List the host profiles (name, type, address, python) and the groups."""
     from .config import load_config
 
     cfg = load_config(config)
+    if names:
+        for name in [*cfg.hosts, *cfg.groups]:
+            typer.echo(name)
+        return ExitStatus.OK
     rows = [("NAME", "TYPE", "ADDRESS", "PYTHON")]
     for name, profile in cfg.hosts.items():
         mark = " (default)" if name == cfg.default else ""
@@ -511,6 +518,21 @@ def init() -> int:
     except FileExistsError:
         raise UsageError("skyward.yaml already exists here; left it untouched", hint="edit it, or run 'skyctl init' in another directory") from None
     typer.echo(f"wrote {path}: edit the commented ssh host, then try 'skyctl check HOST'", err=True)
+    return ExitStatus.OK
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command()
+def completion(shell: Shell = typer.Argument(..., help="bash, zsh or fish.")) -> int:
+    """Print a shell completion script: eval "$(skyctl completion bash)" (zsh alike; fish: skyctl completion fish | source)."""
+    from .completion import command_spec, script
+
+    typer.echo(script(shell.value, command_spec(typer.main.get_command(app))), nl=False)
     return ExitStatus.OK
 
 
