@@ -63,7 +63,7 @@ def root(
 
 TargetArg = typer.Argument(..., metavar="TARGET", help="path/to/file.py:NAME or package.module:NAME")
 ArgOpt = typer.Option([], "--arg", "-a", metavar="NAME=VALUE", help="An argument, coerced by the parameter's annotation.")
-HostOpt = typer.Option(None, "--host", "-H", help="Host profile (default: $SKYCTL_HOST, else the config's default).")
+HostOpt = typer.Option(None, "--host", "-H", help="Host profile, group, a,b list, or user@host[:port] (default: $SKYCTL_HOST, else the config's default).")
 ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (default: $SKYCTL_CONFIG, ./skyward.yaml, ~/.config/skyctl/skyward.yaml).")
 OutputOpt = typer.Option(Output.text, "--output", "-o", help="How values are written to stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No status line.")
