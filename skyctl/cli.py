@@ -12,7 +12,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -161,7 +161,7 @@ def pipe(
                 stderr.warn(summary)
 
 
-def _input_fraction(stdin: Any, reader: Any, total: int | None) -> Any:
+def _input_fraction(stdin: Any, reader: Any, total: int | None) -> Callable[[], float | None] | None:
     """The share of stdin done, for the percent and ETA: records read of ``--total``,
     else bytes read of a regular file's size; None when the total is not known."""
     from .render import file_fraction
@@ -286,7 +286,7 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any) -> None
 
 def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
                 no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
-                tag: bool, retries: int, quiet: bool, fraction: Any = None) -> int:
+                tag: bool, retries: int, quiet: bool, fraction: Callable[[], float | None] | None = None) -> int:
     """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
     from .pool import Distributor, Slot, slots_for
 
@@ -345,7 +345,7 @@ def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr)
 
 
 def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stderr: Stderr,
-                 stream_param: str | None = None, fraction: Any = None) -> int:
+                 stream_param: str | None = None, fraction: Callable[[], float | None] | None = None) -> int:
     """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status."""
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
