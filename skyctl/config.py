@@ -407,7 +407,12 @@ class Config:
         from skyctl.destination import FORMS, looks_like_destination
 
         if looks_like_destination(name):
-            return self.destination_profile(name, environ)
+            try:
+                return self.destination_profile(name, environ)
+            except ConfigError as err:
+                if not origin:
+                    raise
+                raise ConfigError(err.message + origin, err.hint) from None
         known = ", ".join([*self.hosts, *self.groups])
         hint = f"known hosts: {known}"
         suggestion = did_you_mean(name, [*self.hosts, *self.groups])
