@@ -12,7 +12,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -63,11 +63,14 @@ def root(
 
 TargetArg = typer.Argument(..., metavar="TARGET", help="path/to/file.py:NAME or package.module:NAME")
 ArgOpt = typer.Option([], "--arg", "-a", metavar="NAME=VALUE", help="An argument, coerced by the parameter's annotation.")
-HostOpt = typer.Option(None, "--host", "-H", help="Host profile (default: $SKYCTL_HOST, else the config's default).")
+HostOpt = typer.Option(None, "--host", "-H", help="Host profile, group, a,b list, or user@host[:port] (default: $SKYCTL_HOST, else the config's default).")
 ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (default: $SKYCTL_CONFIG, ./skyward.yaml, ~/.config/skyctl/skyward.yaml).")
 OutputOpt = typer.Option(Output.text, "--output", "-o", help="How values are written to stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No status line.")
 NoReuseOpt = typer.Option(False, "--no-reuse", help="Do not keep or use a kept SSH connection.")
+ProgressOpt = typer.Option(None, "--progress", min=0.01, metavar="[=SECONDS]",
+                           help="Without a live status line (a log, CI): a progress line on stderr every SECONDS "
+                                "(--progress alone: 30; give a value as --progress=5).")
 
 
 @app.command()
@@ -81,12 +84,13 @@ def run(
     no_reuse: bool = NoReuseOpt,
     no_tag: bool = typer.Option(False, "--no-tag", help="Group: no HOST<TAB> before each value."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Group: cancel the other hosts at the first failure."),
+    progress: Optional[float] = ProgressOpt,
 ) -> int:
     """Run TARGET on a host, or on every host of a group; print each value the moment it is produced."""
     from .coerce import bind_arguments
     from .target import load_target
 
-    stderr = Stderr(Env(), quiet)
+    stderr = Stderr(Env(), quiet, progress)
     group = _group(host, config)
     if group is not None:
         loaded = load_target(target)
@@ -118,6 +122,9 @@ def pipe(
     keep_order: bool = typer.Option(False, "--keep-order", help="Group: print each chunk's values after the chunk before it."),
     tag: bool = typer.Option(False, "--tag", help="Group: HOST<TAB> before each value."),
     retries: int = typer.Option(3, "--retries", min=0, help="Group: re-runs of a chunk whose host failed."),
+    progress: Optional[float] = ProgressOpt,
+    total: Optional[int] = typer.Option(None, "--total", min=1, metavar="N",
+                                        help="The number of stdin records, for a percent and ETA (known anyway when stdin is a file)."),
 ) -> int:
     """Stream stdin records into TARGET's Iterator[T] parameter; print what it yields.
 
@@ -129,7 +136,7 @@ def pipe(
     from .target import load_target
 
     env = Env()
-    stderr = Stderr(env, quiet)
+    stderr = Stderr(env, quiet, progress)
     group = _group(host, config, jobs, distribute=True)
     with contextlib.nullcontext() if group is not None else _host(host, config, no_reuse, stderr) as remote:
         loaded = load_target(target)
@@ -140,15 +147,28 @@ def pipe(
             raise UsageError(f"'{name}' is fed from stdin by pipe; do not also pass it with --arg")
         reader = RecordReader(env.stdin.buffer, stream_parameters(fn)[name], fmt=format.value, column=column,
                               header=not no_header, param=name, on_bad_line=on_bad_line.value, warn=stderr.warn)
+        fraction = _input_fraction(env.stdin, reader, total)
         try:
             if group is not None:
                 return _distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value, stderr,
-                                   jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet)
-            return _stream_call(fn, {**kwargs, name: reader}, remote, output.value, stderr, stream_param=name)
+                                   jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet,
+                                   fraction=fraction)
+            return _stream_call(fn, {**kwargs, name: reader}, remote, output.value, stderr, stream_param=name,
+                                fraction=fraction)
         finally:
             summary = reader.summary()
             if summary:
                 stderr.warn(summary)
+
+
+def _input_fraction(stdin: Any, reader: Any, total: int | None) -> Callable[[], float | None] | None:
+    """The share of stdin done, for the percent and ETA: records read of ``--total``,
+    else bytes read of a regular file's size; None when the total is not known."""
+    from .render import file_fraction
+
+    if total is not None:
+        return lambda: min(reader.read / total, 1.0)
+    return file_fraction(getattr(stdin, "buffer", stdin))
 
 
 def _stream_param(fn: Any, params: dict[str, Any], chosen: str | None) -> str:
@@ -272,7 +292,7 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any, where: 
 
 def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
                 no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
-                tag: bool, retries: int, quiet: bool) -> int:
+                tag: bool, retries: int, quiet: bool, fraction: Callable[[], float | None] | None = None) -> int:
     """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
     from .pool import Distributor, Slot, plural, slots_for
 
@@ -291,7 +311,8 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
                               warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning())
     stderr.phase(f"running on {len(slots)} workers")
     stderr.watch(lambda: (sum(s.records for s in distributor.stats.values()), writer.written),
-                 lambda: ", ".join(f"{s.name} {s.chunks}{'✗' if s.dead else ''}" for s in distributor.stats.values()) + " chunks")
+                 lambda: ", ".join(f"{s.name} {s.chunks}{'✗' if s.dead else ''}" for s in distributor.stats.values()) + " chunks",
+                 records=True, chunks=lambda: sum(s.chunks for s in list(distributor.stats.values())), fraction=fraction)
     _when_stdout_reader_leaves(env.stdout, lambda: distributor.abort(BrokenPipeError()))
     try:
         distributor.run()
@@ -360,7 +381,7 @@ def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr)
 
 
 def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stderr: Stderr,
-                 stream_param: str | None = None) -> int:
+                 stream_param: str | None = None, fraction: Callable[[], float | None] | None = None) -> int:
     """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status."""
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -369,7 +390,7 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stde
         target.profile  # config errors before anything else
         stream = target.start(fn, (), kwargs, stream=stream_param, render=output)
         call = stream
-        stderr.watch(lambda: (call.items_in, writer.written))
+        stderr.watch(lambda: (call.items_in, writer.written), records=stream_param is not None, fraction=fraction)
         _when_stdout_reader_leaves(env.stdout, lambda: call.interrupt(BrokenPipeError()))
         for batch in stream.batches(keep_lines=writer.takes_lines):
             writer.write_batch(batch)
@@ -434,11 +455,18 @@ def _silence_stdout() -> None:
 
 
 @app.command()
-def hosts(config: Optional[Path] = ConfigOpt) -> int:
+def hosts(
+    config: Optional[Path] = ConfigOpt,
+    names: bool = typer.Option(False, "--names", help="Only the host and group names, one per line (for shell completion)."),
+) -> int:
     """List the host profiles (name, type, address, python) and the groups."""
     from .config import load_config
 
     cfg = load_config(config)
+    if names:
+        for name in [*cfg.hosts, *cfg.groups]:
+            typer.echo(name)
+        return ExitStatus.OK
     rows = [("NAME", "TYPE", "ADDRESS", "PYTHON")]
     for name, profile in cfg.hosts.items():
         mark = " (default)" if name == cfg.default else ""
@@ -529,6 +557,21 @@ def init() -> int:
     return ExitStatus.OK
 
 
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command()
+def completion(shell: Shell = typer.Argument(..., help="bash, zsh or fish.")) -> int:
+    """Print a shell completion script: eval "$(skyctl completion bash)" (zsh alike; fish: skyctl completion fish | source)."""
+    from .completion import command_spec, script
+
+    typer.echo(script(shell.value, command_spec(typer.main.get_command(app))), nl=False)
+    return ExitStatus.OK
+
+
 def _parser_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
     """(exit, abort, parse-error) classes: typer >= 0.20 vendors click, older typer uses click's."""
     exits: list[type] = [typer.Exit]
@@ -547,11 +590,25 @@ def _parser_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type
 _EXIT, _ABORT, _PARSE_ERRORS = _parser_exceptions()
 
 
+def _progress_alone(args: Any) -> list[str]:
+    """``--progress`` without ``=SECONDS`` means the default interval. An option whose value
+    is optional cannot take it as a separate word (``--progress 5 mod:f`` would read the
+    target as the value), so it is ``--progress=5``, as GNU tools do (``--color[=WHEN]``)."""
+    from .render import DEFAULT_PROGRESS_SECONDS
+
+    out: list[str] = []
+    for arg in args:
+        if arg == "--progress" and "--" not in out:
+            arg = f"--progress={DEFAULT_PROGRESS_SECONDS:g}"
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the command, map every failure to its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or bool(os.environ.get("SKYCTL_DEBUG"))
-    args = [a for a in args if a != "--verbose"]
+    args = _progress_alone(a for a in args if a != "--verbose")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C cancels, even when started in the background
     env = Env()
     try:

@@ -370,10 +370,13 @@ class Config:
     hosts: Mapping[str, HostProfile]
     #: every group, in file order
     groups: Mapping[str, Group] = field(default_factory=lambda: _FrozenMap({}))
+    #: the validated ``defaults:`` (a null value as ``_UNSET``): what a profile-less ``user@host`` takes
+    defaults: Mapping[str, Any] = field(default_factory=lambda: _FrozenMap({}), compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hosts", _FrozenMap(self.hosts))
         object.__setattr__(self, "groups", _FrozenMap(self.groups))
+        object.__setattr__(self, "defaults", _FrozenMap(self.defaults))
 
     def resolve(self, name: str | None = None, environ: Mapping[str, str] | None = None) -> Target:
         """What ``name`` (``--host``; else ``$SKYCTL_HOST``, else ``default``) stands for:
@@ -417,6 +420,18 @@ class Config:
         if name in self.groups:
             raise ConfigError(f"{where}: {name!r} is a group, not one host",
                               f"its hosts: {', '.join(self.groups[name].hosts)}")
+        if "," in name:  # a list: the error is that of the part that names nothing
+            self.resolve(name, environ)
+            raise ConfigError(f"{where}: {name!r} names several hosts, not one")
+        from skyctl.destination import FORMS, looks_like_destination
+
+        if looks_like_destination(name):
+            try:
+                return self.destination_profile(name, environ)
+            except ConfigError as err:
+                if not origin:
+                    raise
+                raise ConfigError(err.message + origin, err.hint) from None
         known = ", ".join([*self.hosts, *self.groups])
         hint = f"known hosts: {known}"
         suggestion = did_you_mean(name, [*self.hosts, *self.groups])
@@ -424,7 +439,25 @@ class Config:
             hint = f"{suggestion} {hint}"
         if self.path is None:
             hint += "; no skyward.yaml was found (run 'skyctl init' to write one)"
+        hint += f"; or an ssh host without a profile: {FORMS}"
         raise ConfigError(f"{where}: unknown host {name!r}{origin}", hint)
+
+    def destination_profile(self, text: str, environ: Mapping[str, str] | None = None) -> HostProfile:
+        """The ssh profile of a profile-less destination (``user@host:port``, ``ssh://...``):
+        ``defaults:`` under what the destination says, as for a profile without those keys;
+        ``~/.ssh/config`` then applies as for any ssh host. Named by the destination as written."""
+        from skyctl.destination import parse_destination
+
+        environ = os.environ if environ is None else environ
+        destination = parse_destination(text)
+        fields = {key: value for key, value in self.defaults.items() if value is not _UNSET}
+        fields["host"] = destination.host
+        if destination.user is not None:
+            fields["user"] = destination.user
+        if destination.port is not None:
+            fields["port"] = destination.port
+        fields.setdefault("known_hosts", _expanduser(HostProfile.known_hosts, environ))
+        return HostProfile(name=text, type="ssh", **fields)
 
 
 def builtin_config(environ: Mapping[str, str] | None = None) -> Config:
@@ -894,7 +927,7 @@ class _Parser:
             self.fail(f"'default' is {default!r}, which names no host or group", self.hosts_hint(default, hosts))
         self.check_gateways(hosts)
         self.check_vias(hosts)
-        return Config(path=path, default=default, hosts=hosts, groups=groups)
+        return Config(path=path, default=default, hosts=hosts, groups=groups, defaults=defaults)
 
     def groups(self, raw: Any, hosts: dict[str, HostProfile]) -> dict[str, Group]:
         self.section = ""

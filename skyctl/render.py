@@ -176,11 +176,14 @@ def error_lines(err: SkyctlError, colour: bool = False) -> str:
 
 
 class Stderr:
-    """Everything that is not a value: remote output, warnings, errors, the status line."""
+    """Everything that is not a value: remote output, warnings, errors, the status line,
+    and (``progress``: ``--progress``, seconds) a plain progress line wherever no status line is shown."""
 
-    def __init__(self, env: Env, quiet: bool = False) -> None:
+    def __init__(self, env: Env, quiet: bool = False, progress: float | None = None) -> None:
         self.env = env
         self._status: StatusLine | None = StatusLine(env) if env.live_status and not quiet else None
+        self._progress_every = progress
+        self._ticker: ProgressLines | None = None
         #: per remote fd, the end of its output after the last line break
         self._partial: dict[int, bytes] = {}
         #: several hosts' threads write here: whole lines, one at a time
@@ -198,7 +201,8 @@ class Stderr:
         if cut < len(data):
             self._partial[fd] = data[cut:]
         if cut:
-            self._write_log(data[:cut])
+            with self._lock:  # whole lines, also beside a progress line from its own thread
+                self._write_log(data[:cut])
 
     def log_for(self, host: str) -> Callable[[int, bytes], None]:
         """``log`` for one host of several: each line it prints prefixed ``[HOST] ``."""
@@ -263,14 +267,27 @@ class Stderr:
         if self._status is not None:
             self._status.set_phase(phase)
 
-    def watch(self, counters: Callable[[], tuple[int, int]], detail: Callable[[], str] | None = None) -> None:
+    def watch(self, counters: Callable[[], tuple[int, int]], detail: Callable[[], str] | None = None, *,
+              records: bool = False, chunks: Callable[[], int] | None = None,
+              fraction: Callable[[], float | None] | None = None) -> None:
         """Show items in/out and the rate from ``counters()`` in the status line,
-        then ``detail()`` (per-host progress for a group)."""
+        then ``detail()`` (per-host progress for a group); with ``fraction()`` (the
+        share of the input done, when its total is known) the percent and ETA too.
+
+        Without a status line, ``--progress`` prints the same as a plain line every
+        N seconds (``records``: the items in are stdin records; ``chunks()``: chunks done)."""
         if self._status is not None:
             self._status.counters = counters
             self._status.detail = detail
+            self._status.fraction = fraction
+        elif self._progress_every is not None and self._ticker is None:
+            self._ticker = ProgressLines(self.write, self._progress_every, counters,
+                                         records=records, chunks=chunks, fraction=fraction)
 
     def stop(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.stop()
         for flush in self._flushers:
             flush()
         self._flushers = []
@@ -303,6 +320,8 @@ class StatusLine:
         self.phase = "starting"
         self.counters: Callable[[], tuple[int, int]] | None = None
         self.detail: Callable[[], str] | None = None
+        #: the share of the input done (0..1) when its total is known: percent and ETA
+        self.fraction: Callable[[], float | None] | None = None
         self._started = time.monotonic()
         self._pending = b""
         self._live = Live(self, console=self._console, refresh_per_second=8, transient=True, redirect_stdout=False, redirect_stderr=False)
@@ -312,13 +331,16 @@ class StatusLine:
         from rich.spinner import Spinner
 
         text = self.phase
+        elapsed = max(time.monotonic() - self._started, 1e-6)
         if self.counters is not None:
             items_in, items_out = self.counters()
-            elapsed = max(time.monotonic() - self._started, 1e-6)
             parts = [f"{items_in} in"] if items_in else []
             parts.append(f"{items_out} out")
             parts.append(f"{(items_in + items_out) / elapsed:,.0f}/s")
             text += " · " + " · ".join(parts)
+        done = self.fraction() if self.fraction is not None else None
+        if done is not None:
+            text += " · " + " · ".join(_percent_and_eta(done, elapsed))
         if self.detail is not None:
             text += " · " + self.detail()
         return Spinner("dots", text=text, style="cyan")
@@ -351,3 +373,109 @@ class StatusLine:
             self.print_text(self._pending.decode(errors="replace") + "\n")
             self._pending = b""
         self._live.stop()
+
+
+# -- progress in a log (--progress) ---------------------------------------------
+#: ``--progress`` alone: seconds between progress lines
+DEFAULT_PROGRESS_SECONDS = 30.0
+
+
+def duration_text(seconds: float) -> str:
+    """``7s``, ``3m05s``, ``2h03m``: short, for a progress line."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _percent_and_eta(done: float, elapsed: float) -> list[str]:
+    """``["40%", "ETA 5s"]`` from the share done so far; no ETA before anything is done."""
+    done = min(max(done, 0.0), 1.0)
+    parts = [f"{done * 100:.0f}%" if done < 0.995 or done == 1.0 else "99%"]
+    if done > 0:
+        parts.append(f"ETA {duration_text(elapsed * (1 - done) / done)}")
+    return parts
+
+
+def progress_line(elapsed: float, items_in: int, items_out: int, *, records: bool = False,
+                  chunks: int | None = None, done: float | None = None) -> str:
+    """One ``--progress`` line: ``progress: 120 records in, 240 values out, 40 records/s,
+    3 chunks done, 40%, ETA 5s, 3s elapsed`` (the parts that apply)."""
+    elapsed = max(elapsed, 1e-6)
+    parts = [f"{items_in} records in"] if records else []
+    parts.append(f"{items_out} values out")
+    rate = (items_in if records else items_out) / elapsed
+    parts.append(f"{rate:.0f} {'records' if records else 'values'}/s" if rate >= 10 else
+                 f"{rate:.1f} {'records' if records else 'values'}/s")
+    if chunks is not None:
+        parts.append(f"{chunks} chunks done")
+    if done is not None:
+        parts.extend(_percent_and_eta(done, elapsed))
+    parts.append(f"{duration_text(elapsed)} elapsed")
+    return "progress: " + ", ".join(parts)
+
+
+class ProgressLines:
+    """A thread that writes a ``progress_line`` every ``every`` seconds, until ``stop()``.
+
+    For logs (a CI job, ``2> run.log``): a long call is never silent there."""
+
+    def __init__(self, write: Callable[[str], None], every: float, counters: Callable[[], tuple[int, int]], *,
+                 records: bool = False, chunks: Callable[[], int] | None = None,
+                 fraction: Callable[[], float | None] | None = None) -> None:
+        self._write = write
+        self._every = every
+        self._counters = counters
+        self._records = records
+        self._chunks = chunks
+        self._fraction = fraction
+        self._started = time.monotonic()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._thread.start()
+
+    def line(self) -> str:
+        items_in, items_out = self._counters()
+        return progress_line(time.monotonic() - self._started, items_in, items_out, records=self._records,
+                             chunks=self._chunks() if self._chunks is not None else None,
+                             done=self._fraction() if self._fraction is not None else None)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._every):
+            try:
+                text = self.line()
+            except Exception:  # noqa: BLE001 - a counter read mid-change: skip this tick
+                continue
+            if not self._stopped.is_set():
+                self._write(text + "\n")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
+
+
+def file_fraction(stream: Any) -> Callable[[], float | None] | None:
+    """For a regular-file stdin: the share of it read so far (its offset of its size);
+    None for a pipe, a terminal, or an empty file (the total is not known)."""
+    import stat
+
+    try:
+        fd = stream.fileno()
+        info = os.fstat(fd)
+        start = os.lseek(fd, 0, os.SEEK_CUR)
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_size <= start:
+        return None
+    size = info.st_size - start
+
+    def fraction() -> float | None:
+        try:
+            return min(max(os.lseek(fd, 0, os.SEEK_CUR) - start, 0) / size, 1.0)
+        except OSError:
+            return None
+
+    return fraction
