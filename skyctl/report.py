@@ -119,7 +119,7 @@ class RunAccount:
         return {
             "name": stat.name,
             "status": word,
-            "exit_status": 0 if word in ("cancelled", "interrupted") and error is None else int(stat.status),
+            "exit_status": {"cancelled": 0, "interrupted": int(ExitStatus.INTERRUPTED)}.get(word, int(stat.status)),
             "error": _error(error) if error is not None and word not in ("cancelled",) else None,
             "connected": stat.connected,
             "chunks": stat.chunks,
@@ -279,7 +279,7 @@ def junit_xml(document: dict[str, Any], tracebacks: dict[str, list[str]]) -> byt
     """One ``<testcase>`` per host (classname ``skyctl.<command>``): a failure of the host is a
     ``<failure>`` with its message and traceback text, a host cancelled or interrupted is ``<skipped>``.
     A run that failed with no host to blame (a config error, a bad record, a chunk out of re-runs
-    blamed on none) gets one more test case, ``(run)``, failing with the run's error."""
+    blamed on none, Ctrl-C) gets one more test case, ``(run)``, failing with the run's error."""
     import xml.etree.ElementTree as ET
 
     command = document["command"]
@@ -310,7 +310,7 @@ def junit_xml(document: dict[str, Any], tracebacks: dict[str, list[str]]) -> byt
         out.text = (f"status {host['status']}, exit {host['exit_status']}, connected {str(host['connected']).lower()}, "
                     f"{host['chunks']} chunks, {host['records']} records in, {host['values']} values out, "
                     f"{host['reruns']} re-runs\n")
-    if document["exit_status"] not in (ExitStatus.OK, ExitStatus.INTERRUPTED) and not failures:
+    if document["exit_status"] != ExitStatus.OK and not failures:
         case = ET.SubElement(suite, "testcase", {"classname": classname, "name": "(run)", "time": seconds})
         error = document["error"] or {"type": "exit", "message": f"exit status {document['exit_status']}"}
         message = f"exit {document['exit_status']}: {error['type']}: {error['message']}"
