@@ -637,6 +637,16 @@ def _parser_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type
 _EXIT, _ABORT, _PARSE_ERRORS = _parser_exceptions()
 
 
+def _write_account(status: int, error: BaseException | None, env: Env) -> None:
+    """``--report`` / ``--junit``, once the status this process exits with is known."""
+    if _account is None:
+        return
+    try:
+        _account.write(int(status), error, env.stderr, lambda m: env.stderr.write(f"warning: {m}\n"))
+    except KeyboardInterrupt:  # a second Ctrl-C while writing: the run's status stands
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the command, map every failure to its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -681,11 +691,10 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         _silence_stdout()
         status = ExitStatus.OK
-    if _account is not None:  # --report / --junit: with the status this process exits with
-        try:
-            _account.write(int(status), error, env.stderr, lambda m: env.stderr.write(f"warning: {m}\n"))
-        except KeyboardInterrupt:  # a second Ctrl-C while writing: the run's status stands
-            pass
+    except Exception as exc:  # a skyctl bug: its traceback follows, but the report is still written
+        _write_account(ExitStatus.REMOTE_RAISED, exc, env)
+        raise
+    _write_account(status, error, env)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -771,7 +771,8 @@ class Distributor:
                 previous, previous_host = self.failed_chunk, self.failed_host
                 if previous is not None:  # it came after this one: as if it never failed
                     self._uncount(previous)
-                    self.failures = [f for f in self.failures if f.chunk is not previous]
+                    for superseded in [f for f in self.failures if f.chunk is previous]:
+                        self.failures.remove(superseded)  # in place: other threads append
                     if previous_host is not None:
                         self.stats[previous_host].failed -= 1
                         if self.stats[previous_host].error is self._failure:

@@ -112,6 +112,9 @@ class RunAccount:
         own = [f for f in failures if f.host == stat.name]
         error = stat.error if stat.error is not None else own[0].error if own else None
         word = _status_word(stat, error)
+        if word == "interrupted" and status != ExitStatus.INTERRUPTED:
+            word = "cancelled"  # its call was stopped by the run (a failure elsewhere, stdout's reader gone), not Ctrl-C
+            error = None
         if word == "ok" and status == ExitStatus.INTERRUPTED:
             word = "interrupted"  # Ctrl-C ended the run before this host was done
         elif word == "ok" and self.tracked is not None and self.tracked.stopped():

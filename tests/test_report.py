@@ -318,3 +318,18 @@ def test_a_report_that_cannot_be_written_is_a_usage_error_before_the_run(config:
                  "--report", str(tmp_path / "missing" / "r.json"))
     assert result.returncode == 2 and result.stdout == "", result.stderr
     assert "--report" in result.stderr and "there is no directory" in result.stderr and "mkdir -p" in result.stderr
+
+
+def test_junit_holds_any_remote_text() -> None:
+    from skyctl.report import junit_xml, xml_text
+
+    assert xml_text("a\x00b\x1b[1m\tc\r\n\ud800\ufffe\U0001f600") == "a\\x00b\\x1b[1m\tc\r\n\\ud800\\ufffe\U0001f600"
+    nasty = "\x00\x07\x1b]0;title\x07\ud800 </failure>]]> & \"'"
+    host = {"name": "h" + nasty, "status": "failed", "exit_status": 1, "error": {"type": "E" + nasty, "message": nasty},
+            "connected": True, "chunks": 0, "records": 0, "values": 0, "reruns": 0, "seconds": 0.0, "failed_chunks": []}
+    document = {"command": "run", "argv": ["skyctl", nasty], "seconds": 0.1, "started": "2026-01-01T00:00:00.000Z",
+                "exit_status": 1, "mode": "single", "error": None, "hosts": [host]}
+    root = ET.fromstring(junit_xml(document, {host["name"]: [nasty]}))
+    failure = root.find(".//failure")
+    assert failure is not None and "</failure>]]> & \"'" in (failure.text or "") and "\\x1b]0;title" in failure.get("message", "")
+    assert root.get("tests") == "1" and root.get("failures") == "1"
