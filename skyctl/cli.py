@@ -71,6 +71,33 @@ NoReuseOpt = typer.Option(False, "--no-reuse", help="Do not keep or use a kept S
 ProgressOpt = typer.Option(None, "--progress", min=0.01, metavar="[=SECONDS]",
                            help="Without a live status line (a log, CI): a progress line on stderr every SECONDS "
                                 "(--progress alone: 30; give a value as --progress=5).")
+KeepGoingOpt = typer.Option(False, "--keep-going", help="Group pipe: a chunk whose function raises is reported and the "
+                            "others go on; exit 1 at the end. (A broadcast always runs every host to its end.)")
+StrictOpt = typer.Option(False, "--strict", help="Any host failure, even one the run recovered from, makes the exit "
+                         "status that of the first failure (after all output is written).")
+ReportOpt = typer.Option(None, "--report", metavar="FILE", help="Write a JSON report of the run and each host at the "
+                         "end (also after a failure or Ctrl-C); - is stderr.")
+JunitOpt = typer.Option(None, "--junit", metavar="FILE", help="Write JUnit XML at the end: one test case per host.")
+
+#: the command line as given (for the report), and the current command's account (``--report``/``--junit``),
+#: written by ``main`` once the exit status is known
+_argv: list[str] = []
+_account: Any = None
+
+
+def _open_account(command: str, report: str | None, junit: str | None) -> None:
+    """Start this command's account if ``--report`` or ``--junit`` asks for one (their paths checked now)."""
+    global _account
+    if report is not None or junit is not None:
+        from .report import RunAccount
+
+        _account = RunAccount(command, ["skyctl", *_argv], report, junit)
+
+
+def _track(mode: str, hosts: Any, **more: Any) -> None:
+    """Hand the live per-host counters to the account, if there is one."""
+    if _account is not None:
+        _account.track(mode, hosts, **more)
 
 
 @app.command()
@@ -85,11 +112,19 @@ def run(
     no_tag: bool = typer.Option(False, "--no-tag", help="Group: no HOST<TAB> before each value."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Group: cancel the other hosts at the first failure."),
     progress: Optional[float] = ProgressOpt,
+    keep_going: bool = KeepGoingOpt,
+    strict: bool = StrictOpt,
+    report: Optional[str] = ReportOpt,
+    junit: Optional[str] = JunitOpt,
 ) -> int:
     """Run TARGET on a host, or on every host of a group; print each value the moment it is produced."""
     from .coerce import bind_arguments
     from .target import load_target
 
+    _open_account("run", report, junit)
+    if keep_going and fail_fast:
+        raise UsageError("--keep-going and --fail-fast contradict each other",
+                         hint="a broadcast runs every host to its end by default; --fail-fast stops at the first failure")
     stderr = Stderr(Env(), quiet, progress)
     group = _group(host, config)
     if group is not None:
@@ -125,6 +160,10 @@ def pipe(
     progress: Optional[float] = ProgressOpt,
     total: Optional[int] = typer.Option(None, "--total", min=1, metavar="N",
                                         help="The number of stdin records, for a percent and ETA (known anyway when stdin is a file)."),
+    keep_going: bool = KeepGoingOpt,
+    strict: bool = StrictOpt,
+    report: Optional[str] = ReportOpt,
+    junit: Optional[str] = JunitOpt,
 ) -> int:
     """Stream stdin records into TARGET's Iterator[T] parameter; print what it yields.
 
@@ -135,6 +174,7 @@ def pipe(
     from .records import RecordReader
     from .target import load_target
 
+    _open_account("pipe", report, junit)
     env = Env()
     stderr = Stderr(env, quiet, progress)
     group = _group(host, config, jobs, distribute=True)
@@ -152,7 +192,7 @@ def pipe(
             if group is not None:
                 return _distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value, stderr,
                                    jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet,
-                                   fraction=fraction)
+                                   fraction=fraction, keep_going=keep_going, strict=strict)
             return _stream_call(fn, {**kwargs, name: reader}, remote, output.value, stderr, stream_param=name,
                                 fraction=fraction)
         finally:
@@ -225,7 +265,7 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
     """``run`` on a group: the call on every host at once, values tagged by host; a summary line per host."""
     import threading
 
-    from .pool import broadcast, plural
+    from .pool import HostStats, broadcast, plural
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -243,7 +283,8 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
         return host.start(fn, (), kwargs, render=output)
 
     stderr.phase(f"running on {len(hosts)} hosts")
-    live: dict[str, Any] = {}
+    live: dict[str, Any] = {p.name: HostStats(p.name) for p in group.profiles}
+    _track("broadcast", live.values)
     stderr.watch(lambda: (0, writer.written),
                  lambda: ", ".join(f"{n} {s.values}{'✗' if s.error else ''}" for n, s in live.items()) + " values")
     try:
@@ -274,7 +315,7 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any, where: 
                   totals: str | None = None) -> None:
     """After a many-host call: each remote traceback under ``[HOST]``, then (``show``) one summary line
     per host (``where(stat)``: what to add to its outcome, e.g. the chunk that failed) and ``totals``."""
-    from .pool import describe
+    from .pool import describe, plural
     from .render import summary_line
 
     stderr.stop()
@@ -283,7 +324,9 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any, where: 
             stderr.remote_text_for(stat.name, stat.error.traceback_text)
     if show:
         for stat in stats:
-            outcome = "cancelled (--fail-fast)" if stat.cancelled else escape_controls(describe(stat.error))
+            outcome = ("cancelled (--fail-fast)" if stat.cancelled
+                       else f"exit 1, {plural(stat.failed, 'chunk')} raised" if stat.error is None and stat.failed
+                       else escape_controls(describe(stat.error)))
             extra = where(stat) if where is not None else None
             stderr.write(summary_line(stat.name, outcome + (f"; {extra}" if extra else ""), parts(stat)) + "\n")
         if totals:
@@ -292,9 +335,10 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any, where: 
 
 def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
                 no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
-                tag: bool, retries: int, quiet: bool, fraction: Callable[[], float | None] | None = None) -> int:
+                tag: bool, retries: int, quiet: bool, fraction: Callable[[], float | None] | None = None,
+                keep_going: bool = False, strict: bool = False) -> int:
     """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
-    from .pool import Distributor, Slot, plural, slots_for
+    from .pool import Distributor, Slot, describe, exit_status_of, plural, slots_for
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -307,8 +351,17 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     def start(slot: Slot, feed: Any, skip: int) -> Any:
         return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
 
+    def chunk_failed(chunk: Any, host: str, error: BaseException) -> None:  # --keep-going: reported now, the run goes on
+        if isinstance(error, RemoteError):
+            stderr.remote_text_for(host, error.traceback_text)
+        stderr.warn(f"{host}: {chunk.where} failed ({escape_controls(describe(error))}); "
+                    "the other chunks go on (--keep-going)")
+
     distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries, ordered=keep_order,
-                              warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning())
+                              warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning(),
+                              keep_going=keep_going, chunk_failed=chunk_failed)
+    _track("distributed", distributor.stats.values, totals=distributor.totals, failures=lambda: distributor.failures,
+           stopped=distributor.stop.is_set)
     stderr.phase(f"running on {len(slots)} workers")
     stderr.watch(lambda: (sum(s.records for s in distributor.stats.values()), writer.written),
                  lambda: ", ".join(f"{s.name} {s.chunks}{'✗' if s.dead else ''}" for s in distributor.stats.values()) + " chunks",
@@ -325,25 +378,46 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     error = distributor.error
     status = distributor.exit_status
     failed = distributor.failed_chunk
-    _report_hosts(stderr, distributor.stats.values(), show=bool(status) or not quiet,
+    first = distributor.first_failure
+    strict_status = exit_status_of(first.error) if strict and first is not None else status
+
+    def where(stat: Any) -> str | None:
+        if failed is not None and stat.name == distributor.failed_host and stat.error is not None:
+            return f"in {failed.where}"
+        own = [f for f in distributor.failures if f.host == stat.name and f.chunk is not None and not f.host_failure]
+        if keep_going and own:
+            return f"first in {own[0].chunk.where}"  # type: ignore[union-attr]
+        return None
+
+    _report_hosts(stderr, distributor.stats.values(), show=bool(status or strict_status) or not quiet,
                   parts=lambda s: [plural(s.chunks, "chunk"), plural(s.records, "record") + " in",
                                    plural(s.values, "value") + " out", plural(s.reruns, "re-run"), f"{s.seconds:.2f} s"],
-                  where=lambda s: f"in {failed.where}" if failed is not None and s.name == distributor.failed_host
-                  and s.error is not None else None,
-                  totals=_totals_line(distributor.totals()) if len(distributor.stats) > 1 else None)
-    if isinstance(error, SkyctlError) and not isinstance(error, RemoteError):
-        raise error
+                  where=where, totals=_totals_line(distributor.totals(), keep_going) if len(distributor.stats) > 1 else None)
+    fatal = error if isinstance(error, SkyctlError) and not isinstance(error, RemoteError) else None
     if error is None and distributor.bad_record is not None:
-        raise distributor.bad_record
+        fatal = distributor.bad_record
+    if first is not None and strict_status != status:
+        stderr.write(error_lines(SkyctlError(
+            f"--strict: {first.host} failed first ({describe(first.error)}); exit {strict_status}",
+            hint=None if status else "the run recovered and its output is complete; without --strict it exits 0"),
+            stderr.env.colour))
+        status = strict_status
+        if fatal is not None:
+            fatal.exit_status = strict_status  # type: ignore[misc] # main exits with this one's status
+    if fatal is not None:
+        raise fatal
     return status
 
 
-def _totals_line(totals: Any) -> str:
-    """The distributed summary's last line: the per-host counts summed, and what was cancelled."""
+def _totals_line(totals: Any, failed: bool = False) -> str:
+    """The distributed summary's last line: the per-host counts summed, what was cancelled, and
+    (``failed``: ``--keep-going``) the chunks whose function raised."""
     from .pool import plural
 
     line = (f"total: {plural(totals.chunks, 'chunk')}, {plural(totals.records, 'record')} in, "
             f"{plural(totals.values, 'value')} out, {plural(totals.reruns, 're-run')}")
+    if failed and totals.failed_chunks:
+        line += f"; failed: {plural(totals.failed_chunks, 'chunk')} (the function raised)"
     if totals.cancelled_chunks:
         line += (f"; cancelled: {plural(totals.cancelled_chunks, 'chunk')}, "
                  f"{plural(totals.cancelled_records, 'record')} (not run to their end)")
@@ -383,12 +457,18 @@ def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr)
 def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stderr: Stderr,
                  stream_param: str | None = None, fraction: Callable[[], float | None] | None = None) -> int:
     """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status."""
+    from .pool import HostStats
+
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
     stream = None
+    stat: HostStats | None = None
     try:
         target.profile  # config errors before anything else
+        stat = HostStats(target.label)
+        _track("single", lambda: [stat])
         stream = target.start(fn, (), kwargs, stream=stream_param, render=output)
+        stat.connected = True
         call = stream
         stderr.watch(lambda: (call.items_in, writer.written), records=stream_param is not None, fraction=fraction)
         _when_stdout_reader_leaves(env.stdout, lambda: call.interrupt(BrokenPipeError()))
@@ -402,17 +482,27 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stde
         if stream is not None:
             stream.close()
         return ExitStatus.OK
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         stderr.stop()
+        if stat is not None:
+            stat.error = exc
         if stream is not None:
             stream.close()
         return ExitStatus.INTERRUPTED
     except RemoteError as err:
         stderr.stop()
+        if stat is not None:
+            stat.error = err
         stderr.remote_text(err.traceback_text if err.traceback_text.endswith("\n") else err.traceback_text + "\n")
         return ExitStatus.REMOTE_RAISED
+    except BaseException as exc:
+        if stat is not None:  # for the report: how the host ended (main reports the error itself)
+            stat.error = exc
+        raise
     finally:
         stderr.stop()
+        if stat is not None:
+            stat.values, stat.records, stat.ended = writer.written, stream.items_in if stream else 0, time.monotonic()
         target.close()
 
 
@@ -602,6 +692,14 @@ def _progress_alone(args: Any) -> list[str]:
             arg = f"--progress={DEFAULT_PROGRESS_SECONDS:g}"
         out.append(arg)
     return out
+def _write_account(status: int, error: BaseException | None, env: Env) -> None:
+    """``--report`` / ``--junit``, once the status this process exits with is known."""
+    if _account is None:
+        return
+    try:
+        _account.write(int(status), error, env.stderr, lambda m: env.stderr.write(f"warning: {m}\n"))
+    except KeyboardInterrupt:  # a second Ctrl-C while writing: the run's status stands
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -611,6 +709,10 @@ def main(argv: list[str] | None = None) -> None:
     args = _progress_alone(a for a in args if a != "--verbose")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C cancels, even when started in the background
     env = Env()
+    global _account
+    _argv[:] = args
+    _account = None
+    error: BaseException | None = None
     try:
         code = typer.main.get_command(app).main(args=args, prog_name="skyctl", standalone_mode=False)
         status = int(code) if isinstance(code, int) else 0
@@ -637,11 +739,17 @@ def main(argv: list[str] | None = None) -> None:
             env.stderr.write(details if details.endswith("\n") else details + "\n")
         env.stderr.write(error_lines(err, env.colour))
         status = err.exit_status
-    except KeyboardInterrupt:
+        error = err
+    except KeyboardInterrupt as exc:
         status = ExitStatus.INTERRUPTED
+        error = exc
     except BrokenPipeError:
         _silence_stdout()
         status = ExitStatus.OK
+    except Exception as exc:  # a skyctl bug: its traceback follows, but the report is still written
+        _write_account(ExitStatus.REMOTE_RAISED, exc, env)
+        raise
+    _write_account(status, error, env)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

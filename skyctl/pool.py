@@ -82,6 +82,9 @@ class HostStats:
     dead: bool = False
     #: broadcast: the call was cancelled because another host failed (``--fail-fast``); not a failure
     cancelled: bool = False
+    #: chunks whose function raised on this host (counted in ``chunks`` too); with ``--keep-going``
+    #: the host goes on, ``error`` stays None and these make its status 1
+    failed: int = 0
 
     @property
     def seconds(self) -> float:
@@ -90,12 +93,30 @@ class HostStats:
     @property
     def status(self) -> int:
         if self.error is None:
-            return ExitStatus.OK
-        if isinstance(self.error, SkyctlError):
-            return int(self.error.exit_status)
-        if isinstance(self.error, (KeyboardInterrupt, Interrupted)):
-            return ExitStatus.INTERRUPTED
-        return ExitStatus.REMOTE_RAISED
+            return ExitStatus.REMOTE_RAISED if self.failed else ExitStatus.OK
+        return exit_status_of(self.error)
+
+
+def exit_status_of(error: BaseException) -> int:
+    """The exit status a failure gives the run (a host's, a chunk's or the run's own)."""
+    if isinstance(error, SkyctlError):
+        return int(error.exit_status)
+    if isinstance(error, (KeyboardInterrupt, Interrupted)):
+        return ExitStatus.INTERRUPTED
+    return ExitStatus.REMOTE_RAISED
+
+
+@dataclass
+class Failure:
+    """Something that went wrong in a distributed run, in the order it happened: a chunk whose
+    function raised (``chunk`` set, ``host_failure`` False), or a host or chunk attempt that failed
+    and was worked around (a host that never connected, died, or lost a chunk's task). ``--strict``
+    takes the first; the report lists the chunks."""
+
+    host: str
+    error: BaseException
+    chunk: Chunk | None = None
+    host_failure: bool = False
 
 
 def describe(error: BaseException | None) -> str:
@@ -346,20 +367,24 @@ class Distributor:
             for the line ranges of chunks in messages.
         stall_warning: seconds without a value from a chunk, while no other chunk is left to run,
             after which ``warn`` names its host and chunk (once per run); None: never.
+        keep_going: a chunk whose function raises ends there (its values up to the failure stay,
+            in its place with ``ordered``), ``chunk_failed(chunk, host, error)`` is called, and the
+            other chunks go on; the exit status is then 1.
 
     What a failing function leaves: without ``ordered`` the other chunks are
     cancelled at once (values they wrote stay; they did not complete). With
     ``ordered`` the output is what one host would write: every chunk before the
     failing one runs to its end (re-runs included), then the failing chunk's
     values up to the failure; the chunks after it are cancelled, nothing of
-    theirs is written.
+    theirs is written. With ``keep_going`` nothing is cancelled: a failed chunk counts as ended.
     """
 
     def __init__(self, slots: list[Slot], start: Callable[[Slot, ChunkFeed, int], Any],
                  source: Iterable[Any], emit: Callable[[Chunk, str, Any], None], *, chunk: int = 1000,
                  retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None,
                  lines: Callable[[], tuple[int, int] | None] | None = None,
-                 stall_warning: float | None = STALL_WARNING) -> None:
+                 stall_warning: float | None = STALL_WARNING, keep_going: bool = False,
+                 chunk_failed: Callable[[Chunk, str, BaseException], None] | None = None) -> None:
         keep_chunk_buffers_off_the_heap()
         self.slots = slots
         self._start = start
@@ -371,6 +396,12 @@ class Distributor:
         self._warn = warn
         self._lines = lines
         self.stall_warning = stall_warning
+        self.keep_going = keep_going
+        self._on_chunk_failed = chunk_failed
+        #: what went wrong, in order (chunks that raised, hosts and attempts that failed)
+        self.failures: list[Failure] = []
+        #: chunks that raised and were gone past (``keep_going``)
+        self.chunks_failed = 0
         #: records read from the source into chunks (those of cancelled chunks included)
         self.records_read = 0
         #: the chunk whose function raised (the first in input order with ``ordered``), and its host
@@ -428,9 +459,16 @@ class Distributor:
     def exit_status(self) -> int:
         if self.error is not None:
             return int(self.error.exit_status) if isinstance(self.error, SkyctlError) else ExitStatus.REMOTE_RAISED
+        if self.chunks_failed:
+            return ExitStatus.REMOTE_RAISED
         if self.bad_record is not None:
             return ExitStatus.BAD_RECORD
         return ExitStatus.OK
+
+    @property
+    def first_failure(self) -> Failure | None:
+        """The first thing that went wrong, recovered from or not (``--strict``)."""
+        return self.failures[0] if self.failures else None
 
     def abort(self, error: BaseException) -> None:
         """A fatal error: the first one counts; every running call is cancelled."""
@@ -450,7 +488,7 @@ class Distributor:
         chunks, records = sum(s.chunks for s in stats), sum(s.records for s in stats)
         return Totals(chunks=chunks, records=records, values=sum(s.values for s in stats),
                       reruns=sum(s.reruns for s in stats), cancelled_chunks=max(0, self._chunks - chunks),
-                      cancelled_records=max(0, self.records_read - records))
+                      cancelled_records=max(0, self.records_read - records), failed_chunks=sum(s.failed for s in stats))
 
     # -- reading ---------------------------------------------------------------
     def _read(self) -> None:
@@ -625,10 +663,14 @@ class Distributor:
                 return True
             return False
         except BaseException as exc:  # noqa: BLE001 - the function raised (RemoteError, or a refused value)
-            if stream is not None and not self._ordered:
+            going_on = self.keep_going and stream is not None  # a call that never started is no chunk's failure
+            if stream is not None and not self._ordered and not going_on:
                 self.abort(exc)  # the other chunks are cancelled at once
             if stream is not None:
                 stream.close()
+            if going_on:
+                self._chunk_failed_going_on(slot, chunk, exc)
+                return not self.stop.is_set()
             self._chunk_failed(slot, chunk, exc)
             return not self.stop.is_set()
         finally:
@@ -711,6 +753,8 @@ class Distributor:
         stat = self.stats[slot.name]
         if not self._ordered:
             stat.error = stat.error or exc
+            stat.failed += 1
+            self.failures.append(Failure(slot.name, exc, chunk))
             if self.failed_chunk is None:
                 self.failed_chunk, self.failed_host = chunk, slot.name
             self._ended(chunk, slot.name)
@@ -727,9 +771,15 @@ class Distributor:
                 previous, previous_host = self.failed_chunk, self.failed_host
                 if previous is not None:  # it came after this one: as if it never failed
                     self._uncount(previous)
-                    if previous_host is not None and self.stats[previous_host].error is self._failure:
-                        self.stats[previous_host].error = None
+                    for superseded in [f for f in self.failures if f.chunk is previous]:
+                        self.failures.remove(superseded)  # in place: other threads append
+                    if previous_host is not None:
+                        self.stats[previous_host].failed -= 1
+                        if self.stats[previous_host].error is self._failure:
+                            self.stats[previous_host].error = None
                 stat.error = exc
+                stat.failed += 1
+                self.failures.append(Failure(slot.name, exc, chunk))
                 self._ended(chunk, slot.name)
                 with self._cond:
                     self.failed_chunk, self.failed_host, self._failure = chunk, slot.name, exc
@@ -749,6 +799,16 @@ class Distributor:
         with self._cond:
             self._in_flight -= 1
             self._cond.notify_all()
+
+    def _chunk_failed_going_on(self, slot: Slot, chunk: Chunk, exc: BaseException) -> None:
+        """``keep_going``: the function raised in ``chunk``; it ends there, as if done, and the run goes on."""
+        self.stats[slot.name].failed += 1
+        with self._cond:
+            self.chunks_failed += 1
+            self.failures.append(Failure(slot.name, exc, chunk))
+        if self._on_chunk_failed is not None:
+            self._on_chunk_failed(chunk, slot.name, exc)
+        self._chunk_done(slot, chunk)  # with ``ordered``, its values up to the failure go out in its place
 
     def _check_stalls(self) -> None:
         """Warn (once per run) about a chunk that has sent no value for ``stall_warning`` seconds while no
@@ -771,6 +831,7 @@ class Distributor:
         """The chunk's call was lost on a host that stays usable (a Ray task whose worker died): queue it again."""
         if chunk.runs > self.retries:
             self.stats[slot.name].error = exc
+        self.failures.append(Failure(slot.name, exc, chunk, host_failure=True))
         reason = getattr(exc, "reason", None) or exc.message
         self._rerun(slot, chunk, exc, f"{slot.name}: {chunk.where}: {reason}; it runs again", "the cluster")
 
@@ -778,6 +839,7 @@ class Distributor:
         stat = self.stats[slot.name]
         if stat.error is None:
             stat.error = exc
+        self.failures.append(Failure(slot.name, exc, chunk, host_failure=True))
         first = not stat.dead
         stat.dead = True
         where = "its unfinished chunk" if first else "another of its chunks"
@@ -815,6 +877,8 @@ class Totals:
     reruns: int
     cancelled_chunks: int
     cancelled_records: int
+    #: chunks whose function raised (counted in ``chunks``)
+    failed_chunks: int = 0
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
