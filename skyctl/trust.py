@@ -119,27 +119,46 @@ class Decoder:
             return type(None) if name == "NoneType" else getattr(builtins, name)
         if key in ALLOWED_GLOBALS or key in self.allow:
             return default(module, name)
-        if module in shipped_modules() and module in sys.modules:
-            found = _resolve(module, name)
-            if isinstance(found, type):
+        if module in shipped_modules():
+            found = defined_class(module, name)
+            if found is not None:
                 return found
         raise RefusedValue(key, self.host)
 
     def _shipped_class(self, module: str, qualname: str) -> type:
         """A class of a module this client shipped, from the client's own copy of it."""
-        if module in shipped_modules() and module in sys.modules:
-            found = _resolve(module, qualname)
-            if isinstance(found, type):
+        if module in shipped_modules():
+            found = defined_class(module, qualname)
+            if found is not None:
                 return found
         raise RefusedValue(f"{module}.{qualname}", self.host)
 
 
-def _resolve(module: str, qualname: str) -> Any:
-    value: Any = sys.modules[module]
+def defined_class(module: str, qualname: str) -> type | None:
+    """The class ``qualname`` *defined* in the loaded module ``module``, else None.
+
+    Every step of ``qualname`` must be a class defined in that module (its
+    ``__module__`` is ``module`` and its ``__qualname__`` the path so far),
+    looked up in the namespace itself (no ``getattr``, no descriptors). What
+    the module merely imports (``mod.subprocess.Popen``,
+    ``mod.skyctl.api.inspect.attrgetter``, ``Popen = subprocess.Popen``), its
+    functions and ``<locals>`` are never reached: a remote naming a path
+    through them could otherwise build any type the client has loaded."""
+    value: Any = sys.modules.get(module)
+    if value is None:
+        return None
+    path = ""
     for part in qualname.split("."):
-        if part.startswith("__") or part == "<locals>":
+        if not part.isidentifier():
             return None
-        value = getattr(value, part, None)
+        try:
+            namespace = vars(value)
+        except TypeError:
+            return None
+        value = namespace.get(part)
+        path = f"{path}.{part}" if path else part
+        if not isinstance(value, type) or value.__module__ != module or value.__qualname__ != path:
+            return None
     return value
 
 

@@ -81,6 +81,99 @@ def test_a_shipped_class_reference_needs_a_module_the_client_shipped() -> None:
         Decoder().loads(pickle.dumps(Reducer()))
 
 
+SHIPPED_SOURCE = """
+import collections
+import operator
+import subprocess
+from pathlib import PurePosixPath
+
+class Outer:
+    class Inner:
+        class Deep:
+            pass
+    def method(self):
+        pass
+    Popen = subprocess.Popen
+    Ordered = collections.OrderedDict
+
+class Sub(PurePosixPath):
+    pass
+
+def function():
+    pass
+
+def factory():
+    class Local:
+        pass
+    return Local
+
+Local = factory()
+Popen = subprocess.Popen
+Twin = Outer.Inner
+"""
+
+
+@pytest.fixture
+def shipped(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A loaded module the client ships (``trust.shipped_modules()`` names it)."""
+    import sys
+    import types
+
+    from skyctl import trust
+
+    name = "skyctl_test_shipped"
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    exec(compile(SHIPPED_SOURCE, f"<{name}>", "exec"), module.__dict__)
+    monkeypatch.setattr(trust, "shipped_modules", lambda: frozenset({name}))
+    return name
+
+
+def _by_global(module: str, name: str) -> bytes:
+    """A pickle of just the global ``module`` ``name`` (protocol 4 allows a dotted name)."""
+    return pickle.dumps(None, protocol=4)[:2] + b"\x8c" + bytes([len(module)]) + module.encode() + \
+        b"\x8c" + bytes([len(name)]) + name.encode() + b"\x93."
+
+
+def _by_reference(module: str, name: str) -> bytes:
+    """The same as the worker sends a shipped class: ``values.shipped_class(module, name)``."""
+    from skyctl import values
+
+    class Reference:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return values.shipped_class, (module, name)
+
+    return pickle.dumps(Reference(), protocol=4)
+
+
+@pytest.mark.parametrize("encode", [_by_global, _by_reference])
+@pytest.mark.parametrize("qualname", ["Outer", "Outer.Inner", "Outer.Inner.Deep", "Sub"])
+def test_a_class_defined_in_a_shipped_module_is_rebuilt(shipped: str, encode, qualname: str) -> None:
+    import sys
+
+    found = Decoder().loads(encode(shipped, qualname))
+    expected = sys.modules[shipped]
+    for part in qualname.split("."):
+        expected = getattr(expected, part)
+    assert found is expected
+
+
+@pytest.mark.parametrize("encode", [_by_global, _by_reference])
+@pytest.mark.parametrize("qualname", [
+    "subprocess.Popen",  # an imported module's class
+    "operator.attrgetter", "collections._itemgetter",  # the gadgets of issue 18
+    "Popen", "Outer.Popen", "Outer.Ordered",  # an imported class under a name of the module's
+    "Twin",  # a class of the module under another name
+    "PurePosixPath",  # an imported class
+    "function", "Outer.method", "factory", "Local", "factory.<locals>.Local",  # not classes, or not defined there
+    "Outer.__class__", "__builtins__", "__loader__", "Outer.Inner.__base__", "__spec__.loader",
+])
+def test_what_a_shipped_module_imports_or_does_not_define_is_refused(shipped: str, encode, qualname: str) -> None:
+    with pytest.raises(RefusedValue) as info:
+        Decoder("box").loads(encode(shipped, qualname))
+    assert info.value.name == f"{shipped}.{qualname}"
+
+
 def test_escape_controls_keeps_tab_and_newline_only() -> None:
     text = "a\tb\nc\x1b[2J\x07\r\x00\x7f\x9bd é"
     assert escape_controls(text) == "a\tb\nc\\x1b[2J\\x07\\x0d\\x00\\x7f\\x9bd é"

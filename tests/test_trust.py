@@ -108,6 +108,33 @@ def test_the_api_refuses_a_value_that_would_run_code(evil) -> None:
     assert not evil.marker.exists(), "a pickle from the remote ran code in the API's client"
 
 
+@pytest.mark.parametrize("mode", ["popen", "gadget"])
+def test_the_api_never_reaches_a_class_through_a_shipped_modules_imports(evil, mode: str) -> None:
+    """A shipped module that imports ``subprocess`` or ``operator`` (as every
+    API user's module imports ``skyctl``, and through it ``inspect``,
+    ``collections``…) must not hand the remote those modules' types: the
+    remote names ``trust_targets.subprocess.Popen``, or chains
+    ``trust_targets.operator.attrgetter``/``itemgetter`` to ``os.system``. In
+    values, a return value, an exception and ``pool.map``, the client refuses
+    and no command runs."""
+    from tests.targets import trust_targets
+
+    config = evil(mode)
+    name = "subprocess.Popen" if mode == "popen" else "operator.attrgetter"
+    with skyctl.host("evil", config) as host:
+        with pytest.raises(RefusedValue) as info:  # a RETURN (popen: via a shipped_class reference)
+            skyctl.function(trust_targets.add)(1, 2) >> host
+        assert f"tests.targets.trust_targets.{name}" in info.value.message
+        with pytest.raises(RefusedValue):  # a P batch
+            list(skyctl.function(trust_targets.one)() >> host)
+        with pytest.raises(skyctl.RemoteError) as raised:  # a RAISE: its text only
+            skyctl.function(trust_targets.fails)() >> host
+        assert raised.value.exception is None
+    with skyctl.pool("evil", config) as pool, pytest.raises(RefusedValue):
+        list(pool.map(trust_targets.echo_str, ["a", "b"]))
+    assert not evil.marker.exists(), "a class reached through a shipped module's imports ran code in the API's client"
+
+
 # -- 4. traceback source lines only from files the client shipped ---------------------
 
 
