@@ -92,7 +92,9 @@ class BadRecord(SkyctlError):
 
 
 class RemoteError(SkyctlError):
-    """A remote exception that could not be rebuilt locally; ``str()`` is its traceback."""
+    """A remote exception that could not be rebuilt locally, or that is not an
+    ``Exception`` (a remote ``SystemExit`` must not end the client); ``str()``
+    is its traceback, ``type_name`` its class."""
 
     exit_status = ExitStatus.REMOTE_RAISED
 

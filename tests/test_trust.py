@@ -231,6 +231,37 @@ def test_a_lone_surrogate_is_written_escaped_not_a_crash(host_config) -> None:
     assert [json.loads(line) for line in as_json.stdout.splitlines()] == ["\ud800", "ok"]
 
 
+# -- a remote never ends the client ---------------------------------------------------
+
+
+def test_a_remote_system_exit_arrives_as_remote_error_and_the_script_goes_on(host_config) -> None:
+    """``raise SystemExit(0)`` remotely once ended a "verify, then deploy"
+    script silently with status 0, past its ``except Exception``."""
+    host_name = "box" if "ssh" in str(host_config) else "local"
+    script = (
+        "import sys\n"
+        "import skyctl\n"
+        "from tests.targets import trust_targets\n"
+        f"with skyctl.host({host_name!r}, {str(host_config)!r}) as host:\n"
+        "    try:\n"
+        "        skyctl.function(trust_targets.exits)() >> host\n"
+        "    except Exception as exc:\n"
+        "        print('caught', type(exc).__name__, exc.type_name, exc.exception)\n"
+        "    try:\n"
+        "        for value in skyctl.function(trust_targets.interrupted)() >> host:\n"
+        "            print('value', value)\n"
+        "    except Exception as exc:\n"
+        "        print('caught', type(exc).__name__, exc.type_name, 'KeyboardInterrupt' in str(exc))\n"
+        "print('after')\n"
+        "sys.exit(7)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ["caught RemoteError SystemExit None", "value 1",
+                                          "caught RemoteError KeyboardInterrupt True", "after"], result.stderr
+
+
 # -- the API still rebuilds what it should --------------------------------------------
 
 
