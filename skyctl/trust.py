@@ -61,13 +61,21 @@ class RefusedValue(SkyctlError):
 
     exit_status = ExitStatus.REMOTE_RAISED
 
-    def __init__(self, name: str, host: str = "the host") -> None:
+    def __init__(self, name: str, host: str = "the host", hint: str | None = None) -> None:
         super().__init__(
             f"{host} sent a value of class '{name}', which skyctl does not unpickle from a remote",
-            hint=f"if you trust {host} with this client, allow the class in its profile: "
-                 f"allow: [\"{name}\"] (or trust: full)",
+            hint=hint or f"if you trust {host} with this client, allow the class in its profile: "
+                         f"allow: [\"{name}\"] (or trust: full)",
         )
         self.name = name
+
+
+def _not_defined(module: str, qualname: str, host: str) -> RefusedValue:
+    """A name under a shipped module that is not a class defined there: no
+    honest worker sends one, and allowing it is not the advice to give."""
+    return RefusedValue(f"{module}.{qualname}", host,
+                        hint=f"'{qualname}' is not a class defined in {module}, the only classes skyctl rebuilds "
+                             f"from a module it shipped: {host} does not follow skyctl's protocol (is it compromised?)")
 
 
 def shipped_modules() -> frozenset[str]:
@@ -123,6 +131,7 @@ class Decoder:
             found = defined_class(module, name)
             if found is not None:
                 return found
+            raise _not_defined(module, name, self.host)
         raise RefusedValue(key, self.host)
 
     def _shipped_class(self, module: str, qualname: str) -> type:
@@ -131,6 +140,7 @@ class Decoder:
             found = defined_class(module, qualname)
             if found is not None:
                 return found
+            raise _not_defined(module, qualname, self.host)
         raise RefusedValue(f"{module}.{qualname}", self.host)
 
 

@@ -174,6 +174,26 @@ def test_what_a_shipped_module_imports_or_does_not_define_is_refused(shipped: st
     assert info.value.name == f"{shipped}.{qualname}"
 
 
+def test_every_skyctl_error_shows_its_hint_in_a_traceback() -> None:
+    """API code sees a ``SkyctlError`` as a traceback: its hint is a note there."""
+    import traceback
+
+    from skyctl import errors
+
+    kinds = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.SkyctlError)
+             and cls not in (errors.RemoteError, errors.BadRecord)]
+    for error in [cls("it failed", hint="do this") for cls in kinds] + [errors.BadRecord("bad", hint="do this", line=3)]:
+        assert "hint: do this" in "".join(traceback.format_exception(error)), type(error)
+    refused = RefusedValue("pkg.mod.Class", "box")
+    assert 'hint: if you trust box with this client, allow the class in its profile: allow: ["pkg.mod.Class"] ' \
+           "(or trust: full)" in "".join(traceback.format_exception(refused))
+    refused.hint = "another"  # a hint set later replaces the note, never adds a second
+    assert refused.__notes__ == ["hint: another"]
+    refused.hint = None
+    assert refused.__notes__ == []
+    assert str(refused) == refused.message  # the message stays one line: the CLI prints the hint itself
+
+
 def test_escape_controls_keeps_tab_and_newline_only() -> None:
     text = "a\tb\nc\x1b[2J\x07\r\x00\x7f\x9bd é"
     assert escape_controls(text) == "a\tb\nc\\x1b[2J\\x07\\x0d\\x00\\x7f\\x9bd é"

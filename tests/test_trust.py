@@ -135,6 +135,21 @@ def test_the_api_never_reaches_a_class_through_a_shipped_modules_imports(evil, m
     assert not evil.marker.exists(), "a class reached through a shipped module's imports ran code in the API's client"
 
 
+def test_an_uncaught_refusal_in_an_api_script_shows_how_to_allow_the_class(evil) -> None:
+    config = evil("pickle")
+    script = ("import skyctl\n"
+              "from tests.targets import trust_targets\n"
+              f"with skyctl.host('evil', {str(config)!r}) as host:\n"
+              "    skyctl.function(trust_targets.add)(1, 2) >> host\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "skyctl.trust.RefusedValue: evil sent a value of class 'builtins.exec'" in result.stderr
+    assert ('hint: if you trust evil with this client, allow the class in its profile: allow: ["builtins.exec"] '
+            "(or trust: full)") in result.stderr
+    assert not evil.marker.exists()
+
+
 # -- 4. traceback source lines only from files the client shipped ---------------------
 
 
