@@ -8,9 +8,13 @@ sends would hand it that machine, so:
   (``skyctl.values``) and errors come as type name, message and traceback text;
 - the Python API decodes values with ``Decoder``: builtin scalars and
   containers, the standard library's plain data types, builtin exceptions,
-  numpy arrays, and classes of the modules this client shipped itself;
-  anything else is refused (``RefusedValue``) unless the profile widens it
-  (``trust: full``, or ``allow: ["pkg.mod.Class", …]``);
+  numpy arrays, and classes *defined in* the modules this client shipped
+  itself; anything else is refused (``RefusedValue``) unless the profile
+  widens it (``trust: full``, or ``allow: ["pkg.mod.Class", …]``);
+- what one frame decodes to is bounded by a fixed multiple of its size
+  (``DECODE_FACTOR``, ``DECODE_CONSTANT``): a pickle of allowed callables that
+  would expand (``list(range(3*10**7))``, ``bytes(10**10)``,
+  ``Fraction("1e999999999")``) is refused (``OversizedValue``) before it is built;
 - text from the remote shown on a terminal has its control characters
   escaped (``escape_controls``), so it cannot drive the terminal;
 - traceback source lines are read only from files the client shipped
@@ -20,9 +24,12 @@ sends would hand it that machine, so:
 from __future__ import annotations
 
 import builtins
+import copyreg
 import io
+import math
 import os
 import pickle
+import re
 import sys
 from typing import Any, Iterable
 
@@ -54,6 +61,47 @@ SAFE_BUILTINS = frozenset({
 def _is_builtin_exception(name: str) -> bool:
     value = getattr(builtins, name, None)
     return isinstance(value, type) and issubclass(value, BaseException)
+
+
+#: a frame decodes to at most ``DECODE_FACTOR`` bytes per byte of it, plus ``DECODE_CONSTANT``
+#: (what the calls of a pickle may build; see ``_Careful``)
+DECODE_FACTOR = 16
+DECODE_CONSTANT = 1 << 20
+
+#: globals every call of which builds a small, fixed amount whatever its
+#: arguments: a pickle naming only these (or none) decodes on the C
+#: unpickler as it is; any other allowed global sends the whole frame
+#: through ``_Careful``, which weighs each call before making it
+_FLAT = frozenset({
+    "builtins.object", "builtins.float", "builtins.complex", "builtins.bool", "builtins.range", "builtins.slice",
+    "builtins.NoneType",
+    "datetime.date", "datetime.time", "datetime.datetime", "datetime.timedelta", "datetime.timezone",
+    "uuid.UUID", "uuid.SafeUUID", "zoneinfo.ZoneInfo._unpickle", "copyreg._reconstructor", "copyreg.__newobj__",
+    "skyctl.values.shipped_class",
+})
+#: builtin exceptions whose constructor copies an argument (the others keep references)
+_COPYING_EXCEPTIONS = frozenset({"BaseExceptionGroup", "ExceptionGroup", "UnicodeDecodeError"})
+#: builtin types whose constructor (or ``__new__``) copies or sizes from its arguments
+_EXPANDING = (str, bytes, bytearray, int, tuple, list, dict, set, frozenset)
+
+
+class OversizedValue(SkyctlError):
+    """A frame would decode to far more than it weighs: no honest worker sends one."""
+
+    exit_status = ExitStatus.CONNECTION_LOST
+
+    def __init__(self, host: str, size: int, what: str) -> None:
+        super().__init__(
+            f"{host} sent a {size:,}-byte value that would decode to more than skyctl allows for its size "
+            f"({DECODE_FACTOR} bytes per byte, plus {DECODE_CONSTANT >> 20} MiB: {what}); refused before building it",
+            hint=f"skyctl's worker never sends such a value: is {host} compromised, or skyctl's cache on it "
+                 "damaged? (a host trusted with this client can be given trust: full)",
+        )
+        self.host = host
+
+
+class _Expand(Exception):
+    """The fast decode met a global whose calls may expand: decode again, carefully."""
 
 
 class RefusedValue(SkyctlError):
@@ -116,20 +164,31 @@ class Decoder:
     def loads(self, data: bytes | memoryview) -> Any:
         if self.full:
             return pickle.loads(data)
-        return _Unpickler(io.BytesIO(data), self).load()
+        try:  # the fast path: the C unpickler, while every global named is flat
+            return _Unpickler(io.BytesIO(data), self).load()
+        except _Expand:
+            pass
+        return _Careful(io.BytesIO(data), self, len(data)).load()
 
-    def find(self, module: str, name: str, default: Any) -> Any:
-        """The global ``module.name`` if it is allowed; ``default(module, name)`` finds it."""
+    def find(self, module: str, name: str, default: Any, careful: bool = True) -> Any:
+        """The global ``module.name`` if it is allowed; ``default(module, name)`` finds it.
+        Not ``careful`` (the fast path): raises ``_Expand`` for a global whose calls may expand."""
         key = f"{module}.{name}"
         if module == "skyctl.values" and name == "shipped_class":
-            return self._shipped_class
+            return self._shipped_class if careful else self._flat_shipped_class
         if module == "builtins" and (name in SAFE_BUILTINS or _is_builtin_exception(name)):
+            if not careful and key not in _FLAT and (name in SAFE_BUILTINS or name in _COPYING_EXCEPTIONS):
+                raise _Expand
             return type(None) if name == "NoneType" else getattr(builtins, name)
         if key in ALLOWED_GLOBALS or key in self.allow:
+            if not careful and key not in _FLAT and key not in self.allow:
+                raise _Expand
             return default(module, name)
         if module in shipped_modules():
             found = defined_class(module, name)
             if found is not None:
+                if not careful and issubclass(found, _EXPANDING):
+                    raise _Expand
                 return found
             raise _not_defined(module, name, self.host)
         raise RefusedValue(key, self.host)
@@ -142,6 +201,13 @@ class Decoder:
                 return found
             raise _not_defined(module, qualname, self.host)
         raise RefusedValue(f"{module}.{qualname}", self.host)
+
+    def _flat_shipped_class(self, module: str, qualname: str) -> type:
+        """``_shipped_class`` on the fast path: a subclass of an expanding builtin needs the careful one."""
+        found = self._shipped_class(module, qualname)
+        if issubclass(found, _EXPANDING):
+            raise _Expand
+        return found
 
 
 def defined_class(module: str, qualname: str) -> type | None:
@@ -173,12 +239,149 @@ def defined_class(module: str, qualname: str) -> type | None:
 
 
 class _Unpickler(pickle.Unpickler):
+    """The fast path (C): plain data, and calls of flat globals only."""
+
     def __init__(self, file: Any, decoder: Decoder) -> None:
         super().__init__(file)
         self._decoder = decoder
 
     def find_class(self, module: str, name: str) -> Any:
+        return self._decoder.find(module, name, super().find_class, careful=False)
+
+
+_EXPONENT = re.compile(r"[eE]\s*([+-]?\d+)")
+
+
+def _weight(value: Any) -> int:
+    """Bytes a call may build from one argument (a shallow copy of it; for a
+    ``Decimal``, its digits once written out as an integer)."""
+    if isinstance(value, (str, bytes, bytearray, memoryview, range, list, tuple, dict, set, frozenset)) or \
+            hasattr(type(value), "__len__"):
+        try:
+            return 8 * len(value)
+        except (OverflowError, TypeError, ValueError):
+            return math.inf if isinstance(value, range) else 0  # type: ignore[return-value]
+        except Exception:
+            return 0
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(value, decimal.Decimal) and value.is_finite():
+        digits, exponent = value.as_tuple()[1:]
+        return len(digits) + abs(int(exponent))
+    return 0
+
+
+def _itemsize(dtype: Any) -> int:
+    numpy = sys.modules.get("numpy")
+    try:
+        return max(1, int(numpy.dtype(dtype).itemsize)) if numpy is not None else 8
+    except Exception:
+        return 8
+
+
+def _shape_bytes(shape: Any, dtype: Any) -> int:
+    """What an array of ``shape`` (an int or a tuple of ints) and ``dtype`` holds."""
+    dims = shape if isinstance(shape, tuple) else (shape,)
+    if not all(isinstance(d, int) for d in dims):
+        return 0
+    return math.prod(max(0, d) for d in dims) * _itemsize(dtype)
+
+
+#: copyreg's helpers, which call the class the pickle gives them
+_COPYREG_CALLS = (copyreg._reconstructor, copyreg.__newobj__, copyreg.__newobj_ex__)  # type: ignore[attr-defined]
+
+
+def _call_weight(func: Any, args: Any, kwargs: Any = None) -> int:
+    """Bytes calling ``func(*args, **kwargs)`` may build (an over-estimate for what decoding allows)."""
+    if not isinstance(args, tuple):  # ``*args`` of NEWOBJ_EX: the unpacking itself builds a tuple
+        return _weight(args) or (math.inf if args is not None and not hasattr(args, "__len__") else 0)
+    if func in _COPYREG_CALLS and args:  # they call the class they are given: weigh that call
+        if func is _COPYREG_CALLS[0]:  # _reconstructor(cls, base, state): base.__new__(cls, state)
+            return _call_weight(args[1], args[2:3]) if len(args) == 3 else 0
+        if func is _COPYREG_CALLS[1]:  # __newobj__(cls, *args)
+            return _call_weight(args[0], args[1:])
+        return _call_weight(args[0], *args[1:3]) if len(args) == 3 else 0  # __newobj_ex__(cls, args, kwargs)
+    values = (*args, *(kwargs or {}).values()) if isinstance(kwargs, dict) else args
+    weight = sum(map(_weight, values))
+    cls = func if isinstance(func, type) else None
+    if cls is not None and issubclass(cls, (bytes, bytearray)) and args and isinstance(args[0], int):
+        weight += max(0, args[0])  # bytes(n): n zero bytes
+    if cls is not None and issubclass(cls, str) and args and not isinstance(args[0], (str, bytes, bytearray, int, float)):
+        weight = math.inf  # str(a container) writes it out whole, shared parts once per reference
+    fractions = sys.modules.get("fractions")
+    if fractions is not None and cls is not None and issubclass(cls, fractions.Fraction):
+        for arg in args:
+            found = _EXPONENT.search(arg) if isinstance(arg, str) else None
+            weight += abs(int(found.group(1))) if found else 0
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        name = getattr(func, "__name__", "")
+        if cls is not None and issubclass(cls, numpy.ndarray) and args:
+            weight += _shape_bytes(args[0], args[1] if len(args) > 1 else float)
+        elif name == "_reconstruct" and len(args) >= 3:
+            weight += _shape_bytes(args[1], args[2])
+        elif name == "scalar" and args:
+            weight += _itemsize(args[0])
+    return weight
+
+
+class _Careful(pickle._Unpickler):  # type: ignore[name-defined,misc]
+    """The careful path (pure Python): every call a pickle makes is weighed
+    before it is made, against a budget of ``DECODE_FACTOR`` bytes per byte of
+    the frame plus ``DECODE_CONSTANT``: beyond it, ``OversizedValue``.
+
+    Plain opcodes build at most a few hundred bytes each (an empty set is the
+    most); only calls can build more than their arguments weigh, so only calls
+    are weighed. Taken only by frames that name a global that may expand."""
+
+    def __init__(self, file: Any, decoder: Decoder, size: int) -> None:
+        super().__init__(file)
+        self._decoder = decoder
+        self._size = size
+        self._left = DECODE_FACTOR * size + DECODE_CONSTANT
+
+    def find_class(self, module: str, name: str) -> Any:
         return self._decoder.find(module, name, super().find_class)
+
+    def _spend(self, func: Any, args: Any, kwargs: Any = None) -> None:
+        try:
+            weight = _call_weight(func, args, kwargs)
+        except Exception:  # weighing a value must never be what fails
+            weight = 0
+        self._left -= weight
+        if self._left < 0:
+            what = getattr(func, "__qualname__", type(func).__qualname__)
+            raise OversizedValue(self._decoder.host, self._size, f"a call of {what}")
+
+    def load_reduce(self) -> None:
+        self._spend(self.stack[-2], self.stack[-1])
+        super().load_reduce()
+
+    def load_newobj(self) -> None:
+        self._spend(self.stack[-2], self.stack[-1])
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        self._spend(self.stack[-3], self.stack[-2], self.stack[-1])
+        super().load_newobj_ex()
+
+    def _instantiate(self, klass: Any, args: Any) -> None:
+        self._spend(klass, tuple(args))
+        super()._instantiate(klass, args)
+
+    def load_build(self) -> None:
+        numpy = sys.modules.get("numpy")
+        state, inst = self.stack[-1], self.stack[-2]
+        if numpy is not None and isinstance(inst, numpy.ndarray) and isinstance(state, tuple) and len(state) >= 3:
+            self._left -= _shape_bytes(state[1], state[2])  # ndarray.__setstate__ allocates the shape it names
+            if self._left < 0:
+                raise OversizedValue(self._decoder.host, self._size, "an array's shape")
+        super().load_build()
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 #: C0 controls but tab and newline, DEL, and C1 controls: shown as ``\xNN``

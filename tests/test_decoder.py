@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import copyreg
 import datetime
 import decimal
+import functools
 import fractions
 import pathlib
 import pickle
@@ -192,6 +194,113 @@ def test_every_skyctl_error_shows_its_hint_in_a_traceback() -> None:
     refused.hint = None
     assert refused.__notes__ == []
     assert str(refused) == refused.message  # the message stays one line: the CLI prints the hint itself
+
+
+# -- what one frame decodes to is bounded -------------------------------------------------
+
+
+class Call:
+    """Pickles as ``func(*args)``: how an attacker writes a pickle of allowed callables."""
+
+    def __init__(self, func: object, *args: object) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return self.func, self.args
+
+
+def _opcodes_global(module: str, name: str) -> bytes:
+    return b"\x8c" + bytes([len(module)]) + module.encode() + b"\x8c" + bytes([len(name)]) + name.encode() + b"\x93"
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = (value, value)  # shared parts: tiny as a pickle, 2**depth when written out
+    return value
+
+
+@functools.cache
+def _expanding() -> dict[str, bytes]:
+    from collections import Counter, deque
+
+    shared = list(range(1000))
+    big = "x" * 10_000
+    return {
+        "list(range(3e7))": pickle.dumps(Call(list, Call(range, 3 * 10**7)), protocol=4),
+        "bytes(1e10)": pickle.dumps(Call(bytes, 10**10), protocol=4),
+        "bytearray(1e10)": pickle.dumps(Call(bytearray, 10**10), protocol=4),
+        "bytes(range)": pickle.dumps(Call(bytes, Call(range, 10**9)), protocol=4),
+        "frozenset(range)": pickle.dumps(Call(frozenset, Call(range, 10**9)), protocol=4),
+        "Counter(range)": pickle.dumps(Call(Counter, Call(range, 10**9)), protocol=4),
+        "deque(range)": pickle.dumps(Call(deque, Call(range, 10**9)), protocol=4),
+        "Fraction('1e999999999')": pickle.dumps(Call(fractions.Fraction, "1e999999999"), protocol=4),
+        "int(Decimal('1e999999999'))": pickle.dumps(Call(int, decimal.Decimal("1e999999999")), protocol=4),
+        "Fraction(Decimal('1e-999999999'))": pickle.dumps(Call(fractions.Fraction, decimal.Decimal("1e-999999999")),
+                                                          protocol=4),
+        "str(shared tuples)": pickle.dumps(Call(str, _nested(40)), protocol=4),
+        "100,000 copies of one list": pickle.dumps([Call(list, shared) for _ in range(100_000)], protocol=4),
+        "a path of 10,000 shared parts": pickle.dumps(Call(pathlib.PurePosixPath, *[big] * 10_000), protocol=4),
+        "__newobj_ex__(tuple, range)": (b"\x80\x04" + _opcodes_global("copyreg", "__newobj_ex__")
+                                        + _opcodes_global("builtins", "tuple") + _opcodes_global("builtins", "range")
+                                        + b"J\x00\xca\x9a;\x85R}\x87R."),
+        "_reconstructor(bytes, bytes, 1e10)": pickle.dumps(Call(copyreg._reconstructor, bytes, bytes, 10**10),
+                                                          protocol=4),
+        "NEWOBJ bytes 1e10": b"\x80\x04" + _opcodes_global("builtins", "bytes") + b"\x8a\x05\x00\xe4\x0bT\x02\x85\x81.",
+        "NEWOBJ_EX tuple range": (b"\x80\x04" + _opcodes_global("builtins", "tuple")
+                                  + _opcodes_global("builtins", "range") + b"J\x00\xca\x9a;\x85R}\x92."),
+    }
+
+
+@pytest.mark.parametrize("name", list(_expanding()))
+def test_a_frame_that_would_expand_is_refused_before_it_is_built(name: str) -> None:
+    """Issue 18: a 44-byte ``P`` batch of allowed builtins grew the client to
+    2.3 GiB. Every such pickle is refused, naming the host, and decoding it
+    never holds more than a little memory."""
+    import tracemalloc
+
+    from skyctl.trust import DECODE_CONSTANT, DECODE_FACTOR, OversizedValue
+
+    data = _expanding()[name]
+    tracemalloc.start()
+    try:
+        with pytest.raises(OversizedValue) as info:
+            Decoder("box").loads(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.message.startswith(f"box sent a {len(data):,}-byte value that would decode to more than")
+    assert info.value.exit_status == 6 and "compromised" in (info.value.hint or "")
+    # what was built before the refusal is within the bound (with room for object headers)
+    assert peak < (DECODE_FACTOR + 4) * len(data) + 2 * DECODE_CONSTANT, f"decoding held {peak:,} bytes"
+
+
+def test_honest_values_that_call_constructors_stay_within_the_bound() -> None:
+    """No false alarm: big honest values (protocol 3's ``set([...])`` and
+    ``bytearray(b"...")``, collections, exceptions, many shipped-style objects) decode."""
+    from collections import Counter, OrderedDict, deque
+
+    values = [set(range(20_000)), frozenset(range(20_000)), bytearray(b"x" * 1_000_000), Counter(range(20_000)),
+              deque(range(20_000)), OrderedDict((i, str(i)) for i in range(20_000)), [KeyError("same message")] * 1000,
+              [decimal.Decimal(i) / 7 for i in range(5_000)], [fractions.Fraction(i, 7) for i in range(5_000)],
+              [pathlib.PurePosixPath("/srv", str(i)) for i in range(5_000)], "x" * 10_000_000, [range(10**12)] * 3]
+    for protocol in (3, pickle.HIGHEST_PROTOCOL):
+        for value in values:
+            back = Decoder().loads(pickle.dumps(value, protocol=protocol))
+            assert repr(back) == repr(value) if isinstance(value, list) and isinstance(value[0], KeyError) else back == value
+
+
+def test_numpy_shapes_are_weighed() -> None:
+    numpy = pytest.importorskip("numpy")
+    from skyctl.trust import OversizedValue
+
+    array = numpy.arange(100_000, dtype=numpy.float64).reshape(1000, 100)
+    assert (Decoder().loads(pickle.dumps(array, protocol=5)) == array).all()
+    reconstruct = numpy.core.multiarray._reconstruct
+    with pytest.raises(OversizedValue):
+        Decoder().loads(pickle.dumps(Call(reconstruct, numpy.ndarray, (10**10,), b"b"), protocol=4))
+    with pytest.raises(OversizedValue):
+        Decoder().loads(pickle.dumps(Call(numpy.ndarray, (10**6, 10**4)), protocol=4))
 
 
 def test_escape_controls_keeps_tab_and_newline_only() -> None:

@@ -150,6 +150,29 @@ def test_an_uncaught_refusal_in_an_api_script_shows_how_to_allow_the_class(evil)
     assert not evil.marker.exists()
 
 
+@pytest.mark.parametrize("payload", ["list-range", "bytes", "bytearray", "fraction"])
+def test_a_value_that_would_expand_is_refused_naming_the_host(evil, payload: str) -> None:
+    """A ~44-byte pickle of allowed builtins (``list(range(3*10**7))``…) grew
+    the client to 2.3 GiB: as a P batch, a RETURN or a RAISE it is refused
+    before it is built (the in-process tests in ``test_decoder.py`` measure
+    the memory held)."""
+    from skyctl.trust import OversizedValue
+    from tests.targets import trust_targets
+
+    config = evil("expand")
+    wrapper = config.parent / "python-expand"  # which payload: told to the worker by its wrapper
+    wrapper.write_text(wrapper.read_text().replace("export ", f"export SKYCTL_EVIL_EXPAND={payload} ", 1))
+    with skyctl.host("evil", config) as host:
+        with pytest.raises(OversizedValue) as info:
+            list(skyctl.function(trust_targets.one)() >> host)
+        assert info.value.message.startswith("evil sent a ") and "would decode to more than" in info.value.message
+        with pytest.raises(OversizedValue):
+            skyctl.function(trust_targets.add)(1, 2) >> host
+        with pytest.raises(skyctl.RemoteError) as raised:  # the exception cannot be rebuilt: its text only
+            skyctl.function(trust_targets.fails)() >> host
+        assert raised.value.exception is None and raised.value.type_name == "ValueError"
+
+
 # -- 4. traceback source lines only from files the client shipped ---------------------
 
 
