@@ -296,7 +296,7 @@ def test_numpy_shapes_are_weighed() -> None:
 
     array = numpy.arange(100_000, dtype=numpy.float64).reshape(1000, 100)
     assert (Decoder().loads(pickle.dumps(array, protocol=5)) == array).all()
-    reconstruct = numpy.core.multiarray._reconstruct
+    reconstruct = (numpy._core if hasattr(numpy, "_core") else numpy.core).multiarray._reconstruct
     with pytest.raises(OversizedValue):
         Decoder().loads(pickle.dumps(Call(reconstruct, numpy.ndarray, (10**10,), b"b"), protocol=4))
     with pytest.raises(OversizedValue):
