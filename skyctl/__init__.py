@@ -12,7 +12,7 @@
 from .api import Call, Host, RemoteFunction, RemoteIterator, function, host
 from .pool import GroupError
 from .pools import Pool, pool
-from .trust import RefusedValue
+from .trust import OversizedValue, RefusedValue
 from .errors import (
     BadRecord,
     ChunkLost,
@@ -37,6 +37,7 @@ __all__ = [
     "ConnectionLost",
     "GroupError",
     "Host",
+    "OversizedValue",
     "Pool",
     "RefusedValue",
     "RemoteEnvironmentError",
