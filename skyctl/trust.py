@@ -31,6 +31,7 @@ import os
 import pickle
 import re
 import sys
+import types
 from typing import Any, Iterable
 
 from .errors import ExitStatus, SkyctlError
@@ -100,6 +101,75 @@ class OversizedValue(SkyctlError):
         self.host = host
 
 
+#: ``type.__flags__``: a type whose attributes cannot be set (builtins, most C types)
+_IMMUTABLE_TYPE = 1 << 8
+
+
+def _state(obj: Any) -> tuple[Any, ...]:
+    """What a BUILD could change of a class or function: its type, bases, names, namespace, code."""
+    if isinstance(obj, type):
+        return type(obj), obj.__bases__, obj.__name__, obj.__qualname__, dict(vars(obj))
+    return (type(obj), obj.__code__, obj.__defaults__, obj.__kwdefaults__, obj.__name__, obj.__qualname__,
+            dict(vars(obj)))
+
+
+def _same(before: tuple[Any, ...], now: tuple[Any, ...]) -> bool:
+    """Identity, part by part (``==`` could run the remote's choice of code)."""
+    *parts, namespace = before
+    *now_parts, now_namespace = now
+    return (all(a is b for a, b in zip(parts, now_parts)) and namespace.keys() == now_namespace.keys()
+            and all(namespace[k] is v for k, v in now_namespace.items()))
+
+
+class _Watch:
+    """The classes and functions one load hands out whose attributes can be set.
+
+    Pickle's BUILD sets attributes on whatever is on its stack, a class
+    included: without this a remote could change the client's classes for
+    good (``Counter.most_common = int``, a shipped class's methods). Each is
+    recorded as it was; after the load, any change is undone and refused."""
+
+    def __init__(self) -> None:
+        self._before: dict[int, tuple[Any, tuple[Any, ...]]] = {}
+
+    def add(self, obj: Any) -> Any:
+        if id(obj) not in self._before and (
+                (isinstance(obj, type) and not obj.__flags__ & _IMMUTABLE_TYPE) or isinstance(obj, types.FunctionType)):
+            self._before[id(obj)] = (obj, _state(obj))
+        return obj
+
+    def check(self, host: str) -> None:
+        for obj, before in self._before.values():
+            if not _same(before, _state(obj)):
+                _restore(obj, before)
+                name = f"{getattr(obj, '__module__', '?')}.{before[-2]}"
+                raise RefusedValue(name, host, message=f"{host} sent a value that changes '{name}' in this client "
+                                                       "(the change is undone)",
+                                   hint=f"skyctl's worker never sends that: is {host} compromised?")
+
+
+def _restore(obj: Any, before: tuple[Any, ...]) -> None:
+    """Put back what a BUILD changed (best effort: the load is refused anyway)."""
+    namespace = before[-1]
+    try:
+        if isinstance(obj, type):
+            _, bases, name, qualname, _ = before
+            if obj.__bases__ is not bases:
+                obj.__bases__ = bases
+            obj.__name__, obj.__qualname__ = name, qualname
+        else:
+            _, code, defaults, kwdefaults, name, qualname, _ = before
+            obj.__code__, obj.__defaults__, obj.__kwdefaults__ = code, defaults, kwdefaults
+            obj.__name__, obj.__qualname__ = name, qualname
+        for key in [k for k in vars(obj) if k not in namespace]:
+            delattr(obj, key)
+        for key, value in namespace.items():
+            if vars(obj).get(key) is not value:
+                setattr(obj, key, value)
+    except Exception:
+        pass
+
+
 class _Expand(Exception):
     """The fast decode met a global whose calls may expand: decode again, carefully."""
 
@@ -109,9 +179,9 @@ class RefusedValue(SkyctlError):
 
     exit_status = ExitStatus.REMOTE_RAISED
 
-    def __init__(self, name: str, host: str = "the host", hint: str | None = None) -> None:
+    def __init__(self, name: str, host: str = "the host", hint: str | None = None, message: str | None = None) -> None:
         super().__init__(
-            f"{host} sent a value of class '{name}', which skyctl does not unpickle from a remote",
+            message or f"{host} sent a value of class '{name}', which skyctl does not unpickle from a remote",
             hint=hint or f"if you trust {host} with this client, allow the class in its profile: "
                          f"allow: [\"{name}\"] (or trust: full)",
         )
@@ -164,15 +234,24 @@ class Decoder:
     def loads(self, data: bytes | memoryview) -> Any:
         if self.full:
             return pickle.loads(data)
-        try:  # the fast path: the C unpickler, while every global named is flat
-            return _Unpickler(io.BytesIO(data), self).load()
-        except _Expand:
-            pass
-        return _Careful(io.BytesIO(data), self, len(data)).load()
+        watch = _Watch()
+        try:
+            try:  # the fast path: the C unpickler, while every global named is flat
+                return _Unpickler(io.BytesIO(data), self, watch).load()
+            except _Expand:
+                pass
+            return _Careful(io.BytesIO(data), self, watch, len(data)).load()
+        finally:
+            watch.check(self.host)
 
-    def find(self, module: str, name: str, default: Any, careful: bool = True) -> Any:
+    def find(self, module: str, name: str, default: Any, careful: bool = True, watch: _Watch | None = None) -> Any:
         """The global ``module.name`` if it is allowed; ``default(module, name)`` finds it.
-        Not ``careful`` (the fast path): raises ``_Expand`` for a global whose calls may expand."""
+        Not ``careful`` (the fast path): raises ``_Expand`` for a global whose calls may expand.
+        ``watch`` records what is handed out (``_Watch``)."""
+        found = self._find(module, name, default, careful)
+        return watch.add(found) if watch is not None else found
+
+    def _find(self, module: str, name: str, default: Any, careful: bool) -> Any:
         key = f"{module}.{name}"
         if module == "skyctl.values" and name == "shipped_class":
             return self._shipped_class if careful else self._flat_shipped_class
@@ -241,12 +320,22 @@ def defined_class(module: str, qualname: str) -> type | None:
 class _Unpickler(pickle.Unpickler):
     """The fast path (C): plain data, and calls of flat globals only."""
 
-    def __init__(self, file: Any, decoder: Decoder) -> None:
+    def __init__(self, file: Any, decoder: Decoder, watch: _Watch) -> None:
         super().__init__(file)
         self._decoder = decoder
+        self._watch = watch
 
     def find_class(self, module: str, name: str) -> Any:
-        return self._decoder.find(module, name, super().find_class, careful=False)
+        found = self._decoder.find(module, name, super().find_class, careful=False, watch=self._watch)
+        return _watched(found, self._watch) if module == "skyctl.values" else found
+
+
+def _watched(shipped_class: Any, watch: _Watch) -> Any:
+    """``shipped_class`` whose every class is recorded by ``watch``."""
+    def resolve(module: str, qualname: str) -> type:
+        return watch.add(shipped_class(module, qualname))
+
+    return resolve
 
 
 _EXPONENT = re.compile(r"[eE]\s*([+-]?\d+)")
@@ -333,14 +422,16 @@ class _Careful(pickle._Unpickler):  # type: ignore[name-defined,misc]
     most); only calls can build more than their arguments weigh, so only calls
     are weighed. Taken only by frames that name a global that may expand."""
 
-    def __init__(self, file: Any, decoder: Decoder, size: int) -> None:
+    def __init__(self, file: Any, decoder: Decoder, watch: _Watch, size: int) -> None:
         super().__init__(file)
         self._decoder = decoder
+        self._watch = watch
         self._size = size
         self._left = DECODE_FACTOR * size + DECODE_CONSTANT
 
     def find_class(self, module: str, name: str) -> Any:
-        return self._decoder.find(module, name, super().find_class)
+        found = self._decoder.find(module, name, super().find_class, watch=self._watch)
+        return _watched(found, self._watch) if module == "skyctl.values" else found
 
     def _spend(self, func: Any, args: Any, kwargs: Any = None) -> None:
         try:

@@ -101,6 +101,9 @@ class Outer:
 class Sub(PurePosixPath):
     pass
 
+class Tag(str):
+    pass
+
 def function():
     pass
 
@@ -149,7 +152,7 @@ def _by_reference(module: str, name: str) -> bytes:
 
 
 @pytest.mark.parametrize("encode", [_by_global, _by_reference])
-@pytest.mark.parametrize("qualname", ["Outer", "Outer.Inner", "Outer.Inner.Deep", "Sub"])
+@pytest.mark.parametrize("qualname", ["Outer", "Outer.Inner", "Outer.Inner.Deep", "Sub", "Tag"])
 def test_a_class_defined_in_a_shipped_module_is_rebuilt(shipped: str, encode, qualname: str) -> None:
     import sys
 
@@ -174,6 +177,52 @@ def test_what_a_shipped_module_imports_or_does_not_define_is_refused(shipped: st
     with pytest.raises(RefusedValue) as info:
         Decoder("box").loads(encode(shipped, qualname))
     assert info.value.name == f"{shipped}.{qualname}"
+
+
+def test_instances_of_a_shipped_str_subclass_are_rebuilt(shipped: str) -> None:
+    """A class that subclasses an expanding builtin takes the careful path: still rebuilt."""
+    import sys
+
+    tag_class = sys.modules[shipped].Tag
+    data = (b"\x80\x04" + _opcodes_global("skyctl.values", "shipped_class") + b"\x8c" + bytes([len(shipped)])
+            + shipped.encode() + b"\x8c\x03Tag\x86R\x8c\x02hi\x85R.")
+    back = Decoder().loads(data)
+    assert type(back) is tag_class and back == "hi"
+
+
+def _build_on(module: str, name: str, state: bytes) -> bytes:
+    """A pickle that pushes the global and BUILDs ``state`` (opcodes) on it: pickle's setattr on a class."""
+    return b"\x80\x04" + _opcodes_global(module, name) + state + b"b."
+
+
+#: slot state (None, {"most_common": int}): setattr(obj, "most_common", int)
+_SLOTSTATE = b"N}\x8c\x0bmost_common" + b"\x8c\x08builtins\x8c\x03int\x93" + b"s\x86"
+
+
+@pytest.mark.parametrize("module, name", [("collections", "Counter"), ("pathlib", "PurePosixPath"),
+                                          ("fractions", "Fraction"), ("copyreg", "_reconstructor")])
+def test_a_pickle_cannot_change_an_allowed_class_or_function(module: str, name: str) -> None:
+    """Pickle's BUILD sets attributes on what is on its stack, a class too: a
+    remote could have changed the client's classes for good."""
+    import importlib
+
+    target = getattr(importlib.import_module(module), name)
+    before = dict(vars(target))
+    with pytest.raises(RefusedValue) as info:
+        Decoder("box").loads(_build_on(module, name, _SLOTSTATE))
+    assert info.value.message == f"box sent a value that changes '{module}.{name}' in this client (the change is undone)"
+    assert vars(target).keys() == before.keys() and all(vars(target)[k] is v for k, v in before.items())
+
+
+def test_a_pickle_cannot_change_a_shipped_class(shipped: str) -> None:
+    import sys
+
+    outer = sys.modules[shipped].Outer
+    method = outer.method
+    data = _build_on(shipped, "Outer", b"N}\x8c\x06method" + b"\x8c\x08builtins\x8c\x03int\x93" + b"s\x86")
+    with pytest.raises(RefusedValue, match="changes"):
+        Decoder("box").loads(data)
+    assert outer.method is method
 
 
 def test_every_skyctl_error_shows_its_hint_in_a_traceback() -> None:
