@@ -106,11 +106,14 @@ _IMMUTABLE_TYPE = 1 << 8
 
 
 def _state(obj: Any) -> tuple[Any, ...]:
-    """What a BUILD could change of a class or function: its type, bases, names, namespace, code."""
+    """What a BUILD could change of a class, a function or an enum member: its type, bases, names,
+    namespace, code."""
     if isinstance(obj, type):
         return type(obj), obj.__bases__, obj.__name__, obj.__qualname__, dict(vars(obj))
-    return (type(obj), obj.__code__, obj.__defaults__, obj.__kwdefaults__, obj.__name__, obj.__qualname__,
-            dict(vars(obj)))
+    if isinstance(obj, types.FunctionType):
+        return (type(obj), obj.__code__, obj.__defaults__, obj.__kwdefaults__, obj.__name__, obj.__qualname__,
+                dict(vars(obj)))
+    return type(obj), dict(vars(obj))
 
 
 def _same(before: tuple[Any, ...], now: tuple[Any, ...]) -> bool:
@@ -136,13 +139,19 @@ class _Watch:
         if id(obj) not in self._before and (
                 (isinstance(obj, type) and not obj.__flags__ & _IMMUTABLE_TYPE) or isinstance(obj, types.FunctionType)):
             self._before[id(obj)] = (obj, _state(obj))
+            enum = sys.modules.get("enum")
+            if enum is not None and isinstance(obj, type) and issubclass(obj, enum.Enum):
+                for member in vars(obj).get("_member_map_", {}).values():  # singletons a REDUCE hands out
+                    if hasattr(member, "__dict__"):
+                        self._before.setdefault(id(member), (member, _state(member)))
         return obj
 
     def check(self, host: str) -> None:
         for obj, before in self._before.values():
             if not _same(before, _state(obj)):
                 _restore(obj, before)
-                name = f"{getattr(obj, '__module__', '?')}.{before[-2]}"
+                label = before[-2] if isinstance(obj, (type, types.FunctionType)) else repr(obj)
+                name = f"{getattr(obj, '__module__', '?')}.{label}"
                 raise RefusedValue(name, host, message=f"{host} sent a value that changes '{name}' in this client "
                                                        "(the change is undone)",
                                    hint=f"skyctl's worker never sends that: is {host} compromised?")
@@ -157,6 +166,9 @@ def _restore(obj: Any, before: tuple[Any, ...]) -> None:
             if obj.__bases__ is not bases:
                 obj.__bases__ = bases
             obj.__name__, obj.__qualname__ = name, qualname
+        elif not isinstance(obj, types.FunctionType):
+            if type(obj) is not before[0]:
+                obj.__class__ = before[0]
         else:
             _, code, defaults, kwdefaults, name, qualname, _ = before
             obj.__code__, obj.__defaults__, obj.__kwdefaults__ = code, defaults, kwdefaults

@@ -214,6 +214,18 @@ def test_a_pickle_cannot_change_an_allowed_class_or_function(module: str, name: 
     assert vars(target).keys() == before.keys() and all(vars(target)[k] is v for k, v in before.items())
 
 
+def test_a_pickle_cannot_change_an_enum_member() -> None:
+    """``SafeUUID(0)`` hands out the client's own singleton: a BUILD on it would change it for good."""
+    import uuid
+
+    before = dict(vars(uuid.SafeUUID.safe))
+    data = (b"\x80\x04" + _opcodes_global("uuid", "SafeUUID") + b"K\x00\x85R"
+            + b"N}\x8c\x06_name_\x8c\x06unsafe" + b"s\x86b.")
+    with pytest.raises(RefusedValue, match="changes"):
+        Decoder("box").loads(data)
+    assert vars(uuid.SafeUUID.safe) == before and uuid.SafeUUID.safe.name == "safe"
+
+
 def test_a_pickle_cannot_change_a_shipped_class(shipped: str) -> None:
     import sys
 
