@@ -66,7 +66,7 @@ def _is_builtin_exception(name: str) -> bool:
 
 #: a frame decodes to at most ``DECODE_FACTOR`` bytes per byte of it, plus ``DECODE_CONSTANT``
 #: (what the calls of a pickle may build; see ``_Careful``)
-DECODE_FACTOR = 16
+DECODE_FACTOR = 32
 DECODE_CONSTANT = 1 << 20
 
 #: globals every call of which builds a small, fixed amount whatever its
@@ -248,8 +248,20 @@ class Decoder:
             return pickle.loads(data)
         watch = _Watch()
         try:
-            try:  # the fast path: the C unpickler, while every global named is flat
-                return _Unpickler(io.BytesIO(data), self, watch).load()
+            try:
+                try:  # the fast path: the C unpickler, while every global named is flat
+                    return _Unpickler(io.BytesIO(data), self, watch).load()
+                except _Dry:
+                    pass
+                # A class whose instances take BUILD: one state shared by many
+                # instances is copied into each. Weigh that on stand-ins first.
+                try:
+                    _DryRun(io.BytesIO(data), self, watch, len(data)).load()
+                except (_Expand, SkyctlError):
+                    raise
+                except Exception:  # a stand-in did not fit where the real class would: weigh the slow way
+                    raise _Expand from None
+                return _Unpickler(io.BytesIO(data), self, watch, weighed=True).load()
             except _Expand:
                 pass
             return _Careful(io.BytesIO(data), self, watch, len(data)).load()
@@ -329,33 +341,137 @@ def defined_class(module: str, qualname: str) -> type | None:
     return value
 
 
-class _Unpickler(pickle.Unpickler):
-    """The fast path (C): plain data, and calls of flat globals only."""
+class _Dry(Exception):
+    """The fast decode met a class whose instances take BUILD: weigh a dry run first."""
 
-    def __init__(self, file: Any, decoder: Decoder, watch: _Watch) -> None:
+
+def _takes_build(found: Any) -> bool:
+    """A class whose instances a BUILD copies a state into (an instance ``__dict__``, a ``__setstate__``):
+    the flat classes' instances take none, or a bounded one."""
+    return isinstance(found, type) and f"{found.__module__}.{found.__qualname__}" not in _FLAT
+
+
+class _Unpickler(pickle.Unpickler):
+    """The fast path (C): plain data, and calls of flat globals only; with
+    ``weighed``, also classes whose BUILDs a dry run (``_DryRun``) has weighed."""
+
+    def __init__(self, file: Any, decoder: Decoder, watch: _Watch, weighed: bool = False) -> None:
         super().__init__(file)
         self._decoder = decoder
         self._watch = watch
+        self._weighed = weighed
 
     def find_class(self, module: str, name: str) -> Any:
         found = self._decoder.find(module, name, super().find_class, careful=False, watch=self._watch)
-        return _watched(found, self._watch) if module == "skyctl.values" else found
+        if module == "skyctl.values":
+            return _watched(found, self._watch, None if self._weighed else _refuse_unweighed)
+        return found if self._weighed else _refuse_unweighed(found)
 
 
-def _watched(shipped_class: Any, watch: _Watch) -> Any:
-    """``shipped_class`` whose every class is recorded by ``watch``."""
+def _refuse_unweighed(found: Any) -> Any:
+    if _takes_build(found):
+        raise _Dry
+    return found
+
+
+def _watched(shipped_class: Any, watch: _Watch, then: Any = None) -> Any:
+    """``shipped_class`` whose every class is recorded by ``watch`` (and passed through ``then``)."""
     def resolve(module: str, qualname: str) -> type:
-        return watch.add(shipped_class(module, qualname))
+        found = watch.add(shipped_class(module, qualname))
+        return then(found) if then is not None else found
 
     return resolve
+
+
+class _Stand:
+    """In a dry run, an instance of a class that takes BUILD: it weighs what
+    the real one would be given (its constructor's arguments, each BUILD's
+    state, items added) and keeps nothing."""
+
+    __slots__ = ()
+    _real: type
+    _dry: "_DryRun"
+
+    # No __new__: NEWOBJ (``cls.__new__(cls, *args)``, a plain instance's
+    # making) stays in C. Its arguments go to the real class's own __new__
+    # (the user's code, or an exception keeping them by reference); a class
+    # whose __new__ copies them (a str, bytes, tuple… subclass) takes the
+    # careful path instead.
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args or kwargs:  # a REDUCE: the real class is called with them
+            self._dry.spend(_call_weight(self._real, args, kwargs), self._real)
+
+    def __setstate__(self, state: Any) -> None:
+        if type(state) is dict:  # the common case, kept short: it runs once per instance
+            dry = self._dry
+            dry._left -= 64 * len(state)
+            if dry._left < 0:
+                dry.spend(0, self._real)
+            return
+        parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+        self._dry.spend(sum(_weight(part) for part in parts if part is not None), self._real)
+
+    def append(self, item: Any) -> None:
+        self._dry.spend(8, self._real)
+
+    def extend(self, items: Any) -> None:
+        self._dry.spend(_weight(items), self._real)
+
+    add = append
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._dry.spend(16, self._real)
+
+
+class _DryRun(pickle.Unpickler):
+    """The C unpickler over the same frame with a stand-in (``_Stand``) for
+    every class whose instances take BUILD, against the budget of
+    ``_Careful``: the real decode that follows is then known to fit. Plain
+    data is built (and dropped) as the real decode will build it."""
+
+    def __init__(self, file: Any, decoder: Decoder, watch: _Watch, size: int) -> None:
+        super().__init__(file)
+        self._decoder = decoder
+        self._watch = watch
+        self._size = size
+        self._left = DECODE_FACTOR * size + DECODE_CONSTANT
+        self._stands: dict[int, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self._decoder.find(module, name, super().find_class, careful=False, watch=self._watch)
+        if module == "skyctl.values":
+            return _watched(found, self._watch, self._stand)
+        return self._stand(found)
+
+    def _stand(self, found: Any) -> Any:
+        if not _takes_build(found):
+            return found
+        stand = self._stands.get(id(found))
+        if stand is None:
+            stand = self._stands[id(found)] = type(found.__name__, (_Stand,), {"_real": found, "_dry": self,
+                                                                               "__slots__": ()})
+        return stand
+
+    def spend(self, weight: int, what: type) -> None:
+        self._left -= weight
+        if self._left < 0:
+            raise OversizedValue(self._decoder.host, self._size, f"the state of {what.__qualname__}")
 
 
 _EXPONENT = re.compile(r"[eE]\s*([+-]?\d+)")
 
 
+#: argument types that weigh nothing (a call cannot build more from them than they are)
+_WEIGHTLESS = frozenset({int, float, bool, type(None), complex})
+
+
 def _weight(value: Any) -> int:
     """Bytes a call may build from one argument (a shallow copy of it; for a
     ``Decimal``, its digits once written out as an integer)."""
+    if type(value) in _WEIGHTLESS:
+        return 0
+    if isinstance(value, (dict, set, frozenset)):  # a hash table: about 64 bytes an entry once copied
+        return 64 * len(value)
     if isinstance(value, (str, bytes, bytearray, memoryview, range, list, tuple, dict, set, frozenset)) or \
             hasattr(type(value), "__len__"):
         try:
@@ -476,8 +592,13 @@ class _Careful(pickle._Unpickler):  # type: ignore[name-defined,misc]
         state, inst = self.stack[-1], self.stack[-2]
         if numpy is not None and isinstance(inst, numpy.ndarray) and isinstance(state, tuple) and len(state) >= 3:
             self._left -= _shape_bytes(state[1], state[2])  # ndarray.__setstate__ allocates the shape it names
-            if self._left < 0:
-                raise OversizedValue(self._decoder.host, self._size, "an array's shape")
+            what = "an array's shape"
+        else:  # the state is copied into the instance: one state shared by many is copied into each
+            parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+            self._left -= sum(_weight(part) for part in parts if part is not None)
+            what = f"the state of {type(inst).__qualname__}"
+        if self._left < 0:
+            raise OversizedValue(self._decoder.host, self._size, what)
         super().load_build()
 
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]

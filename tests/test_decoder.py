@@ -281,6 +281,18 @@ def _nested(depth: int) -> object:
     return value
 
 
+def _shared_state(module: str, name: str, count: int) -> bytes:
+    """``count`` instances of ``module.name``, each BUILT from the same memoized
+    state of ``count`` entries: each BUILD copies the state into its instance."""
+    import itertools
+    import string
+
+    keys = ["".join(t) for t in itertools.islice(itertools.product(string.ascii_letters, repeat=3), count)]
+    state = b"}\x94(" + b"".join(b"\x8c\x03" + key.encode() + b"N" for key in keys) + b"u0"  # memo 1, popped
+    one = b"h\x00)Rh\x01b"  # module.name(), BUILD with memo 1
+    return b"\x80\x04" + _opcodes_global(module, name) + b"\x94" + state + b"](" + one * count + b"e."
+
+
 @functools.cache
 def _expanding() -> dict[str, bytes]:
     from collections import Counter, deque
@@ -307,6 +319,8 @@ def _expanding() -> dict[str, bytes]:
                                         + b"J\x00\xca\x9a;\x85R}\x87R."),
         "_reconstructor(bytes, bytes, 1e10)": pickle.dumps(Call(copyreg._reconstructor, bytes, bytes, 10**10),
                                                           protocol=4),
+        "one state BUILT into 2,000 exceptions": _shared_state("builtins", "ValueError", 2000),
+        "one state BUILT into 2,000 Counters": _shared_state("collections", "Counter", 2000),
         "NEWOBJ bytes 1e10": b"\x80\x04" + _opcodes_global("builtins", "bytes") + b"\x8a\x05\x00\xe4\x0bT\x02\x85\x81.",
         "NEWOBJ_EX tuple range": (b"\x80\x04" + _opcodes_global("builtins", "tuple")
                                   + _opcodes_global("builtins", "range") + b"J\x00\xca\x9a;\x85R}\x92."),
