@@ -284,9 +284,11 @@ class Decoder:
                 raise _Expand
             return type(None) if name == "NoneType" else getattr(builtins, name)
         if key in ALLOWED_GLOBALS or key in self.allow:
-            if not careful and key not in _FLAT and key not in self.allow:
+            found = default(module, name)
+            if not careful and key not in _FLAT and (
+                    key not in self.allow or (isinstance(found, type) and issubclass(found, _EXPANDING))):
                 raise _Expand
-            return default(module, name)
+            return found
         if module in shipped_modules():
             found = defined_class(module, name)
             if found is not None:
