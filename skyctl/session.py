@@ -435,5 +435,8 @@ def remote_failure(payload: bytes, label: str, decoder: Decoder | None = None) -
         rebuilt = decoder.loads(pickled) if pickled and decoder is not None else None
     except Exception:  # refused, or not rebuildable here: RemoteError carries type, message and traceback
         rebuilt = None
-    remote.exception = rebuilt if isinstance(rebuilt, BaseException) else None
+    # Only an ``Exception`` is raised again as itself: a remote SystemExit,
+    # KeyboardInterrupt or GeneratorExit would end (or silently stop) the
+    # client's script, past its ``except Exception``; it stays a RemoteError.
+    remote.exception = rebuilt if isinstance(rebuilt, Exception) else None
     return remote
