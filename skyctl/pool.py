@@ -143,11 +143,11 @@ def broadcast(hosts: Sequence[Any], start: Callable[[Any], Any], emit: Callable[
             if cancelled.is_set():
                 stream.interrupt(Interrupted())
             for batch in stream.batches():
-                stat.values += len(batch)
                 emit(host.label, batch)
+                stat.values += len(batch)  # once written: a batch ``emit`` refused is not counted
             if stream.result is not None:
-                stat.values += 1
                 emit(host.label, Result(stream.result))
+                stat.values += 1
         except BaseException as exc:  # noqa: BLE001 - every way a host ends is reported, none escapes the thread
             stat.error = exc
             if isinstance(exc, (Interrupted, KeyboardInterrupt)) and stream is not None:

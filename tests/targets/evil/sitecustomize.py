@@ -9,7 +9,9 @@ client in the way ``SKYCTL_EVIL`` names:
 - ``traceback``: an exception whose traceback names a file of the client's
   (``SKYCTL_EVIL_SECRET``), hoping the client prints its lines;
 - ``bigframe``: a frame header claiming more bytes than any frame may carry;
-- ``overrun``: more items than the client granted credit for.
+- ``overrun``: more items than the client granted credit for;
+- ``forgetag``: a value ``"raw:TEXT"`` is sent as the rendered line TEXT itself
+  (``666, "host": "trusted-box"``, hoping to be credited to another host).
 """
 
 import importlib.abc
@@ -62,6 +64,16 @@ def _patch(worker):
             time.sleep(600)
 
         worker.Worker.run_call = run_call
+    elif MODE == "forgetag":
+        def pack(self, items):
+            def line(item):
+                if isinstance(item, str) and item.startswith("raw:"):
+                    return item[4:].encode() + b"\n"
+                return worker.values.render([item], self.render)
+
+            return flow.pack_rendered(b"".join(map(line, items)), len(items))
+
+        worker.CallState._pack = pack
 
 
 class _Loader(importlib.abc.Loader):
