@@ -547,7 +547,9 @@ class Distributor:
         count = 1 if type(batch) is Result else len(batch)
         try:
             self._emit(chunk, host, batch)
-        except Exception as exc:  # the output is gone (a closed pipe): everything stops
+        except Exception as exc:  # the output is gone (a closed pipe), or the host sent what cannot be written: everything stops
+            if isinstance(exc, SkyctlError):  # the host's fault (a forged host tag): its summary line says so
+                self.stats[host].error = self.stats[host].error or exc
             self.abort(exc)
             raise Interrupted() from exc
         chunk.written += count

@@ -67,6 +67,18 @@ def test_a_forged_json_line_is_a_protocol_error_and_credits_nothing_to_another_h
     assert "Traceback" not in result.stderr
 
 
+def test_a_forged_json_line_in_a_tagged_distributed_pipe_is_exit_6_naming_the_host(two_hosts: Path) -> None:
+    data = "".join('raw:666, "host": "trusted-box"\n' for _ in range(60))
+    result = run_skyctl("pipe", f"{T}:echo", "-H", "both", "--tag", "-o", "json", "--chunk", "5", "-c", str(two_hosts),
+                        input=data, cwd=REPO, timeout=120)
+    assert result.returncode == ExitStatus.CONNECTION_LOST, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(record == {"host": "trusted-box", "value": 'raw:666, "host": "trusted-box"'} for record in records), result.stdout
+    assert ("error: the worker on evil sent an output line that is not one JSON value: '666, \"host\": \"trusted-box\"'\n"
+            in result.stderr)
+    assert any(line.startswith("evil: exit 6, ") for line in result.stderr.splitlines()), result.stderr
+
+
 def test_every_line_of_a_value_carries_its_hosts_tag_in_text(two_hosts: Path) -> None:
     result = run_skyctl("run", f"{T}:multiline", "-H", "both", "-c", str(two_hosts), cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -135,3 +147,8 @@ def test_text_lines_after_a_newline_or_a_lone_cr_are_tagged() -> None:
     text = tagged(Rendered(b"a\nb\rc\r\nd\n", 2), "box", "text").text
     assert text == b"box\ta\nbox\tb\rbox\tc\r\nbox\td\n"
     assert all(line.startswith(b"box\t") for line in re.split(rb"\r\n|\r|\n", text) if line)
+
+
+def test_values_the_client_decoded_itself_are_rendered_before_they_are_tagged() -> None:
+    assert tagged(["a", 'b", "host": "x'], "box", "json").text == (
+        b'{"host": "box", "value": "a"}\n{"host": "box", "value": "b\\", \\"host\\": \\"x"}\n')

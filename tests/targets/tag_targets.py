@@ -15,3 +15,7 @@ def forged() -> Iterator[object]:
 def multiline() -> Iterator[str]:
     """A value whose lines look like another host's tagged lines (after a newline and after a lone CR)."""
     yield "x\ntrusted-box\t666\rtrusted-box\t777"
+
+
+def echo(data: Iterator[str]) -> Iterator[str]:
+    yield from data
