@@ -25,8 +25,7 @@ import json.scanner
 import pathlib
 import sys
 import typing
-import itertools
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from skyctl.coerce import (
@@ -128,7 +127,7 @@ def _noun(count: int, noun: str) -> str:
 
 def _listed(shown: Iterable[str], most: int = 3) -> str:
     """The first ``most`` of ``shown``, comma-separated, with "…" when there are more."""
-    items = list(itertools.islice(shown, most + 1))
+    items = list(islice(shown, most + 1))
     return ", ".join(items[:most]) + (", …" if len(items) > most else "")
 
 
@@ -421,7 +420,7 @@ class RecordReader:
         return self._finish_lines(lines, strip_cr, decode)
 
     def _finish_lines(self, lines: list[Any], strip_cr: bool, decode: bool) -> list[object]:
-        """Decoded (or raw) lines as records: a trailing ``\r`` dropped where the input has CRLFs; counted as read."""
+        """Decoded (or raw) lines as records: a trailing ``\\r`` dropped where the input has CRLFs; counted as read."""
         if strip_cr:
             cr = "\r" if decode else b"\r"
             lines = [line[:-1] if line.endswith(cr) else line for line in lines]

@@ -104,7 +104,7 @@ def tagged(batch: Rendered | Sequence[Any], host: str, output: str) -> Rendered:
     line must be exactly one JSON value (``check_json_lines``; else
     ``ConnectionLost`` naming ``host``, before anything of the batch is
     written); in text, every line a value spans gets the tag, after a lone
-    ``\r`` too (where universal-newline readers start a line).
+    ``\\r`` too (where universal-newline readers start a line).
     """
     if type(batch) is not Rendered:  # values the client decoded itself (an ``L`` batch): rendered here
         batch = Rendered(render(list(batch), output), len(batch))
@@ -195,7 +195,7 @@ def _json_scanner() -> Any:
 
 
 def _lone_cr() -> Any:
-    """A ``\r`` not ending its line (compiled once)."""
+    """A ``\\r`` not ending its line (compiled once)."""
     pattern = _patterns.get("cr")
     if pattern is None:
         import re
