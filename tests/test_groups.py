@@ -244,6 +244,12 @@ def test_a_bad_utf8_line_comes_after_every_value_before_it(groups_config: Path, 
     assert sorted(map(int, stdout.split())) == list(range(good))
     assert f"error: stdin line {good + 1 + bool(header)}: cannot read '\\\\xff' as " in stderr, stderr
 
+    skipped = sky(groups_config, "pipe", f"tests/targets/pipes.py:{target}", "-H", group, "--chunk", "300", *flags,
+                  "--on-bad-line", "skip", input=data)
+    assert skipped.returncode == 0, skipped.stderr.decode()
+    assert sorted(map(int, skipped.stdout.split())) == sorted([*range(good), 7])
+    assert f"warning: stdin line {good + 1 + bool(header)}: cannot read " in skipped.stderr.decode()
+
 
 def test_a_plain_function_runs_once_per_chunk(groups_config: Path) -> None:
     result = sky(groups_config, "pipe", f"{T}:chunk_sum", "-H", "locals", "--chunk", "100", "--keep-order",
