@@ -303,11 +303,12 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
 
 def _as_output(batch: Any, host: str, output: str, tag: bool) -> Any:
     """A batch of one host's values (or its return value) as the lines to write, tagged ``HOST<TAB>`` if asked."""
+    from .flow import Rendered
     from .pool import Result
     from .render import tagged
 
-    if type(batch) is Result:
-        batch = batch.value
+    if type(batch) is Result:  # rendered by the worker; a value the client decoded itself is one of a batch
+        batch = batch.value if type(batch.value) is Rendered else [batch.value]
     return tagged(batch, host, output) if tag else batch
 
 

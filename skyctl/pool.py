@@ -179,11 +179,11 @@ def broadcast(hosts: Sequence[Any], start: Callable[[Any], Any], emit: Callable[
             if cancelled.is_set():
                 stream.interrupt((reasons[0] if reasons else Interrupted)())
             for batch in stream.batches():
-                stat.values += len(batch)
                 emit(host.label, batch)
+                stat.values += len(batch)  # once written: a batch ``emit`` refused is not counted
             if stream.result is not None:
-                stat.values += 1
                 emit(host.label, Result(stream.result))
+                stat.values += 1
         except BaseException as exc:  # noqa: BLE001 - every way a host ends is reported, none escapes the thread
             if isinstance(exc, Cancelled):  # --fail-fast after another host failed: this one did not
                 stat.cancelled = True
@@ -692,7 +692,9 @@ class Distributor:
         count = 1 if type(batch) is Result else len(batch)
         try:
             self._emit(chunk, host, batch)
-        except Exception as exc:  # the output is gone (a closed pipe): everything stops
+        except Exception as exc:  # the output is gone (a closed pipe), or the host sent what cannot be written: everything stops
+            if isinstance(exc, SkyctlError):  # the host's fault (a forged host tag): its summary line says so
+                self.stats[host].error = self.stats[host].error or exc
             self.abort(exc)
             raise Interrupted() from exc
         chunk.written += count

@@ -25,7 +25,7 @@ import json.scanner
 import pathlib
 import sys
 import typing
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from skyctl.coerce import (
@@ -74,6 +74,30 @@ class _Skip(Exception):
     """A blank record where blank lines are not records: dropped silently."""
 
 
+class _BadAfter(Exception):
+    """A bad record (``--on-bad-line fail``) part-way through a chunk: the
+    records before it in the chunk, which are handed on before ``bad`` is raised."""
+
+    def __init__(self, lines: list[object], bad: BadRecord) -> None:
+        super().__init__(bad)
+        self.lines = lines
+        self.bad = bad
+
+
+class _RowError(ValueError):
+    """A CSV/TSV row that is not a ``T``, told by the field to blame rather than the whole row.
+
+    ``where`` follows "stdin line N" in the message: ``", column 'value':
+    cannot read 'x' as float …"`` or ``": 4 fields, the header has 3: extra
+    field 'extra'"``; ``reason`` goes to the hint.
+    """
+
+    def __init__(self, where: str, reason: str | None = None) -> None:
+        super().__init__(where)
+        self.where = where
+        self.reason = reason
+
+
 _scan_json = json.scanner.make_scanner(json.JSONDecoder())
 
 
@@ -95,6 +119,16 @@ def _json_value(line: str) -> object:
 
 def _show(text: str) -> str:
     return repr(text) if len(text) <= _SHOW_CHARS else repr(text[:_SHOW_CHARS]) + "…"
+
+
+def _noun(count: int, noun: str) -> str:
+    return noun if count == 1 else noun + "s"
+
+
+def _listed(shown: Iterable[str], most: int = 3) -> str:
+    """The first ``most`` of ``shown``, comma-separated, with "…" when there are more."""
+    items = list(islice(shown, most + 1))
+    return ", ".join(items[:most]) + (", …" if len(items) > most else "")
 
 
 def _is_utf8(block: bytes) -> bool:
@@ -333,7 +367,12 @@ class RecordReader:
                     if whole:
                         yield lineno, data
                         return
-                    batch = self._decode_lines(data, lineno, decode, strip_cr=False)
+                    try:
+                        batch = self._decode_lines(data, lineno, decode, strip_cr=False)
+                    except _BadAfter as after:
+                        if after.lines:
+                            yield after.lines
+                        raise after.bad from None
                     if batch:
                         self.lines_span = (lineno, lineno)
                         yield batch
@@ -348,7 +387,12 @@ class RecordReader:
                 yield lineno + 1, block
                 lineno += block.count(b"\n") + 1
                 continue
-            batch = self._decode_lines(block, lineno + 1, decode, strip_cr=b"\r" in data)
+            try:
+                batch = self._decode_lines(block, lineno + 1, decode, strip_cr=b"\r" in data)
+            except _BadAfter as after:
+                if after.lines:
+                    yield after.lines
+                raise after.bad from None
             self.lines_span = (lineno + 1, lineno + block.count(b"\n") + 1)
             lineno = self.lines_span[1]
             if batch:
@@ -375,7 +419,14 @@ class RecordReader:
                     try:
                         lines.append(one.decode())
                     except UnicodeDecodeError as exc:
-                        self._bad(first_line + offset, _strip_terminator(one.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
+                        try:
+                            self._bad(first_line + offset, _strip_terminator(one.decode("utf-8", "backslashreplace")), _utf8_reason(exc))
+                        except BadRecord as bad:  # the lines before it are records all the same: hand them on first
+                            raise _BadAfter(self._finish_lines(lines, strip_cr, decode), bad) from None
+        return self._finish_lines(lines, strip_cr, decode)
+
+    def _finish_lines(self, lines: list[Any], strip_cr: bool, decode: bool) -> list[object]:
+        """Decoded (or raw) lines as records: a trailing ``\\r`` dropped where the input has CRLFs; counted as read."""
         if strip_cr:
             cr = "\r" if decode else b"\r"
             lines = [line[:-1] if line.endswith(cr) else line for line in lines]
@@ -409,7 +460,10 @@ class RecordReader:
 
     def _bad(self, line: int, text: str, reason: str | None = None) -> None:
         """A record that does not become a ``T``: raise (fail) or warn/count (skip)."""
-        message = f"stdin line {line}: cannot read {_show(text)} as {self._name} for parameter '{self._param}'"
+        self._report(line, f"stdin line {line}: cannot read {_show(text)} as {self._name} for parameter '{self._param}'", reason)
+
+    def _report(self, line: int, message: str, reason: str | None) -> None:
+        """``_bad`` with the message made: raise ``BadRecord`` (fail) or warn/count (skip)."""
         if self._fail:
             advice = "pass --on-bad-line skip to drop bad records and go on"
             raise BadRecord(message, hint=f"{reason}; {advice}" if reason else advice, line=line)
@@ -515,7 +569,10 @@ class RecordReader:
                 convert = self._row_converter(len(row))
             try:
                 value = convert(row)
-            except ValueError as exc:
+            except _RowError as exc:
+                self._report(state.start, f"stdin line {state.start}{exc.where}", exc.reason)
+                continue
+            except ValueError as exc:  # the record as a whole (a class's own validation)
                 self._bad(state.start, state.record_text(), _reason(exc))
                 continue
             count += 1
@@ -585,17 +642,48 @@ class RecordReader:
 
     def _scalar_row(self, index: int) -> Callable[[list[str]], object]:
         convert = _field_converter(self._type)
+        width = len(self.columns) if self.columns is not None else None
 
         def scalar(row: list[str]) -> object:
+            if width is not None and len(row) != width:
+                raise self._width_error(row, width)
             if index >= len(row):
-                raise ValueError(f"the row has {len(row)} fields, no field {index + 1}")
-            return convert(row[index])
+                raise _RowError(f": {len(row)} {_noun(len(row), 'field')}, no field {index + 1}")
+            try:
+                return convert(row[index])
+            except ValueError as exc:
+                raise self._field_error(row, index, self._name, exc) from None
 
         return scalar
 
     def _check_width(self, row: list[str]) -> None:
+        """With a header, every row has its number of fields (more or fewer is a bad record)."""
         if self.columns is not None and len(row) != len(self.columns):
-            raise ValueError(f"{len(row)} fields, the header has {len(self.columns)}")
+            raise self._width_error(row, len(self.columns))
+
+    def _width_error(self, row: list[str], width: int, has: str | None = None) -> _RowError:
+        """A row of the wrong width, told by the fields too many (quoted) or the columns left empty.
+
+        ``has``: what sets the width (default ``the header has 3``).
+        """
+        if len(row) > width:
+            extra = row[width:]
+            detail = f"extra {_noun(len(extra), 'field')} {_listed(map(_show, extra))}"
+        elif self.columns is not None:
+            missing = self.columns[len(row):width]
+            detail = f"no value for {_noun(len(missing), 'column')} {_listed(map(repr, missing))}"
+        else:
+            detail = f"no field {len(row) + 1}"
+        return _RowError(f": {len(row)} {_noun(len(row), 'field')}, {has or f'the header has {width}'}: {detail}")
+
+    def _field_error(self, row: list[str], index: int, expected: str, exc: ValueError) -> _RowError:
+        """Field ``index`` of ``row`` is not an ``expected``: the message quotes that field (and names
+        its column when the row has several), not the whole row."""
+        where = ""
+        if len(row) > 1:
+            where = f", column {self.columns[index]!r}" if self.columns is not None and index < len(self.columns) else f", field {index + 1}"
+        message = f"{where}: cannot read {_show(row[index])} as {expected} for parameter '{self._param}'"
+        return _RowError(message, _reason(exc))
 
     def _mapping_row(self) -> Callable[[list[str]], object]:
         columns = self.columns or []
@@ -603,15 +691,25 @@ class RecordReader:
         key_type, value_type = args if len(args) == 2 else (Any, Any)
         keys = [_field_converter(key_type)(name) if not is_any(key_type) else name for name in columns]
         convert = _field_converter(value_type)
+        expected = f"{type_name(value_type)} (in {self._name})"
 
         def mapping(row: list[str]) -> object:
             self._check_width(row)
             try:
                 return {key: convert(value) for key, value in zip(keys, row)}
-            except CoercionError as exc:
-                raise ValueError(exc.reason) from None
+            except ValueError:
+                raise self._first_bad_field(row, convert, expected) from None
 
         return mapping
+
+    def _first_bad_field(self, row: list[str], convert: Callable[[str], object], expected: str) -> _RowError:
+        """After a row failed: the error for its first field that ``convert`` refuses (looked for only then)."""
+        for index, value in enumerate(row):
+            try:
+                convert(value)
+            except ValueError as exc:
+                return self._field_error(row, index, expected, exc)
+        return _RowError(f": cannot read the row as {self._name} for parameter '{self._param}'")
 
     def _record_row(self) -> Callable[[list[str]], object]:
         """Fields by header name (extra columns ignored); with ``--no-header``, by position."""
@@ -631,24 +729,25 @@ class RecordReader:
                     )
         else:
             positions = {field.name: i for i, field in enumerate(fields)}
-        plan = [(f.name, positions[f.name], f.required, _field_converter(f.annotation)) for f in fields if f.name in positions]
+        plan = [(f.name, positions[f.name], f.required, _field_converter(f.annotation), f"{type_name(f.annotation)} ({self._name}.{f.name})")
+                for f in fields if f.name in positions]
         build: Callable[..., object] = dict if typing.is_typeddict(cls) else cls  # type: ignore[assignment]
         headerless = self.columns is None
 
         def record(row: list[str]) -> object:
             self._check_width(row)
             if headerless and len(row) > len(plan):
-                raise ValueError(f"{len(row)} fields, {self._name} has {len(plan)}")
+                raise self._width_error(row, len(plan), f"{self._name} has {len(plan)}")
             values = {}
-            for name, index, required, convert in plan:
+            for name, index, required, convert, expected in plan:
                 if index >= len(row):  # only without a header: trailing fields left to their defaults
                     if required:
-                        raise ValueError(f"{len(row)} fields, no value for field '{name}'")
+                        raise _RowError(f": {len(row)} {_noun(len(row), 'field')}, no value for field '{name}' of {self._name}")
                     continue
                 try:
                     values[name] = convert(row[index])
-                except CoercionError as exc:
-                    raise ValueError(f"field '{name}': {exc.reason}") from None
+                except ValueError as exc:
+                    raise self._field_error(row, index, expected, exc) from None
             try:
                 return build(**values)
             except Exception as exc:  # the class's own validation (__post_init__)
@@ -665,16 +764,31 @@ class RecordReader:
             converters = [_field_converter(a) for a in args]
 
             def fixed_row(row: list[str]) -> object:
+                self._check_width(row)
                 if len(row) != len(converters):
-                    raise ValueError(f"{len(row)} fields, {self._name} needs {len(converters)}")
-                return tuple(convert(value) for convert, value in zip(converters, row))
+                    raise self._width_error(row, len(converters), f"{self._name} needs {len(converters)}")
+                try:
+                    return tuple([convert(value) for convert, value in zip(converters, row)])
+                except ValueError:
+                    for index, (convert, value) in enumerate(zip(converters, row)):
+                        try:
+                            convert(value)
+                        except ValueError as exc:
+                            raise self._field_error(row, index, f"{type_name(args[index])} (in {self._name})", exc) from None
+                    raise
 
             return fixed_row
         convert = _field_converter(args[0] if args else str)
         build: Callable[[Iterable[object]], object] = {tuple: tuple, set: set, frozenset: frozenset, cabc.Set: set, cabc.MutableSet: set}.get(origin, list)  # type: ignore[call-overload]
 
+        expected = f"{type_name(args[0] if args else str)} (in {self._name})"
+
         def row_values(row: list[str]) -> object:
-            return build([convert(value) for value in row])
+            self._check_width(row)
+            try:
+                return build([convert(value) for value in row])
+            except ValueError:
+                raise self._first_bad_field(row, convert, expected) from None
 
         return row_values
 

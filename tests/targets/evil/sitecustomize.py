@@ -17,6 +17,8 @@ client in the way ``SKYCTL_EVIL`` names:
   ``itemgetter``, chained via ``uuid.UUID.__init__.__globals__`` to ``os.system``;
 - ``expand``: pickles of allowed builtins that decode to far more than they
   weigh (``list(range(3*10**7))``, ``bytes(10**10)``, …): see ``EXPAND``.
+- ``forgetag``: a value ``"raw:TEXT"`` is sent as the rendered line TEXT itself
+  (``666, "host": "trusted-box"``, hoping to be credited to another host).
 """
 
 import importlib.abc
@@ -132,6 +134,16 @@ def _patch(worker):
             time.sleep(600)
 
         worker.Worker.run_call = run_call
+    elif MODE == "forgetag":
+        def pack(self, items):
+            def line(item):
+                if isinstance(item, str) and item.startswith("raw:"):
+                    return item[4:].encode() + b"\n"
+                return worker.values.render([item], self.render)
+
+            return flow.pack_rendered(b"".join(map(line, items)), len(items))
+
+        worker.CallState._pack = pack
 
 
 class _Loader(importlib.abc.Loader):
