@@ -96,7 +96,7 @@ class Checker:
             options = " or ".join(quoted) if len(quoted) < 3 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
             hint = did_you_mean(value, choices) if isinstance(value, str) else None
             self.fail(f"{key!r} must be {options}, got {describe(value)}", hint)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def scalar_text(self, key: str, raw: Any) -> str | None:
         """A string value expanded and stripped (so ``port: ${PORT}`` works), else None."""

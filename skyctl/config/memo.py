@@ -69,7 +69,8 @@ class Documents:
         except ValueError:
             return None
         if isinstance(entry, dict) and entry.get("sha256") == digest and isinstance(entry.get("document"), str):
-            return entry["document"]
+            document: str = entry["document"]
+            return document
         return None
 
 

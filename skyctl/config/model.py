@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from skyctl.errors import ConfigError, did_you_mean
 
+from .destination import FORMS, looks_like_destination, parse_destination
 from .expand import expanduser
 from .files import display
 from .schema import UNSET, FrozenMap, HostProfile
@@ -76,7 +77,7 @@ class Config:
             name = environ.get(ENV_HOST) or self.default
         if "," in name:
             names = [part.strip() for part in name.split(",") if part.strip()]
-            profiles = []
+            profiles: list[HostProfile] = []
             for part in dict.fromkeys(names):
                 if part in self.groups:
                     profiles.extend(self.hosts[h] for h in self.groups[part].hosts)
@@ -113,8 +114,6 @@ class Config:
         if "," in name:  # a list: the error is that of the part that names nothing
             self.resolve(name, environ)
             raise ConfigError(f"{where}: {name!r} names several hosts, not one")
-        from skyctl.destination import FORMS, looks_like_destination
-
         if looks_like_destination(name):
             try:
                 return self.destination_profile(name, environ)
@@ -136,8 +135,6 @@ class Config:
         """The ssh profile of a profile-less destination (``user@host:port``, ``ssh://...``):
         ``defaults:`` under what the destination says, as for a profile without those keys;
         ``~/.ssh/config`` then applies as for any ssh host. Named by the destination as written."""
-        from skyctl.destination import parse_destination
-
         environ = os.environ if environ is None else environ
         destination = parse_destination(text)
         fields = {key: value for key, value in self.defaults.items() if value is not UNSET}

@@ -16,6 +16,7 @@ entries taken by ``ray`` only.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -102,7 +103,7 @@ class Key:
     #: runs on (``~``-expanded only for a local host); "": not a path
     path: str = ""
     #: a default that differs by host type (a ray host's ``connect_timeout``)
-    type_defaults: Mapping[str, Any] = field(default_factory=dict)
+    type_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: for a profile built in code: the value made what the profile holds (None: as given)
     normalize: Normalize | None = None
 
@@ -144,7 +145,8 @@ def _paths(profile: HostProfile, name: str, value: Any) -> tuple[str, ...]:
 
 
 def _path(profile: HostProfile, name: str, value: Any) -> str:
-    return os.path.expanduser(value)
+    path: str = os.path.expanduser(value)
+    return path
 
 
 def _worker_path(profile: HostProfile, name: str, value: Any) -> Any:
