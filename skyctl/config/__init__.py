@@ -17,6 +17,7 @@ CLI, the Python API and the transports can all use it cheaply):
 - ``yamldoc``: YAML → document, refusing duplicate keys and alias bombs (size/depth limits).
 - ``memo``: parsed documents remembered as JSON in the private runtime dir (a warm call skips PyYAML).
 - ``checks``: ``Checker``, one ``check_*`` per kind of value, each failing with file, host, key and hint.
+- ``normalize``: ``FrozenMap`` and what a profile built in code is made to hold (tuples, floats, ``~``).
 - ``schema``: **the table**: ``HostProfile``'s fields, one per key, and the key lists derived from it.
 - ``destination``: ``-H user@host[:port]``: an ssh host without a profile (``skyctl.destination`` re-exports it).
 - ``model``: ``Config``, ``Group``, ``Target``: what ``--host`` resolves to.
@@ -48,16 +49,19 @@ How to add a key (say ``timeout:``, a duration): add one field to
 ``HostProfile`` in ``schema.py`` with :func:`~skyctl.config.schema.key`::
 
     timeout: float | None = key(
-        None, check=Checker.check_seconds, takes=(SSH, LOCAL, COMMAND, RAY), normalize=_float_or_none,
+        None, check=Checker.check_seconds, takes=(SSH, LOCAL, COMMAND, RAY),
         doc="seconds a call may run (None: no limit)",
         examples={SSH: ("3600", "seconds a call may run before it is stopped")})
 
 That one entry makes the key accepted by the types in ``takes`` (and by
 ``defaults:`` when ssh takes it), checked by ``check`` (add a ``check_*`` to
-``Checker`` for a new kind of value), listed in did-you-mean and "valid
-keys" hints, shown by ``skyctl init`` where ``examples`` says (regenerate the
-repository's ``skyward.yaml`` from ``INIT_TEMPLATE``), and normalized for a
-profile built in code. A new host type adds its name to ``checks.HOST_TYPES``,
+``Checker`` for a new kind of value, e.g. ``check_duration`` for ``90s``),
+listed in did-you-mean and "valid keys" hints, and shown by ``skyctl init``
+where ``examples`` says (regenerate the repository's ``skyward.yaml`` from
+``INIT_TEMPLATE``: a test compares them). ``normalize=`` makes a profile
+built in code hold what the parser would have made (``float``, a tuple, ...);
+``type_defaults=`` gives a default that differs by host type. Its place in
+the class is its place in hints and in the template. A new host type adds its name to ``checks.HOST_TYPES``,
 its keys' ``takes``, and a ``_Section`` in ``template.py``.
 """
 

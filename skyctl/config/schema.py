@@ -17,22 +17,22 @@ entries taken by ``ray`` only.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Mapping
 
 from .checks import HOST_TYPES, Check, Checker
 from .files import CONFIG_FILENAME
 from .names import hostname_problem, user_problem
+from .normalize import (
+    FrozenMap, Normalize, as_float, as_tuple, at_least_one, expand_path, expand_paths, frozen_env, frozen_or_none,
+    frozen_resources, name_rule, worker_path,
+)  # fmt: skip
 
 __all__ = [
     "DEFAULTS_KEYS", "HOST_KEYS", "KEY", "KEYS", "RAY_CONNECT_TIMEOUT", "RAY_KEYS", "RAY_ONLY_KEYS", "TYPE_KEYS",
     "UNSET", "FrozenMap", "HostProfile", "Key", "key", "shown_keys",
 ]  # fmt: skip
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 #: a key that was set to null: use the built-in default, overriding ``defaults:``
 UNSET: Any = object()
@@ -41,38 +41,6 @@ UNSET: Any = object()
 RAY_CONNECT_TIMEOUT = 30.0
 
 SSH, LOCAL, COMMAND, RAY = "ssh", "local", "command", "ray"
-
-
-class FrozenMap(Mapping[_K, _V]):
-    """A read-only, hashable, picklable dict: what ``env`` and ``hosts`` are."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[_K, _V] | None = None) -> None:
-        self._data: dict[_K, _V] = dict(data or {})
-
-    def __getitem__(self, key: _K) -> _V:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[_K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._data.items()))
-
-    def __repr__(self) -> str:
-        return repr(self._data)
-
-    def __reduce__(self) -> tuple[type, tuple[dict[_K, _V]]]:
-        return (type(self), (self._data,))
-
-
-#: a value made what the profile holds, for a profile built in code: (profile, field name, value) -> value;
-#: raises ``ValueError`` for a value no config could give
-Normalize = Callable[["HostProfile", str, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -129,65 +97,6 @@ def key(
     return field(default=default, metadata={"key": entry})
 
 
-# -- normalizers (a profile built in code gets what the parser would have made)
-
-
-def _float(profile: HostProfile, name: str, value: Any) -> float:
-    return float(value)
-
-
-def _tuple(profile: HostProfile, name: str, value: Any) -> tuple[Any, ...]:
-    return tuple(value)
-
-
-def _paths(profile: HostProfile, name: str, value: Any) -> tuple[str, ...]:
-    return tuple(os.path.expanduser(p) for p in value)
-
-
-def _path(profile: HostProfile, name: str, value: Any) -> str:
-    path: str = os.path.expanduser(value)
-    return path
-
-
-def _worker_path(profile: HostProfile, name: str, value: Any) -> Any:
-    """``~`` expanded for a local host only (an ssh or command host's home is over there)."""
-    return os.path.expanduser(value) if profile.type == LOCAL and value is not None else value
-
-
-def _at_least_one(profile: HostProfile, name: str, value: Any) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"HostProfile {profile.name!r}: {name} must be at least 1, not {number}")
-    return number
-
-
-def _env(profile: HostProfile, name: str, value: Mapping[Any, Any]) -> FrozenMap[str, str]:
-    return FrozenMap({str(k): str(v) for k, v in value.items()})
-
-
-def _resources(profile: HostProfile, name: str, value: Mapping[str, Any]) -> FrozenMap[str, Any]:
-    resources = dict(value)
-    if isinstance(resources.get("resources"), Mapping):
-        resources["resources"] = FrozenMap(resources["resources"])
-    return FrozenMap(resources)
-
-
-def _frozen_or_none(profile: HostProfile, name: str, value: Mapping[str, Any] | None) -> FrozenMap[str, Any] | None:
-    return None if value is None else FrozenMap(value)
-
-
-def _name_rule(rule: Callable[[str], str | None]) -> Normalize:
-    """The config's host/user name rule, for a profile built in code (defence in depth)."""
-
-    def normalize(profile: HostProfile, name: str, value: Any) -> Any:
-        problem = rule(value) if value is not None else None
-        if problem:
-            raise ValueError(f"HostProfile {profile.name!r}: {name} {value!r} {problem}")
-        return value
-
-    return normalize
-
-
 _ALL = (LOCAL, SSH, COMMAND, RAY)
 _NOT_RAY = (LOCAL, SSH, COMMAND)
 
@@ -208,41 +117,41 @@ class HostProfile:
         examples={LOCAL: ("local", "the worker runs as a child process on this machine"),
                   COMMAND: ("command", "recipes (docker, kubectl, srun, sudo, ssh): docs/hosts.md"), RAY: ("ray", "")})
     host: str | None = key(
-        None, check=Checker.check_host, takes=(SSH,), per_host=True, normalize=_name_rule(hostname_problem),
+        None, check=Checker.check_host, takes=(SSH,), per_host=True, normalize=name_rule(hostname_problem),
         doc="address or ~/.ssh/config alias",
         examples={SSH: ("gpu-1.example.com", "address, or an alias from ~/.ssh/config")})
     port: int | None = key(
         None, check=Checker.check_port, takes=(SSH,), doc="None: ~/.ssh/config, else 22 (resolved by the transport)",
         examples={SSH: ("22", "default: ~/.ssh/config, else 22")})
     user: str | None = key(
-        None, check=Checker.check_user, takes=(SSH,), normalize=_name_rule(user_problem),
+        None, check=Checker.check_user, takes=(SSH,), normalize=name_rule(user_problem),
         doc="None: ~/.ssh/config, else the current user",
         examples={SSH: ("ubuntu", "default: ~/.ssh/config, else your user name")})
     identity_file: tuple[str, ...] = key(
-        (), check=Checker.check_identity_file, takes=(SSH,), path="here", normalize=_paths,
+        (), check=Checker.check_identity_file, takes=(SSH,), path="here", normalize=expand_paths,
         doc="private key files on this machine, ~ expanded; ssh-agent is used too",
         examples={SSH: ("~/.ssh/id_ed25519", "or a list; ssh-agent is used too")})
     python: str | None = key(
-        None, check=Checker.check_maybe_local_path, takes=_NOT_RAY, path="worker", normalize=_worker_path,
+        None, check=Checker.check_maybe_local_path, takes=_NOT_RAY, path="worker", normalize=worker_path,
         doc="None: local → sys.executable; ssh, command → python3 (see effective_python)",
         examples={LOCAL: ("python3", "default: the Python that runs skyctl"),
                   SSH: ("python3", "interpreter on the remote (same major.minor as here)"),
                   COMMAND: ("python3", "as the program finds it (same major.minor as here)")})
     workdir: str = key(
-        "~/.cache/skyctl", check=Checker.check_maybe_local_path, takes=_NOT_RAY, path="worker", normalize=_worker_path,
+        "~/.cache/skyctl", check=Checker.check_maybe_local_path, takes=_NOT_RAY, path="worker", normalize=worker_path,
         doc="bundle and venv cache; ~ expanded for local, left for the remote side for ssh and command",
         examples={SSH: ("~/.cache/skyctl", "on the remote: where the worker bundle and envs are kept"),
                   COMMAND: ("~/.cache/skyctl", "over there: the worker bundle and envs")})
     env: Mapping[str, str] = key(
-        FrozenMap(), check=Checker.check_env, takes=_NOT_RAY, merges=True, normalize=_env,
+        FrozenMap(), check=Checker.check_env, takes=_NOT_RAY, merges=True, normalize=frozen_env,
         doc="extra environment for the worker",
         examples={LOCAL: ('{OMP_NUM_THREADS: "4"}', ""), SSH: ('{OMP_NUM_THREADS: "8"}', "")})
     pip: tuple[str, ...] = key(
-        (), check=Checker.check_pip, takes=(SSH, COMMAND), normalize=_tuple,
+        (), check=Checker.check_pip, takes=(SSH, COMMAND), normalize=as_tuple,
         doc="requirements installed into a cached venv on the remote",
         examples={SSH: ('["numpy>=2"]', "installed once into a cached venv on the remote")})
     known_hosts: str = key(
-        "~/.ssh/known_hosts", check=Checker.check_path, takes=(SSH,), path="here", normalize=_path,
+        "~/.ssh/known_hosts", check=Checker.check_path, takes=(SSH,), path="here", normalize=expand_path,
         doc="known_hosts file on this machine, ~ expanded", examples={SSH: ("~/.ssh/known_hosts", "")})
     host_key_policy: str = key(
         "strict", check=Checker.check_policy, takes=(SSH,),
@@ -252,21 +161,21 @@ class HostProfile:
         None, check=Checker.check_text, takes=(SSH,), doc="name of another (ssh) profile to jump through",
         examples={SSH: ("bastion", "reach this host through another profile (like ProxyJump)")})
     connect_timeout: float = key(
-        10.0, check=Checker.check_seconds, takes=(SSH, COMMAND, RAY), normalize=_float,
+        10.0, check=Checker.check_seconds, takes=(SSH, COMMAND, RAY), normalize=as_float,
         type_defaults={RAY: RAY_CONNECT_TIMEOUT}, doc="seconds", examples={SSH: ("10", "seconds")})
     keepalive: float = key(
-        15.0, check=Checker.check_seconds, takes=(SSH,), normalize=_float,
+        15.0, check=Checker.check_seconds, takes=(SSH,), normalize=as_float,
         doc="seconds between SSH keepalives (requests the server must answer, like ServerAliveInterval)",
         examples={SSH: ("15", "seconds between SSH keepalives (each one must be answered)")})
     keepalive_count: int = key(
-        3, check=Checker.check_count, takes=(SSH,), normalize=_at_least_one,
+        3, check=Checker.check_count, takes=(SSH,), normalize=at_least_one,
         doc="unanswered keepalives in a row after which the connection is lost (like ServerAliveCountMax)",
         examples={SSH: ("3", "unanswered keepalives in a row before the connection counts as lost")})
     reuse: bool = key(
         True, check=Checker.check_bool, takes=(SSH,), doc="keep the SSH connection for later calls",
         examples={SSH: ("true", "keep the SSH connection for later calls (like ControlPersist)")})
     reuse_idle: float = key(
-        60.0, check=Checker.check_seconds, takes=(SSH,), normalize=_float,
+        60.0, check=Checker.check_seconds, takes=(SSH,), normalize=as_float,
         doc="seconds an unused kept connection stays open",
         examples={SSH: ("60", "seconds an unused kept connection stays open")})
     trust: str = key(
@@ -274,11 +183,11 @@ class HostProfile:
         doc="data: the API rebuilds only plain data types from this host's values; full: anything",
         examples={SSH: ("data", "Python API: rebuild only plain data from this host (full: anything)")})
     allow: tuple[str, ...] = key(
-        (), check=Checker.check_allow, takes=_ALL, normalize=_tuple,
+        (), check=Checker.check_allow, takes=_ALL, normalize=as_tuple,
         doc="more classes (pkg.mod.Class) the API may rebuild from this host's values",
         examples={SSH: ('["mypkg.models.Result"]', "Python API: more classes to rebuild from this host's values")})
     argv: tuple[str, ...] = key(
-        (), check=Checker.check_argv, takes=(COMMAND,), normalize=_tuple,
+        (), check=Checker.check_argv, takes=(COMMAND,), normalize=as_tuple,
         doc="the program run here, [python, -c, stub] appended",
         examples={COMMAND: ("[docker, exec, -i, trainer]", "skyctl appends: python3 -c <stub>; never -t")})
     shell: bool = key(
@@ -292,15 +201,15 @@ class HostProfile:
         "auto", check=Checker.check_stripped, takes=(RAY,), yaml="address",
         doc="what the driver passes to ray.init(address=...)", examples={RAY: ("auto", "ray.init address on that host")})
     resources: Mapping[str, Any] = key(
-        FrozenMap(), check=Checker.check_resources, takes=(RAY,), normalize=_resources,
+        FrozenMap(), check=Checker.check_resources, takes=(RAY,), normalize=frozen_resources,
         doc="per task: num_cpus, num_gpus, memory, resources ({NAME: amount})",
         examples={RAY: ("{num_cpus: 1}", "per task: num_cpus, num_gpus, memory, resources: {NAME: amount}")})
     runtime_env: Mapping[str, Any] | None = key(
-        None, check=Checker.check_runtime_env, takes=(RAY,), normalize=_frozen_or_none,
+        None, check=Checker.check_runtime_env, takes=(RAY,), normalize=frozen_or_none,
         doc="passed through to each task's runtime_env when given",
         examples={RAY: ('{env_vars: {OMP_NUM_THREADS: "1"}}', "passed through to every task")})
     workers: int = key(
-        2, check=Checker.check_workers, takes=(RAY,), normalize=_at_least_one,
+        2, check=Checker.check_workers, takes=(RAY,), normalize=at_least_one,
         doc="a distributed pipe's chunk tasks in flight (one driver process each)",
         examples={RAY: ("2", "pipe: chunk tasks in flight (one driver process each)")})
     #: the config file the profile was read from, as messages name it (None: built in code); not compared
