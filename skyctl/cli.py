@@ -6,13 +6,14 @@ one-line message (with ``--verbose`` or ``SKYCTL_DEBUG=1`` it re-raises).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import typer
 
@@ -68,6 +69,7 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (default: $SK
 OutputOpt = typer.Option(Output.text, "--output", "-o", help="How values are written to stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No status line.")
 NoReuseOpt = typer.Option(False, "--no-reuse", help="Do not keep or use a kept SSH connection.")
+JoblogOpt = typer.Option(None, "--joblog", metavar="FILE", help="Log each chunk (run: each host's call) as a JSON line in FILE; see --resume.")
 
 
 @app.command()
@@ -118,6 +120,10 @@ def pipe(
     keep_order: bool = typer.Option(False, "--keep-order", help="Group: print each chunk's values after the chunk before it."),
     tag: bool = typer.Option(False, "--tag", help="Group: HOST<TAB> before each value."),
     retries: int = typer.Option(3, "--retries", min=0, help="Group: re-runs of a chunk whose host failed."),
+    joblog: Optional[Path] = JoblogOpt,
+    results: Optional[Path] = typer.Option(None, "--results", metavar="FILE", help="With --joblog: values go to FILE, a whole chunk at a time (fsync'd before the chunk is logged)."),
+    resume: bool = typer.Option(False, "--resume", help="With --joblog: skip the chunks the job log has as done (their input checked)."),
+    resume_failed: bool = typer.Option(False, "--resume-failed", help="As --resume, and run the chunks logged failed or timeout again."),
 ) -> int:
     """Stream stdin records into TARGET's Iterator[T] parameter; print what it yields.
 
@@ -130,7 +136,12 @@ def pipe(
 
     env = Env()
     stderr = Stderr(env, quiet)
+    if joblog is None and (results is not None or resume or resume_failed):
+        flag = "--results" if results is not None else "--resume-failed" if resume_failed else "--resume"
+        raise UsageError(f"{flag} needs --joblog FILE", hint="add --joblog FILE (the same one on every resume)")
     group = _group(host, config, jobs, distribute=True)
+    if joblog is not None and group is None:  # one host with a job log: in chunks, on its one kept worker
+        group, jobs = _group(host, config, 1, distribute=True), 1
     with contextlib.nullcontext() if group is not None else _host(host, config, no_reuse, stderr) as remote:
         loaded = load_target(target)
         fn = loaded.function
@@ -138,9 +149,23 @@ def pipe(
         kwargs = bind_arguments(fn, arg, stream_param=name)
         if name in kwargs:
             raise UsageError(f"'{name}' is fed from stdin by pipe; do not also pass it with --arg")
-        reader = RecordReader(env.stdin.buffer, stream_parameters(fn)[name], fmt=format.value, column=column,
+        stdin: Any = env.stdin.buffer
+        if joblog is not None:
+            from .joblog import CutStream
+
+            stdin = CutStream(stdin, chunk)  # chunks of --chunk stdin lines, hashed as read
+        reader = RecordReader(stdin, stream_parameters(fn)[name], fmt=format.value, column=column,
                               header=not no_header, param=name, on_bad_line=on_bad_line.value, warn=stderr.warn)
         try:
+            if joblog is not None:
+                header = {"command": ["skyctl", *sys.argv[1:]], "chunk": chunk, "chunk_unit": "lines",
+                          "format": format.value, "keep_order": keep_order,
+                          "results": str(results) if results is not None else None}
+                with _long_run(joblog, results, resume or resume_failed, resume_failed, header, output.value,
+                               keep_order, stderr) as long_run:
+                    return long_run.ends(_distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value,
+                                                     stderr, jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag,
+                                                     retries=retries, quiet=quiet, long_run=long_run))
             if group is not None:
                 return _distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value, stderr,
                                    jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet)
@@ -266,8 +291,11 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any) -> None
 
 def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
                 no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
-                tag: bool, retries: int, quiet: bool) -> int:
-    """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
+                tag: bool, retries: int, quiet: bool, long_run: Any = None) -> int:
+    """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host.
+
+    ``long_run`` (``--joblog``): a ``joblog.LongRun`` cuts the chunks, logs them and holds each one's values
+    until it ends."""
     from .pool import Distributor, Slot, slots_for
 
     env = stderr.env
@@ -281,8 +309,12 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     def start(slot: Slot, feed: Any, skip: int) -> Any:
         return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
 
-    distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries, ordered=keep_order,
-                              warn=stderr.warn)
+    if long_run is None:
+        distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries,
+                                  ordered=keep_order, warn=stderr.warn)
+    else:
+        distributor = long_run.distributor(slots, start, reader, lambda b, h: _as_output(b, h, output, tag),
+                                           retries=retries, warn=stderr.warn)
     stderr.phase(f"running on {len(slots)} workers")
     stderr.watch(lambda: (sum(s.records for s in distributor.stats.values()), writer.written),
                  lambda: ", ".join(f"{s.name} {s.chunks}{'✗' if s.dead else ''}" for s in distributor.stats.values()) + " chunks")
@@ -305,6 +337,42 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     if error is None and distributor.bad_record is not None:
         raise distributor.bad_record
     return status
+
+
+@contextlib.contextmanager
+def _long_run(joblog: Path, results: Path | None, resume: bool, resume_failed: bool, header: dict[str, Any],
+              output: str, keep_order: bool, stderr: Stderr) -> Iterator[Any]:
+    """A ``pipe --joblog`` run's ``joblog.LongRun`` (the log locked, FILE opened), with SIGTERM taken as Ctrl-C
+    so that the chunks in flight are logged ``interrupted``; at the end, the log's last line and the lock released."""
+    from .flow import Rendered
+    from .joblog import LongRun
+
+    stdout = ValueWriter(stderr.env.stdout, output, guard=stderr.guard_for(stderr.env.stdout))
+
+    def to_stdout(spool: Any) -> None:
+        spool.file.seek(0)
+        while data := spool.file.read(1 << 20):
+            stdout.write_batch(Rendered(data, data.count(b"\n")))
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt()
+
+    long_run = LongRun(joblog, results, resume=resume, resume_failed=resume_failed, header=header, ordered=keep_order,
+                       make_writer=lambda text: ValueWriter(text, output), to_stdout=to_stdout, warn=stderr.warn)
+    previous = signal.signal(signal.SIGTERM, on_term)
+    status: int | None = None
+    try:
+        yield long_run
+        status = long_run.exit_status
+    except SkyctlError as err:
+        status = int(err.exit_status)
+        raise
+    except KeyboardInterrupt:
+        status = int(ExitStatus.INTERRUPTED)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        long_run.finish(status)
 
 
 def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr) -> Any:

@@ -188,11 +188,22 @@ class Result:
 # -- distribution ----------------------------------------------------------------
 
 
+@dataclass
+class Cut:
+    """In a Distributor's source: the chunk being filled ends here; ``about``
+    (when not None) describes the chunk whose records come next, and becomes
+    its ``Chunk.about``. A source with cuts decides the chunk boundaries."""
+
+    about: Any = None
+
+
 class Chunk:
     """Up to ``size`` consecutive records, filled as they are read; one call per run."""
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, about: Any = None) -> None:
         self.number = number
+        #: what the source's ``Cut`` said of this chunk (a job log's ``ChunkInput``)
+        self.about = about
         self.records: list[Any] = []
         self.closed = False
         #: the input broke after these records (a bad record)
@@ -304,11 +315,16 @@ class Distributor:
         chunk: records per chunk; ``retries``: re-runs of a chunk whose host failed.
         ordered: ``emit`` each chunk's values only after every value of the chunks before it.
         warn: one line for stderr.
+        observer: told of each chunk attempt: ``started(chunk, host)``, and
+            ``ended(chunk, host, status, error)`` with status ``ok``, ``failed``,
+            ``lost`` or ``interrupted`` (a job log). With an observer, which
+            holds a chunk's values until it ends, a re-run starts from zero.
     """
 
     def __init__(self, slots: list[Slot], start: Callable[[Slot, ChunkFeed, int], Any],
                  source: Iterable[Any], emit: Callable[[Chunk, str, Any], None], *, chunk: int = 1000,
-                 retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None) -> None:
+                 retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None,
+                 observer: Any = None) -> None:
         keep_chunk_buffers_off_the_heap()
         self.slots = slots
         self._start = start
@@ -318,6 +334,8 @@ class Distributor:
         self.retries = retries
         self._ordered = ordered
         self._warn = warn
+        self._observer = observer
+        self._about: Any = None
         self.stats: dict[str, HostStats] = {}
         for slot in slots:
             self.stats.setdefault(slot.name, HostStats(slot.name))
@@ -387,6 +405,12 @@ class Distributor:
     def _read(self) -> None:
         try:
             for batch in self._source:
+                if type(batch) is Cut:
+                    if self._current is not None:
+                        self._current.close()
+                        self._current = None
+                    self._about = batch.about
+                    continue
                 records = batch.items() if type(batch) is LineBatch else batch
                 at = 0
                 while at < len(records):
@@ -424,7 +448,7 @@ class Distributor:
                 self._cond.wait()
             if self.stop.is_set():
                 return None
-            chunk = Chunk(self._chunks)
+            chunk = Chunk(self._chunks, self._about)
             self._chunks += 1
             self._in_flight += 1
             self._queue.append(chunk)
@@ -496,6 +520,9 @@ class Distributor:
             with chunk.cond:
                 chunk.runs += 1
                 rerun = chunk.runs > 1
+            if self._observer is not None:
+                chunk.written, chunk.result_written = 0, False
+                self._observer.started(chunk, slot.name)
             stream = self._start(slot, chunk.feed(self.stop), chunk.written)
             stat.connected = True
             slot.stream = stream
@@ -509,22 +536,27 @@ class Distributor:
                 chunk.result_written = True
                 self._hand_on(chunk, slot.name, Result(stream.result))
         except ChunkLost as exc:  # the chunk's Ray task died, not the host: run it again, keep the slot
+            self._observe(chunk, slot, "lost", exc)
             self._chunk_lost(slot, chunk, exc)
             return not self.stop.is_set()
         except HOST_FAILURES as exc:
+            self._observe(chunk, slot, "lost", exc)
             if stream is None:
                 chunk.runs -= 1  # it never ran there
             self._host_failed(slot, chunk, exc)
             return False
         except BadRecord as exc:  # the chunk reached the bad record: it ends there, as on one host
             self.bad_record = self.bad_record or exc
+            self._observe(chunk, slot, "failed", exc)
             self._chunk_done(slot, chunk)
             return True
-        except (Interrupted, KeyboardInterrupt):
+        except (Interrupted, KeyboardInterrupt) as exc:
+            self._observe(chunk, slot, "interrupted", exc)
             if stream is not None:
                 stream.close()
             return False
         except BaseException as exc:  # noqa: BLE001 - the function raised (RemoteError, or a refused value)
+            self._observe(chunk, slot, "failed", exc)
             stat.error = exc
             self.abort(exc)
             if stream is not None:
@@ -532,8 +564,18 @@ class Distributor:
             return False
         finally:
             slot.stream = None
+        self._observe(chunk, slot, "ok", None)
         self._chunk_done(slot, chunk)
         return True
+
+    def _observe(self, chunk: Chunk, slot: Slot, status: str, error: BaseException | None) -> None:
+        """Tell the observer how the chunk's attempt ended; an observer that fails (its file) stops the run."""
+        if self._observer is None:
+            return
+        try:
+            self._observer.ended(chunk, slot.name, status, error)
+        except Exception as exc:  # noqa: BLE001 - e.g. the job log's disk is full
+            self.abort(exc)
 
     def _hand_on(self, chunk: Chunk, host: str, batch: Any) -> None:
         with self._emit_lock:
