@@ -158,7 +158,7 @@ def pipe(
                               header=not no_header, param=name, on_bad_line=on_bad_line.value, warn=stderr.warn)
         try:
             if joblog is not None:
-                header = {"command": ["skyctl", *sys.argv[1:]], "chunk": chunk, "chunk_unit": "lines",
+                header = {"command": ["skyctl", *sys.argv[1:]], "chunk_size": chunk, "chunk_unit": "lines",
                           "format": format.value, "keep_order": keep_order,
                           "results": str(results) if results is not None else None}
                 with _long_run(joblog, results, resume or resume_failed, resume_failed, header, output.value,

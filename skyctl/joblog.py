@@ -43,8 +43,10 @@ STATUSES = ("ok", "failed", "lost", "timeout", "interrupted")
 FAILED_STATUSES = ("failed", "timeout")
 #: a chunk's values are held in memory up to this many bytes, then in a temp file
 SPOOL_MEMORY = 1 << 20
-#: test-only: wait after a results block is written, before its log line, until this file exists
-PAUSE_AFTER_BLOCK_ENV = "SKYCTL_TEST_PAUSE_AFTER_BLOCK"
+#: test-only, ``POINT:N:PATH``: at POINT of the Nth block committed by this run (``after-block``: its bytes
+#: fsync'd, its log line not written; ``mid-block``: half of its bytes written; ``at-end``: after the last
+#: chunk, N unused) write ``PATH.at`` and wait until PATH exists, so a test can kill the client right there
+PAUSE_ENV = "SKYCTL_TEST_PAUSE"
 
 
 class JobLogError(UsageError):
@@ -345,10 +347,13 @@ class Spool:
     def size(self) -> int:
         return self.file.tell()
 
-    def copy_to(self, out: BinaryIO) -> None:
+    def copy_to(self, out: BinaryIO, half: bool = False) -> None:
+        """The spooled bytes onto ``out``; ``half``: only the first half of them (a test's torn block)."""
+        left = self.size() // 2 if half else -1
         self.file.seek(0)
-        while data := self.file.read(1 << 20):
+        while left and (data := self.file.read(1 << 20 if left < 0 else min(left, 1 << 20))):
             out.write(data)
+            left -= len(data) if left > 0 else 0
 
     def close(self) -> None:
         try:
@@ -386,7 +391,7 @@ class Blocks:
         self._blocked: int | None = None  # the first chunk that failed (ordered: nothing after it is committed)
         self._head = 0
         self._gate = gate_open
-        self._pause = os.environ.get(PAUSE_AFTER_BLOCK_ENV)
+        self._pause = _test_pause()
         self.values = 0
         self.committed = 0
 
@@ -448,15 +453,19 @@ class Blocks:
             self._settled.add(number)
 
     def _commit(self, spool: Spool | None, entry: dict[str, Any]) -> None:
+        pause = self._pause if self._pause and self._pause[1] == self.committed + 1 else None
         if self._results is not None:
             offset = self._results.tell()
             if spool is not None:
-                spool.copy_to(self._results)
+                spool.copy_to(self._results, half=pause is not None and pause[0] == "mid-block")
+            if pause is not None and pause[0] == "mid-block":
+                self._results.flush()
+                _pause_for_test(pause[2], entry)
             self._results.flush()
             os.fsync(self._results.fileno())
             entry["offset"], entry["length"] = offset, self._results.tell() - offset
-            if self._pause and spool is not None and spool.values:
-                _pause_for_test(self._pause, entry)
+            if pause is not None and pause[0] == "after-block":
+                _pause_for_test(pause[2], entry)
         elif spool is not None and self._stdout is not None:
             self._stdout(spool)
         self.values += entry.get("values", 0)
@@ -479,6 +488,15 @@ class Blocks:
         for spool in self._spools.values():
             spool.close()
         self._spools.clear()
+
+
+def _test_pause() -> tuple[str, int, str] | None:
+    """``SKYCTL_TEST_PAUSE`` as (point, block number, marker path); None when unset."""
+    value = os.environ.get(PAUSE_ENV)
+    if not value:
+        return None
+    point, number, path = value.split(":", 2)
+    return point, int(number or 0), path
 
 
 def _pause_for_test(marker: str, entry: dict[str, Any]) -> None:
@@ -641,6 +659,9 @@ class LongRun:
         """At the end (also after Ctrl-C, SIGTERM or an error): chunks done but not committed are logged
         ``interrupted``; a last line with the exit status; the lock is released."""
         try:
+            pause = _test_pause()
+            if pause is not None and pause[0] == "at-end":
+                _pause_for_test(pause[2], {"committed": self.blocks.committed})
             for _, entry in self.blocks.held():
                 entry["status"], entry["exit"] = "interrupted", int(ExitStatus.INTERRUPTED)
                 self.log.write(entry)
@@ -677,7 +698,7 @@ def _error_text(error: BaseException) -> str:
 
 
 #: settings that decide the chunks (and the results' order): a resume must use the logged ones
-_SETTINGS = {"chunk": "--chunk", "format": "--format", "keep_order": "--keep-order", "results": "--results"}
+_SETTINGS = {"chunk_size": "--chunk", "format": "--format", "keep_order": "--keep-order", "results": "--results"}
 
 
 def _check_same_settings(logged: dict[str, Any], now: dict[str, Any]) -> None:
