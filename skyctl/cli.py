@@ -83,6 +83,7 @@ def run(
     no_reuse: bool = NoReuseOpt,
     no_tag: bool = typer.Option(False, "--no-tag", help="Group: no HOST<TAB> before each value."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Group: cancel the other hosts at the first failure."),
+    joblog: Optional[Path] = JoblogOpt,
 ) -> int:
     """Run TARGET on a host, or on every host of a group; print each value the moment it is produced."""
     from .coerce import bind_arguments
@@ -90,15 +91,24 @@ def run(
 
     stderr = Stderr(Env(), quiet)
     group = _group(host, config)
-    if group is not None:
-        loaded = load_target(target)
-        kwargs = bind_arguments(loaded.function, arg)
-        return _broadcast(loaded.function, kwargs, group, config, no_reuse, output.value, stderr,
-                          tag=not no_tag, fail_fast=fail_fast, quiet=quiet)
-    with _host(host, config, no_reuse, stderr) as remote:
-        loaded = load_target(target)
-        kwargs = bind_arguments(loaded.function, arg)
-        return _stream_call(loaded.function, kwargs, remote, output.value, stderr)
+    calls = None
+    if joblog is not None:
+        from .joblog import CallLog
+
+        calls = CallLog(joblog, ["skyctl", *sys.argv[1:]])
+    with calls if calls is not None else contextlib.nullcontext():
+        if group is not None:
+            loaded = load_target(target)
+            kwargs = bind_arguments(loaded.function, arg)
+            return _broadcast(loaded.function, kwargs, group, config, no_reuse, output.value, stderr,
+                              tag=not no_tag, fail_fast=fail_fast, quiet=quiet, calls=calls)
+        with _host(host, config, no_reuse, stderr) as remote:
+            loaded = load_target(target)
+            kwargs = bind_arguments(loaded.function, arg)
+            if calls is not None:
+                return calls.one(remote.label, lambda written: _stream_call(loaded.function, kwargs, remote,
+                                                                             output.value, stderr, written=written))
+            return _stream_call(loaded.function, kwargs, remote, output.value, stderr)
 
 
 @app.command()
@@ -226,7 +236,7 @@ def _host_for(profile: Any, config: Path | None, no_reuse: bool, stderr: Stderr)
 
 
 def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None, no_reuse: bool, output: str,
-               stderr: Stderr, *, tag: bool, fail_fast: bool, quiet: bool) -> int:
+               stderr: Stderr, *, tag: bool, fail_fast: bool, quiet: bool, calls: Any = None) -> int:
     """``run`` on a group: the call on every host at once, values tagged by host; a summary line per host."""
     import threading
 
@@ -256,6 +266,9 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
     except KeyboardInterrupt:
         stderr.stop()
         return ExitStatus.INTERRUPTED
+    finally:
+        if calls is not None:  # --joblog: a line per host's call
+            calls.hosts(live.values())
     if reader_gone.is_set():
         _silence_stdout()
         return ExitStatus.OK
@@ -349,7 +362,7 @@ def _long_run(joblog: Path, results: Path | None, resume: bool, resume_failed: b
 
     stdout = ValueWriter(stderr.env.stdout, output, guard=stderr.guard_for(stderr.env.stdout))
 
-    def to_stdout(spool: Any) -> None:
+    def to_stdout(spool: Any, entry: dict[str, Any]) -> None:
         spool.file.seek(0)
         while data := spool.file.read(1 << 20):
             stdout.write_batch(Rendered(data, data.count(b"\n")))
@@ -392,10 +405,13 @@ def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr)
 
 
 def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stderr: Stderr,
-                 stream_param: str | None = None) -> int:
-    """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status."""
+                 stream_param: str | None = None, written: Any = None) -> int:
+    """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status.
+    ``written(writer)`` is given the value writer (``run --joblog`` counts its values)."""
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
+    if written is not None:
+        written(writer)
     stream = None
     try:
         target.profile  # config errors before anything else

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
-from .errors import ExitStatus, SkyctlError, UsageError
+from .errors import BadRecord, ExitStatus, SkyctlError, UsageError
 
 #: the job log's format version (its header's ``"joblog"`` field)
 VERSION = 1
@@ -170,7 +170,9 @@ class CutStream:
 
 
 def chunked_source(batches: Iterable[Any], cut: CutStream, *, done: dict[int, dict[str, Any]],
-                   on_chunk: Callable[[ChunkInput], None], cut_mark: Callable[[ChunkInput | None], Any]) -> Iterator[Any]:
+                   on_chunk: Callable[[ChunkInput], None], cut_mark: Callable[[ChunkInput | None], Any],
+                   on_bad: Callable[[ChunkInput, BaseException], None] = lambda chunk, exc: None,
+                   failing: Callable[[], bool] = lambda: False) -> Iterator[Any]:
     """The Distributor's source for a run with a job log: ``cut_mark(chunk)``
     before each chunk's records and ``cut_mark(None)`` as soon as its input is
     complete; a chunk in ``done`` (chunk number → its logged entry) is checked
@@ -179,7 +181,10 @@ def chunked_source(batches: Iterable[Any], cut: CutStream, *, done: dict[int, di
     ``on_chunk(chunk)`` once each chunk's input is complete (its sha256
     known): the caller logs a chunk without records at once, and learns
     when every logged chunk has been checked. A chunk whose input differs
-    from the log raises ``JobLogError``.
+    from the log raises ``JobLogError``. ``on_bad(chunk, error)`` when a bad
+    record ends the input in a chunk none of whose records were handed on
+    (no call will report it). ``failing()``: the reader's next batch is a
+    bad record, so a chunk that just ended its input is not complete yet.
     """
     active: ChunkInput | None = None
 
@@ -192,7 +197,19 @@ def chunked_source(batches: Iterable[Any], cut: CutStream, *, done: dict[int, di
                 yield cut_mark(None)
             on_chunk(chunk)
 
-    for batch in batches:
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        except BadRecord as exc:
+            owner = cut.last
+            if owner is not None and owner is not active and owner.number not in done:
+                on_bad(owner, exc)
+            elif active is not None and not active.skip and not active.records:
+                on_bad(active, exc)
+            raise
         owner = cut.last
         yield from settle()
         if owner is not active and owner is not None:
@@ -203,7 +220,7 @@ def chunked_source(batches: Iterable[Any], cut: CutStream, *, done: dict[int, di
         if active is not None and not active.skip:
             active.records += len(batch)
             yield batch
-        if cut.at_boundary():
+        if cut.at_boundary() and not failing():
             cut.close_current()
             yield from settle()
     cut.close_current()
@@ -216,6 +233,40 @@ def chunked_source(batches: Iterable[Any], cut: CutStream, *, done: dict[int, di
             raise JobLogError(f"the input differs from the logged run at line {ended + 1}: it ends at line {ended}, the "
                               f"logged run went on to line {done[last].get('last_line')}",
                               hint="resume with the same input, or start over without --resume (nothing was written)")
+
+
+def chunked_items(items: Iterable[Any], size: int, *, done: dict[int, dict[str, Any]],
+                  on_chunk: Callable[[ChunkInput], None], cut_mark: Callable[[ChunkInput | None], Any]) -> Iterator[Any]:
+    """``chunked_source`` for the API's ``pool.map``: chunks of ``size`` items; an item's "line" is its
+    1-based position, and the chunk's sha256 is of its items' pickles (protocol 4)."""
+    import pickle
+    from itertools import islice
+
+    iterator = iter(items)
+    number, line = 0, 0
+    last: ChunkInput | None = None
+    while True:
+        batch = list(islice(iterator, size))
+        if not batch:
+            break
+        chunk = last = ChunkInput(number, line + 1, records=len(batch), _hash=hashlib.sha256())
+        for item in batch:
+            chunk._hash.update(pickle.dumps(item, protocol=4))
+        line += len(batch)
+        number += 1
+        chunk.last_line, chunk.nbytes, chunk.sha256, chunk._hash = line, len(batch), chunk._hash.hexdigest(), None
+        chunk.skip = chunk.number in done
+        if chunk.skip:
+            check_against_log(chunk, done[chunk.number])
+        else:
+            yield cut_mark(chunk)
+            yield batch
+            yield cut_mark(None)
+        on_chunk(chunk)
+    if done and (last is None or last.number < max(done)):
+        ended = last.last_line if last is not None else 0
+        raise JobLogError(f"the items differ from the logged run at item {ended + 1}: they end at item {ended}",
+                          hint="resume with the same items, or start over without resume")
 
 
 def check_against_log(chunk: ChunkInput, entry: dict[str, Any]) -> None:
@@ -316,8 +367,8 @@ def plan_resume(entries: list[dict[str, Any]], *, rerun_failed: bool) -> ResumeP
     ok: dict[int, dict[str, Any]] = {}
     end = 0
     for entry in entries:
-        if "chunk" not in entry or "status" not in entry:
-            continue
+        if "chunk" not in entry or "status" not in entry or not entry.get("sha256"):
+            continue  # a run's header or end; or an attempt cut short before its input was all read
         number = int(entry["chunk"]) - 1
         last[number] = entry
         if entry["status"] == "ok":
@@ -375,7 +426,7 @@ class Blocks:
     was checked against the input) nothing is committed.
     """
 
-    def __init__(self, log: JobLog, *, results: BinaryIO | None, stdout: Callable[[Spool], None] | None,
+    def __init__(self, log: JobLog, *, results: BinaryIO | None, stdout: Callable[[Spool, dict[str, Any]], Any] | None,
                  make_writer: Callable[[Any], Any], ordered: bool, spool_dir: str | None,
                  gate_open: bool = True) -> None:
         self._log = log
@@ -466,11 +517,13 @@ class Blocks:
             entry["offset"], entry["length"] = offset, self._results.tell() - offset
             if pause is not None and pause[0] == "after-block":
                 _pause_for_test(pause[2], entry)
-        elif spool is not None and self._stdout is not None:
-            self._stdout(spool)
+        later = False
+        if self._results is None and spool is not None and self._stdout is not None:
+            later = bool(self._stdout(spool, entry))
         self.values += entry.get("values", 0)
         self.committed += 1
-        self._log.write(entry)
+        if not later:
+            self._log.write(entry)
         if spool is not None:
             spool.close()
 
@@ -555,13 +608,14 @@ class LongRun:
         header: the run's own fields for the log's first line (command, chunk, format...).
         ordered: ``--keep-order``.
         make_writer: a value writer over a text stream (renders one chunk's values into its spool).
-        to_stdout: writes a committed spool to stdout (without ``results``).
+        to_stdout: ``to_stdout(spool, entry)`` hands a committed spool's values on (without ``results``);
+            True when it writes ``entry`` to the log itself, later (the API: once the caller took the values).
         warn: one line for stderr.
     """
 
     def __init__(self, joblog: Path, results: Path | None, *, resume: bool, resume_failed: bool,
                  header: dict[str, Any], ordered: bool, make_writer: Callable[[Any], Any],
-                 to_stdout: Callable[[Spool], None], warn: Callable[[str], None]) -> None:
+                 to_stdout: Callable[[Spool, dict[str, Any]], Any], warn: Callable[[str], None]) -> None:
         self.log = JobLog(joblog, resume=resume)
         self._results_file: BinaryIO | None = None
         self._started: dict[int, tuple[float, str]] = {}
@@ -588,15 +642,21 @@ class LongRun:
         self._last_done = max(plan.done) if plan.done else -1
 
     def distributor(self, slots: list[Any], start: Callable[..., Any], reader: Any,
-                    shape: Callable[[Any, str], Any], *, retries: int, warn: Callable[[str], None]) -> Any:
-        """The run's ``pool.Distributor``: chunks cut by ``reader``'s ``CutStream``, values held here;
-        ``shape(batch, host)`` makes a batch the lines to write (tagged or not)."""
+                    shape: Callable[[Any, str], Any], *, retries: int, warn: Callable[[str], None],
+                    chunk: int = 0) -> Any:
+        """The run's ``pool.Distributor``: chunks cut by ``reader``'s ``CutStream`` (or, for the API, ``reader``
+        is an iterable of items, cut every ``chunk`` items), values held here; ``shape(batch, host)`` makes a
+        batch what is held (the CLI: the lines to write, tagged or not)."""
         from .pool import Cut, Distributor, Result
 
         def emit(chunk: Any, host: str, batch: Any) -> None:
             self.emit(chunk, shape(batch, host), 1 if type(batch) is Result else len(batch))
 
-        source = chunked_source(reader.batches(), reader._stream, done=self.done, on_chunk=self.on_chunk, cut_mark=Cut)
+        if hasattr(reader, "batches"):
+            source = chunked_source(reader.batches(), reader._stream, done=self.done, on_chunk=self.on_chunk,
+                                    cut_mark=Cut, on_bad=self.on_bad, failing=lambda: getattr(reader, "failing", False))
+        else:
+            source = chunked_items(reader, chunk, done=self.done, on_chunk=self.on_chunk, cut_mark=Cut)
         self._distributor = Distributor(slots, start, source, emit, chunk=1 << 62, retries=retries, warn=warn,
                                         observer=self)
         return self._distributor
@@ -621,6 +681,14 @@ class LongRun:
             self.blocks.finished(-1 - chunk.number, chunk.number, _ordered_entry(entry))
         if chunk.number >= self._last_done:
             self.blocks.open_gate()
+
+    def on_bad(self, chunk: ChunkInput, error: BaseException) -> None:
+        """A bad record ended the input in a chunk that never ran: logged ``failed`` (exit 65)."""
+        entry = {**chunk.entry(), "last_line": None, "sha256": None, "host": None, "attempt": 0, "start": _now(),
+                 "seconds": 0.0, "values": 0, "status": "failed", "exit": exit_of(error, "failed"),
+                 "error": _error_text(error)}
+        self.log.write(_ordered_entry(entry))
+        self.blocks.failed(-1 - chunk.number, chunk.number)
 
     # the Distributor's observer
     def started(self, chunk: Any, host: str) -> None:
@@ -714,3 +782,139 @@ def _check_same_settings(logged: dict[str, Any], now: dict[str, Any]) -> None:
                 said = f"the logged run had {flag} {before}, this one {after}"
                 hint = f"resume with {flag} {before}"
             raise JobLogError(f"cannot resume: {said}", hint=hint + ", or start over without --resume")
+
+
+# -- run --joblog: one line per host's call ------------------------------------------------
+
+
+class CallLog:
+    """``run --joblog FILE``: a header line, then one line per host's call (host, start, seconds, values,
+    status, exit), and a last line with the run's exit status. Locked like a pipe's job log."""
+
+    def __init__(self, path: Path, command: list[str]) -> None:
+        self.log = JobLog(path, resume=False)
+        self._wall = time.monotonic()
+        self._start = _now()
+        self.log.write({"joblog": VERSION, "command": command, "start": self._start, "pid": os.getpid()})
+        self._exit: int | None = None
+
+    def __enter__(self) -> CallLog:
+        return self
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        if error is not None:
+            self._exit = int(error.exit_status) if isinstance(error, SkyctlError) else \
+                int(ExitStatus.INTERRUPTED) if isinstance(error, KeyboardInterrupt) else int(ExitStatus.REMOTE_RAISED)
+        try:
+            self.log.write({"end": _now(), "seconds": round(time.monotonic() - self._wall, 3), "exit": self._exit})
+        finally:
+            self.log.close()
+
+    def one(self, host: str, call: Callable[[Callable[[Any], None]], int]) -> int:
+        """Run ``call`` (one host's call; it hands over its value writer) and log it."""
+        writers: list[Any] = []
+        began, start = time.monotonic(), _now()
+        status: int = int(ExitStatus.REMOTE_RAISED)
+        error: BaseException | None = None
+        try:
+            status = int(call(writers.append))
+            return status
+        except BaseException as exc:
+            error = exc
+            status = int(exc.exit_status) if isinstance(exc, SkyctlError) else \
+                int(ExitStatus.INTERRUPTED) if isinstance(exc, KeyboardInterrupt) else int(ExitStatus.REMOTE_RAISED)
+            raise
+        finally:
+            self._exit = status
+            word = "ok" if status == 0 else "interrupted" if status == ExitStatus.INTERRUPTED else \
+                "timeout" if status == 124 else "lost" if status in (4, 5, 6) else "failed"
+            entry = {"host": host, "attempt": 1, "start": start, "seconds": round(time.monotonic() - began, 3),
+                     "values": writers[0].written if writers else 0, "status": word, "exit": status}
+            if error is not None:
+                entry["error"] = _error_text(error)
+            self.log.write(entry)
+
+    def hosts(self, stats: Iterable[Any]) -> None:
+        """A broadcast's calls, from each host's ``pool.HostStats``."""
+        worst = 0
+        for stat in stats:
+            status = int(stat.status)
+            worst = worst or status
+            word = "ok" if status == 0 else "interrupted" if status == ExitStatus.INTERRUPTED else \
+                "timeout" if status == 124 else "lost" if status in (4, 5, 6) else "failed"
+            entry = {"host": stat.name, "attempt": 1, "start": None, "seconds": round(stat.seconds, 3),
+                     "values": stat.values, "status": word, "exit": status}
+            if stat.error is not None:
+                entry["error"] = _error_text(stat.error)
+            self.log.write(entry)
+        self._exit = worst
+
+
+# -- the API: pool.map(fn, items, joblog=..., resume=True) -------------------------------------
+
+
+class _Values:
+    """A chunk's values as the API holds them: a list (the Spool's text stream goes unused)."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def write_batch(self, batch: Any) -> None:
+        from .pool import Result
+
+        if type(batch) is Result:
+            self.values.append(batch.value)
+        else:
+            self.values.extend(batch)
+
+
+def map_logged(slots: list[Any], start: Callable[..., Any], items: Iterable[Any], joblog: Path, *, fn: Any,
+               chunk: int, ordered: bool, retries: int, resume: bool, resume_failed: bool) -> Iterator[Any]:
+    """``pool.map`` with a job log: each chunk's values once it has ended (in order with ``ordered``); a
+    chunk is logged ``ok`` when the caller asks for the value after its last one."""
+    import queue
+    import warnings
+
+    from .pool import Interrupted
+
+    done_marker = object()
+    out: queue.Queue[Any] = queue.Queue(maxsize=2)
+
+    def deliver(spool: Spool, entry: dict[str, Any]) -> bool:
+        out.put((spool.writer.values, entry))
+        return True
+
+    header = {"command": ["pool.map", f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', fn)}"],
+              "chunk_size": chunk, "chunk_unit": "items", "format": "python", "keep_order": ordered, "results": None}
+    long_run = LongRun(joblog, None, resume=resume, resume_failed=resume_failed, header=header, ordered=ordered,
+                       make_writer=lambda text: _Values(), to_stdout=deliver,
+                       warn=lambda message: warnings.warn(message, stacklevel=3))
+    distributor = long_run.distributor(slots, start, items, lambda batch, host: batch, retries=retries,
+                                       warn=lambda message: None, chunk=max(1, chunk))
+
+    def drive() -> None:
+        try:
+            distributor.run()
+        finally:
+            out.put(done_marker)
+
+    threading.Thread(target=drive, name="pool-map-joblog", daemon=True).start()
+    status: int | None = None
+    try:
+        while (got := out.get()) is not done_marker:
+            values, entry = got
+            yield from values
+            long_run.log.write(entry)
+        status = distributor.exit_status
+    except GeneratorExit:  # the caller stopped early: cancel every chunk; what it did not take is not logged ok
+        distributor.abort(Interrupted())
+        while out.get() is not done_marker:
+            pass
+        status = int(ExitStatus.INTERRUPTED)
+        raise
+    finally:
+        long_run.finish(status)
+    if distributor.error is not None:
+        from .pools import _rebuilt
+
+        raise _rebuilt(distributor.error)

@@ -285,3 +285,48 @@ def test_resume_with_other_chunk_settings_is_refused(config: Path, tmp_path: Pat
     assert job.run().returncode == 0
     other = run_skyctl(*[a if a != "10" else "7" for a in job.argv], "--resume", input=job.input.read_text(), timeout=60)
     assert other.returncode == 2 and "the logged run had --chunk 10, this one 7" in other.stderr, other.stderr
+
+
+def test_a_bad_record_fails_its_chunk_and_a_resume_meets_it_again(config: Path, tmp_path: Path) -> None:
+    joblog, results = tmp_path / "j.log", tmp_path / "r.out"
+    argv = ["pipe", f"{T}:steered", "-a", f"workdir={tmp_path}", "-H", "l1", "--chunk", "2", "--keep-order",
+            "--joblog", str(joblog), "--results", str(results), "-c", str(config)]
+    for extra in ([], ["--resume"]):
+        done = run_skyctl(*argv, *extra, input="1\n2\n3\nx\n5\n", timeout=120)
+        assert done.returncode == 65 and "stdin line 4" in done.stderr, done.stderr
+    failed = chunk_lines(joblog, "failed")
+    assert [(e["chunk"], e["first_line"], e["exit"], e["sha256"]) for e in failed] == [(2, 3, 65, None)] * 2
+    assert results.read_bytes() == b"1,1\n2,4\n"  # a chunk that fails writes nothing
+
+
+def test_run_with_a_job_log_logs_each_hosts_call(config: Path, tmp_path: Path) -> None:
+    joblog = tmp_path / "j.log"
+    done = run_skyctl("run", "tests/targets/groups.py:where", "-H", "b1,l1", "--joblog", str(joblog), "-c", str(config),
+                      timeout=120)
+    assert done.returncode == 0, done.stderr
+    logged = entries(joblog)
+    assert logged[0]["joblog"] == 1 and logged[0]["command"][:2] == ["skyctl", "run"]
+    assert sorted((e["host"], e["values"], e["status"], e["exit"]) for e in logged[1:-1]) == \
+        [("b1", 1, "ok", 0), ("l1", 1, "ok", 0)]
+    assert logged[-1]["exit"] == 0
+    one = run_skyctl("run", f"{T}:upper", "-H", "l1", "--joblog", str(joblog), "-c", str(config), timeout=60)
+    assert one.returncode == 2  # upper needs a stream: a usage error, logged too
+    assert entries(joblog)[-1] == {**entries(joblog)[-1], "exit": 2}
+
+
+def test_the_pool_api_with_a_job_log(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import skyctl
+    from tests.targets import groups
+
+    monkeypatch.chdir(REPO)
+    joblog = tmp_path / "api.log"
+    with skyctl.host("locals", config) as pool:
+        first = pool.map(groups.double, range(1, 501), chunk=100, ordered=True, joblog=joblog)
+        taken = [next(first) for _ in range(250)]
+        first.close()  # the caller stops in chunk 3: chunks 1 and 2 are logged ok, chunk 3 is not
+        assert taken == [2 * i for i in range(1, 251)]
+        assert sorted(e["chunk"] for e in chunk_lines(joblog, "ok")) == [1, 2]
+        rest = list(pool.map(groups.double, range(1, 501), chunk=100, ordered=True, joblog=joblog, resume=True))
+        assert rest == [2 * i for i in range(201, 501)]
+        with pytest.raises(skyctl.SkyctlError, match="differs from the logged run at line 1"):
+            list(pool.map(groups.double, range(2, 502), chunk=100, ordered=True, joblog=joblog, resume=True))
