@@ -339,9 +339,14 @@ class JobLog:
         return entries
 
     def write(self, entry: dict[str, Any]) -> None:
-        line = (json.dumps(entry, separators=(", ", ": ")) + "\n").encode()
+        self.write_many([entry])
+
+    def write_many(self, entries: list[dict[str, Any]]) -> None:
+        """Entries as lines, one write and one fsync."""
+        data = b"".join((json.dumps(entry, separators=(", ", ": ")) + "\n").encode() for entry in entries)
         with self._lock:
-            os.write(self._fd, line)
+            while data:
+                data = data[os.write(self._fd, data):]
             os.fsync(self._fd)
 
     def close(self) -> None:
@@ -417,9 +422,12 @@ class Spool:
 class Blocks:
     """Holds each chunk's values until the chunk ends, then commits them as one block.
 
-    ``commit``: the block goes to the sink (the results file: appended,
+    A commit: the block goes to the sink (the results file: appended,
     flushed, fsync'd; or stdout), then the chunk's ``ok`` line to the log,
-    so the log never names a block that is not on disk. With ``ordered`` a
+    so the log never names a block that is not on disk. Commits are made by
+    a thread of their own, as a group: every block ready by then is written,
+    one fsync, then their log lines, one fsync (an fsync costs milliseconds;
+    one per chunk would bound the whole run's rate). With ``ordered`` a
     block waits for the blocks of every chunk before it; a chunk that failed
     holds back those after it (they are logged ``interrupted``: a resume
     runs them again). Until ``open_gate()`` (every chunk the log had as done
@@ -428,14 +436,15 @@ class Blocks:
 
     def __init__(self, log: JobLog, *, results: BinaryIO | None, stdout: Callable[[Spool, dict[str, Any]], Any] | None,
                  make_writer: Callable[[Any], Any], ordered: bool, spool_dir: str | None,
-                 gate_open: bool = True) -> None:
+                 gate_open: bool = True, on_error: Callable[[BaseException], None] = lambda exc: None) -> None:
         self._log = log
         self._results = results
         self._stdout = stdout
         self._make_writer = make_writer
         self._ordered = ordered
         self._spool_dir = spool_dir
-        self._lock = threading.RLock()
+        self._on_error = on_error
+        self._lock = threading.Condition(threading.RLock())
         self._spools: dict[int, Spool] = {}
         self._ready: dict[int, tuple[Spool | None, dict[str, Any]]] = {}
         self._settled: set[int] = set()
@@ -443,8 +452,15 @@ class Blocks:
         self._head = 0
         self._gate = gate_open
         self._pause = _test_pause()
+        #: blocks taken for the committer, in commit order; ``_busy`` while it writes a group
+        self._pending: list[tuple[Spool | None, dict[str, Any]]] = []
+        self._busy = False
+        self._closing = False
+        self.error: BaseException | None = None
         self.values = 0
         self.committed = 0
+        self._committer = threading.Thread(target=self._commit_loop, name="joblog-commit", daemon=True)
+        self._committer.start()
 
     def spool(self, number: int) -> Spool:
         """The current attempt's spool of chunk ``number`` (the Distributor's chunk number)."""
@@ -463,13 +479,14 @@ class Blocks:
         """Chunk ``log_number`` needs no block in this run (the log has it as done)."""
         with self._lock:
             self._settled.add(log_number)
-            self._flush()
+            self._take()
 
     def finished(self, number: int, log_number: int, entry: dict[str, Any]) -> None:
-        """The chunk ended ok: its block is committed now, or when its turn and the gate come."""
+        """The chunk ended ok: its block is committed soon, or when its turn and the gate come."""
+        spool = self._spools.pop(number, None)
         with self._lock:
-            self._ready[log_number] = (self._spools.pop(number, None), entry)
-            self._flush()
+            self._ready[log_number] = (spool, entry)
+            self._take()
 
     def failed(self, number: int, log_number: int) -> None:
         """The chunk ended without a block; with ``ordered`` nothing after it is committed in this run."""
@@ -483,52 +500,104 @@ class Blocks:
     def open_gate(self) -> None:
         with self._lock:
             self._gate = True
-            self._flush()
+            self._take()
 
-    def _flush(self) -> None:
+    def _take(self) -> None:
+        """Move the blocks whose turn has come to the committer (``_lock`` held)."""
         if not self._gate:
             return
+        taken = False
         while True:
             if self._ordered:
                 while self._head in self._settled:
                     self._head += 1
                 if self._head not in self._ready or (self._blocked is not None and self._head >= self._blocked):
-                    return
+                    break
                 number = self._head
             else:
                 if not self._ready:
-                    return
+                    break
                 number = next(iter(self._ready))
-            spool, entry = self._ready.pop(number)
-            self._commit(spool, entry)
+            self._pending.append(self._ready.pop(number))
             self._settled.add(number)
+            taken = True
+        if taken:
+            self._lock.notify_all()
 
-    def _commit(self, spool: Spool | None, entry: dict[str, Any]) -> None:
-        pause = self._pause if self._pause and self._pause[1] == self.committed + 1 else None
+    def _commit_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closing:
+                    self._lock.wait()
+                if not self._pending:
+                    return
+                group, self._pending = self._pending, []
+                self._busy = True
+            try:
+                if self.error is None:
+                    self._commit(group)
+            except BaseException as exc:  # noqa: BLE001 - the disk is full, stdout is gone: the run stops
+                if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+                    where = "the results file" if self._results is not None else "the job log"
+                    exc = SkyctlError(f"cannot write {where}: {exc.strerror or exc}",
+                                      hint="the chunks logged ok are complete: fix it, then run again with --resume")
+                self.error = exc
+                self._on_error(exc)
+            finally:
+                for spool, _ in group:
+                    if spool is not None:
+                        spool.close()
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()
+
+    def _commit(self, group: list[tuple[Spool | None, dict[str, Any]]]) -> None:
+        """Write a group of blocks, fsync, then log each (fsync'd): the log only names blocks on disk."""
+        later: list[bool] = []
+        pause: tuple[str, int, str] | None = None
+        for at, (spool, entry) in enumerate(group):
+            number = self.committed + at + 1
+            if self._pause and self._pause[1] == number:
+                pause = self._pause
+            if self._results is not None:
+                offset = self._results.tell()
+                mid = pause is not None and pause[1] == number and pause[0] == "mid-block"
+                if spool is not None:
+                    spool.copy_to(self._results, half=mid)
+                if mid:
+                    self._results.flush()
+                    _pause_for_test(pause[2], entry)  # type: ignore[index]
+                entry["offset"], entry["length"] = offset, self._results.tell() - offset
+                later.append(False)
+            else:
+                later.append(spool is not None and self._stdout is not None and bool(self._stdout(spool, entry)))
         if self._results is not None:
-            offset = self._results.tell()
-            if spool is not None:
-                spool.copy_to(self._results, half=pause is not None and pause[0] == "mid-block")
-            if pause is not None and pause[0] == "mid-block":
-                self._results.flush()
-                _pause_for_test(pause[2], entry)
             self._results.flush()
             os.fsync(self._results.fileno())
-            entry["offset"], entry["length"] = offset, self._results.tell() - offset
-            if pause is not None and pause[0] == "after-block":
+        lines = []
+        for at, (spool, entry) in enumerate(group):
+            number = self.committed + 1
+            if pause is not None and pause[0] == "after-block" and pause[1] == number:
+                if lines:
+                    self._log.write_many(lines)
+                    lines = []
                 _pause_for_test(pause[2], entry)
-        later = False
-        if self._results is None and spool is not None and self._stdout is not None:
-            later = bool(self._stdout(spool, entry))
-        self.values += entry.get("values", 0)
-        self.committed += 1
-        if not later:
-            self._log.write(entry)
-        if spool is not None:
-            spool.close()
+            self.values += entry.get("values", 0)
+            self.committed += 1
+            if not later[at]:
+                lines.append(entry)
+        if lines:
+            self._log.write_many(lines)
+
+    def drain(self) -> None:
+        """Wait until every block taken has been committed (or the committer failed)."""
+        with self._lock:
+            while (self._pending or self._busy) and self._committer.is_alive():
+                self._lock.wait(0.5)
 
     def held(self) -> list[tuple[int, dict[str, Any]]]:
         """The chunks that ended ok but were not committed (a failure before them, or the gate never opened)."""
+        self.drain()
         with self._lock:
             left = sorted(self._ready.items())
             self._ready.clear()
@@ -537,7 +606,12 @@ class Blocks:
                 spool.close()
         return [(n, e) for n, (_s, e) in left]
 
-    def discard(self) -> None:
+    def close(self) -> None:
+        """The committer ends once what it was given is committed; every spool is dropped."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        self._committer.join()
         for spool in self._spools.values():
             spool.close()
         self._spools.clear()
@@ -635,7 +709,8 @@ class LongRun:
                             "resume_failed": resume_failed, "chunks_done": len(plan.done), "pid": os.getpid()})
             spool_dir = str(results.resolve().parent) if results is not None else None
             self.blocks = Blocks(self.log, results=self._results_file, stdout=to_stdout, make_writer=make_writer,
-                                 ordered=ordered, spool_dir=spool_dir, gate_open=not plan.done)
+                                 ordered=ordered, spool_dir=spool_dir, gate_open=not plan.done,
+                                 on_error=self._commit_failed)
         except BaseException:
             self._close_files()
             raise
@@ -666,7 +741,10 @@ class LongRun:
         return getattr(self, "_exit", None)
 
     def ends(self, status: int) -> int:
-        """The run's exit status, noted for the log's last line."""
+        """The run's exit status, once every block is committed, noted for the log's last line."""
+        self.blocks.drain()
+        if self.blocks.error is not None and not status:
+            raise self.blocks.error
         self._exit = int(status)
         return status
 
@@ -681,6 +759,11 @@ class LongRun:
             self.blocks.finished(-1 - chunk.number, chunk.number, _ordered_entry(entry))
         if chunk.number >= self._last_done:
             self.blocks.open_gate()
+
+    def _commit_failed(self, error: BaseException) -> None:
+        distributor = getattr(self, "_distributor", None)
+        if distributor is not None:
+            distributor.abort(error)
 
     def on_bad(self, chunk: ChunkInput, error: BaseException) -> None:
         """A bad record ended the input in a chunk that never ran: logged ``failed`` (exit 65)."""
@@ -727,13 +810,14 @@ class LongRun:
         """At the end (also after Ctrl-C, SIGTERM or an error): chunks done but not committed are logged
         ``interrupted``; a last line with the exit status; the lock is released."""
         try:
+            self.blocks.drain()
             pause = _test_pause()
             if pause is not None and pause[0] == "at-end":
                 _pause_for_test(pause[2], {"committed": self.blocks.committed})
             for _, entry in self.blocks.held():
                 entry["status"], entry["exit"] = "interrupted", int(ExitStatus.INTERRUPTED)
                 self.log.write(entry)
-            self.blocks.discard()
+            self.blocks.close()
             self.log.write({"end": _now(), "seconds": round(time.monotonic() - self._wall, 3), "exit": exit_status,
                             "values": self.blocks.values, "chunks_logged_ok": self.blocks.committed})
         finally:
@@ -879,9 +963,15 @@ def map_logged(slots: list[Any], start: Callable[..., Any], items: Iterable[Any]
 
     done_marker = object()
     out: queue.Queue[Any] = queue.Queue(maxsize=2)
+    gone = threading.Event()
 
     def deliver(spool: Spool, entry: dict[str, Any]) -> bool:
-        out.put((spool.writer.values, entry))
+        while not gone.is_set():
+            try:
+                out.put((spool.writer.values, entry), timeout=0.2)
+                break
+            except queue.Full:
+                continue
         return True
 
     header = {"command": ["pool.map", f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', fn)}"],
@@ -895,6 +985,7 @@ def map_logged(slots: list[Any], start: Callable[..., Any], items: Iterable[Any]
     def drive() -> None:
         try:
             distributor.run()
+            long_run.blocks.drain()
         finally:
             out.put(done_marker)
 
@@ -907,6 +998,7 @@ def map_logged(slots: list[Any], start: Callable[..., Any], items: Iterable[Any]
             long_run.log.write(entry)
         status = distributor.exit_status
     except GeneratorExit:  # the caller stopped early: cancel every chunk; what it did not take is not logged ok
+        gone.set()
         distributor.abort(Interrupted())
         while out.get() is not done_marker:
             pass

@@ -117,13 +117,14 @@ def test_killed_anywhere_and_resumed_the_results_are_exactly_once(config: Path, 
     # 2. between a block's write and its log line (this run's 3rd block)
     steer(job.work)
     job.kill_when(job.start("--resume", pause=f"after-block:3:{tmp_path / 'p2'}"), tmp_path / "p2.at")
-    assert len(chunk_lines(job.joblog, "ok")) == 2
+    assert len(chunk_lines(job.joblog, "ok")) == 2  # blocks 1 and 2 (a group commit logs each before the pause)
     assert job.results.stat().st_size > logged_end(job.joblog)  # a block on disk that the log does not name
 
     # 3. mid-block: half of this run's 2nd block written
     job.kill_when(job.start("--resume", pause=f"mid-block:2:{tmp_path / 'p3'}"), tmp_path / "p3.at")
     ok = {e["chunk"] for e in chunk_lines(job.joblog, "ok")}
-    assert len(ok) == 3 and job.results.stat().st_size > logged_end(job.joblog)
+    assert len(ok) in (2, 3)  # the 1st block of this run is logged unless it was committed in one group with the 2nd
+    assert job.results.stat().st_size > logged_end(job.joblog)
     assert n // chunk not in ok
 
     # 4. a host dies in the resumed run (its chunk runs again elsewhere), then the client is killed after the last chunk
