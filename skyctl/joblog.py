@@ -338,16 +338,18 @@ class JobLog:
             at = end + 1
         return entries
 
-    def write(self, entry: dict[str, Any]) -> None:
-        self.write_many([entry])
+    def write(self, entry: dict[str, Any], sync: bool = True) -> None:
+        self.write_many([entry], sync)
 
-    def write_many(self, entries: list[dict[str, Any]]) -> None:
-        """Entries as lines, one write and one fsync."""
+    def write_many(self, entries: list[dict[str, Any]], sync: bool = True) -> None:
+        """Entries as lines, one write and (``sync``) one fsync; a run's first and last lines need none:
+        a resume depends only on the chunk lines, and each of those is fsync'd."""
         data = b"".join((json.dumps(entry, separators=(", ", ": ")) + "\n").encode() for entry in entries)
         with self._lock:
             while data:
                 data = data[os.write(self._fd, data):]
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
 
     def close(self) -> None:
         with self._lock:
@@ -644,8 +646,7 @@ def open_results(path: Path, *, resume_end: int | None) -> BinaryIO:
         os.close(fd)
         raise JobLogError(f"the results file {path} is shorter ({size} bytes) than the job log says ({resume_end})",
                           hint="it was changed or replaced: start over without --resume")
-    os.ftruncate(fd, resume_end or 0)
-    os.fsync(fd)
+    os.ftruncate(fd, resume_end or 0)  # no fsync needed: a resume after a crash cuts it again
     out = os.fdopen(fd, "r+b")
     out.seek(0, os.SEEK_END)
     return out
@@ -706,7 +707,8 @@ class LongRun:
             if results is not None:
                 self._results_file = open_results(results, resume_end=plan.results_end if resume else None)
             self.log.write({"joblog": VERSION, **header, "start": _now(), "resume": resume,
-                            "resume_failed": resume_failed, "chunks_done": len(plan.done), "pid": os.getpid()})
+                            "resume_failed": resume_failed, "chunks_done": len(plan.done), "pid": os.getpid()},
+                           sync=False)
             spool_dir = str(results.resolve().parent) if results is not None else None
             self.blocks = Blocks(self.log, results=self._results_file, stdout=to_stdout, make_writer=make_writer,
                                  ordered=ordered, spool_dir=spool_dir, gate_open=not plan.done,
@@ -819,7 +821,7 @@ class LongRun:
                 self.log.write(entry)
             self.blocks.close()
             self.log.write({"end": _now(), "seconds": round(time.monotonic() - self._wall, 3), "exit": exit_status,
-                            "values": self.blocks.values, "chunks_logged_ok": self.blocks.committed})
+                            "values": self.blocks.values, "chunks_logged_ok": self.blocks.committed}, sync=False)
         finally:
             self._close_files()
 
