@@ -237,6 +237,8 @@ class ChunkFeed:
     def __init__(self, chunk: Chunk, stop: threading.Event) -> None:
         self._chunk = chunk
         self._stop = stop
+        #: every record of the chunk was handed out (not cut short by ``stop``)
+        self.complete = False
 
     def batches(self) -> Iterator[list[Any]]:
         chunk, at = self._chunk, 0
@@ -254,6 +256,7 @@ class ChunkFeed:
             if closed and at == len(chunk.records):
                 if chunk.failure is not None:
                     raise chunk.failure
+                self.complete = True
                 return
 
     def __iter__(self) -> Iterator[Any]:
@@ -523,7 +526,8 @@ class Distributor:
             if self._observer is not None:
                 chunk.written, chunk.result_written = 0, False
                 self._observer.started(chunk, slot.name)
-            stream = self._start(slot, chunk.feed(self.stop), chunk.written)
+            feed = chunk.feed(self.stop)
+            stream = self._start(slot, feed, chunk.written)
             stat.connected = True
             slot.stream = stream
             if self.stop.is_set():
@@ -564,7 +568,8 @@ class Distributor:
             return False
         finally:
             slot.stream = None
-        self._observe(chunk, slot, "ok", None)
+        # a call that ended because stopping cut its input short is not a whole chunk
+        self._observe(chunk, slot, "ok" if feed.complete or not self.stop.is_set() else "interrupted", None)
         self._chunk_done(slot, chunk)
         return True
 
