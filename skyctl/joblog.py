@@ -110,11 +110,9 @@ class CutStream:
             return b""
         data = self._buf
         room = self._lines if self.at_boundary() or self.current is None else self._lines - self._in_chunk
-        if data.count(b"\n") >= room:
-            at = -1
-            for _ in range(room):
-                at = data.index(b"\n", at + 1)
-            data = data[:at + 1]
+        count = data.count(b"\n")
+        if count >= room:
+            data = data[:_nth_newline(data, room, count) + 1]
         self._buf = self._buf[len(data):]
         self._take(data)
         return data
@@ -170,6 +168,22 @@ class CutStream:
     def pop_done(self) -> list[ChunkInput]:
         done, self.finished = self.finished, []
         return done
+
+
+def _nth_newline(data: bytes, n: int, count: int) -> int:
+    """Where the ``n``-th of the ``count`` newlines of ``data`` is (1 <= n <= count): a guess from the
+    average line length, corrected by counting, then a few ``find``s (not one per line)."""
+    at = min(len(data) - 1, len(data) * n // count)
+    before = data.count(b"\n", 0, at)  # newlines before ``at``
+    if before < n:
+        at -= 1
+        for _ in range(n - before):
+            at = data.index(b"\n", at + 1)
+        return at
+    at = data.rfind(b"\n", 0, at)
+    for _ in range(before - n):
+        at = data.rfind(b"\n", 0, at)
+    return at
 
 
 def chunked_source(batches: Iterable[Any], cut: CutStream, *, done: dict[int, dict[str, Any]],
@@ -463,6 +477,7 @@ class Blocks:
         self._busy = False
         self._closing = False
         self._hurry = False  # drain(): commit what is pending without waiting for COMMIT_INTERVAL
+        self._next_at = 0.0  # when the committer may commit again
         self.error: BaseException | None = None
         self.values = 0
         self.committed = 0
@@ -528,8 +543,8 @@ class Blocks:
             self._pending.append(self._ready.pop(number))
             self._settled.add(number)
             taken = True
-        if taken:
-            self._lock.notify_all()
+        if taken and (self._hurry or self._closing or time.monotonic() >= self._next_at):
+            self._lock.notify_all()  # (else the committer wakes by itself when its interval is up)
 
     def _commit_loop(self) -> None:
         next_at = 0.0
@@ -541,10 +556,10 @@ class Blocks:
                     wait = next_at - time.monotonic() if not (self._closing or self._hurry) else 0.0
                     if self._pending and wait <= 0:
                         break
-                    self._lock.wait(wait if self._pending else None)
+                    self._lock.wait(wait if self._pending else COMMIT_INTERVAL)
                 group, self._pending = self._pending, []
                 self._busy = True
-                next_at = time.monotonic() + COMMIT_INTERVAL
+                next_at = self._next_at = time.monotonic() + COMMIT_INTERVAL
             try:
                 if self.error is None:
                     self._commit(group)
