@@ -23,9 +23,7 @@ right, 1 when not.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import random
 import shutil
 import signal
