@@ -6,13 +6,14 @@ one-line message (with ``--verbose`` or ``SKYCTL_DEBUG=1`` it re-raises).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
@@ -98,6 +99,7 @@ def _track(mode: str, hosts: Any, **more: Any) -> None:
     """Hand the live per-host counters to the account, if there is one."""
     if _account is not None:
         _account.track(mode, hosts, **more)
+JoblogOpt = typer.Option(None, "--joblog", metavar="FILE", help="Log each chunk (run: each host's call) as a JSON line in FILE; see --resume.")
 
 
 @app.command()
@@ -116,6 +118,7 @@ def run(
     strict: bool = StrictOpt,
     report: Optional[str] = ReportOpt,
     junit: Optional[str] = JunitOpt,
+    joblog: Optional[Path] = JoblogOpt,
 ) -> int:
     """Run TARGET on a host, or on every host of a group; print each value the moment it is produced."""
     from .coerce import bind_arguments
@@ -127,15 +130,24 @@ def run(
                          hint="a broadcast runs every host to its end by default; --fail-fast stops at the first failure")
     stderr = Stderr(Env(), quiet, progress)
     group = _group(host, config)
-    if group is not None:
-        loaded = load_target(target)
-        kwargs = bind_arguments(loaded.function, arg)
-        return _broadcast(loaded.function, kwargs, group, config, no_reuse, output.value, stderr,
-                          tag=not no_tag, fail_fast=fail_fast, quiet=quiet)
-    with _host(host, config, no_reuse, stderr) as remote:
-        loaded = load_target(target)
-        kwargs = bind_arguments(loaded.function, arg)
-        return _stream_call(loaded.function, kwargs, remote, output.value, stderr)
+    calls = None
+    if joblog is not None:
+        from .joblog import CallLog
+
+        calls = CallLog(joblog, ["skyctl", *sys.argv[1:]])
+    with calls if calls is not None else contextlib.nullcontext():
+        if group is not None:
+            loaded = load_target(target)
+            kwargs = bind_arguments(loaded.function, arg)
+            return _broadcast(loaded.function, kwargs, group, config, no_reuse, output.value, stderr,
+                              tag=not no_tag, fail_fast=fail_fast, quiet=quiet, calls=calls)
+        with _host(host, config, no_reuse, stderr) as remote:
+            loaded = load_target(target)
+            kwargs = bind_arguments(loaded.function, arg)
+            if calls is not None:
+                return calls.one(remote.label, lambda written: _stream_call(loaded.function, kwargs, remote,
+                                                                             output.value, stderr, written=written))
+            return _stream_call(loaded.function, kwargs, remote, output.value, stderr)
 
 
 @app.command()
@@ -164,6 +176,10 @@ def pipe(
     strict: bool = StrictOpt,
     report: Optional[str] = ReportOpt,
     junit: Optional[str] = JunitOpt,
+    joblog: Optional[Path] = JoblogOpt,
+    results: Optional[Path] = typer.Option(None, "--results", metavar="FILE", help="With --joblog: values go to FILE, a whole chunk at a time (fsync'd before the chunk is logged)."),
+    resume: bool = typer.Option(False, "--resume", help="With --joblog: skip the chunks the job log has as done (their input checked)."),
+    resume_failed: bool = typer.Option(False, "--resume-failed", help="As --resume, and run the chunks logged failed or timeout again."),
 ) -> int:
     """Stream stdin records into TARGET's Iterator[T] parameter; print what it yields.
 
@@ -177,7 +193,12 @@ def pipe(
     _open_account("pipe", report, junit)
     env = Env()
     stderr = Stderr(env, quiet, progress)
+    if joblog is None and (results is not None or resume or resume_failed):
+        flag = "--results" if results is not None else "--resume-failed" if resume_failed else "--resume"
+        raise UsageError(f"{flag} needs --joblog FILE", hint="add --joblog FILE (the same one on every resume)")
     group = _group(host, config, jobs, distribute=True)
+    if joblog is not None and group is None:  # one host with a job log: in chunks, on its one kept worker
+        group, jobs = _group(host, config, 1, distribute=True), 1
     with contextlib.nullcontext() if group is not None else _host(host, config, no_reuse, stderr) as remote:
         loaded = load_target(target)
         fn = loaded.function
@@ -185,10 +206,25 @@ def pipe(
         kwargs = bind_arguments(fn, arg, stream_param=name)
         if name in kwargs:
             raise UsageError(f"'{name}' is fed from stdin by pipe; do not also pass it with --arg")
-        reader = RecordReader(env.stdin.buffer, stream_parameters(fn)[name], fmt=format.value, column=column,
+        stdin: Any = env.stdin.buffer
+        if joblog is not None:
+            from .joblog import CutStream
+
+            stdin = CutStream(stdin, chunk)  # chunks of --chunk stdin lines, hashed as read
+        reader = RecordReader(stdin, stream_parameters(fn)[name], fmt=format.value, column=column,
                               header=not no_header, param=name, on_bad_line=on_bad_line.value, warn=stderr.warn)
         fraction = _input_fraction(env.stdin, reader, total)
         try:
+            if joblog is not None:
+                header = {"command": ["skyctl", *sys.argv[1:]], "chunk_size": chunk, "chunk_unit": "lines",
+                          "format": format.value, "keep_order": keep_order,
+                          "results": str(results) if results is not None else None}
+                with _long_run(joblog, results, resume or resume_failed, resume_failed, header, output.value,
+                               keep_order, stderr) as long_run:
+                    return long_run.ends(_distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value,
+                                                     stderr, jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag,
+                                                     retries=retries, quiet=quiet, fraction=fraction,
+                                                     keep_going=keep_going, strict=strict, long_run=long_run))
             if group is not None:
                 return _distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value, stderr,
                                    jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet,
@@ -261,7 +297,7 @@ def _host_for(profile: Any, config: Path | None, no_reuse: bool, stderr: Stderr)
 
 
 def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None, no_reuse: bool, output: str,
-               stderr: Stderr, *, tag: bool, fail_fast: bool, quiet: bool) -> int:
+               stderr: Stderr, *, tag: bool, fail_fast: bool, quiet: bool, calls: Any = None) -> int:
     """``run`` on a group: the call on every host at once, values tagged by host; a summary line per host."""
     import threading
 
@@ -292,6 +328,9 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
     except KeyboardInterrupt:
         stderr.stop()
         return ExitStatus.INTERRUPTED
+    finally:
+        if calls is not None:  # --joblog: a line per host's call
+            calls.hosts(live.values())
     if reader_gone.is_set():
         _silence_stdout()
         return ExitStatus.OK
@@ -337,8 +376,11 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any, where: 
 def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
                 no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
                 tag: bool, retries: int, quiet: bool, fraction: Callable[[], float | None] | None = None,
-                keep_going: bool = False, strict: bool = False) -> int:
-    """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
+                keep_going: bool = False, strict: bool = False, long_run: Any = None) -> int:
+    """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host.
+
+    ``long_run`` (``--joblog``): a ``joblog.LongRun`` cuts the chunks, logs them and holds each one's values
+    until it ends."""
     from .pool import Distributor, Slot, describe, exit_status_of, plural, slots_for
 
     env = stderr.env
@@ -358,9 +400,14 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
         stderr.warn(f"{host}: {chunk.where} failed ({escape_controls(describe(error))}); "
                     "the other chunks go on (--keep-going)")
 
-    distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries, ordered=keep_order,
-                              warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning(),
-                              keep_going=keep_going, chunk_failed=chunk_failed)
+    more = dict(warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning(),
+                keep_going=keep_going, chunk_failed=chunk_failed)
+    if long_run is None:
+        distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries,
+                                  ordered=keep_order, **more)
+    else:
+        distributor = long_run.distributor(slots, start, reader, lambda b, h: _as_output(b, h, output, tag),
+                                           retries=retries, **more)
     _track("distributed", distributor.stats.values, totals=distributor.totals, failures=lambda: distributor.failures,
            stopped=distributor.stop.is_set)
     stderr.phase(f"running on {len(slots)} workers")
@@ -439,6 +486,42 @@ def _stall_warning() -> float | None:
     return seconds if seconds > 0 else None
 
 
+@contextlib.contextmanager
+def _long_run(joblog: Path, results: Path | None, resume: bool, resume_failed: bool, header: dict[str, Any],
+              output: str, keep_order: bool, stderr: Stderr) -> Iterator[Any]:
+    """A ``pipe --joblog`` run's ``joblog.LongRun`` (the log locked, FILE opened), with SIGTERM taken as Ctrl-C
+    so that the chunks in flight are logged ``interrupted``; at the end, the log's last line and the lock released."""
+    from .flow import Rendered
+    from .joblog import LongRun
+
+    stdout = ValueWriter(stderr.env.stdout, output, guard=stderr.guard_for(stderr.env.stdout))
+
+    def to_stdout(spool: Any, entry: dict[str, Any]) -> None:
+        spool.file.seek(0)
+        while data := spool.file.read(1 << 20):
+            stdout.write_batch(Rendered(data, data.count(b"\n")))
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt()
+
+    long_run = LongRun(joblog, results, resume=resume, resume_failed=resume_failed, header=header, ordered=keep_order,
+                       make_writer=lambda text: ValueWriter(text, output), to_stdout=to_stdout, warn=stderr.warn)
+    previous = signal.signal(signal.SIGTERM, on_term)
+    status: int | None = None
+    try:
+        yield long_run
+        status = long_run.exit_status
+    except SkyctlError as err:
+        status = int(err.exit_status)
+        raise
+    except KeyboardInterrupt:
+        status = int(ExitStatus.INTERRUPTED)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        long_run.finish(status)
+
+
 def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr) -> Any:
     """The ``Host`` for this call. For the built-in ``local`` host its worker
     starts at once, in the background: its start-up then overlaps importing
@@ -456,12 +539,16 @@ def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr)
 
 
 def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stderr: Stderr,
-                 stream_param: str | None = None, fraction: Callable[[], float | None] | None = None) -> int:
-    """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status."""
+                 stream_param: str | None = None, fraction: Callable[[], float | None] | None = None,
+                 written: Any = None) -> int:
+    """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status.
+    ``written(writer)`` is given the value writer (``run --joblog`` counts its values)."""
     from .pool import HostStats
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
+    if written is not None:
+        written(writer)
     stream = None
     stat: HostStats | None = None
     try:

@@ -227,11 +227,22 @@ class Result:
 # -- distribution ----------------------------------------------------------------
 
 
+@dataclass
+class Cut:
+    """In a Distributor's source: the chunk being filled ends here; ``about``
+    (when not None) describes the chunk whose records come next, and becomes
+    its ``Chunk.about``. A source with cuts decides the chunk boundaries."""
+
+    about: Any = None
+
+
 class Chunk:
     """Up to ``size`` consecutive records, filled as they are read; one call per run."""
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, about: Any = None) -> None:
         self.number = number
+        #: what the source's ``Cut`` said of this chunk (a job log's ``ChunkInput``)
+        self.about = about
         self.records: list[Any] = []
         self.closed = False
         #: the input broke after these records (a bad record)
@@ -283,6 +294,8 @@ class ChunkFeed:
     def __init__(self, chunk: Chunk, stop: threading.Event) -> None:
         self._chunk = chunk
         self._stop = stop
+        #: every record of the chunk was handed out (not cut short by ``stop``)
+        self.complete = False
 
     def batches(self) -> Iterator[list[Any]]:
         chunk, at = self._chunk, 0
@@ -300,6 +313,7 @@ class ChunkFeed:
             if closed and at == len(chunk.records):
                 if chunk.failure is not None:
                     raise chunk.failure
+                self.complete = True
                 return
 
     def __iter__(self) -> Iterator[Any]:
@@ -377,6 +391,10 @@ class Distributor:
     failing one runs to its end (re-runs included), then the failing chunk's
     values up to the failure; the chunks after it are cancelled, nothing of
     theirs is written. With ``keep_going`` nothing is cancelled: a failed chunk counts as ended.
+        observer: told of each chunk attempt: ``started(chunk, host)``, and
+            ``ended(chunk, host, status, error)`` with status ``ok``, ``failed``,
+            ``lost`` or ``interrupted`` (a job log). With an observer, which
+            holds a chunk's values until it ends, a re-run starts from zero.
     """
 
     def __init__(self, slots: list[Slot], start: Callable[[Slot, ChunkFeed, int], Any],
@@ -384,7 +402,8 @@ class Distributor:
                  retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None,
                  lines: Callable[[], tuple[int, int] | None] | None = None,
                  stall_warning: float | None = STALL_WARNING, keep_going: bool = False,
-                 chunk_failed: Callable[[Chunk, str, BaseException], None] | None = None) -> None:
+                 chunk_failed: Callable[[Chunk, str, BaseException], None] | None = None,
+                 observer: Any = None) -> None:
         keep_chunk_buffers_off_the_heap()
         self.slots = slots
         self._start = start
@@ -408,6 +427,8 @@ class Distributor:
         self.failed_chunk: Chunk | None = None
         self.failed_host: str | None = None
         self._failure: BaseException | None = None
+        self._observer = observer
+        self._about: Any = None
         self.stats: dict[str, HostStats] = {}
         for slot in slots:
             self.stats.setdefault(slot.name, HostStats(slot.name))
@@ -494,6 +515,12 @@ class Distributor:
     def _read(self) -> None:
         try:
             for batch in self._source:
+                if type(batch) is Cut:
+                    if self._current is not None:
+                        self._current.close()
+                        self._current = None
+                    self._about = batch.about
+                    continue
                 records = batch.items() if type(batch) is LineBatch else batch
                 span = self._lines() if self._lines is not None else None
                 at = 0
@@ -538,7 +565,7 @@ class Distributor:
                 self._cond.wait()
             if self._stopping():
                 return None
-            chunk = Chunk(self._chunks)
+            chunk = Chunk(self._chunks, self._about)
             self._chunks += 1
             self._in_flight += 1
             self._queue.append(chunk)
@@ -630,7 +657,11 @@ class Distributor:
                 rerun = chunk.runs > 1
             chunk.progress, chunk.stall_reported = time.monotonic(), False
             slot.chunk = chunk
-            stream = self._start(slot, chunk.feed(self.stop), chunk.written)
+            if self._observer is not None:
+                chunk.written, chunk.result_written = 0, False
+                self._observer.started(chunk, slot.name)
+            feed = chunk.feed(self.stop)
+            stream = self._start(slot, feed, chunk.written)
             stat.connected = True
             slot.stream = stream
             if self.stop.is_set() or chunk.cancelled:
@@ -643,18 +674,22 @@ class Distributor:
                 chunk.result_written = True
                 self._hand_on(chunk, slot.name, Result(stream.result))
         except ChunkLost as exc:  # the chunk's Ray task died, not the host: run it again, keep the slot
+            self._observe(chunk, slot, "lost", exc)
             self._chunk_lost(slot, chunk, exc)
             return not self.stop.is_set()
         except HOST_FAILURES as exc:
+            self._observe(chunk, slot, "lost", exc)
             if stream is None:
                 chunk.runs -= 1  # it never ran there
             self._host_failed(slot, chunk, exc)
             return False
         except BadRecord as exc:  # the chunk reached the bad record: it ends there, as on one host
             self.bad_record = self.bad_record or exc
+            self._observe(chunk, slot, "failed", exc)
             self._chunk_done(slot, chunk)
             return True
-        except (Interrupted, KeyboardInterrupt):
+        except (Interrupted, KeyboardInterrupt) as exc:
+            self._observe(chunk, slot, "interrupted", exc)
             if stream is not None:
                 stream.close()
             if chunk.cancelled and not self.stop.is_set():  # after a failed chunk (ordered): the slot goes on
@@ -663,6 +698,7 @@ class Distributor:
                 return True
             return False
         except BaseException as exc:  # noqa: BLE001 - the function raised (RemoteError, or a refused value)
+            self._observe(chunk, slot, "failed", exc)
             going_on = self.keep_going and stream is not None  # a call that never started is no chunk's failure
             if stream is not None and not self._ordered and not going_on:
                 self.abort(exc)  # the other chunks are cancelled at once
@@ -676,8 +712,19 @@ class Distributor:
         finally:
             slot.stream = None
             slot.chunk = None
+        # a call that ended because stopping cut its input short is not a whole chunk
+        self._observe(chunk, slot, "ok" if feed.complete or not self.stop.is_set() else "interrupted", None)
         self._chunk_done(slot, chunk)
         return True
+
+    def _observe(self, chunk: Chunk, slot: Slot, status: str, error: BaseException | None) -> None:
+        """Tell the observer how the chunk's attempt ended; an observer that fails (its file) stops the run."""
+        if self._observer is None:
+            return
+        try:
+            self._observer.ended(chunk, slot.name, status, error)
+        except Exception as exc:  # noqa: BLE001 - e.g. the job log's disk is full
+            self.abort(exc)
 
     def _hand_on(self, chunk: Chunk, host: str, batch: Any) -> None:
         chunk.progress = time.monotonic()

@@ -150,14 +150,22 @@ class Pool:
 
     # -- pool.map: an iterable through fn's Iterator[T] parameter, in chunks -----
     def map(self, fn: Callable[..., Any], iterable: Iterable[Any], *, chunk: int = 1000, ordered: bool = False,
-            retries: int = 3, **kwargs: Any) -> Iterator[Any]:
+            retries: int = 3, joblog: str | Path | None = None, resume: bool = False, resume_failed: bool = False,
+            **kwargs: Any) -> Iterator[Any]:
         """The values of ``fn`` over ``iterable``, fed to its ``Iterator[T]``
         parameter a chunk at a time, each chunk one call on a free worker
         (re-run elsewhere if its host dies; every value given once).
 
         A re-run (and a chunk that stalls the end of the run) is logged as a
         WARNING on the ``skyctl`` logger, naming the host and the chunk;
-        ``pool.stats`` has the per-host counts (live, then final)."""
+        ``pool.stats`` has the per-host counts (live, then final).
+
+
+        ``joblog``: a job log as ``pipe --joblog`` writes (a chunk's values are
+        given once it has ended, and it is logged ``ok`` once you took them);
+        ``resume``/``resume_failed``: as ``pipe --resume``/``--resume-failed``,
+        the chunks the log has as done are checked (sha256 of the items'
+        pickles) and skipped."""
         from .coerce import stream_parameters
 
         fn = getattr(fn, "__skyctl_function__", fn)
@@ -176,6 +184,14 @@ class Pool:
         def start(slot: Slot, feed: Any, skip: int) -> Any:
             return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, skip=skip)
 
+        if joblog is not None:
+            from .joblog import map_logged
+
+            yield from map_logged(slots, start, iterable, Path(joblog), fn=fn, chunk=chunk, ordered=ordered,
+                                  retries=retries, resume=resume or resume_failed, resume_failed=resume_failed)
+            return
+        if resume or resume_failed:
+            raise SkyctlError("pool.map(resume=True) needs joblog=FILE", hint="pass the job log of the run to resume")
         it = iter(iterable)
         source = iter(lambda: list(islice(it, 64)), [])
         distributor = Distributor(slots, start, source, emit, chunk=chunk, retries=retries, ordered=ordered,

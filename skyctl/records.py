@@ -234,6 +234,8 @@ class RecordReader:
         self.lines_span: tuple[int, int] | None = None
         #: the CSV/TSV header names once read (None before, and without a header)
         self.columns: list[str] | None = None
+        #: the batch just handed on is followed by a bad record (the next one raises ``BadRecord``, reading nothing)
+        self.failing = False
         self._check_options()
 
     def _check_options(self) -> None:
@@ -312,6 +314,7 @@ class RecordReader:
                 except BadRecord:  # the records before it still reach the function
                     if values:
                         self.read += len(values)
+                        self.failing = True
                         yield values
                     raise
             self.read += len(values)
