@@ -103,10 +103,12 @@ def _netns_pids(ns: str) -> list[int]:
 
 
 def _cmdline(pid: int) -> str:
+    """The first 120 characters of ``pid``'s command line, on one line (a worker's stub is long)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+    return " ".join(raw.split())[:120]
 
 
 def _alive(pid: int) -> bool:

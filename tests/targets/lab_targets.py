@@ -49,9 +49,10 @@ def sleeper_with_gate(workdir: str) -> Iterator[str]:
         (work / f"finally-{_host()}").write_text("ran")
 
 
-def busy_with_child(workdir: str) -> Iterator[str]:
-    """Broadcast: starts a child process (``sleep``) of its own, as a real job would, then runs until the
-    call ends: whatever the call left on a host shows as processes in that host's namespace."""
+def busy_with_child(workdir: str, busy_on: str) -> Iterator[str]:
+    """Broadcast: starts a child process (``sleep``) of its own, as a real job would. On host ``busy_on``
+    it then keeps working (a GPU job that knows nothing of the network); elsewhere it waits for
+    ``workdir/gate`` and ends. Whatever the call leaves on a host shows in that host's namespace."""
     import subprocess
 
     child = subprocess.Popen(["sleep", "600"])
@@ -59,6 +60,9 @@ def busy_with_child(workdir: str) -> Iterator[str]:
     try:
         yield f"started {_host()} {child.pid}"
         (work / f"started-{_host()}-{os.getpid()}").write_text(str(child.pid))
+        if _host() == busy_on:
+            while True:
+                time.sleep(0.05)
         _wait_for(work / "gate", timeout=600)
         yield f"done {_host()}"
     finally:
