@@ -7,10 +7,10 @@
 Starts a lab of 4 hosts (``tests/lab.py``: each a network namespace with its
 own address, link and sshd), then runs ``skyctl pipe`` of ``--records``
 numbered lines over the 4 of them, again and again, for ``--duration``
-seconds, while a thread injects faults at random (one every 0.5-2.5 s):
+seconds, while a thread injects faults at random (one every 1-4 s):
 
-- partition: a host's link goes down, healed 1-6 s later;
-- worker kill: SIGKILL to one of the Python processes calls run on a host;
+- partition: a host's link goes down, healed 1-8 s later (longer than the keepalive bound, 3-4 s, or not);
+- worker kill: SIGKILL to every Python process calls run on a host (its workers and spares);
 - sshd stop: SIGSTOP to a host's sshd, SIGCONT 1-5 s later (new connections hang);
 - rate change: ``tc tbf`` at 500 kbit/s, 1 or 5 Mbit/s on a host's link, removed 2-8 s later.
 
@@ -51,6 +51,8 @@ PROFILE = "keepalive: 1\nkeepalive_count: 3\nconnect_timeout: 5"
 #: at most this many hosts cut off or with a stopped sshd at once
 MAX_DOWN = 2
 RATES = ("500kbit", "1mbit", "5mbit")
+#: seconds between two faults (uniform)
+GAP = (1.0, 4.0)
 
 
 @dataclass
@@ -86,7 +88,7 @@ class Chaos:
     def run(self) -> None:
         while not self.stop.is_set():
             self.undo_due(time.monotonic())
-            if self.stop.wait(self.rng.uniform(0.5, 2.5)):
+            if self.stop.wait(self.rng.uniform(*GAP)):
                 break
             self.undo_due(time.monotonic())
             with contextlib.suppress(Exception):
@@ -113,19 +115,15 @@ class Chaos:
             if kind == "partition":
                 self.lab.partition(i)
                 undo = self._undo(i, self.lab.heal)
-                lasts = self.rng.uniform(1, 6)
+                lasts = self.rng.uniform(1, 8)
             else:
                 self.lab.stop_sshd(i)
                 undo = self._undo(i, self.lab.cont_sshd)
                 lasts = self.rng.uniform(1, 5)
             self.pending.append((now + lasts, f"{kind} {name}", undo))
         elif kind == "worker kill":
-            pids = self.lab.workers(i)
-            if not pids:
+            if not self.lab.signal_workers(i, signal.SIGKILL):
                 return
-            pid = self.rng.choice(pids)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
         else:
             if self.lab.hosts[i].rated:
                 return
@@ -169,9 +167,9 @@ def check_output(path: Path, n: int) -> tuple[int, int, int]:
 
 
 def one_run(number: int, config: Path, input_file: Path, out_file: Path, n: int, env: dict[str, str],
-            chunk: int, timeout: float) -> RunResult:
-    argv = [*skyctl_argv(), "pipe", "benchmarks/targets.py:identity_int", "-H", "lab", "--chunk", str(chunk),
-            "--retries", "100", "-c", str(config)]
+            chunk: int, pace: int, timeout: float) -> RunResult:
+    argv = [*skyctl_argv(), "pipe", "benchmarks/targets.py:paced", "-a", f"every={pace}", "-H", "lab",
+            "--chunk", str(chunk), "--retries", "100", "-c", str(config)]
     started = time.monotonic()
     with open(input_file, "rb") as stdin, open(out_file, "wb") as stdout:
         proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO, env=env)
@@ -205,7 +203,8 @@ def report(args: argparse.Namespace, results: list[RunResult], chaos: Chaos, sec
     lines = [
         f"Chaos soak (`benchmarks/chaos.py --duration {args.duration:g} --records {args.records} --seed {args.seed}`): "
         f"{len(results)} runs of a distributed `skyctl pipe` of {args.records:,} records over 4 lab hosts "
-        f"(`--chunk {args.chunk}`, keepalive 1 s × 3, connect_timeout 5 s) in {seconds / 60:.1f} min, "
+        f"(`--chunk {args.chunk}`, 1 ms of sleep every {args.pace} records, keepalive 1 s × 3, connect_timeout 5 s) "
+        f"in {seconds / 60:.1f} min, "
         "faults injected at random throughout.",
         "",
         "| | |",
@@ -230,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=240.0, help="seconds of soak (default 240)")
     parser.add_argument("--records", type=int, default=1_000_000, help="records per run (default 1,000,000)")
     parser.add_argument("--chunk", type=int, default=5000, help="records per chunk (default 5,000)")
+    parser.add_argument("--pace", type=int, default=50,
+                        help="the function sleeps 1 ms every this many records, so runs last long enough for "
+                             "faults to land mid-chunk (default 50)")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000, help="random seed")
     parser.add_argument("--run-timeout", type=float, default=600.0, help="a run taking longer counts as hung")
     args = parser.parse_args(argv)
@@ -256,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         while time.monotonic() - started < args.duration:
             number += 1
             result = one_run(number, config, input_file, root / "out.txt", args.records, env, args.chunk,
-                             args.run_timeout)
+                             args.pace, args.run_timeout)
             results.append(result)
             log(f"  run {number}: exit {result.exit_status}, {result.seconds:.1f} s, {result.lines_out:,} lines, "
                 f"lost {result.lost}, duplicated {result.duplicated}, re-runs {result.reruns}, "
-                f"faults so far {sum(chaos.counts.values())}")
+                f"warnings {result.warnings}, faults so far {sum(chaos.counts.values())}")
             if result.exit_status != 0 or result.lost or result.duplicated:
                 log("    " + result.stderr_tail.replace("\n", "\n    "))
         chaos.stop.set()

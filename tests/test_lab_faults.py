@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -156,11 +157,11 @@ class Stderr:
             for at, line in self.lines:
                 if re.search(pattern, line):
                     return at
-            if time.monotonic() > deadline or (self.proc.poll() is not None and not self._more()):
+            if time.monotonic() > deadline or (self.proc.poll() is not None and not self.more()):
                 raise AssertionError(f"no stderr line matching {pattern!r}: {self.text()}")
             self.poll(0.1)
 
-    def _more(self) -> bool:
+    def more(self) -> bool:
         before = len(self.lines)
         self.poll(0)
         return len(self.lines) > before
@@ -189,7 +190,7 @@ def finish(proc: subprocess.Popen[bytes], err: Stderr, timeout: float = DEADLINE
         err.poll(0)
     proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     err.poll(0)
-    while err._more():
+    while err.more():
         pass
     return out.decode(), err.text()
 
@@ -287,6 +288,14 @@ LEFTOVER_BOUND = KEEPALIVE * (KEEPALIVE_COUNT + 1) + 2 * NOTICE_SLACK
 
 @pytest.mark.skip(reason="needs the worker-side client heartbeat from branch proto")
 def test_nothing_of_the_call_is_left_on_a_cut_off_host(lab: Lab, run_dir: Path, tmp_path: Path) -> None:
+    """With the link still down, the worker (its function still busy, with a child process) must notice its
+    client's silence and end the call; then the host's namespace must be empty.
+
+    Measured on main without a worker-side heartbeat: the worker and the function's child stay for
+    good, and so does the sshd session: when a worker exits, the session's last packets (exit status,
+    channel close) stay unacknowledged, so sshd waits on TCP retransmission (``tcp_retries2``, about
+    15 minutes), not only on its own ``ClientAlive*`` settings (off by default).
+    """
     victim = host_index("lab2")
     out, stderr, cut_at, _, proc = _broadcast_with_one_host_cut(lab, run_dir, tmp_path, "busy_with_child",
                                                                 "-a", "busy_on=lab2")
@@ -364,7 +373,6 @@ def test_a_host_on_a_1_mbit_link_takes_fewer_chunks(lab: Lab, run_dir: Path, tmp
     err = Stderr(proc)
     try:
         assert proc.stdin is not None
-        import threading
 
         def feed() -> None:
             with contextlib.suppress(BrokenPipeError):
@@ -406,8 +414,8 @@ def test_a_kept_connection_through_a_partition_and_heal_needs_no_manual_step(
 
     code, out, stderr, _ = call(DEADLINE)
     assert code == 0 and out.strip() == "lab0", stderr
-    holder = wait_for(lambda: [p for p in map(holder_pid, (run_dir / "skyctl").glob("*.pid")) if p],
-                      what="a holder keeping the connection")[0]
+    wait_for(lambda: [p for p in map(holder_pid, (run_dir / "skyctl").glob("*.pid")) if p],
+             what="a holder keeping the connection")
     lab.partition(0)
     # during the partition: a call fails within its bounds (the kept connection answers no round trip,
     # a direct connection times out), it never hangs
@@ -422,7 +430,6 @@ def test_a_kept_connection_through_a_partition_and_heal_needs_no_manual_step(
     code, out, stderr, _ = call(DEADLINE)
     assert code == 0 and "warning" not in stderr, stderr
     assert [p for p in map(holder_pid, (run_dir / "skyctl").glob("*.pid")) if p]
-    del holder
 
 
 def test_a_kept_connection_cut_briefly_mid_idle_serves_the_next_call(lab: Lab, run_dir: Path, tmp_path: Path) -> None:
