@@ -4,8 +4,9 @@ Each lab host is a network namespace with its own address, link and sshd;
 the real ``skyctl`` runs here and reaches them over a bridge. A partition is
 the host's link going down mid-call: no RST, no ICMP, the connection just
 goes silent, as when a switch or a VPN dies. The profiles use short
-keepalives (``keepalive: 1``, ``keepalive_count: 2``) and ``connect_timeout:
-3`` so that every bound is a few seconds.
+keepalives (``keepalive: 1``, ``keepalive_count: 2``) so that every bound
+is a few seconds; ``connect_timeout: 8`` (also the bootstrap deadline) leaves
+room for a loaded machine starting four Pythons at once.
 
 Bounds: a fault must be noticed within ``keepalive × keepalive_count`` (the
 client's keepalives, which must be answered). ``NOTICE_SLACK`` is added to
@@ -30,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -47,7 +49,7 @@ pytestmark = pytest.mark.timeout(180)
 T = "tests/targets/lab_targets.py"
 KEEPALIVE = 1.0
 KEEPALIVE_COUNT = 2
-CONNECT_TIMEOUT = 3.0
+CONNECT_TIMEOUT = 8.0  # also the bootstrap deadline: a loaded CI machine starts four Pythons at once
 #: one more keepalive interval, and room for a loaded machine (see the module docstring)
 NOTICE_SLACK = KEEPALIVE + 4.0
 #: the bound on noticing a partition, as the docs state it (plus the slack)
@@ -246,8 +248,18 @@ def test_a_host_cut_off_mid_chunk_is_noticed_and_its_chunk_runs_elsewhere_once(
 # -- b) broadcast run, one host cut off; c) nothing of the call is left on it -------------------
 
 
-def _broadcast_with_one_host_cut(lab: Lab, run_dir: Path, tmp_path: Path, *target: str
-                                 ) -> tuple[str, str, float, float, subprocess.Popen[bytes]]:
+@dataclass
+class Broadcast:
+    out: str
+    stderr: str
+    returncode: int
+    cut_at: float
+    ended_at: float
+    #: the processes in the cut-off host's namespace just before the cut
+    at_cut: dict[int, str]
+
+
+def _broadcast_with_one_host_cut(lab: Lab, run_dir: Path, tmp_path: Path, *target: str) -> Broadcast:
     """Broadcast ``target`` over the lab, cut ``lab2`` once every host has started, let the others finish."""
     cfg = write_config(lab, tmp_path / "skyward.yaml")
     victim = "lab2"
@@ -257,6 +269,7 @@ def _broadcast_with_one_host_cut(lab: Lab, run_dir: Path, tmp_path: Path, *targe
     try:
         wait_for(lambda: len(list(tmp_path.glob("started-*"))) == len(lab.hosts), timeout=DEADLINE,
                  what="every host's function to start")
+        at_cut = lab.processes(host_index(victim))
         lab.partition(host_index(victim))
         cut_at = time.monotonic()
         (tmp_path / "gate").write_text("open")
@@ -265,14 +278,15 @@ def _broadcast_with_one_host_cut(lab: Lab, run_dir: Path, tmp_path: Path, *targe
     finally:
         if proc.poll() is None:
             proc.kill()
-    return out, stderr, cut_at, ended_at, proc
+    return Broadcast(out, stderr, proc.returncode, cut_at, ended_at, at_cut)
 
 
 def test_broadcast_with_a_host_cut_off_gives_it_exit_6_and_the_others_complete(
         lab: Lab, run_dir: Path, tmp_path: Path) -> None:
-    out, stderr, cut_at, ended_at, proc = _broadcast_with_one_host_cut(lab, run_dir, tmp_path, "sleeper_with_gate")
-    assert proc.returncode == 6, stderr
-    assert ended_at - cut_at <= NOTICE_BOUND, (ended_at - cut_at, stderr)
+    done = _broadcast_with_one_host_cut(lab, run_dir, tmp_path, "sleeper_with_gate")
+    out, stderr = done.out, done.stderr
+    assert done.returncode == 6, stderr
+    assert done.ended_at - done.cut_at <= NOTICE_BOUND, (done.ended_at - done.cut_at, stderr)
     line = summary(stderr, "lab2")
     assert line.startswith("lab2: exit 6") and "keepalives" in line, line
     for host in ("lab0", "lab1", "lab3"):
@@ -281,40 +295,54 @@ def test_broadcast_with_a_host_cut_off_gives_it_exit_6_and_the_others_complete(
     assert "lab2\tdone" not in out
 
 
-#: how long the cut-off host's worker may outlive its silent client: the worker-side bound (derived
-#: from the keepalive settings, see docs/protocol.md) plus the slack
-LEFTOVER_BOUND = KEEPALIVE * (KEEPALIVE_COUNT + 1) + 2 * NOTICE_SLACK
+#: how long anything of the call may stay on the cut-off host: the worker's bound on its client's silence
+#: (``keepalive × keepalive_count``), then up to 5 s for it to end the call and exit (docs/protocol.md,
+#: *Liveness*), plus the slack
+LEFTOVER_BOUND = KEEPALIVE * KEEPALIVE_COUNT + 5.0 + NOTICE_SLACK
+
+
+def _left_on_a_cut_off_host(lab: Lab, run_dir: Path, tmp_path: Path, sshd_too: bool) -> None:
+    """Broadcast with ``lab2`` cut off while its function is busy (with a child process of its own); with the
+    link still down, wait up to ``LEFTOVER_BOUND`` from the cut for the call's processes there to be gone."""
+    victim = host_index("lab2")
+    done = _broadcast_with_one_host_cut(lab, run_dir, tmp_path, "busy_with_child", "-a", "busy_on=lab2")
+    assert done.returncode == 6, done.stderr
+    assert any("sleep 600" in cmd for cmd in done.at_cut.values()), f"the function's child ran at the cut: {done.at_cut}"
+    assert any("sshd" in cmd for cmd in done.at_cut.values()), f"so did the call's sshd session: {done.at_cut}"
+
+    def left() -> dict[int, str]:
+        return {pid: cmd for pid, cmd in lab.processes(victim).items() if sshd_too or "sshd" not in cmd}
+
+    deadline = done.cut_at + LEFTOVER_BOUND
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lab.hosts[victim].partitioned, "the link stayed down all along"
+    assert not left(), (f"still on the cut-off host {time.monotonic() - done.cut_at:.1f}s after the cut "
+                        f"(bound {LEFTOVER_BOUND:g}s): {left()}")
 
 
 @pytest.mark.skip(reason="needs the worker-side client heartbeat from branch proto")
-def test_nothing_of_the_call_is_left_on_a_cut_off_host(lab: Lab, run_dir: Path, tmp_path: Path) -> None:
-    """With the link still down, the worker (its function still busy, with a child process) must notice its
-    client's silence and end the call; then the host's namespace must be empty.
+def test_the_worker_and_the_functions_processes_end_on_a_cut_off_host(lab: Lab, run_dir: Path, tmp_path: Path) -> None:
+    """With the link still down, the worker (its function busy, with a child process) notices its client's
+    silence by itself and ends the call, the child and itself within the stated bound.
 
-    Measured on main without a worker-side heartbeat: the worker and the function's child stay for
-    good, and so does the sshd session: when a worker exits, the session's last packets (exit status,
-    channel close) stay unacknowledged, so sshd waits on TCP retransmission (``tcp_retries2``, about
-    15 minutes), not only on its own ``ClientAlive*`` settings (off by default).
+    On main (no worker-side heartbeat) both stay for good. Passes with branch proto's heartbeats.
     """
-    victim = host_index("lab2")
-    out, stderr, cut_at, _, proc = _broadcast_with_one_host_cut(lab, run_dir, tmp_path, "busy_with_child",
-                                                                "-a", "busy_on=lab2")
-    assert proc.returncode == 6, stderr
-    left = lab.processes(victim)
-    assert any("sleep 600" in cmd for cmd in left.values()), f"the function's child runs on at the cut: {left}"
+    _left_on_a_cut_off_host(lab, run_dir, tmp_path, sshd_too=False)
 
-    def what_is_left(kinds: str) -> dict[int, str]:
-        return {pid: cmd for pid, cmd in lab.processes(victim).items() if kinds == "all" or "sshd" not in cmd}
 
-    # first the worker and what the function started, then the sshd session that served the call
-    for kinds in ("the worker and the function's processes", "all"):
-        deadline = cut_at + LEFTOVER_BOUND
-        while what_is_left(kinds) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert lab.hosts[victim].partitioned, "the link stayed down all along"
-        assert not what_is_left(kinds), (
-            f"{kinds} still on the cut-off host {time.monotonic() - cut_at:.1f}s after the cut "
-            f"(bound {LEFTOVER_BOUND:g}s): {what_is_left(kinds)}")
+@pytest.mark.skip(reason="the sshd session outlives its worker on a cut-off host (TCP retransmission, ~15 min): "
+                         "nothing in skyctl ends it yet")
+def test_nothing_of_the_call_is_left_on_a_cut_off_host(lab: Lab, run_dir: Path, tmp_path: Path) -> None:
+    """The same, and the sshd session that served the call is gone too: nothing of the call is left.
+
+    Measured with branch proto's heartbeats: the worker and the child go within the bound, the
+    ``sshd: user@notty`` session stays. When its worker exits, the session's last packets (exit
+    status, channel close) stay unacknowledged behind the cut, so sshd waits on TCP retransmission
+    (``tcp_retries2`` = 15: about 15 minutes), and on its own ``ClientAlive*`` settings (off by
+    default), not on skyctl.
+    """
+    _left_on_a_cut_off_host(lab, run_dir, tmp_path, sshd_too=True)
 
 
 # -- d) a partition during the bundle upload ------------------------------------------------------

@@ -37,12 +37,12 @@ def double_with_gate(records: Iterator[int], gate_at: int, workdir: str) -> Iter
 
 
 def sleeper_with_gate(workdir: str) -> Iterator[str]:
-    """Broadcast: yields its host, leaves ``workdir/started-<host>-<pid>``, waits for ``workdir/gate``,
+    """Broadcast: leaves ``workdir/started-<host>-<pid>``, yields its host, waits for ``workdir/gate``,
     then yields ``done <host>``. Its ``finally`` leaves ``workdir/finally-<host>``."""
     work = Path(workdir)
     try:
-        yield f"started {_host()}"
         (work / f"started-{_host()}-{os.getpid()}").write_text(_host())
+        yield f"started {_host()}"
         _wait_for(work / "gate", timeout=600)
         yield f"done {_host()}"
     finally:
@@ -58,8 +58,8 @@ def busy_with_child(workdir: str, busy_on: str) -> Iterator[str]:
     child = subprocess.Popen(["sleep", "600"])
     work = Path(workdir)
     try:
-        yield f"started {_host()} {child.pid}"
         (work / f"started-{_host()}-{os.getpid()}").write_text(str(child.pid))
+        yield f"started {_host()} {child.pid}"
         if _host() == busy_on:
             while True:
                 time.sleep(0.05)
