@@ -183,7 +183,7 @@ def one_run(number: int, config: Path, input_file: Path, out_file: Path, n: int,
     seconds = time.monotonic() - started
     stderr = err.decode(errors="replace")
     lines, lost, duplicated = check_output(out_file, n)
-    reruns = sum(int(m) for m in re.findall(r"(\d+) re-runs", stderr))
+    reruns = sum(int(m) for m in re.findall(r"(\d+) re-runs?\b", stderr))
     warnings = sum(1 for line in stderr.splitlines() if line.startswith("warning: "))
     return RunResult(number, status, seconds, lines, lost, duplicated, reruns, warnings,
                      "\n".join(stderr.strip().splitlines()[-8:]))

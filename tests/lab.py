@@ -55,7 +55,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 try:
     from sshd import SshdUnavailable, SshServer, start_sshd, stop_process
@@ -378,13 +378,3 @@ def _start_host(lab: Lab, i: int, name: str) -> LabHost:
     known = lab.root / f"known_hosts-{name}"
     known.write_text(server.known_hosts.read_text())
     return LabHost(index=i, name=name, netns=ns, address=address, server=server, known_hosts=known)
-
-
-@contextlib.contextmanager
-def lab_of(n: int, root: Path | None = None) -> Iterator[Lab]:
-    """``with lab_of(4) as lab:``: a lab torn down at the end of the block."""
-    lab = start_lab(n, root)
-    try:
-        yield lab
-    finally:
-        lab.close()
