@@ -190,6 +190,7 @@ def one_run(number: int, config: Path, input_file: Path, out_file: Path, n: int,
 
 
 def stop_holders(run_dir: Path) -> None:
+    """SIGTERM the kept-connection holders started with ``XDG_RUNTIME_DIR=run_dir`` (each by its pid, once checked)."""
     for pid_file in run_dir.glob("skyctl/*.pid"):
         with contextlib.suppress(OSError, ValueError):
             pid = int(pid_file.read_text())

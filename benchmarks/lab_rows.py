@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.chaos import stop_holders  # noqa: E402
 from benchmarks.run import TARGETS, Row, fmt, interleave, log, skyctl_argv  # noqa: E402
 from benchmarks.timing import drain  # noqa: E402
 from tests.lab import start_lab  # noqa: E402
@@ -89,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{row.worst_ratio:.2f} | {row.target_text} | {row.verdict} |")
         return 0
     finally:
+        stop_holders(root / "run")
         lab.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
