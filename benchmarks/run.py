@@ -975,6 +975,21 @@ def report(b: Bench, info: dict[str, str], notes: list[str], minutes: float) -> 
 # --------------------------------------------------------------------------
 
 
+#: what follows this line in the report file belongs to other scripts (``benchmarks/lab_rows.py``,
+#: ``benchmarks/chaos.py``: they need root) and is kept when this script rewrites the file
+KEPT_FROM = "<!-- kept by benchmarks/run.py: sections from other scripts -->"
+
+
+def kept_sections(path: Path) -> str:
+    """The part of the existing report from ``KEPT_FROM`` on, to be written again after the new report."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return ""
+    at = old.find(KEPT_FROM)
+    return "\n" + old[at:] if at >= 0 else ""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -1047,7 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        args.out.write_text(text + kept_sections(args.out))
         log(f"wrote {args.out}")
     else:
         log("report not written (partial run); pass --out PATH to write it")

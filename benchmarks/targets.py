@@ -68,3 +68,13 @@ def burn(records: Iterator[int]):
 def byte_count(lines: Iterator[bytes]) -> int:
     """Memory over many hosts: the bytes of a chunk, consumed as they come."""
     return sum(map(len, lines))
+
+
+def paced(numbers: Iterator[int], every: int = 20, pause: float = 0.001):
+    """A long-running pipe (the chaos soak): every number back, with ``pause`` seconds of sleep every ``every``."""
+    import time
+
+    for i, x in enumerate(numbers):
+        if i % every == 0:
+            time.sleep(pause)
+        yield x

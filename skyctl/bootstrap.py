@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from . import runtime, wire
-from .errors import ConnectionLost, RemoteEnvironmentError
+from .errors import ConnectError, ConnectionLost, RemoteEnvironmentError
 from .transports.base import Transport, WorkerPipes, describe
 
 #: the modules of this package that run on the remote
@@ -401,7 +401,8 @@ def start_worker(
             try:
                 kind, value = events.get(timeout=wait)
             except queue.Empty:
-                raise _no_answer(transport, python, timeout, handshake.waiting_for) from None
+                raise (_lost_while_starting(pipes, handshake.waiting_for)
+                       or _no_answer(transport, python, timeout, handshake.waiting_for)) from None
             if kind == "done":
                 return value  # type: ignore[no-any-return]
             if kind == "error":
@@ -431,7 +432,7 @@ class _Handshake:
         try:
             self.post(("done", self._talk(args)))
         except BaseException as exc:  # handed to the caller's thread
-            self.post(("error", exc))
+            self.post(("error", _lost_while_starting(self.pipes, self.waiting_for) or exc))
 
     def _talk(self, args: bytes) -> StartedWorker:
         pipes, transport = self.pipes, self.transport
@@ -467,6 +468,7 @@ class _Handshake:
             b = bundle()
             if b.sha256 != bundle_sha256():
                 remember_bundle()  # the memo was stale: the next call's check must not fail again
+            self.waiting_for = "the worker bundle to be sent"
             _write(pipes, transport, b"%d %s\n" % (len(b.data), b.sha256.encode()) + b.data)
             sent = True
             self.waiting_for = "the bootstrap stub to store the worker bundle"
@@ -480,7 +482,7 @@ class _Handshake:
             )
         if answer != "ready":
             self.post(("status", ""))  # explaining may wait for the stub's exit status
-            raise _start_failure(pipes, transport, self.python, answer)
+            raise _lost_while_starting(pipes, self.waiting_for) or _start_failure(pipes, transport, self.python, answer)
         self.waiting_for = "the worker's hello"
         self.post(("status", "starting worker"))
         try:
@@ -502,6 +504,25 @@ def _close_within(pipes: WorkerPipes, seconds: float) -> None:
     closer = threading.Thread(target=pipes.close, name="skyctl-bootstrap-close", daemon=True)
     closer.start()
     closer.join(seconds)
+
+
+def _lost_while_starting(pipes: WorkerPipes, waiting_for: str) -> ConnectError | None:
+    """The connection under ``pipes`` was given up (keepalives unanswered, e.g. a partition mid-upload): exit 4.
+
+    Said as such, not as the EOF it looks like to the handshake ("did not start:
+    exit status -1"). Nothing of the call ran; a bundle cut off in transit was
+    never stored (the stub writes it only once complete and checked), so the
+    next call starts afresh.
+    """
+    lost = getattr(pipes, "lost", None)
+    error = lost() if callable(lost) else None
+    if error is None:
+        return None
+    return ConnectError(
+        f"{error.message} while starting the worker (waiting for {waiting_for})",
+        hint="the host or the network stopped responding before the call began: nothing ran there, and the next "
+        "call starts afresh. On a slow link, raise 'keepalive' or 'keepalive_count' for this host",
+    )
 
 
 def _no_answer(transport: Transport, python: str, timeout: float, waiting_for: str) -> RemoteEnvironmentError:
