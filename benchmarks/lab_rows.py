@@ -4,7 +4,7 @@
     python benchmarks/lab_rows.py               # 5 runs each; prints the rows (markdown) on stdout
     python benchmarks/lab_rows.py --quick       # 2,000 records, 3 runs
 
-Row 9f: an I/O-bound distributed pipe (1 ms of ``time.sleep`` per record,
+Row 13a: an I/O-bound distributed pipe (1 ms of ``time.sleep`` per record,
 ``benchmarks/targets.py:sleepy``) over 4 lab hosts against the same pipe on
 1 lab host, every host reached through a delay proxy (``benchmarks/proxy.py``,
 +10 ms each way: 20 ms RTT). Each lab host is a network namespace with its
@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         quad, solo = sky("quad"), sky("solo")
         for each in (quad, solo):  # warm: bundles sent, connections kept
             drain(each, stdin=seq, expect_lines=n, **run_kw)
-        log(f"9f: {repeat} runs each of {n:,} records, chunk {args.chunk}, 4 lab hosts vs 1 at {args.rtt_ms:g} ms RTT")
+        log(f"13a: {repeat} runs each of {n:,} records, chunk {args.chunk}, 4 lab hosts vs 1 at {args.rtt_ms:g} ms RTT")
         got = interleave(repeat, {
             "quad": lambda: drain(quad, stdin=seq, expect_lines=n, **run_kw),
             "solo": lambda: drain(solo, stdin=seq, expect_lines=n, **run_kw),
         })
-        row = Row("lab", f"9f. I/O-bound pipe (1 ms per record, {n:,} records, `--chunk {args.chunk}`), "
+        row = Row("lab", f"13a. I/O-bound pipe (1 ms per record, {n:,} records, `--chunk {args.chunk}`), "
                          f"4 lab hosts vs 1 lab host, {args.rtt_ms:g} ms RTT (delay proxy): throughput", "lines/s",
                   [d.stream_rate for d in got["quad"]], [d.stream_rate for d in got["solo"]],
                   "skyctl pipe, 1 lab host", "higher", TARGET_RATIO)
