@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from . import runtime, wire
-from .errors import ConnectionLost, RemoteEnvironmentError
+from .errors import ConnectionLost, RemoteEnvironmentError, SkyctlError
 from .transports.base import Transport, WorkerPipes
 
 #: the modules of this package that run on the remote
@@ -405,6 +405,9 @@ def start_worker(
             if kind == "done":
                 return value  # type: ignore[no-any-return]
             if kind == "error":
+                if not isinstance(value, (SkyctlError, KeyboardInterrupt)):  # never a traceback of ours
+                    value = RemoteEnvironmentError(
+                        f"the worker on {transport.label} did not start: {type(value).__name__}: {value}")
                 raise value
             wait = max(timeout, PIP_QUIET) if kind == "progress" else timeout
             if value:
@@ -452,8 +455,11 @@ class _Handshake:
             self.post(("progress", "installing pip requirements: " + text if text else ""))
             answer = _read_line(pipes)
         if answer.startswith("pipfail "):
+            lines = _json_answer(answer[8:])
+            if type(lines) is not list or not all(type(line) is str for line in lines):
+                raise _garbled(transport, "pipfail", answer)
             # indented: a line of pip's such as "error: ..." is not mistaken for skyctl's own
-            tail = "\n".join(("  " + line).rstrip() for line in json.loads(answer[8:]))
+            tail = "\n".join(("  " + line).rstrip() for line in lines)
             err = RemoteEnvironmentError(
                 f"pip install of the profile's requirements failed on {transport.label}",
                 hint="check the 'pip:' list in the host's profile; pip's output ends above",
@@ -461,7 +467,10 @@ class _Handshake:
             err.details = tail
             raise err
         if answer.startswith("bad "):
-            raise _bad_workdir(transport, json.loads(answer[4:]))
+            what = _json_answer(answer[4:])
+            if type(what) is not list or not what or not all(type(word) is str for word in what):
+                raise _garbled(transport, "bad", answer)
+            raise _bad_workdir(transport, what)
         if answer == "need":
             self.post(("status", "sending worker bundle"))
             b = bundle()
@@ -485,15 +494,66 @@ class _Handshake:
         self.post(("status", "starting worker"))
         try:
             kind, payload = wire.read_frame(pipes.read)
-        except (wire.Eof, wire.ProtocolError):
+        except wire.Eof:
             self.post(("status", ""))
             raise _start_failure(pipes, transport, self.python, "") from None
+        except wire.ProtocolError as exc:  # garbage where the hello should be: said at once, not after its exit
+            raise _bad_hello(transport, str(exc)) from None
         if kind is not wire.Kind.HELLO:
-            raise RemoteEnvironmentError(f"the worker on {transport.label} did not say hello (got {kind.name})")
-        hello = wire.unpack_json(payload)
-        if hello.get("protocol") != wire.PROTOCOL_VERSION:
-            raise RemoteEnvironmentError(f"the worker on {transport.label} speaks protocol {hello.get('protocol')}")
-        return StartedWorker(pipes, hello, sent)
+            raise _bad_hello(transport, f"a {kind.name} frame first")
+        return StartedWorker(pipes, check_hello(payload, transport.label), sent)
+
+
+#: the most bytes a HELLO may take
+HELLO_MAX = 64 << 10
+
+
+def check_hello(payload: bytes, label: str) -> dict[str, Any]:
+    """The worker's HELLO as a dict, checked whole: a JSON object of this protocol's version."""
+    if len(payload) > HELLO_MAX:
+        raise _bad_hello_label(label, f"a HELLO of {len(payload):,} bytes")
+    try:
+        hello = json.loads(bytes(payload).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _bad_hello_label(label, "a HELLO that is not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise _bad_hello_label(label, "a HELLO that is not JSON") from None
+    if type(hello) is not dict:
+        raise _bad_hello_label(label, f"a HELLO that is a JSON {type(hello).__name__}, not an object")
+    if hello.get("protocol") != wire.PROTOCOL_VERSION:
+        raise RemoteEnvironmentError(f"the worker on {label} speaks protocol {str(hello.get('protocol'))[:40]}, "
+                                     f"not {wire.PROTOCOL_VERSION}",
+                                     hint="skyctl's cache on the host may be damaged: remove its workdir there")
+    return hello
+
+
+def _bad_hello(transport: Transport, what: str) -> RemoteEnvironmentError:
+    return _bad_hello_label(transport.label, what)
+
+
+def _bad_hello_label(label: str, what: str) -> RemoteEnvironmentError:
+    return RemoteEnvironmentError(f"the worker on {label} did not start cleanly: {what} where its HELLO belongs",
+                                  hint="is skyctl's cache on the host damaged, or something else writing to the "
+                                       "worker's stdout? remove the host's workdir to rebuild it")
+
+
+def _json_answer(text: str) -> Any:
+    """The JSON of a stub's answer, or ``_GARBLED``."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _GARBLED
+
+
+_GARBLED = object()
+
+
+def _garbled(transport: Transport, what: str, answer: str) -> RemoteEnvironmentError:
+    """A stub answer that is not what the stub says: one line, never a traceback."""
+    shown = answer[:80] + ("…" if len(answer) > 80 else "")
+    return RemoteEnvironmentError(f"the bootstrap stub on {transport.label} answered {what!r} garbled: {shown!r}",
+                                  hint="is skyctl's cache on the host damaged, or something else writing to "
+                                       "the worker's stdout?")
 
 
 def _close_within(pipes: WorkerPipes, seconds: float) -> None:

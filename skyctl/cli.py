@@ -511,12 +511,27 @@ def _parser_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type
 _EXIT, _ABORT, _PARSE_ERRORS = _parser_exceptions()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: raised where Ctrl-C would be, so the same clean-up runs (the call
+    is cancelled, the remote closed); the exit status is then 143, not 130."""
+
+
+_terminated: list[bool] = []
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if not _terminated:
+        _terminated.append(True)
+        raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the command, map every failure to its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or bool(os.environ.get("SKYCTL_DEBUG"))
     args = [a for a in args if a != "--verbose"]
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C cancels, even when started in the background
+    signal.signal(signal.SIGTERM, _on_sigterm)  # as Ctrl-C: the remote is closed, not left to notice EOF
     env = Env()
     try:
         code = typer.main.get_command(app).main(args=args, prog_name="skyctl", standalone_mode=False)
@@ -549,6 +564,8 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         _silence_stdout()
         status = ExitStatus.OK
+    if _terminated:
+        status = 128 + signal.SIGTERM
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -301,6 +301,9 @@ class WorkerSession:
             call.check_batch(payload)
             call.inbox.push(payload)  # raises CreditOverrun for a worker that ignores its credit
             return
+        sent, payload = wire.unseal(kind, payload)
+        if sent != call.inbox.received:
+            raise wire.ProtocolError(f"a {kind.name} after {sent:,} values sent, but {call.inbox.received:,} arrived")
         if kind is Kind.RETURN:
             call.check_return(payload)
         elif kind is Kind.RAISE:

@@ -71,6 +71,8 @@ def liveness(spec: str | None) -> tuple[float, float]:
     return interval, bound
 
 CREDIT_FORMAT = struct.Struct("!QQ")
+#: before a RETURN, RAISE or CANCELLED payload: how many values the worker sent in the call's ITEMS_OUT frames
+SENT = struct.Struct("!Q")
 LOG_FD = struct.Struct("!B")
 RAISE_HEADER = struct.Struct("!I")
 
@@ -173,6 +175,18 @@ def pack_json(obj: Any) -> bytes:
 
 def unpack_json(payload: bytes) -> Any:
     return json.loads(payload.decode())
+
+
+def seal(payload: bytes, sent: int) -> bytes:
+    """A terminal frame's payload: the count of values sent before it, then ``payload``."""
+    return SENT.pack(sent) + payload
+
+
+def unseal(kind: Kind, payload: bytes) -> tuple[int, bytes]:
+    """``(values sent, payload)`` of a terminal frame; ``ProtocolError`` when too short."""
+    if len(payload) < SENT.size:
+        raise ProtocolError(f"a {kind.name} frame of {len(payload)} bytes (the count of values sent is missing)")
+    return SENT.unpack_from(payload)[0], payload[SENT.size:]
 
 
 def pack_credit(items: int, nbytes: int) -> bytes:

@@ -183,7 +183,7 @@ class CallState:
         self.skip = 0
         self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, self._dumps_items,
                                   on_unsendable=self._unsendable_value, pack=self._pack,
-                                  max_payload=wire.MAX_FRAME)
+                                  max_payload=wire.MAX_FRAME, seal=wire.seal)
         self.inbox = flow.Inbox(conn.grant, pickle.loads)
         self.cancelled = False
         self.in_user_code = False
