@@ -29,6 +29,7 @@ import queue
 import shlex
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -362,6 +363,10 @@ class StartedWorker:
 #: seconds the client waits after a ``progress`` line at least, whatever
 #: ``connect_timeout`` is: the stub says ``progress`` every 2 s while pip is quiet
 PIP_QUIET = 10.0
+#: seconds pip may go on saying nothing but bare ``progress`` lines (the stub's
+#: heartbeat) before the start-up is given up: a stub that only ever says
+#: ``progress`` must not hang the client (``SKYCTL_PIP_SILENCE`` sets it, for tests)
+PIP_SILENCE = 900.0
 #: seconds a failed or timed-out start-up waits for the stub's pipes to close: enough for
 #: the transports' own close (EOF, 2 s to exit, then TERM and KILL), never longer
 CLOSE_WAIT = 4.0
@@ -397,11 +402,19 @@ def start_worker(
     try:
         thread.start()
         wait = timeout
+        silence = _pip_silence()
+        heard = time.monotonic()  # when pip last printed something
         while True:
             try:
                 kind, value = events.get(timeout=wait)
             except queue.Empty:
                 raise _no_answer(transport, python, timeout, handshake.waiting_for) from None
+            if kind == "progress" and not value and time.monotonic() - heard > silence:
+                raise RemoteEnvironmentError(
+                    f"pip on {transport.label} printed nothing for {silence:g}s (the stub only said it is still running)",
+                    hint="run the profile's pip install by hand there to see where it hangs")
+            if kind != "progress" or value:
+                heard = time.monotonic()
             if kind == "done":
                 return value  # type: ignore[no-any-return]
             if kind == "error":
@@ -554,6 +567,13 @@ def _garbled(transport: Transport, what: str, answer: str) -> RemoteEnvironmentE
     return RemoteEnvironmentError(f"the bootstrap stub on {transport.label} answered {what!r} garbled: {shown!r}",
                                   hint="is skyctl's cache on the host damaged, or something else writing to "
                                        "the worker's stdout?")
+
+
+def _pip_silence() -> float:
+    try:
+        return float(os.environ.get("SKYCTL_PIP_SILENCE") or PIP_SILENCE)
+    except ValueError:
+        return PIP_SILENCE
 
 
 def _close_within(pipes: WorkerPipes, seconds: float) -> None:

@@ -488,11 +488,13 @@ _HOST_KEYS = (
     "host_key_policy", "gateway", "connect_timeout", "keepalive", "keepalive_count", "reuse", "reuse_idle",
     "trust", "allow",
 )  # fmt: skip
-_LOCAL_KEYS = frozenset({"type", "python", "workdir", "env", "trust", "allow"})
+#: ``keepalive`` × ``keepalive_count`` is every host's liveness bound (the worker's heartbeats: docs/protocol.md)
+_LOCAL_KEYS = frozenset({"type", "python", "workdir", "env", "trust", "allow", "keepalive", "keepalive_count"})
 #: keys of the other host types only: not for ssh hosts, so not for ``defaults:`` either
 _NON_SSH_KEYS = ("argv", "shell")
 _HOST_KEYS += _NON_SSH_KEYS
-_COMMAND_KEYS = frozenset({"type", "argv", "shell", "python", "workdir", "env", "pip", "trust", "allow", "connect_timeout"})
+_COMMAND_KEYS = frozenset({"type", "argv", "shell", "python", "workdir", "env", "pip", "trust", "allow", "connect_timeout",
+                           "keepalive", "keepalive_count"})
 #: the keys each host type accepts; ssh: all but the other types' own
 _TYPE_KEYS: dict[str, frozenset[str]] = {
     "local": _LOCAL_KEYS,

@@ -513,6 +513,9 @@ class Inbox:
         self._owed_items = self._owed_bytes = 0
         #: what ended the stream (set by ``end``), read once ``items()`` stops
         self.ending: Any = None
+        #: the consumer waits for a batch and none is queued (the worker tells its
+        #: client so in its heartbeat: see ``session.CallStream.starved``)
+        self.waiting = False
 
     def push(self, payload: bytes) -> None:
         """A batch arrived (reader thread)."""
@@ -549,7 +552,9 @@ class Inbox:
         """
         get = self._queue.get
         while True:
+            self.waiting = True
             entry = get()
+            self.waiting = False
             if type(entry) is _Ending:
                 self.ending = entry.value
                 return

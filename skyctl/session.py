@@ -278,8 +278,11 @@ class WorkerSession:
             self.hooks.log(payload[0], payload[1:])
             return
         if kind is Kind.HEARTBEAT:
-            if payload:
+            if payload and payload != wire.STARVED:
                 raise wire.ProtocolError(f"a HEARTBEAT frame with {len(payload)} bytes of payload")
+            call = self._current
+            if call is not None and not call.terminal:
+                call.check_starved(payload == wire.STARVED, self.spec.liveness[1])
             return
         if kind not in _FROM_WORKER:
             raise wire.ProtocolError(f"a {kind.name} frame, which only the client sends" if kind is not Kind.HELLO
@@ -293,6 +296,7 @@ class WorkerSession:
         if kind is Kind.CREDIT:
             items, nbytes = wire.unpack_credit(payload)
             if call.outbox is not None and not call.terminal:
+                call.starved_since = None
                 call.outbox.grant(items, nbytes)
             return  # also after the call's end: the worker flushes what it owes behind its last frame
         if call.terminal:
@@ -356,9 +360,27 @@ class CallStream:
         self.cancel_sent = False
         #: the frame that ends the call has arrived (reader thread)
         self.terminal = False
+        #: since when the worker has said it waits for input while this side waits for its credit
+        self.starved_since: float | None = None
         self._values = self._iterate()
 
     # -- checks of the reader thread -----------------------------------------
+    def check_starved(self, starved: bool, bound: float) -> None:
+        """A heartbeat: the worker waits for input (``starved``) or not. Its
+        function waiting for input while this side waits for the credit to
+        send it cannot last with an honest worker (it owes credit for all it
+        took); past ``bound`` s it is a protocol error, not a call that hangs."""
+        outbox = self.outbox
+        if not starved or outbox is None or not outbox.waiting_for_credit:
+            self.starved_since = None
+            return
+        now = time.monotonic()
+        if self.starved_since is None:
+            self.starved_since = now
+        elif now - self.starved_since > bound:
+            raise wire.ProtocolError(f"it has waited for input for {now - self.starved_since:.0f}s "
+                                     "without granting the credit to send it")
+
     def check_batch(self, payload: bytes) -> None:
         """An ITEMS_OUT payload, checked whole before it is queued: its encoding
         is the one this call uses (rendered text for the CLI, never a pickle;

@@ -46,8 +46,11 @@ class Kind(IntEnum):
     CANCELLED = 11  # worker → client: the generator was closed after CANCEL; ends the call
     BYE = 12  # client → worker: no more calls, exit (empty payload)
     INPUT_FAILED = 13  # client → worker: the input broke after the items sent (a bad record); the function is closed when it reads that far (empty payload)
-    HEARTBEAT = 14  # both ways, empty: "still here", sent after ``interval`` seconds in which nothing else was sent
+    HEARTBEAT = 14  # both ways: "still here", sent after ``interval`` s in which nothing else was sent; empty, or from the worker b"\x01": "the call's function waits for input and none is queued" (STARVED)
 
+
+#: a worker's HEARTBEAT payload while its call's function waits for input that has not come
+STARVED = b"\x01"
 
 #: frames that belong to a call: their header's call id must be the current call's
 CALL_SCOPED = frozenset({Kind.CALL, Kind.ITEMS_IN, Kind.END_IN, Kind.CREDIT, Kind.ITEMS_OUT, Kind.RETURN,
@@ -270,7 +273,7 @@ class FrameWriter:
                 _block_sigint(False)
         self._try_flush_credit()
 
-    def heartbeat(self, interval: float) -> None:
+    def heartbeat(self, interval: float, payload: bytes = b"") -> None:
         """Send HEARTBEAT unless a frame went out in the last ``interval`` seconds
         or one is being written now (its bytes say as much)."""
         if _monotonic() - self.last_sent < interval or not self._lock.acquire(blocking=False):
@@ -279,7 +282,7 @@ class FrameWriter:
         if on_main:
             _block_sigint(True)
         try:
-            self._write(encode(Kind.HEARTBEAT, b"", self.call))
+            self._write(encode(Kind.HEARTBEAT, payload, self.call))
             self.last_sent = _monotonic()
         finally:
             self._lock.release()

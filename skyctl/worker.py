@@ -335,8 +335,10 @@ class Worker:
         of its call may outlive it here."""
         while True:
             time.sleep(min(interval, bound) / 2)
+            call = self.current
+            starved = call is not None and call.inbox.waiting and not call.cancelled
             try:
-                self.conn.writer.heartbeat(interval)
+                self.conn.writer.heartbeat(interval, wire.STARVED if starved else b"")
             except BaseException:  # noqa: BLE001 - the reader sees the same failure
                 pass
             silent = time.monotonic() - self.conn.heard
