@@ -278,10 +278,12 @@ class WorkerSession:
             self.hooks.log(payload[0], payload[1:])
             return
         if kind is Kind.HEARTBEAT:
-            if payload and payload != wire.STARVED:
-                raise wire.ProtocolError(f"a HEARTBEAT frame with {len(payload)} bytes of payload")
+            if payload and payload not in (wire.STARVED, wire.IDLE):
+                raise wire.ProtocolError(f"a HEARTBEAT frame with a payload of {len(payload)} bytes that says nothing")
             call = self._current
             if call is not None and not call.terminal:
+                if payload == wire.IDLE and call_id == call.id:  # written after the call's last frame
+                    raise wire.ProtocolError(f"the worker says call {call_id} has ended, but its last frame never came")
                 call.check_starved(payload == wire.STARVED, self.spec.liveness[1])
             return
         if kind not in _FROM_WORKER:
@@ -305,6 +307,8 @@ class WorkerSession:
             call.check_batch(payload)
             call.inbox.push(payload)  # raises CreditOverrun for a worker that ignores its credit
             return
+        if kind is Kind.CANCELLED and not call.cancel_sent and call.input_error is None:
+            raise wire.ProtocolError("a CANCELLED frame, but the call was not cancelled")
         sent, payload = wire.unseal(kind, payload)
         if sent != call.inbox.received:
             raise wire.ProtocolError(f"a {kind.name} after {sent:,} values sent, but {call.inbox.received:,} arrived")
@@ -315,8 +319,6 @@ class WorkerSession:
         elif kind is Kind.CANCELLED:
             if payload:
                 raise wire.ProtocolError(f"a CANCELLED frame with {len(payload)} bytes of payload")
-            if not call.cancel_sent and call.input_error is None:
-                raise wire.ProtocolError("a CANCELLED frame, but the call was not cancelled")
         call.terminal = True
         call.inbox.end((kind, payload))
 

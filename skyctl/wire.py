@@ -46,11 +46,14 @@ class Kind(IntEnum):
     CANCELLED = 11  # worker → client: the generator was closed after CANCEL; ends the call
     BYE = 12  # client → worker: no more calls, exit (empty payload)
     INPUT_FAILED = 13  # client → worker: the input broke after the items sent (a bad record); the function is closed when it reads that far (empty payload)
-    HEARTBEAT = 14  # both ways: "still here", sent after ``interval`` s in which nothing else was sent; empty, or from the worker b"\x01": "the call's function waits for input and none is queued" (STARVED)
+    HEARTBEAT = 14  # both ways: "still here", sent after ``interval`` s in which nothing else was sent; empty, or from the worker STARVED (b"\x01": "the call's function waits for input and none is queued") or IDLE (b"\x02": "the call has ended")
 
 
 #: a worker's HEARTBEAT payload while its call's function waits for input that has not come
 STARVED = b"\x01"
+#: a worker's HEARTBEAT payload once the call of the header's id has ended (its last frame was written
+#: before): a client still waiting for that call's end knows the frame was lost
+IDLE = b"\x02"
 
 #: frames that belong to a call: their header's call id must be the current call's
 CALL_SCOPED = frozenset({Kind.CALL, Kind.ITEMS_IN, Kind.END_IN, Kind.CREDIT, Kind.ITEMS_OUT, Kind.RETURN,

@@ -186,6 +186,8 @@ class CallState:
                                   max_payload=wire.MAX_FRAME, seal=wire.seal)
         self.inbox = flow.Inbox(conn.grant, pickle.loads)
         self.cancelled = False
+        #: the call's last frame has been written
+        self.finished = False
         self.in_user_code = False
         #: called (from the reader thread) when the call is cancelled: a Ray task is cancelled so
         self.on_cancel: Callable[[], None] | None = None
@@ -336,9 +338,12 @@ class Worker:
         while True:
             time.sleep(min(interval, bound) / 2)
             call = self.current
-            starved = call is not None and call.inbox.waiting and not call.cancelled
+            if call is None or call.finished:
+                state = wire.IDLE
+            else:
+                state = wire.STARVED if call.inbox.waiting and not call.cancelled else b""
             try:
-                self.conn.writer.heartbeat(interval, wire.STARVED if starved else b"")
+                self.conn.writer.heartbeat(interval, state)
             except BaseException:  # noqa: BLE001 - the reader sees the same failure
                 pass
             silent = time.monotonic() - self.conn.heard
@@ -367,6 +372,7 @@ class Worker:
             self.logs.drain()
         call.outbox.finish(terminal)
         call.outbox.join()
+        call.finished = True  # its last frame is written: heartbeats say IDLE from now on
 
     def _execute(self, call: CallState) -> tuple[int, bytes]:
         """Run the call; returns the frame that ends it."""

@@ -18,17 +18,13 @@ import fuzz_targets  # noqa: E402
 
 
 def main() -> int:
-    host = skyctl.host("fuzz", sys.argv[1])
     try:
-        values = list(skyctl.function(fuzz_targets.count)(400) >> host)
-        result = skyctl.function(fuzz_targets.total)(100) >> host
+        with skyctl.host("fuzz", sys.argv[1]) as host:  # kept: both calls on one worker
+            values = list(skyctl.function(fuzz_targets.count)(400) >> host)
+            result = skyctl.function(fuzz_targets.total)(100) >> host
     except SkyctlError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return int(err.exit_status)
-    finally:
-        close = getattr(host, "close", None)
-        if close is not None:
-            close()
     print(len(values), sum(values), result)
     return 0
 

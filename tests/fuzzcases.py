@@ -129,10 +129,16 @@ def run_case(seed: int, mutation: str, scenario: str, base: Path, workdir: Path,
         out, err = proc.communicate()
     seconds = time.monotonic() - start
     stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    relays = []
     try:
-        relays = [json.loads(line) for line in log.read_text().splitlines()]
-    except (OSError, ValueError):
-        relays = []
+        lines = log.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            relays.append(json.loads(line))
+        except ValueError:
+            pass
     done = [r for r in relays if r.get("done")]
     info = done[0] if done else {"done": False, "what": "the relay left no log"}
     wrong = stdout != EXPECTED[scenario]

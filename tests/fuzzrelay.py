@@ -19,6 +19,14 @@ start-up ones: ``hello`` (a HELLO whose JSON is broken in one of several
 ways), ``stub`` (a garbled ``SKYCTL`` answer), ``progress`` (``SKYCTL
 progress`` for ever).
 
+Scripted mutations, for tests of one fault each (``OP:KIND[:ARG]``, the first
+frame of ``KIND`` is hit): ``before:KIND:log_empty|credit3|garbage``,
+``replace:KIND:cancelled|zero_credit``, ``payload:KIND:NAME`` (a named
+payload: ``empty``, ``P-garbage``, ``L-badutf8``, ``R-one``; a terminal
+frame keeps its count of values sent), ``length:KIND:+N``, ``count:KIND:N``,
+``stall:KIND``, ``hello:NAME``, ``stub:ANSWER``, and ``noeof`` (the child's
+stdin is never closed: a program that ignores EOF).
+
 Stdlib only; knows the frame header from skyctl's wire module (imported from
 the checkout beside this file), so it follows the protocol's version.
 """
@@ -49,17 +57,16 @@ def main() -> None:
     rng = random.Random(f"{seed}:{mutation}")
     child = subprocess.Popen(sys.argv[4:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert child.stdin and child.stdout
-    threading.Thread(target=_copy_in, args=(child.stdin.fileno(), child), daemon=True).start()
+    threading.Thread(target=_copy_in, args=(child.stdin.fileno(), mutation == "noeof"), daemon=True).start()
     src = child.stdout.fileno()
     relay = Relay(src, rng, mutation)
+    relay.note = lambda: _note(log_path, relay, seed)
     try:
         relay.run()
     except BrokenPipeError:
         pass
     finally:
-        with open(log_path, "a") as f:  # one line per relay: a client may start more than one worker
-            f.write(json.dumps({"mutation": mutation, "seed": seed, "done": relay.done, "what": relay.what,
-                                "frame": relay.target}) + "\n")
+        _note(log_path, relay, seed)
         if not relay.stall:
             try:
                 os.close(1)
@@ -75,7 +82,15 @@ def main() -> None:
     child.wait()
 
 
-def _copy_in(dst: int, child: subprocess.Popen[bytes]) -> None:
+def _note(log_path: str, relay: Relay, seed: int) -> None:
+    """A line of JSON saying what this relay did so far (written when it mutates, and at its end:
+    a relay that is killed has said it already)."""
+    with open(log_path, "a") as f:  # one line per note: a client may start more than one worker
+        f.write(json.dumps({"mutation": relay.mutation, "seed": seed, "done": relay.done, "what": relay.what,
+                            "frame": relay.target, "pid": os.getpid()}) + "\n")
+
+
+def _copy_in(dst: int, keep_open: bool) -> None:
     while True:
         data = os.read(0, 1 << 16)
         if not data:
@@ -84,6 +99,8 @@ def _copy_in(dst: int, child: subprocess.Popen[bytes]) -> None:
             wire.write_all(dst, data)
         except OSError:
             break
+    while keep_open:
+        time.sleep(60)
     try:
         os.close(dst)
     except OSError:
@@ -98,9 +115,14 @@ class Relay:
         self.read = wire.fd_reader(src)
         #: the frame (counted from the HELLO, 0) the mutation hits
         self.target = rng.randrange(0, 12) if mutation not in ("hello",) else 0
+        #: a scripted mutation: (op, kind name, argument)
+        self.script = (mutation.split(":", 2) + ["", ""])[:3] if ":" in mutation else None
+        if self.script is not None and self.script[0] in ("hello", "stub"):
+            self.target = 0
         self.done = False
         self.what = ""
         self.stall = False
+        self.note: "Callable[[], None]" = lambda: None
 
     def out(self, data: bytes) -> None:
         wire.write_all(1, data)
@@ -116,7 +138,13 @@ class Relay:
                         self.out(line)
                     return
                 line += c
-            if line.startswith(b"SKYCTL ") and self.mutation in ("stub", "progress") and line != b"SKYCTL need\n":
+            scripted_stub = self.script is not None and self.script[0] == "stub"
+            if scripted_stub and line.startswith(b"SKYCTL "):
+                self.done = True
+                self.what = f"stub answer replaced: {self.script[1]!r}"
+                self.out(b"SKYCTL " + self.script[1].encode() + b"\n")
+                return
+            if line.startswith(b"SKYCTL ") and self.mutation in ("stub", "progress"):
                 self.startup(line)
                 return
             self.out(line)
@@ -140,9 +168,15 @@ class Relay:
                 held = None
                 index += 1
                 continue
-            if index == self.target and not self.done:
+            if self.script is not None and self.script[0] not in ("hello", "stub"):
+                hit = not self.done and wire.Kind(kind).name == self.script[1]
+            else:
+                hit = index == self.target and not self.done
+            if hit:
                 self.done = True
                 result = self.mutate(kind, call, payload, frame)
+                if self.done and self.what != "armed":
+                    self.note()
                 if result is None:  # stop here
                     return
                 if result == b"HOLD":
@@ -154,6 +188,7 @@ class Relay:
                 self.out(frame)
             if kind in TERMINAL and self.mutation == "repeat_end" and self.done and self.what == "armed":
                 self.what = f"repeated {wire.Kind(kind).name} of call {call} 0.2 s later"
+                self.note()
                 time.sleep(0.2)
                 self.out(frame)
             index += 1
@@ -161,7 +196,40 @@ class Relay:
     def frame(self, kind: int, payload: bytes, call: int, version: int = wire.PROTOCOL_VERSION) -> bytes:
         return HEADER.pack(version, kind, call, len(payload)) + payload
 
-    def mutate(self, kind: int, call: int, payload: bytes, frame: bytes) -> bytes | None:
+    def scripted(self, kind: int, call: int, payload: bytes, frame: bytes) -> bytes | None:
+        op, name, arg = self.script  # type: ignore[misc]
+        self.what = f"{op}:{name}:{arg}"
+        if op == "hello":
+            self.mutation = "hello"
+            return self.mutate(kind, call, payload, frame, how=name)
+        if op == "before":
+            extra = {"log_empty": self.frame(wire.Kind.LOG, b"", call),
+                     "credit3": self.frame(wire.Kind.CREDIT, b"\0\0\1", call),
+                     "garbage": b"\x07garbage\n"}[arg]
+            return extra + frame
+        if op == "replace":
+            if arg == "cancelled":
+                return self.frame(wire.Kind.CANCELLED, wire.seal(b"", 0), call)
+            if arg == "zero_credit":
+                return self.frame(wire.Kind.CREDIT, wire.pack_credit(0, 0), call)
+        if op == "payload":
+            sealed = kind in TERMINAL and arg != "empty"
+            prefix, body = (payload[:8], payload[8:]) if sealed else (b"", payload)
+            new = {"empty": b"", "P-garbage": b"P\0\0\0\1\x80\x05garbage", "L-badutf8": b"L\xff\xfe",
+                   "R-one": b"R\0\0\0\x01one\n"}[arg]
+            return self.frame(kind, prefix + new, call)
+        if op == "length":
+            return HEADER.pack(wire.PROTOCOL_VERSION, kind, call, len(payload) + int(arg)) + payload
+        if op == "count":
+            return self.frame(kind, payload[:1] + struct.pack("!I", int(arg)) + payload[5:], call)
+        if op == "stall":
+            self.stall = True
+            return None
+        raise SystemExit(f"unknown scripted mutation {self.mutation}")
+
+    def mutate(self, kind: int, call: int, payload: bytes, frame: bytes, how: str = "") -> bytes | None:
+        if self.script is not None and not how:
+            return self.scripted(kind, call, payload, frame)
         rng, m = self.rng, self.mutation
         name = wire.Kind(kind).name
         if m == "truncate":
@@ -242,7 +310,11 @@ class Relay:
             self.what = f"{len(junk)} random bytes before {name}"
             return junk + frame
         if m == "hello":
-            how = rng.choice(["list", "string", "number", "utf8", "json", "empty", "protocol", "null", "nested"])
+            how = how or rng.choice(["list", "string", "number", "utf8", "json", "empty", "protocol", "null", "nested",
+                                     "garbage"])
+            if how == "garbage":
+                self.what = "random bytes in place of the HELLO"
+                return b"\x07" + bytes(rng.randrange(256) for _ in range(40))
             body = {"list": b"[1,2]", "string": b'"hi"', "number": b"5", "utf8": b'{"a":"\xff\xfe"}',
                     "json": b'{"protocol":', "empty": b"", "protocol": b'{"protocol":"two"}', "null": b"null",
                     "nested": b"[" * 100000}[how]
