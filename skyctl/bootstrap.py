@@ -43,9 +43,11 @@ WORKER_MODULES = ("wire.py", "flow.py", "values.py", "worker.py", "reaper.py", "
 # Kept small and compatible with old Pythons, so that a wrong interpreter can
 # still say which version it is. Reads fd 0 unbuffered: the worker reads the
 # same fd afterwards and must not lose bytes to a buffer. Its command line
-# names nothing but the interpreter: the arguments come on stdin, so a kept
-# connection can start it before it knows the next call's workdir (see
-# ``holder``), and it imports what the worker will need while it waits.
+# names nothing but the interpreter (and the liveness bound, ``stub_argv``):
+# the arguments come on stdin, so a kept connection can start it before it
+# knows the next call's workdir (see ``holder``), and it imports what the
+# worker will need while it waits. Blank lines before the arguments are a
+# keeper's heartbeat: with a bound, no byte for that long ends the stub.
 # Past the version check it trusts nothing it finds in the workdir (see the
 # module docstring and docs/protocol.md): ``mine`` checks a directory, ``new``
 # makes a file no one could have planted, ``good`` verifies the bundle.
@@ -70,7 +72,18 @@ try:
     import threading,pickle,traceback,queue,select,signal,struct,typing,dataclasses,dis,logging,platform,uuid,weakref,zlib,hashlib,stat,mmap,ctypes
 except Exception:
     pass
-a=json.loads(read(int(rdline())))
+import signal
+t=float(sys.argv[1]) if len(sys.argv)>1 else 0
+def arm(s):
+    if t:
+        signal.setitimer(signal.ITIMER_REAL,s)
+arm(t)
+n=rdline()
+while n==b"\n":
+    arm(t)
+    n=rdline()
+arm(0)
+a=json.loads(read(int(n)))
 v="%d.%d"%tuple(sys.version_info[:2])
 if v!=a["python"]:
     say("python %s %s"%(v,sys.executable))
@@ -309,9 +322,13 @@ def client_python() -> str:
     return "%d.%d" % sys.version_info[:2]
 
 
-def stub_argv(python: str) -> list[str]:
-    """The command that starts a worker: the same for every call with this interpreter."""
-    return [python, "-c", STUB]
+def stub_argv(python: str, bound: float | None = None) -> list[str]:
+    """The command that starts a worker: the same for every call with this interpreter
+    (and liveness bound). With ``bound``, a stub that waits for its arguments (a kept
+    connection's spare) exits when no byte came for ``bound`` seconds: whoever keeps
+    it sends a blank line now and then (``holder``), so one cut off by a partition
+    does not linger."""
+    return [python, "-c", STUB] + ([f"{bound:g}"] if bound else [])
 
 
 #: pip options that take a value: in a requirements file they share one line with it
@@ -380,6 +397,7 @@ def start_worker(
     on_status: Callable[[str], None] = lambda s: None,
     pip: Sequence[str] = (),
     timeout: float = 10.0,
+    bound: float | None = None,
 ) -> StartedWorker:
     """Run the stub through ``transport``, send the bundle if missing, wait for HELLO.
 
@@ -395,7 +413,7 @@ def start_worker(
     is what failed: ``transport.failed_before_stub(pipes, python, answer)``.
     """
     args = stub_args(workdir, env, pip)
-    pipes = transport.start(stub_argv(python))
+    pipes = transport.start(stub_argv(python, bound))
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     handshake = _Handshake(pipes, transport, python, events.put)
     thread = threading.Thread(target=handshake.run, args=(args,), name="skyctl-bootstrap", daemon=True)

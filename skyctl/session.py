@@ -129,7 +129,7 @@ class WorkerSession:
         interval, bound = self.spec.liveness
         env = {**self.spec.env, "SKYCTL_LIVENESS": f"{interval:g},{bound:g}"}
         started = start_worker(self.transport, self.spec.python, self.spec.workdir, env,
-                               self.hooks.status, self.spec.pip, self.spec.timeout)
+                               self.hooks.status, self.spec.pip, self.spec.timeout, bound)
         self._pipes, self.hello, self.sent_bundle = started.pipes, started.hello, started.sent_bundle
         self._writer = wire.FrameWriter(started.pipes.write)
         self._heard = time.monotonic()
