@@ -144,9 +144,14 @@ class WorkerSession:
         that is down, would otherwise hang the call on a ``local`` or
         ``command`` host)."""
         interval, bound = self.spec.liveness
-        while not self._closed.wait(min(interval, bound) / 2):
+        period = min(interval, bound) / 2
+        woke = time.monotonic()
+        while not self._closed.wait(period):
             if self._pipes is None or self.dead:
                 return
+            late, woke = time.monotonic() - woke > period + interval, time.monotonic()
+            if late:  # this process was stopped or starved: the reader has not caught up yet
+                self._heard = max(self._heard, woke - interval)
             try:
                 self._writer.heartbeat(interval)
             except BaseException:  # noqa: BLE001 - the reader sees the same failure
@@ -331,7 +336,7 @@ def protocol_error(label: str, what: str) -> ConnectionLost:
     """The error for a worker that broke the protocol: one line naming the host and what was wrong."""
     return ConnectionLost(f"the worker on {label} broke skyctl's protocol: {what}",
                           hint="values printed so far are as it sent them; is skyctl's cache on the host damaged, "
-                               "or the host compromised? (run with SKYCTL_DEBUG=1 for more)")
+                               "or the host compromised?")
 
 
 class CallStream:

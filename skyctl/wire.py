@@ -276,16 +276,17 @@ class FrameWriter:
                 _block_sigint(False)
         self._try_flush_credit()
 
-    def heartbeat(self, interval: float, payload: bytes = b"") -> None:
+    def heartbeat(self, interval: float, payload: bytes = b"", call: int | None = None) -> None:
         """Send HEARTBEAT unless a frame went out in the last ``interval`` seconds
-        or one is being written now (its bytes say as much)."""
+        or one is being written now (its bytes say as much); ``call``: the id it
+        carries (default: the current one), which a STARVED or IDLE speaks of."""
         if _monotonic() - self.last_sent < interval or not self._lock.acquire(blocking=False):
             return
         on_main = self._current_thread() is self._main
         if on_main:
             _block_sigint(True)
         try:
-            self._write(encode(Kind.HEARTBEAT, payload, self.call))
+            self._write(encode(Kind.HEARTBEAT, payload, self.call if call is None else call))
             self.last_sent = _monotonic()
         finally:
             self._lock.release()

@@ -342,8 +342,8 @@ class Worker:
                 state = wire.IDLE
             else:
                 state = wire.STARVED if call.inbox.waiting and not call.cancelled else b""
-            try:
-                self.conn.writer.heartbeat(interval, state)
+            try:  # the id of the call the state is of (the reader may be taking the next CALL meanwhile)
+                self.conn.writer.heartbeat(interval, state, call.id if call is not None else 0)
             except BaseException:  # noqa: BLE001 - the reader sees the same failure
                 pass
             silent = time.monotonic() - self.conn.heard

@@ -23,7 +23,7 @@ def main() -> int:
             values = list(skyctl.function(fuzz_targets.count)(400) >> host)
             result = skyctl.function(fuzz_targets.total)(100) >> host
     except SkyctlError as err:
-        print(f"error: {err.message}", file=sys.stderr)
+        print(f"\nerror: {err.message}", file=sys.stderr)  # on a line of its own, after a log's unfinished one
         return int(err.exit_status)
     print(len(values), sum(values), result)
     return 0

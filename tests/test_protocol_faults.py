@@ -302,3 +302,28 @@ def test_9_log_cost_is_linear_in_the_bytes() -> None:
     assert out >= 63 << 20
     assert took < 2.0, took
     assert sum(map(len, lines.rest().values())) < MAX_LOG_LINE
+
+
+# -- issue 23: a spare stub (kept connection) whose keeper goes silent --------------------
+def test_a_waiting_stub_exits_when_its_keeper_goes_silent() -> None:
+    """The stub started with a bound (``stub_argv``) waits for its arguments only while
+    blank lines (the holder's heartbeat) keep coming; a silent keeper: it exits by itself."""
+    from skyctl.bootstrap import stub_argv
+
+    fed = subprocess.Popen(stub_argv(sys.executable, 1.5), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    silent = subprocess.Popen(stub_argv(sys.executable, 1.5), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        start = time.monotonic()
+        assert silent.wait(timeout=20) == -signal.SIGALRM
+        assert time.monotonic() - start < 10
+        assert fed.stdin is not None
+        for _ in range(8):  # 4 s of heartbeats, more than twice the bound
+            fed.stdin.write(b"\n")
+            fed.stdin.flush()
+            time.sleep(0.5)
+        assert fed.poll() is None
+    finally:
+        fed.kill()
+        silent.kill()
+        fed.wait()
+        silent.wait()
