@@ -139,6 +139,7 @@ class Host:
             pip=tuple(getattr(profile, "pip", ())),
             timeout=profile.connect_timeout,
             liveness=liveness_of(profile),
+            slack=float(profile.keepalive) + 1.0 if profile.type == "ssh" else 0.0,
         )
         session = WorkerSession(self._transport, spec, self.hooks, name=name)
         session.start()

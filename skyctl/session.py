@@ -56,6 +56,10 @@ class WorkerSpec:
     #: silence and takes the other for gone after ``bound`` seconds without a byte
     #: (the profile's ``keepalive`` × ``keepalive_count``; see docs/protocol.md)
     liveness: tuple[float, float] = (wire.HEARTBEAT_INTERVAL, wire.SILENCE_BOUND)
+    #: seconds the client waits beyond ``bound`` before it gives a silent worker up: on ssh
+    #: hosts one keepalive more, so that a link or host that stalls is reported by the SSH
+    #: keepalives (which say so), and the heartbeats catch what they cannot (a stopped worker)
+    slack: float = 0.0
 
 
 def liveness_of(profile: Any) -> tuple[float, float]:
@@ -157,11 +161,12 @@ class WorkerSession:
             except BaseException:  # noqa: BLE001 - the reader sees the same failure
                 pass
             silent = time.monotonic() - self._heard
-            if silent > bound:
+            if silent > bound + self.spec.slack:
                 self._give_up(ConnectionLost(
                     f"the worker on {self.label} sent nothing for {silent:.0f}s (it sends a heartbeat every "
                     f"{interval:g}s): it stalled, or the link to it is down",
-                    hint=f"the bound is the profile's keepalive × keepalive_count ({bound:g}s); "
+                    hint=f"the bound is the profile's keepalive × keepalive_count"
+                         f"{' and one keepalive more' if self.spec.slack else ''} ({bound + self.spec.slack:g}s); "
                          "values printed so far are complete"))
                 return
 
