@@ -327,3 +327,23 @@ def test_a_waiting_stub_exits_when_its_keeper_goes_silent() -> None:
         silent.kill()
         fed.wait()
         silent.wait()
+
+
+def test_8_a_slow_consumer_is_not_taken_for_a_silent_peer(tmp_path: Path) -> None:
+    """Backpressure is not silence: stdout not read for three bounds (the worker blocked on
+    credit, the client's writer blocked on stdout), then read: every value, exit 0."""
+    stderr = open(tmp_path / "stderr", "wb")
+    proc = start_skyctl("run", "-q", "-c", str(local_config(tmp_path)), "-H", "here", f"{TARGETS}:count",
+                        "--arg", "n=1000000", env={"PYTHONPATH": str(HERE.parent)}, stderr=stderr)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first == b"0\n"
+        time.sleep(3 * BOUND)  # the condition under test is time passing while nothing is read
+        rest = proc.stdout.read()
+        proc.wait(timeout=60)
+        assert proc.returncode == 0, (tmp_path / "stderr").read_text()[-2000:]
+        assert (first + rest).count(b"\n") == 1000000
+    finally:
+        proc.kill()
+        stderr.close()
