@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
-from .session import CallStream, Hooks, WorkerSession, WorkerSpec
+from .session import CallStream, Hooks, WorkerSession, WorkerSpec, liveness_of
 from .trust import Decoder
 
 T = TypeVar("T")
@@ -138,6 +138,8 @@ class Host:
             env=dict(profile.env),
             pip=tuple(getattr(profile, "pip", ())),
             timeout=profile.connect_timeout,
+            liveness=liveness_of(profile),
+            slack=float(profile.keepalive) + 1.0 if profile.type == "ssh" else 0.0,
         )
         session = WorkerSession(self._transport, spec, self.hooks, name=name)
         session.start()

@@ -489,8 +489,9 @@ def _stall_warning() -> float | None:
 @contextlib.contextmanager
 def _long_run(joblog: Path, results: Path | None, resume: bool, resume_failed: bool, header: dict[str, Any],
               output: str, keep_order: bool, stderr: Stderr) -> Iterator[Any]:
-    """A ``pipe --joblog`` run's ``joblog.LongRun`` (the log locked, FILE opened), with SIGTERM taken as Ctrl-C
-    so that the chunks in flight are logged ``interrupted``; at the end, the log's last line and the lock released."""
+    """A ``pipe --joblog`` run's ``joblog.LongRun`` (the log locked, FILE opened); Ctrl-C and SIGTERM (``main``
+    raises ``Terminated`` for it) log the chunks in flight ``interrupted``; at the end, the log's last line and the
+    lock released."""
     from .flow import Rendered
     from .joblog import LongRun
 
@@ -501,12 +502,8 @@ def _long_run(joblog: Path, results: Path | None, resume: bool, resume_failed: b
         while data := spool.file.read(1 << 20):
             stdout.write_batch(Rendered(data, data.count(b"\n")))
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt()
-
     long_run = LongRun(joblog, results, resume=resume, resume_failed=resume_failed, header=header, ordered=keep_order,
                        make_writer=lambda text: ValueWriter(text, output), to_stdout=to_stdout, warn=stderr.warn)
-    previous = signal.signal(signal.SIGTERM, on_term)
     status: int | None = None
     try:
         yield long_run
@@ -514,11 +511,10 @@ def _long_run(joblog: Path, results: Path | None, resume: bool, resume_failed: b
     except SkyctlError as err:
         status = int(err.exit_status)
         raise
-    except KeyboardInterrupt:
-        status = int(ExitStatus.INTERRUPTED)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (``Terminated``): the chunks in flight were logged
+        status = 128 + signal.SIGTERM if isinstance(exc, Terminated) else int(ExitStatus.INTERRUPTED)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
         long_run.finish(status)
 
 
@@ -780,6 +776,8 @@ def _progress_alone(args: Any) -> list[str]:
             arg = f"--progress={DEFAULT_PROGRESS_SECONDS:g}"
         out.append(arg)
     return out
+
+
 def _write_account(status: int, error: BaseException | None, env: Env) -> None:
     """``--report`` / ``--junit``, once the status this process exits with is known."""
     if _account is None:
@@ -790,12 +788,27 @@ def _write_account(status: int, error: BaseException | None, env: Env) -> None:
         pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: raised where Ctrl-C would be, so the same clean-up runs (the call
+    is cancelled, the remote closed); the exit status is then 143, not 130."""
+
+
+_terminated: list[bool] = []
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if not _terminated:
+        _terminated.append(True)
+        raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the command, map every failure to its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or bool(os.environ.get("SKYCTL_DEBUG"))
     args = _progress_alone(a for a in args if a != "--verbose")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C cancels, even when started in the background
+    signal.signal(signal.SIGTERM, _on_sigterm)  # as Ctrl-C: the remote is closed, not left to notice EOF
     env = Env()
     global _account
     _argv[:] = args
@@ -837,6 +850,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a skyctl bug: its traceback follows, but the report is still written
         _write_account(ExitStatus.REMOTE_RAISED, exc, env)
         raise
+    if _terminated:
+        status = 128 + signal.SIGTERM
     _write_account(status, error, env)
     for stream in (sys.stdout, sys.stderr):
         try:

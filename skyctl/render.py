@@ -268,6 +268,56 @@ def error_lines(err: SkyctlError, colour: bool = False) -> str:
     return text
 
 
+#: the longest line of remote output shown whole: a longer one (a stream
+#: without line breaks) is cut here, with ``LINE_CUT`` after it, and goes on on
+#: a line of its own; what is kept in memory per fd is never more than this
+MAX_LOG_LINE = 64 << 10
+LINE_CUT = b" [skyctl: line cut at 64 KiB]\n"
+
+
+class Lines:
+    """Remote output bytes → whole lines, per fd, in time linear in the bytes.
+
+    ``feed`` returns what may be written now: every line ended by ``\n`` or
+    ``\r`` (a progress bar), and a line that reached ``MAX_LOG_LINE`` without
+    one, cut with ``LINE_CUT``. The unfinished end is kept as a list of pieces
+    (never copied per frame: joining it each time cost quadratic time)."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[int, list[bytes]] = {}
+        self._sizes: dict[int, int] = {}
+
+    def feed(self, fd: int, data: bytes) -> bytes:
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        pieces = self._pieces.setdefault(fd, [])
+        out = b""
+        if cut:
+            pieces.append(data[:cut])
+            out = b"".join(pieces)
+            pieces.clear()
+            self._sizes[fd] = 0
+            data = data[cut:]
+        while data:
+            room = MAX_LOG_LINE - self._sizes.get(fd, 0)
+            if len(data) < room:
+                pieces.append(data)
+                self._sizes[fd] = self._sizes.get(fd, 0) + len(data)
+                break
+            pieces.append(data[:room])
+            out += b"".join(pieces) + LINE_CUT
+            pieces.clear()
+            self._sizes[fd] = 0
+            data = data[room:]
+        return out
+
+    def rest(self) -> dict[int, bytes]:
+        """The unfinished line of each fd (taken: the next ``feed`` starts afresh)."""
+        rest = {fd: b"".join(pieces) for fd, pieces in sorted(self._pieces.items()) if pieces}
+        self._pieces.clear()
+        self._sizes.clear()
+        return rest
+
+
 class Stderr:
     """Everything that is not a value: remote output, warnings, errors, the status line,
     and (``progress``: ``--progress``, seconds) a plain progress line wherever no status line is shown."""
@@ -278,7 +328,7 @@ class Stderr:
         self._progress_every = progress
         self._ticker: ProgressLines | None = None
         #: per remote fd, the end of its output after the last line break
-        self._partial: dict[int, bytes] = {}
+        self._partial = Lines()
         #: several hosts' threads write here: whole lines, one at a time
         self._lock = threading.RLock()
         self._flushers: list[Callable[[], None]] = []
@@ -289,33 +339,27 @@ class Stderr:
         A line (ended by \n, or \r for progress bars) is written whole, so the
         remote's stdout and stderr never interleave inside a line.
         """
-        data = self._partial.pop(fd, b"") + data
-        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
-        if cut < len(data):
-            self._partial[fd] = data[cut:]
-        if cut:
+        lines = self._partial.feed(fd, data)
+        if lines:
             with self._lock:  # whole lines, also beside a progress line from its own thread
-                self._write_log(data[:cut])
+                self._write_log(lines)
 
     def log_for(self, host: str) -> Callable[[int, bytes], None]:
         """``log`` for one host of several: each line it prints prefixed ``[HOST] ``."""
         prefix = f"[{host}] ".encode()
-        partial: dict[int, bytes] = {}
+        partial = Lines()
 
         def log(fd: int, data: bytes) -> None:
-            data = partial.pop(fd, b"") + data
-            cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
-            if cut < len(data):
-                partial[fd] = data[cut:]
-            if cut:
-                lines = data[:cut].splitlines(keepends=True)
+            text = partial.feed(fd, data)
+            if text:
+                lines = text.splitlines(keepends=True)
                 with self._lock:
                     self._write_log(b"".join(prefix + line for line in lines))
 
         def flush() -> None:
-            for fd in sorted(partial):
+            for rest in partial.rest().values():
                 with self._lock:
-                    self._write_log(prefix + partial.pop(fd) + b"\n")
+                    self._write_log(prefix + rest + b"\n")
 
         self._flushers.append(flush)
         return log
@@ -384,8 +428,8 @@ class Stderr:
         for flush in self._flushers:
             flush()
         self._flushers = []
-        for fd in sorted(self._partial):  # a last line without a line break
-            self._write_log(self._partial.pop(fd) + b"\n")
+        for rest in self._partial.rest().values():  # a last line without a line break
+            self._write_log(rest + b"\n")
         if self._status is not None:
             self._status.stop()
             self._status = None

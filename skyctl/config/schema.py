@@ -164,11 +164,11 @@ class HostProfile:
         10.0, check=Checker.check_seconds, takes=(SSH, COMMAND, RAY), normalize=as_float,
         type_defaults={RAY: RAY_CONNECT_TIMEOUT}, doc="seconds", examples={SSH: ("10", "seconds")})
     keepalive: float = key(
-        15.0, check=Checker.check_seconds, takes=(SSH,), normalize=as_float,
+        15.0, check=Checker.check_seconds, takes=_NOT_RAY, normalize=as_float,
         doc="seconds between SSH keepalives (requests the server must answer, like ServerAliveInterval)",
         examples={SSH: ("15", "seconds between SSH keepalives (each one must be answered)")})
     keepalive_count: int = key(
-        3, check=Checker.check_count, takes=(SSH,), normalize=at_least_one,
+        3, check=Checker.check_count, takes=_NOT_RAY, normalize=at_least_one,
         doc="unanswered keepalives in a row after which the connection is lost (like ServerAliveCountMax)",
         examples={SSH: ("3", "unanswered keepalives in a row before the connection counts as lost")})
     reuse: bool = key(
