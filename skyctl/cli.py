@@ -515,6 +515,8 @@ def _long_run(joblog: Path, results: Path | None, resume: bool, resume_failed: b
         status = 128 + signal.SIGTERM if isinstance(exc, Terminated) else int(ExitStatus.INTERRUPTED)
         raise
     finally:
+        if _terminated and status == ExitStatus.INTERRUPTED:  # SIGTERM ended it, caught as Ctrl-C below
+            status = 128 + signal.SIGTERM
         long_run.finish(status)
 
 

@@ -225,7 +225,7 @@ def test_8_a_stopped_local_worker_ends_in_exit_6_within_the_bound(tmp_path: Path
         out, err = proc.communicate(timeout=BOUND + 20)
         took = time.monotonic() - start
         assert proc.returncode == 6, err
-        assert "the worker on local sent nothing for" in err.decode(), err
+        assert "the worker on here (local) sent nothing for" in err.decode(), err
         assert took < BOUND + 10
     finally:
         proc.kill()
