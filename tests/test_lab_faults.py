@@ -321,12 +321,11 @@ def _left_on_a_cut_off_host(lab: Lab, run_dir: Path, tmp_path: Path, sshd_too: b
                         f"(bound {LEFTOVER_BOUND:g}s): {left()}")
 
 
-@pytest.mark.skip(reason="needs the worker-side client heartbeat from branch proto")
 def test_the_worker_and_the_functions_processes_end_on_a_cut_off_host(lab: Lab, run_dir: Path, tmp_path: Path) -> None:
     """With the link still down, the worker (its function busy, with a child process) notices its client's
     silence by itself and ends the call, the child and itself within the stated bound.
 
-    On main (no worker-side heartbeat) both stay for good. Passes with branch proto's heartbeats.
+    Without the worker-side heartbeat (before protocol v2) both stayed for good.
     """
     _left_on_a_cut_off_host(lab, run_dir, tmp_path, sshd_too=False)
 
