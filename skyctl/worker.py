@@ -286,6 +286,9 @@ class Worker:
         self.calls: queue.SimpleQueue[CallState | None] = queue.SimpleQueue()
         self.current: CallState | None = None
         self.logs: LogForwarder | None = None
+        #: the client went silent past the liveness bound (a partition): its sshd session goes too
+        self.client_silent = False
+        self.silence_bound = 0.0
 
     # -- reader thread -------------------------------------------------
     def read_frames(self) -> None:
@@ -353,6 +356,7 @@ class Worker:
                                 f"ending the call and exiting\n".encode())
                 except OSError:
                     pass
+                self.client_silent, self.silence_bound = True, bound
                 self.leave()
                 return
 
@@ -506,6 +510,13 @@ def _close_quietly(gen: Any) -> None:
 def _exit_after_grace() -> None:
     time.sleep(EXIT_GRACE)
     _end_leftovers()
+    _exit()
+
+
+def _exit() -> None:
+    """Exit now; after a silent client, with its sshd session (nothing of the call outlives it)."""
+    if _worker is not None and _worker.client_silent:
+        reaper.end_ssh_session_when_alone(_worker.silence_bound)
     os._exit(0)
 
 
@@ -616,4 +627,4 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
         _end_leftovers()  # also what threads the function left behind started after its call
         if worker.logs:
             worker.logs.drain()
-    os._exit(0)
+    _exit()

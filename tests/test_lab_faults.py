@@ -330,8 +330,6 @@ def test_the_worker_and_the_functions_processes_end_on_a_cut_off_host(lab: Lab, 
     _left_on_a_cut_off_host(lab, run_dir, tmp_path, sshd_too=False)
 
 
-@pytest.mark.skip(reason="the sshd session outlives its worker on a cut-off host (TCP retransmission, ~15 min): "
-                         "nothing in skyctl ends it yet")
 def test_nothing_of_the_call_is_left_on_a_cut_off_host(lab: Lab, run_dir: Path, tmp_path: Path) -> None:
     """The same, and the sshd session that served the call is gone too: nothing of the call is left.
 

@@ -159,3 +159,11 @@ def test_a_subreaper_adopts_a_double_forked_daemon_ends_it_and_reaps_everything(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"no_children_at_first": True, "nothing_to_end": True, "subreaper": True,
                                        "adopted": True, "ended": True, "left_in_proc": [], "children_after": False}
+
+
+def test_a_worker_never_ends_a_parent_that_is_not_an_sshd_session() -> None:
+    """After a silent client the worker ends its sshd session; under anything else (here this
+    test's python) it must signal nothing."""
+    code = "from skyctl import reaper; print(reaper.end_ssh_session_when_alone(0.0))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.stdout.strip() == "False", done.stderr
