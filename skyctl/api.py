@@ -154,7 +154,7 @@ class Host:
         session = self._worker()
         ray = None
         if self.profile.type == "ray":  # connect the driver to the cluster and ask it what it is
-            from .raydriver import cluster_info
+            from .remote.raydriver import cluster_info
 
             call = session.call(cluster_info, (), {}, options=self._call_options(in_driver=True))
             for _ in call:

@@ -33,12 +33,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from . import runtime, wire
+from . import runtime
+from .remote import wire
 from .errors import ConnectError, ConnectionLost, RemoteEnvironmentError, SkyctlError
 from .transports.base import Transport, WorkerPipes, describe
 
-#: the modules of this package that run on the remote
-WORKER_MODULES = ("wire.py", "flow.py", "values.py", "worker.py", "reaper.py", "raydriver.py", "raytask.py")
+#: the folder whose modules run on the remote: every ``*.py`` in it ships in the bundle
+REMOTE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote")
+
+
+def worker_modules() -> tuple[str, ...]:
+    """The file names of ``skyctl/remote/`` (``__init__.py`` included), sorted: what the bundle ships."""
+    return tuple(sorted(name for name in os.listdir(REMOTE_DIR) if name.endswith(".py")))
 
 # Kept small and compatible with old Pythons, so that a wrong interpreter can
 # still say which version it is. Reads fd 0 unbuffered: the worker reads the
@@ -205,9 +211,9 @@ if not good():
 os.environ.update(a["env"])
 say("ready")
 if py:
-    os.execv(py,[py,"-c","import sys;sys.path.insert(0,sys.argv[1]);from skyctl.worker import main;main()",z])
+    os.execv(py,[py,"-c","import sys;sys.path.insert(0,sys.argv[1]);from skyctl.remote.worker import main;main()",z])
 sys.path.insert(0,z)
-from skyctl.worker import main
+from skyctl.remote.worker import main
 main()
 """
 
@@ -225,11 +231,10 @@ def _sources() -> tuple[tuple[str, bytes], ...]:
     """The files of the bundle, by their path inside it: our worker modules and the client's cloudpickle."""
     import cloudpickle
 
-    here = os.path.dirname(os.path.abspath(__file__))
     files: list[tuple[str, bytes]] = [("skyctl/__init__.py", b'"""skyctl worker bundle."""\n')]
-    for name in WORKER_MODULES:
-        with open(os.path.join(here, name), "rb") as f:
-            files.append((f"skyctl/{name}", f.read()))
+    for name in worker_modules():
+        with open(os.path.join(REMOTE_DIR, name), "rb") as f:
+            files.append((f"skyctl/remote/{name}", f.read()))
     cp_dir = os.path.dirname(os.path.abspath(cloudpickle.__file__))
     for name in sorted(os.listdir(cp_dir)):
         if name.endswith(".py"):

@@ -342,7 +342,7 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
 
 def _as_output(batch: Any, host: str, output: str, tag: bool) -> Any:
     """A batch of one host's values (or its return value) as the lines to write, tagged ``HOST<TAB>`` if asked."""
-    from .flow import Rendered
+    from .remote.flow import Rendered
     from .pool import Result
     from .render import tagged
 
@@ -492,7 +492,7 @@ def _long_run(joblog: Path, results: Path | None, resume: bool, resume_failed: b
     """A ``pipe --joblog`` run's ``joblog.LongRun`` (the log locked, FILE opened); Ctrl-C and SIGTERM (``main``
     raises ``Terminated`` for it) log the chunks in flight ``interrupted``; at the end, the log's last line and the
     lock released."""
-    from .flow import Rendered
+    from .remote.flow import Rendered
     from .joblog import LongRun
 
     stdout = ValueWriter(stderr.env.stdout, output, guard=stderr.guard_for(stderr.env.stdout))

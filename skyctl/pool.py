@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import (BadRecord, ChunkLost, ConnectError, ConnectionLost, ExitStatus, RemoteEnvironmentError, RemoteError,
                      SkyctlError)
-from .flow import LineBatch
+from .remote.flow import LineBatch
 
 #: failures of a host (or one worker on it), not of the function: its chunks run again elsewhere
 HOST_FAILURES = (ConnectError, ConnectionLost, RemoteEnvironmentError)

@@ -40,7 +40,7 @@ from skyctl.coerce import (
     type_name,
 )
 from skyctl.errors import BadRecord, UsageError, did_you_mean
-from skyctl.flow import LineBatch
+from skyctl.remote.flow import LineBatch
 
 __all__ = ["FORMATS", "RecordReader", "print_to_stderr"]
 

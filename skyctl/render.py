@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from .errors import ConnectionLost, SkyctlError
-from .flow import LineBatch, Rendered
+from .remote.flow import LineBatch, Rendered
 from .trust import escape_controls
-from .values import encode_text, json_line, json_lines, render, text_line, text_lines
+from .remote.values import encode_text, json_line, json_lines, render, text_line, text_lines
 
 
 # -- values -------------------------------------------------------------------

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from . import flow, wire
+from .remote import flow, wire
 from .bootstrap import start_worker
 from .errors import ChunkLost, ConnectError, ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlError
 from .transports.base import Transport, describe
 from .trust import Decoder, shipped_files, shipped_modules
-from .wire import Kind
+from .remote.wire import Kind
 
 _INTERRUPT = "interrupt"
 

@@ -5,7 +5,7 @@ runs skyctl (a CI runner holds secrets). ``pickle.loads`` of what a remote
 sends would hand it that machine, so:
 
 - the CLI never unpickles anything: the worker renders values as text
-  (``skyctl.values``) and errors come as type name, message and traceback text;
+  (``skyctl.remote.values``) and errors come as type name, message and traceback text;
 - the Python API decodes values with ``Decoder``: builtin scalars and
   containers, the standard library's plain data types, builtin exceptions,
   numpy arrays, and classes *defined in* the modules this client shipped
@@ -78,7 +78,7 @@ _FLAT = frozenset({
     "builtins.NoneType",
     "datetime.date", "datetime.time", "datetime.datetime", "datetime.timedelta", "datetime.timezone",
     "uuid.UUID", "uuid.SafeUUID", "zoneinfo.ZoneInfo._unpickle", "copyreg._reconstructor", "copyreg.__newobj__",
-    "skyctl.values.shipped_class",
+    "skyctl.remote.values.shipped_class",
 })
 #: builtin exceptions whose constructor copies an argument (the others keep references)
 _COPYING_EXCEPTIONS = frozenset({"BaseExceptionGroup", "ExceptionGroup", "UnicodeDecodeError"})
@@ -277,7 +277,7 @@ class Decoder:
 
     def _find(self, module: str, name: str, default: Any, careful: bool) -> Any:
         key = f"{module}.{name}"
-        if module == "skyctl.values" and name == "shipped_class":
+        if module == "skyctl.remote.values" and name == "shipped_class":
             return self._shipped_class if careful else self._flat_shipped_class
         if module == "builtins" and (name in SAFE_BUILTINS or _is_builtin_exception(name)):
             if not careful and key not in _FLAT and (name in SAFE_BUILTINS or name in _COPYING_EXCEPTIONS):
@@ -365,7 +365,7 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         found = self._decoder.find(module, name, super().find_class, careful=False, watch=self._watch)
-        if module == "skyctl.values":
+        if module == "skyctl.remote.values":
             return _watched(found, self._watch, None if self._weighed else _refuse_unweighed)
         return found if self._weighed else _refuse_unweighed(found)
 
@@ -441,7 +441,7 @@ class _DryRun(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         found = self._decoder.find(module, name, super().find_class, careful=False, watch=self._watch)
-        if module == "skyctl.values":
+        if module == "skyctl.remote.values":
             return _watched(found, self._watch, self._stand)
         return self._stand(found)
 
@@ -561,7 +561,7 @@ class _Careful(pickle._Unpickler):  # type: ignore[name-defined,misc]
 
     def find_class(self, module: str, name: str) -> Any:
         found = self._decoder.find(module, name, super().find_class, watch=self._watch)
-        return _watched(found, self._watch) if module == "skyctl.values" else found
+        return _watched(found, self._watch) if module == "skyctl.remote.values" else found
 
     def _spend(self, func: Any, args: Any, kwargs: Any = None) -> None:
         try:

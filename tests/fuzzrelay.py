@@ -43,7 +43,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from skyctl import wire  # noqa: E402
+from skyctl.remote import wire  # noqa: E402
 
 HEADER = wire.HEADER
 TERMINAL = (wire.Kind.RETURN, wire.Kind.RAISE, wire.Kind.CANCELLED)

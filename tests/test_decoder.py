@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from skyctl import flow
+from skyctl.remote import flow
 from skyctl.trust import Decoder, RefusedValue, escape_controls
 
 PLAIN = [
@@ -73,7 +73,7 @@ def test_a_class_the_client_did_not_ship_is_refused_unless_allowed() -> None:
 
 
 def test_a_shipped_class_reference_needs_a_module_the_client_shipped() -> None:
-    from skyctl import values
+    from skyctl.remote import values
 
     class Reducer:
         def __reduce__(self) -> tuple[object, tuple[str, str]]:
@@ -142,7 +142,7 @@ def _by_global(module: str, name: str) -> bytes:
 
 def _by_reference(module: str, name: str) -> bytes:
     """The same as the worker sends a shipped class: ``values.shipped_class(module, name)``."""
-    from skyctl import values
+    from skyctl.remote import values
 
     class Reference:
         def __reduce__(self) -> tuple[object, tuple[str, str]]:
@@ -184,7 +184,7 @@ def test_instances_of_a_shipped_str_subclass_are_rebuilt(shipped: str) -> None:
     import sys
 
     tag_class = sys.modules[shipped].Tag
-    data = (b"\x80\x04" + _opcodes_global("skyctl.values", "shipped_class") + b"\x8c" + bytes([len(shipped)])
+    data = (b"\x80\x04" + _opcodes_global("skyctl.remote.values", "shipped_class") + b"\x8c" + bytes([len(shipped)])
             + shipped.encode() + b"\x8c\x03Tag\x86R\x8c\x02hi\x85R.")
     back = Decoder().loads(data)
     assert type(back) is tag_class and back == "hi"

@@ -620,7 +620,7 @@ class TestLineChunks:
         return list(RecordReader(io.BytesIO(data), str).batches())
 
     def test_valid_utf8_lines_come_as_one_line_batch(self) -> None:
-        from skyctl.flow import LineBatch
+        from skyctl.remote.flow import LineBatch
 
         (batch,) = self._batches("a\nü\n\nlast\n".encode())
         assert type(batch) is LineBatch

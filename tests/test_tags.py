@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from skyctl.errors import ConnectionLost, ExitStatus
-from skyctl.flow import Rendered
+from skyctl.remote.flow import Rendered
 from skyctl.render import check_json_lines, tagged
 
 try:

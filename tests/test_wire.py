@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from skyctl import wire
-from skyctl.wire import Kind
+from skyctl.remote import wire
+from skyctl.remote.wire import Kind
 
 
 def reader(data: bytes):

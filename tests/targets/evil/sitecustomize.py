@@ -62,8 +62,8 @@ def _global(module: str, name: str) -> bytes:
 
 #: ``mod.subprocess.Popen(SHELL)``, named as a dotted global
 POPEN = b"\x80\x04" + _global(SHIPPED, "subprocess.Popen") + _args(SHELL) + b"R."
-#: the same through ``skyctl.values.shipped_class(mod, "subprocess.Popen")``
-POPEN_REF = (b"\x80\x04" + _global("skyctl.values", "shipped_class") + _args(SHIPPED, "subprocess.Popen") + b"R"
+#: the same through ``skyctl.remote.values.shipped_class(mod, "subprocess.Popen")``
+POPEN_REF = (b"\x80\x04" + _global("skyctl.remote.values", "shipped_class") + _args(SHIPPED, "subprocess.Popen") + b"R"
              + _args(SHELL) + b"R.")
 #: attrgetter("system")(itemgetter("os")(attrgetter("__init__.__globals__")(uuid.UUID)))(SHELL[2])
 GADGET = (b"\x80\x04"
@@ -162,7 +162,7 @@ class _Loader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "skyctl.worker":
+        if name != "skyctl.remote.worker":
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:

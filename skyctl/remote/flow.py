@@ -607,3 +607,17 @@ class _Ending:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+class ChunkMismatch(Exception):
+    """A re-run call (``skip``) yielded fewer values than its first run had delivered: not deterministic."""
+
+
+def skip_written(values: Iterator[Any], skip: int) -> None:
+    """Drop the first ``skip`` values (a re-run chunk: the client already wrote them);
+    ``ChunkMismatch`` if there are fewer."""
+    if skip:
+        skipped = sum(1 for _ in islice(values, skip))
+        if skipped < skip:
+            raise ChunkMismatch(f"this re-run yielded {skipped} values, fewer than the {skip} its first run "
+                                "already wrote; skyctl re-runs a chunk assuming it yields the same values")

@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import types
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, Callable, Generator, Iterator
 
 from . import flow, reaper, values, wire
@@ -410,7 +410,7 @@ class Worker:
             gen = result
             returned: list[Any] = []
             values = gen if _returns_only_none(gen.gi_code) else _returning(gen, returned)
-            skip_written(values, call.skip)
+            flow.skip_written(values, call.skip)
             outbox = call.outbox
             while True:
                 call.in_user_code = False
@@ -428,20 +428,6 @@ class Worker:
                 _close_quietly(gen)
                 return Kind.CANCELLED, b""
             return call.raise_frame(exc, "call")
-
-
-class ChunkMismatch(Exception):
-    """A re-run call (``skip``) yielded fewer values than its first run had delivered: not deterministic."""
-
-
-def skip_written(values: Iterator[Any], skip: int) -> None:
-    """Drop the first ``skip`` values (a re-run chunk: the client already wrote them);
-    ``ChunkMismatch`` if there are fewer."""
-    if skip:
-        skipped = sum(1 for _ in islice(values, skip))
-        if skipped < skip:
-            raise ChunkMismatch(f"this re-run yielded {skipped} values, fewer than the {skip} its first run "
-                                "already wrote; skyctl re-runs a chunk assuming it yields the same values")
 
 
 #: the inbox ending that INPUT_FAILED puts after the last good input item
