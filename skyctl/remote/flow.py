@@ -323,16 +323,21 @@ class Outbox:
         for count, payload in self._packed(taken):
             if self._cancelled or self.error is not None:
                 return
+            self._max_queued = max(1, QUEUED_BYTES * count // len(payload))
+            # counted before it goes: a KeyboardInterrupt (skyctl's cancel, held back while
+            # the frame is written) may come out of ``_send`` once the frame is out, and the
+            # count of values sent ends the call (``wire.seal``)
+            self.frames += 1
+            self._sent_bytes += len(payload)
+            self._sent_items += count
             try:
-                self._max_queued = max(1, QUEUED_BYTES * count // len(payload))
                 self._send(self._kind, payload)
-            except Exception as exc:  # the peer is gone (a KeyboardInterrupt, skyctl's cancel, goes on up)
+            except Exception as exc:  # the peer is gone (a KeyboardInterrupt goes on up)
+                self.frames -= 1
+                self._sent_bytes -= len(payload)
+                self._sent_items -= count
                 self.error = exc
                 self.cancel()
-            else:
-                self.frames += 1
-                self._sent_bytes += len(payload)
-                self._sent_items += count
 
     def _pickles(self, item: Any) -> bool:
         try:

@@ -55,10 +55,6 @@ STARVED = b"\x01"
 #: before): a client still waiting for that call's end knows the frame was lost
 IDLE = b"\x02"
 
-#: frames that belong to a call: their header's call id must be the current call's
-CALL_SCOPED = frozenset({Kind.CALL, Kind.ITEMS_IN, Kind.END_IN, Kind.CREDIT, Kind.ITEMS_OUT, Kind.RETURN,
-                         Kind.RAISE, Kind.CANCEL, Kind.CANCELLED, Kind.INPUT_FAILED})
-
 #: seconds of silence after which a side sends HEARTBEAT, and after which it
 #: takes a silent peer for gone, when nothing else is said (see ``liveness``)
 HEARTBEAT_INTERVAL = 2.0
