@@ -21,26 +21,6 @@ def _json_error(value: object, expected: str, detail: str | None = None) -> Coer
     return CoercionError(json_text(value), expected, detail=detail, is_json=True)
 
 
-def _is_null(value: object) -> bool:
-    return value is None
-
-
-def _array(value: object, expected: str) -> tuple[Any, bool]:
-    if not isinstance(value, (list, tuple)):
-        raise _json_error(value, expected)
-    return value, True
-
-
-def _object(value: object, expected: str) -> dict[Any, Any]:
-    if not isinstance(value, dict):
-        raise _json_error(value, expected)
-    return value
-
-
-def _no_length_detail(got: int, need: int) -> None:
-    return None
-
-
 def _same(value: object) -> object:
     return value
 
@@ -103,8 +83,32 @@ def _instance_or_text(cls: type, expected: str, mode: Mode) -> Converter:
     return other
 
 
-#: exact class → leaf
-SCALARS: dict[object, Callable[[Any, str, Mode], Converter]] = {
+class JsonMode(Mode):
+    """Parsed JSON: null for None, an array, an object."""
+
+    def error(self, raw: Any, expected: str, detail: str | None = None) -> CoercionError:
+        return _json_error(raw, expected, detail)
+
+    def is_null(self, raw: Any) -> bool:
+        return raw is None
+
+    def sequence(self, raw: Any, expected: str) -> tuple[Any, bool]:
+        if not isinstance(raw, (list, tuple)):
+            raise _json_error(raw, expected)
+        return raw, True
+
+    def mapping(self, raw: Any, expected: str) -> dict[Any, Any]:
+        if not isinstance(raw, dict):
+            raise _json_error(raw, expected)
+        return raw
+
+
+#: a form, or an exact class → leaf
+LEAVES: dict[object, Callable[[Any, str, Mode], Converter]] = {
+    "any": lambda part, expected, mode: _same,
+    "literal": _literal,
+    "enum": _enum,
+    "class": _instance_or_text,
     bool: _check(lambda v: isinstance(v, bool), _same),
     int: _check(
         lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
@@ -119,18 +123,4 @@ SCALARS: dict[object, Callable[[Any, str, Mode], Converter]] = {
     ),
 }
 
-JSON = Mode(
-    name="json",
-    inner_name="json",
-    scalars=SCALARS,
-    other=_instance_or_text,
-    any=_same,
-    literal=_literal,
-    enum=_enum,
-    record=None,
-    error=_json_error,
-    is_null=_is_null,
-    sequence=_array,
-    mapping=_object,
-    length_detail=_no_length_detail,
-)
+JSON = JsonMode("json", inner="json", leaves=LEAVES)

@@ -78,29 +78,6 @@ def _split_items(text: str, expected: str) -> tuple[list[Any], bool]:
     return [part.strip() for part in stripped.split(",")], False
 
 
-def _text_error(text: str, expected: str, detail: str | None = None) -> CoercionError:
-    return CoercionError(text, expected, detail=detail)
-
-
-def _is_none_word(text: str) -> bool:
-    return text.strip().lower() in _NONE
-
-
-def _object(text: str, expected: str) -> dict[Any, Any]:
-    """The text as a JSON object."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise CoercionError(text, expected) from None
-    if not isinstance(value, dict):
-        raise CoercionError(text, expected)
-    return value
-
-
-def _length_detail(got: int, need: int) -> str:
-    return f"got {got} value{'s' if got != 1 else ''}, need {need}"
-
-
 def _literal(args: tuple[object, ...], expected: str, mode: Mode) -> Converter:
     choices = [(value, mode.converter(type(value) if value is not None else NoneType)) for value in args]
 
@@ -165,8 +142,40 @@ def _built_from_text(cls: Any, expected: str, mode: Mode) -> Converter:
     return _scalar(cls, expected)
 
 
-#: exact class → leaf
-SCALARS: dict[object, Callable[[Any, str, Mode], Converter]] = {
+class TextMode(Mode):
+    """``--arg`` text: "none"/"null" for None, a JSON array or comma-separated items, a JSON object."""
+
+    value_before_key = True
+
+    def error(self, raw: Any, expected: str, detail: str | None = None) -> CoercionError:
+        return CoercionError(raw, expected, detail=detail)
+
+    def is_null(self, raw: Any) -> bool:
+        return raw.strip().lower() in _NONE
+
+    def sequence(self, raw: Any, expected: str) -> tuple[Any, bool]:
+        return _split_items(raw, expected)
+
+    def mapping(self, raw: Any, expected: str) -> dict[Any, Any]:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise CoercionError(raw, expected) from None
+        if not isinstance(value, dict):
+            raise CoercionError(raw, expected)
+        return value
+
+    def length_detail(self, got: int, need: int) -> str | None:
+        return f"got {got} value{'s' if got != 1 else ''}, need {need}"
+
+
+#: a form, or an exact class → leaf
+LEAVES: dict[object, Callable[[Any, str, Mode], Converter]] = {
+    "any": lambda part, expected, mode: parse_loose,
+    "literal": _literal,
+    "enum": _enum,
+    "record": _record,
+    "class": _built_from_text,
     str: lambda cls, expected, mode: str,
     bool: lambda cls, expected, mode: parse_bool,
     int: _built_from_text,
@@ -177,19 +186,4 @@ SCALARS: dict[object, Callable[[Any, str, Mode], Converter]] = {
     datetime.time: _iso,
 }
 
-TEXT = Mode(
-    name="text",
-    inner_name="json",
-    scalars=SCALARS,
-    other=_built_from_text,
-    any=parse_loose,
-    literal=_literal,
-    enum=_enum,
-    record=_record,
-    error=_text_error,
-    is_null=_is_none_word,
-    sequence=_split_items,
-    mapping=_object,
-    length_detail=_length_detail,
-    value_before_key=True,
-)
+TEXT = TextMode("text", inner="json", leaves=LEAVES)

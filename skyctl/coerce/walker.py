@@ -14,7 +14,6 @@ Converters are compiled once per annotation and mode and cached, so
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 import json
@@ -113,44 +112,50 @@ _CACHE_LIMIT = 1024
 _MODES: dict[str, Mode] = {}
 
 
-@dataclasses.dataclass(eq=False)
 class Mode:
-    """One kind of input (``--arg`` text, parsed JSON): its leaf table and container hooks.
+    """One kind of input (``--arg`` text, parsed JSON): its leaf table and its container hooks.
 
-    ``inner`` names the mode of values found already parsed inside this
-    mode's input (a JSON array in ``--arg`` text); ``record`` is None when
-    records are walked field by field here, or a leaf of the mode's own.
+    ``leaves`` maps a form (``"any"``, ``"literal"``, ``"enum"``, ``"class"``
+    for a class not listed, or a container form the mode reads its own way)
+    or an exact class (``int``, ``datetime.date``) to a leaf builder; every
+    form not in it is walked here. ``inner`` names the mode of values found
+    already parsed inside this mode's input (a JSON array in ``--arg`` text).
+    Subclasses give the hooks.
     """
 
-    name: str
-    inner_name: str
-    #: exact class → leaf (``int``, ``str``, ``datetime.date``, ...)
-    scalars: Mapping[object, Leaf]
-    #: a class not in ``scalars``
-    other: Leaf
-    any: Converter
-    literal: Leaf
-    enum: Leaf
-    record: Leaf | None
-    #: ``(raw, expected, detail)`` → the error for a raw input that is not an ``expected``
-    error: Callable[[Any, str, str | None], CoercionError]
-    #: the raw input is "no value" (for an Optional)
-    is_null: Callable[[Any], bool]
-    #: raw → (items, True when they are already-parsed values) for list/set/tuple; raises ``error``
-    sequence: Callable[[Any, str], tuple[Any, bool]]
-    #: raw → a dict for dict/record; raises ``error``
-    mapping: Callable[[Any, str], dict[Any, Any]]
-    #: what a fixed tuple's error adds for (got, need) items, or None
-    length_detail: Callable[[int, int], str | None]
     #: a dict entry whose key and value are both bad is reported by its value (text) or by its key (JSON)
-    value_before_key: bool = False
-    cache: dict[object, Converter] = dataclasses.field(default_factory=dict)
+    value_before_key = False
 
-    def __post_init__(self) -> None:
-        _MODES[self.name] = self
+    def __init__(self, name: str, inner: str, leaves: Mapping[object, Leaf]) -> None:
+        self.name = name
+        self.inner_name = inner
+        self.leaves = leaves
+        self.cache: dict[object, Converter] = {}
+        _MODES[name] = self
+
+    def error(self, raw: Any, expected: str, detail: str | None = None) -> CoercionError:
+        """The error for a raw input that is not an ``expected``."""
+        raise NotImplementedError
+
+    def is_null(self, raw: Any) -> bool:
+        """The raw input is "no value" (for an Optional)."""
+        raise NotImplementedError
+
+    def sequence(self, raw: Any, expected: str) -> tuple[Any, bool]:
+        """Raw → (items, True when they are already-parsed values) for list/set/tuple; raises ``error``."""
+        raise NotImplementedError
+
+    def mapping(self, raw: Any, expected: str) -> dict[Any, Any]:
+        """Raw → a dict for dict/record; raises ``error``."""
+        raise NotImplementedError
+
+    def length_detail(self, got: int, need: int) -> str | None:
+        """What a fixed tuple's error adds for ``got`` items of ``need``."""
+        return None
 
     @property
     def inner(self) -> Mode:
+        """The mode of values found already parsed inside this mode's input."""
         return _MODES[self.inner_name]
 
     @property
@@ -193,18 +198,11 @@ class Mode:
 
     def _build(self, annotation: object) -> Converter:
         annotation = strip_annotation(annotation)
-        expected = type_name(annotation)
         form, part = classify(annotation)
-        if form == "any":
-            return self.any
-        if form == "class":
-            return self.scalars.get(part, self.other)(part, expected, self)
-        if form == "record" and self.record is not None:
-            return self.record(part, expected, self)
-        leaf = {"literal": self.literal, "enum": self.enum}.get(form)
-        if leaf is not None:
-            return leaf(part, expected, self)
-        return _CONTAINERS.get(form, _unsupported)(part, expected, self)
+        leaf = self.leaves.get(part if form == "class" else form)
+        if leaf is None:
+            leaf = self.leaves["class"] if form == "class" else _CONTAINERS.get(form, _unsupported)
+        return leaf(part, type_name(annotation), self)
 
 
 def _same(value: object) -> object:
