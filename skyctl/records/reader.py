@@ -400,7 +400,7 @@ class RecordReader:
     def _table_batches(self) -> Iterator[list[object]]:
         """CSV/TSV: one value per list, as each row is complete."""
         table = self._table = TableReader(
-            raw_lines(self._stream), self._type, self._kind, fmt=self._fmt, column=self._column,
+            raw=raw_lines(self._stream), item_type=self._type, kind=self._kind, fmt=self._fmt, column=self._column,
             header=self._header, name=self._name, param=self._param, bad_lines=self._bad_lines,
         )
         for value in table:

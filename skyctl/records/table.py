@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import csv
+import dataclasses
 import difflib
 import typing
 from itertools import chain, islice
@@ -65,6 +66,7 @@ def raw_lines(stream: BinaryIO) -> Iterator[bytes]:
     return chain((first,), iter(readline, b""))
 
 
+@dataclasses.dataclass(eq=False)
 class TableReader:
     """The rows of CSV/TSV stdin as ``T`` values, read only as they are asked for.
 
@@ -73,28 +75,26 @@ class TableReader:
     of the row given last.
     """
 
-    def __init__(self, raw: Iterator[bytes], item_type: object, kind: str, *, fmt: str, column: str | None,
-                 header: bool, name: str, param: str, bad_lines: BadLines) -> None:
-        self._raw = raw
-        self._type = item_type
-        self._kind = kind
-        self._fmt = fmt
-        self._column = column
-        self._header = header
-        self._name = name
-        self._param = param
-        self._bad_lines = bad_lines
-        #: the header names once read (None before, and without a header)
-        self.columns: list[str] | None = None
-        #: the first and last physical line of the row given last
-        self.lines_span: tuple[int, int] | None = None
+    raw: Iterator[bytes]
+    item_type: object
+    kind: str
+    fmt: str
+    column: str | None
+    header: bool
+    name: str
+    param: str
+    bad_lines: BadLines
+    #: the header names once read (None before, and without a header)
+    columns: list[str] | None = dataclasses.field(default=None, init=False)
+    #: the first and last physical line of the row given last
+    lines_span: tuple[int, int] | None = dataclasses.field(default=None, init=False)
 
     def __iter__(self) -> Iterator[object]:
         """Header handling, record line numbers, then rows → ``T``."""
-        state = _LineTracker(self._raw)
+        state = _LineTracker(self.raw)
         rows = self._rows(state)
         convert: Callable[[list[str]], object] | None = None
-        if self._header:
+        if self.header:
             row = next(rows, None)
             if row is None:
                 return
@@ -106,17 +106,17 @@ class TableReader:
             try:
                 value = convert(row)
             except _RowError as exc:
-                self._bad_lines.report(state.start, f"stdin line {state.start}{exc.where}", exc.reason)
+                self.bad_lines.report(state.start, f"stdin line {state.start}{exc.where}", exc.reason)
                 continue
             except ValueError as exc:  # the record as a whole (a class's own validation)
-                self._bad_lines.bad(state.start, state.record_text(), reason(exc))
+                self.bad_lines.bad(state.start, state.record_text(), reason(exc))
                 continue
             self.lines_span = (state.start, state.number)
             yield value
 
     def _rows(self, state: _LineTracker) -> Iterator[list[str]]:
         """Non-blank rows, with ``state`` pointing at each one's lines; unreadable rows are bad records."""
-        reader = csv.reader(state, dialect="excel" if self._fmt == "csv" else "excel-tab", strict=True)
+        reader = csv.reader(state, dialect="excel" if self.fmt == "csv" else "excel-tab", strict=True)
         while True:
             state.begin()
             try:
@@ -124,18 +124,18 @@ class TableReader:
             except StopIteration:
                 return
             except csv.Error as exc:  # a stray quote, a quoted field never closed
-                self._bad_lines.bad(state.start, state.record_text(), f"malformed {self._fmt.upper()}: {exc}")
+                self.bad_lines.bad(state.start, state.record_text(), f"malformed {self.fmt.upper()}: {exc}")
                 continue
             if not row or (len(row) == 1 and row[0].isspace() and state.record_text().isspace()):
                 continue  # a blank line (a quoted blank field is data)
             if state.bad_utf8:
-                self._bad_lines.bad(state.start, state.record_text(), state.bad_utf8)
+                self.bad_lines.bad(state.start, state.record_text(), state.bad_utf8)
                 continue
             yield row
 
     def _row_converter(self, width: int) -> Callable[[list[str]], object]:
         """Rows → ``T``, decided once from the header (or the first row's width without one)."""
-        kind = self._kind
+        kind = self.kind
         if kind == "any":
             kind = "mapping" if self.columns is not None else "sequence"
         if kind == "mapping":
@@ -148,34 +148,34 @@ class TableReader:
 
     def _column_index(self, width: int) -> int:
         columns = self.columns
-        if self._column is not None:
+        if self.column is not None:
             if columns is not None:
-                if self._column in columns:
-                    return columns.index(self._column)
+                if self.column in columns:
+                    return columns.index(self.column)
                 raise UsageError(
-                    f"--column {self._column!r} is not a column of stdin (columns: {', '.join(columns)})",
-                    hint=did_you_mean(self._column, columns) or f"use one of: {', '.join(columns)}",
+                    f"--column {self.column!r} is not a column of stdin (columns: {', '.join(columns)})",
+                    hint=did_you_mean(self.column, columns) or f"use one of: {', '.join(columns)}",
                 )
-            if self._column.isdigit() and 1 <= int(self._column) <= width:
-                return int(self._column) - 1
+            if self.column.isdigit() and 1 <= int(self.column) <= width:
+                return int(self.column) - 1
             raise UsageError(
-                f"--column {self._column!r} with --no-header must be a column number from 1 to {width}",
+                f"--column {self.column!r} with --no-header must be a column number from 1 to {width}",
                 hint=f"pass --column 1 … --column {width}, or drop --no-header to pick by name",
             )
         if width == 1:
             return 0
         if columns is not None:
             raise UsageError(
-                f"stdin has {width} columns ({', '.join(columns)}) but parameter '{self._param}' takes one {self._name} per record",
+                f"stdin has {width} columns ({', '.join(columns)}) but parameter '{self.param}' takes one {self.name} per record",
                 hint=f"pick one with --column, e.g. --column {columns[0]} (columns: {', '.join(columns)})",
             )
         raise UsageError(
-            f"stdin has {width} columns but parameter '{self._param}' takes one {self._name} per record",
+            f"stdin has {width} columns but parameter '{self.param}' takes one {self.name} per record",
             hint=f"pick one with --column N (1 to {width})",
         )
 
     def _scalar_row(self, index: int) -> Callable[[list[str]], object]:
-        convert = _field_converter(self._type)
+        convert = _field_converter(self.item_type)
         width = len(self.columns) if self.columns is not None else None
 
         def scalar(row: list[str]) -> object:
@@ -186,7 +186,7 @@ class TableReader:
             try:
                 return convert(row[index])
             except ValueError as exc:
-                raise self._field_error(row, index, self._name, exc) from None
+                raise self._field_error(row, index, self.name, exc) from None
 
         return scalar
 
@@ -216,16 +216,16 @@ class TableReader:
         where = ""
         if len(row) > 1:
             where = f", column {self.columns[index]!r}" if self.columns is not None and index < len(self.columns) else f", field {index + 1}"
-        message = f"{where}: cannot read {show(row[index])} as {expected} for parameter '{self._param}'"
+        message = f"{where}: cannot read {show(row[index])} as {expected} for parameter '{self.param}'"
         return _RowError(message, reason(exc))
 
     def _mapping_row(self) -> Callable[[list[str]], object]:
         columns = self.columns or []
-        args = typing.get_args(self._type)
+        args = typing.get_args(self.item_type)
         key_type, value_type = args if len(args) == 2 else (Any, Any)
         keys = [_field_converter(key_type)(name) if not is_any(key_type) else name for name in columns]
         convert = _field_converter(value_type)
-        expected = f"{type_name(value_type)} (in {self._name})"
+        expected = f"{type_name(value_type)} (in {self.name})"
 
         def mapping(row: list[str]) -> object:
             self._check_width(row)
@@ -243,11 +243,11 @@ class TableReader:
                 convert(value)
             except ValueError as exc:
                 return self._field_error(row, index, expected, exc)
-        return _RowError(f": cannot read the row as {self._name} for parameter '{self._param}'")
+        return _RowError(f": cannot read the row as {self.name} for parameter '{self.param}'")
 
     def _record_row(self) -> Callable[[list[str]], object]:
         """Fields by header name (extra columns ignored); with ``--no-header``, by position."""
-        cls = self._type
+        cls = self.item_type
         fields = record_fields(cls)  # type: ignore[arg-type]
         if self.columns is not None:
             positions = {name: i for i, name in enumerate(self.columns)}
@@ -256,14 +256,14 @@ class TableReader:
                     close = difflib.get_close_matches(field.name, self.columns, n=1, cutoff=0.6)
                     names = ", ".join(f.name for f in fields)
                     raise UsageError(
-                        f"stdin's header has no column for field '{field.name}' of {self._name} (columns: {', '.join(self.columns)})",
+                        f"stdin's header has no column for field '{field.name}' of {self.name} (columns: {', '.join(self.columns)})",
                         hint=f"should column '{close[0]}' be '{field.name}'? the header must name the fields: {names}"
                         if close
                         else f"the header must name the fields: {names}",
                     )
         else:
             positions = {field.name: i for i, field in enumerate(fields)}
-        plan = [(f.name, positions[f.name], f.required, _field_converter(f.annotation), f"{type_name(f.annotation)} ({self._name}.{f.name})")
+        plan = [(f.name, positions[f.name], f.required, _field_converter(f.annotation), f"{type_name(f.annotation)} ({self.name}.{f.name})")
                 for f in fields if f.name in positions]
         build: Callable[..., object] = dict if typing.is_typeddict(cls) else cls  # type: ignore[assignment]
         headerless = self.columns is None
@@ -271,12 +271,12 @@ class TableReader:
         def record(row: list[str]) -> object:
             self._check_width(row)
             if headerless and len(row) > len(plan):
-                raise self._width_error(row, len(plan), f"{self._name} has {len(plan)}")
+                raise self._width_error(row, len(plan), f"{self.name} has {len(plan)}")
             values = {}
             for name, index, required, convert, expected in plan:
                 if index >= len(row):  # only without a header: trailing fields left to their defaults
                     if required:
-                        raise _RowError(f": {len(row)} {_noun(len(row), 'field')}, no value for field '{name}' of {self._name}")
+                        raise _RowError(f": {len(row)} {_noun(len(row), 'field')}, no value for field '{name}' of {self.name}")
                     continue
                 try:
                     values[name] = convert(row[index])
@@ -290,7 +290,7 @@ class TableReader:
         return record
 
     def _sequence_row(self) -> Callable[[list[str]], object]:
-        item_type = self._type
+        item_type = self.item_type
         origin = typing.get_origin(item_type) or item_type
         args = typing.get_args(item_type)
         fixed = origin is tuple and bool(args) and not (len(args) == 2 and args[1] is Ellipsis)
@@ -300,7 +300,7 @@ class TableReader:
             def fixed_row(row: list[str]) -> object:
                 self._check_width(row)
                 if len(row) != len(converters):
-                    raise self._width_error(row, len(converters), f"{self._name} needs {len(converters)}")
+                    raise self._width_error(row, len(converters), f"{self.name} needs {len(converters)}")
                 try:
                     return tuple([convert(value) for convert, value in zip(converters, row)])
                 except ValueError:
@@ -308,14 +308,14 @@ class TableReader:
                         try:
                             convert(value)
                         except ValueError as exc:
-                            raise self._field_error(row, index, f"{type_name(args[index])} (in {self._name})", exc) from None
+                            raise self._field_error(row, index, f"{type_name(args[index])} (in {self.name})", exc) from None
                     raise
 
             return fixed_row
         convert = _field_converter(args[0] if args else str)
         build: Callable[[Iterable[object]], object] = {tuple: tuple, set: set, frozenset: frozenset, cabc.Set: set, cabc.MutableSet: set}.get(origin, list)  # type: ignore[call-overload]
 
-        expected = f"{type_name(args[0] if args else str)} (in {self._name})"
+        expected = f"{type_name(args[0] if args else str)} (in {self.name})"
 
         def row_values(row: list[str]) -> object:
             self._check_width(row)
