@@ -244,7 +244,7 @@ class RecordReader:
 
     def _convert_one_by_one(self, data: bytes, first_line: int, convert: Callable[[str], object],
                             values: list[object]) -> None:
-        """Append each line's value to ``values``; blank lines skipped, bad ones to ``_bad``."""
+        """Append each line's value to ``values``; blank lines skipped, bad ones to the bad-line policy."""
         for number, raw in enumerate(data.split(b"\n"), first_line):
             value = self._record(number, raw + b"\n", convert)
             if value is not _NO_VALUE:
@@ -252,7 +252,7 @@ class RecordReader:
 
     def _record(self, number: int, raw: bytes, convert: Callable[[str], object]) -> object:
         """Physical line ``number`` (its terminator included) as a value; ``_NO_VALUE``
-        for a blank line, or a bad one that ``_bad`` did not raise for."""
+        for a blank line, or a bad one the bad-line policy did not raise for."""
         try:
             line = strip_terminator(raw.decode())
         except UnicodeDecodeError as exc:
@@ -357,7 +357,6 @@ class RecordReader:
             lines = [line[:-1] if line.endswith(cr) else line for line in lines]
         self.read += len(lines)
         return lines
-
 
     def _line_converter(self) -> Callable[[str], object]:
         """``--format lines`` for a non-str ``T``: chosen once per reader.
