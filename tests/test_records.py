@@ -634,3 +634,29 @@ class TestLineChunks:
         batches = list(reader.batches())
         assert all(type(batch) is list for batch in batches)
         assert [v for batch in batches for v in batch] == expected
+
+
+class ReadlineOnly:
+    """A stream without ``read1`` (a wrapped or custom stdin): records come a ``readline()`` at a time."""
+
+    def __init__(self, data: bytes) -> None:
+        self._stream = io.BytesIO(data)
+
+    def readline(self) -> bytes:
+        return self._stream.readline()
+
+
+@pytest.mark.parametrize("item_type, fmt", [(str, "lines"), (bytes, "lines"), (int, "lines"), (float, "lines"), (int, "jsonl"), (Any, "jsonl")])
+@pytest.mark.parametrize("data", [b"1\n2\r\n\n x \n3", b"\xef\xbb\xbf7\n\xff\n8\n", b""])
+def test_a_stream_without_read1_gives_what_a_buffered_one_does(item_type: object, fmt: str, data: bytes) -> None:
+    """One read path: ``batches()`` (and so iteration) reads such a stream by lines, with the same
+    values, warnings, counts and line numbers as the chunked read of a buffered stream."""
+    outcomes = []
+    for stream in (ReadlineOnly(data), io.BufferedReader(io.BytesIO(data), buffer_size=4)):
+        warnings: list[str] = []
+        reader = RecordReader(stream, item_type, fmt=fmt, on_bad_line="skip", warn=warnings.append)  # type: ignore[arg-type]
+        values = [value for batch in reader.batches() for value in batch]
+        outcomes.append((repr(values), warnings, reader.read, reader.skipped))
+    assert outcomes[0] == outcomes[1]
+    iterated = list(RecordReader(ReadlineOnly(data), item_type, fmt=fmt, on_bad_line="skip", warn=lambda _: None))  # type: ignore[arg-type]
+    assert repr(iterated) == outcomes[0][0]
