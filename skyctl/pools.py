@@ -188,7 +188,8 @@ class Pool:
             from .joblog import map_logged
 
             yield from map_logged(slots, start, iterable, Path(joblog), fn=fn, chunk=chunk, ordered=ordered,
-                                  retries=retries, resume=resume or resume_failed, resume_failed=resume_failed)
+                                  retries=retries, resume=resume or resume_failed, resume_failed=resume_failed,
+                                  rebuild=_rebuilt)
             return
         if resume or resume_failed:
             raise SkyctlError("pool.map(resume=True) needs joblog=FILE", hint="pass the job log of the run to resume")

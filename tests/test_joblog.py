@@ -5,7 +5,7 @@ command plus ``--resume`` as often as needed, and R ends byte-identical to an
 uninterrupted ``--keep-order`` run (without it: the same lines, each once).
 The client is killed at points it reaches deterministically: calls that wait
 on marker files (tests/targets/longjobs.py) and the client's test-only pause
-(``SKYCTL_TEST_PAUSE=POINT:N:PATH``, see skyctl/joblog.py); never a sleep.
+(``SKYCTL_TEST_PAUSE=POINT:N:PATH``, see skyctl/joblog/results.py); never a sleep.
 """
 
 from __future__ import annotations

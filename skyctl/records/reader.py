@@ -154,6 +154,11 @@ class RecordReader:
         self._table: TableReader | None = None
         self._check_options()
 
+    @property
+    def stream(self) -> BinaryIO:
+        """The bytes records are read from (a ``joblog.CutStream`` when a pipe with a job log cuts stdin)."""
+        return self._stream
+
     def _check_options(self) -> None:
         tabular = self._fmt in ("csv", "tsv")
         if self._column is not None and not tabular:
