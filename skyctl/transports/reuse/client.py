@@ -54,7 +54,6 @@ Checked before use
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import select
 import socket
@@ -62,10 +61,12 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..base import ClosedOnExit
 from ...config.names import address_label
 from ...errors import ConnectError
 from ...runtime import UnsafeDirectory, private_dir
-from .key import DEFAULT_SSH_CONFIG, SYSTEM_KNOWN_HOSTS, connection_key, gateway_chain, login_name, profile_fields
+from .key import (DEFAULT_SSH_CONFIG, SYSTEM_KNOWN_HOSTS, connection_key, gateway_chain, login_name, profile_fields,
+                  take_start_lock)
 from .pipes import ReusePipes
 from .protocol import Kind, ProtocolError, error_from_payload, pack_json, recv_frame, send_frame, unpack_json
 
@@ -87,7 +88,7 @@ HOLDER_NAME = "skyctl.holder"
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
-class ReuseTransport:
+class ReuseTransport(ClosedOnExit):
     """Starts commands on one SSH host through its holder (started on first use).
 
     Args:
@@ -155,11 +156,6 @@ class ReuseTransport:
         if direct is not None:
             direct.close()
 
-    def __enter__(self) -> "ReuseTransport":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<ReuseTransport {self.profile.name!r} {self.label}>"
@@ -218,15 +214,9 @@ class ReuseTransport:
         deadline = time.monotonic() + budget
         lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            while True:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        self._fall_back(f"another skyctl has been starting the kept connection for over {budget:g}s")
-                        return None
-                    time.sleep(0.01)
+            if not take_start_lock(lock_fd, deadline):
+                self._fall_back(f"another skyctl has been starting the kept connection for over {budget:g}s")
+                return None
             sock = _connect(sock_path)
             if sock is not None:
                 return sock

@@ -48,7 +48,6 @@ no longer wanted), besides the SSH transport's.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import select
 import signal
@@ -61,6 +60,7 @@ from typing import Any, Callable
 from ...config import HostProfile
 from ...errors import ConnectError, SkyctlError, error_info
 from ..ssh import SessionRefused, SshPipes, SshTransport
+from .key import take_start_lock
 from .protocol import Kind, ProtocolError, error_payload, pack_json, recv_frame, send_frame, unpack_json
 
 #: seconds the holder waits for the round trip that checks its connection (at most the profile's connect_timeout)
@@ -194,15 +194,8 @@ class Holder:
         assert self.listener is not None
         lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            deadline = time.monotonic() + 2.0
-            while True:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        break  # a client is starting a holder: it has found our socket dead or will
-                    time.sleep(0.01)
+            # not got in 2s: a client is starting a holder; it has found our socket dead or will
+            take_start_lock(lock_fd, time.monotonic() + 2.0)
             ready, _, _ = select.select([self.listener], [], [], 0)
             if ready and not self.stop.is_set():
                 return False

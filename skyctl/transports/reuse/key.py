@@ -1,4 +1,5 @@
-"""Which kept connection a call may use: the connection key, and what the holder is told of the profiles.
+"""Which kept connection a call may use: the connection key, what the holder is told of the
+profiles, and the start lock a holder and its clients share.
 
 The key is a hash of everything the connection depends on: the profile and
 its gateway chain (host, port, user, identity files, known_hosts, host key
@@ -11,10 +12,12 @@ holder; the old one idles out. Standard library only.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .protocol import PROTOCOL
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     from ...config import HostProfile
 
 __all__ = ["CONNECTION_FIELDS", "DEFAULT_SSH_CONFIG", "SYSTEM_KNOWN_HOSTS", "connection_key", "gateway_chain",
-           "login_name", "profile_fields"]
+           "login_name", "profile_fields", "take_start_lock"]
 
 #: same defaults as ``SshTransport`` (not imported from there: that would load paramiko)
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
@@ -101,3 +104,17 @@ def connection_key(chain: list["HostProfile"], ssh_config_path: str | None = DEF
         "python": sys.executable,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+
+
+
+def take_start_lock(fd: int, deadline: float) -> bool:
+    """Take the exclusive ``flock`` of ``fd`` (``<key>.lock``: a client starting a holder, or a holder
+    retiring), trying until ``deadline`` (``time.monotonic``); False when another process still holds it."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 
+from ..base import ClosedOnExit
 from ...errors import ConnectionLost
 from .protocol import FrameBuffer, Kind, ProtocolError, error_from_payload, send_frame, unpack_json
 
@@ -25,7 +26,7 @@ STDERR_TAIL = 8 * 1024
 RECV_SIZE = 256 * 1024
 
 
-class ReusePipes:
+class ReusePipes(ClosedOnExit):
     """One remote command's stdin/stdout through the holder; its stderr kept as a short tail.
 
     Whoever needs bytes (``read``, or ``exit_status`` when no read is in
@@ -219,8 +220,3 @@ class ReusePipes:
             pass
         self._sock.close()
 
-    def __enter__(self) -> "ReusePipes":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

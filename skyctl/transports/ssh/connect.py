@@ -40,6 +40,7 @@ import paramiko
 from fabric import Config as FabricConfig
 from fabric import Connection
 
+from ..base import ClosedOnExit
 from ...errors import ConfigError, ConnectError, ConnectionLost, SkyctlError
 from .endpoint import DEFAULT_SSH_CONFIG, Endpoint, load_ssh_config, parse_hop, resolve_endpoint
 from .failures import Explained, Facts, HostKeyRefused, OpenFailures, SshConnectError, Stage, explain
@@ -73,7 +74,7 @@ FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 _log_ids = itertools.count(1)
 
 
-class SshTransport:
+class SshTransport(ClosedOnExit):
     """Starts commands on one SSH host; one object per host, its connection reused across calls.
 
     Args:
@@ -200,11 +201,6 @@ class SshTransport:
                 self._gateway.close()
                 self._gateway = None
 
-    def __enter__(self) -> "SshTransport":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<SshTransport {self.profile.name!r} {self.label}{' connected' if self.is_connected else ''}>"
@@ -262,10 +258,11 @@ class SshTransport:
             return self._conn.transport
 
     def _disconnect(self) -> None:
-        liveness, self._liveness = self._liveness, None
+        """Forget the current connection (stopping its keepalives) and close it."""
+        liveness, conn = self._liveness, self._conn
+        self._liveness = self._conn = None
         if liveness is not None:
             liveness.stop()
-        conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()

@@ -16,6 +16,7 @@ from typing import Callable
 
 import paramiko
 
+from ..base import ClosedOnExit
 from ...errors import ConnectionLost
 
 __all__ = ["CLOSE_GRACE", "STDERR_TAIL", "SshPipes"]
@@ -26,7 +27,7 @@ STDERR_TAIL = 8 * 1024
 CLOSE_GRACE = 2.0
 
 
-class SshPipes:
+class SshPipes(ClosedOnExit):
     """A remote command's stdin/stdout over one exec channel, its stderr kept as a short tail.
 
     ``read`` and ``write`` block without any timeout (a stream may be idle for
@@ -189,11 +190,6 @@ class SshPipes:
             return None
         return self._chan.exit_status
 
-    def __enter__(self) -> "SshPipes":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _send_signal(chan: paramiko.Channel, name: str) -> None:
