@@ -182,6 +182,8 @@ FAILURES: tuple[Failure, ...] = (
     Failure((Stage.KEY_FILE,), (paramiko.PasswordRequiredException,), "", ConnectError, _PASSPHRASE),
     Failure((Stage.KEY_FILE,), (BaseException,), "password|encrypted", ConnectError, _PASSPHRASE),  # paramiko 5: TypeError
     Failure((Stage.KEY_FILE,), (BaseException,), "", ConnectError, "{path} could not be read ({text})", blank="{type}"),
+    # -- anything else, anywhere: named by its type
+    Failure(tuple(Stage), (BaseException,), "", ConnectError, "{type}: {text} ({phase})"),
 )
 
 
@@ -209,7 +211,7 @@ def explain(stage: Stage, exc: BaseException, facts: Facts, *, text: str | None 
         values["text"] = own or row.blank.format_map(values)
         return Explained(row.error, row.message.format_map(values),
                          row.hint.format_map(values) if row.hint else None)
-    raise AssertionError(f"no row of FAILURES for {type(exc).__name__} at {stage}")  # each stage ends with a catch-all
+    raise AssertionError("the last row of FAILURES matches anything")
 
 
 def _text(exc: BaseException) -> str:
