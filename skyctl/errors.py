@@ -142,6 +142,34 @@ class RemoteTraceback(Exception):
         return "\n\n" + self.text.rstrip("\n")
 
 
+def error_info(exc: SkyctlError) -> dict[str, str | None]:
+    """How an error crosses a process boundary (JSON-able): the nearest class this module
+    defines that ``error_from_info`` can rebuild, the message and the hint."""
+    known = _rebuildable()
+    name = next((cls.__name__ for cls in type(exc).__mro__ if known.get(cls.__name__) is cls), SkyctlError.__name__)
+    return {"type": name, "message": exc.message, "hint": exc.hint}
+
+
+def error_from_info(info: "dict[str, object]", default: "type[SkyctlError]" = SkyctlError,
+                    message: str = "failed") -> SkyctlError:
+    """The error ``error_info`` gave (``default`` for a type not known here; ``message`` when it has none)."""
+    cls = _rebuildable().get(str(info.get("type")), default)
+    hint = info.get("hint")
+    return cls(str(info.get("message") or message), str(hint) if hint else None)
+
+
+def _rebuildable() -> "dict[str, type[SkyctlError]]":
+    """This module's error classes made from (message, hint) alone, by name."""
+    found: dict[str, type[SkyctlError]] = {}
+    todo: list[type[SkyctlError]] = [SkyctlError]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__ == __name__ and cls.__init__ is SkyctlError.__init__:
+            found[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
 def did_you_mean(word: str, choices: "list[str] | tuple[str, ...] | set[str]") -> str | None:
     """A hint naming the closest of ``choices`` to ``word``, or None."""
     import difflib

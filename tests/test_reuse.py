@@ -407,9 +407,9 @@ def test_exit_status_wakes_when_the_reader_lets_go_of_the_socket(monkeypatch: py
     waiter = threading.Thread(target=lambda: got.setdefault("status", pipes.exit_status(timeout=120)), daemon=True)
     waiter.start()
     wait_for(lambda: pipes._waiting == 1, timeout=30, what="exit_status to wait for the socket")
-    reuse.send_frame(holder, reuse.STDOUT, b"abc")
-    reuse.send_frame(holder, reuse.STDOUT, b"")
-    reuse.send_frame(holder, reuse.EXIT, json.dumps({"status": 3}).encode())
+    reuse.send_frame(holder, reuse.Kind.STDOUT, b"abc")
+    reuse.send_frame(holder, reuse.Kind.STDOUT, b"")
+    reuse.send_frame(holder, reuse.Kind.EXIT, json.dumps({"status": 3}).encode())
     reader.join(30)
     waiter.join(30)
     assert got == {"read": b"abc", "status": 3}

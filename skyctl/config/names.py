@@ -12,7 +12,7 @@ Standard library only.
 
 from __future__ import annotations
 
-__all__ = ["HOST_RULES_HINT", "USER_RULES_HINT", "hostname_problem", "user_problem"]
+__all__ = ["HOST_RULES_HINT", "USER_RULES_HINT", "address_label", "hostname_problem", "user_problem"]
 
 #: characters OpenSSH refuses anywhere in a host name (``valid_hostname``): the shell's own
 _HOST_BAD_CHARS = "'`\"$\\;&<>|(){},"
@@ -83,3 +83,11 @@ def user_problem(name: str) -> str | None:
     if name.endswith("\\"):
         return "ends with '\\'"
     return None
+
+
+def address_label(user: str | None, host: str, port: int | None) -> str:
+    """``user@host:port`` as every message shows an address: the parts not known left out,
+    an IPv6 literal in brackets when a port follows (``root@[::1]:22``)."""
+    if port is not None and ":" in host:
+        host = f"[{host}]"
+    return f"{user + '@' if user else ''}{host}{'' if port is None else f':{port}'}"

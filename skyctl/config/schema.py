@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from .checks import HOST_TYPES, Check, Checker
 from .files import CONFIG_FILENAME
-from .names import hostname_problem, user_problem
+from .names import address_label, hostname_problem, user_problem
 from .normalize import (
     FrozenMap, Normalize, as_float, as_tuple, at_least_one, expand_path, expand_paths, frozen_env, frozen_or_none,
     frozen_resources, name_rule, worker_path,
@@ -247,12 +247,7 @@ class HostProfile:
             return shlex.join(self.argv)
         if self.type == RAY:
             return f"ray {self.ray_address} via {self.via}"
-        host = self.host or ""
-        if self.port is not None and ":" in host:
-            host = f"[{host}]"  # IPv6 literal
-        user = f"{self.user}@" if self.user else ""
-        port = f":{self.port}" if self.port is not None else ""
-        return f"{user}{host}{port}"
+        return address_label(self.user, self.host or "", self.port)
 
     @property
     def effective_python(self) -> str:

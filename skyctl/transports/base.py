@@ -7,7 +7,9 @@ bootstrap and the session speak the protocol over the pipes it returns.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+_Self = TypeVar("_Self", bound="ClosedOnExit")
 
 
 class WorkerPipes(Protocol):
@@ -56,6 +58,16 @@ class Transport(Protocol):
     # error for a command that ended (answer ``""``) or wrote something else
     # (``"?<text>"``) before the stub's first line; see ``transports.command``.
     # Optional: ``profile``, the ``HostProfile`` it serves (for ``describe``).
+
+
+class ClosedOnExit:
+    """``with`` closes it at the end: for transports and pipes, whose ``close`` is safe to call twice."""
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
 
 
 def describe(transport: Transport) -> str:

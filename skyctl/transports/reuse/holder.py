@@ -1,7 +1,9 @@
 """The holder of a kept SSH connection: a background process serving skyctl clients.
 
-Started detached by ``transports.reuse.ReuseTransport`` (``python -c ...
-holder.main()``) with its parameters as one JSON line on stdin. It connects
+Started detached by ``client.ReuseTransport`` (``python -c HOLDER_BOOT
+<dir> skyctl.holder``, which calls ``main()``; ``python -m
+skyctl.transports.reuse.holder`` works too) with its parameters as one JSON
+line on stdin. It connects
 with an ``SshTransport`` (so host keys, gateways, ``~/.ssh/config`` and error
 messages are the direct transport's), answers the starting client with one
 JSON line on stdout (ready, or the ``ConnectError``), then listens on its
@@ -9,11 +11,11 @@ Unix socket (mode 0600, in the private directory the client checked).
 
 Each client connection is one command: ``REQUEST`` (argv) → a round trip on
 the SSH connection (a stalled peer would otherwise hang the call: without an
-answer in time the holder answers ``FAILED``/``Stale``, gives the connection
+answer in time the holder answers ``STALE``, gives the connection
 up and exits, and the client connects directly) → a fresh exec
 channel, or the spare one when its argv is identical → ``STARTED``; then
 stdin/stdout/stderr/exit status are relayed as frames (see
-``transports.reuse``). When the client goes away (also SIGKILL) the channel
+``protocol``). When the client goes away (also SIGKILL) the channel
 is closed like ``SshPipes.close`` does it: EOF, then TERM and KILL.
 
 The spare: as soon as a call's command has got as far as ``SKYCTL ready``
@@ -31,13 +33,21 @@ The holder exits after ``idle`` seconds without clients (each client's
 request carries its profile's ``reuse_idle``), when its SSH connection is
 gone, or on SIGTERM; it then closes the spare (the idle worker sees EOF and
 exits) and the connection, and removes its socket and pid file.
+
+It uses the SSH transport's public surface only: ``connect``, ``start``,
+``round_trip``, ``give_up``, and of the pipes ``read1``, ``forward_stderr``,
+``wait_stderr``, ``is_running``, ``lost``.
+
+Threads (all daemons): ``skyctl-holder-client`` (one per call: the client's
+stdin frames), ``skyctl-holder-stdout`` (one per call: stdout to the
+client), ``skyctl-holder-refill`` (starts the spare), ``skyctl-holder-spare``
+(the spare's heartbeat), ``skyctl-holder-close`` (closes a channel that is
+no longer wanted), besides the SSH transport's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import select
 import signal
@@ -45,30 +55,16 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
-from .config import HostProfile
-from .errors import ConnectError, SkyctlError
-from .transports.reuse import (
-    BUSY,
-    FAILED,
-    FRAME,
-    LOST,
-    ROUND_TRIP_TIMEOUT,
-    SESSION_REFUSED,
-    STALE,
-    REQUEST,
-    STARTED,
-    STDERR,
-    STDIN,
-    STDIN_EOF,
-    STDOUT,
-    EXIT,
-    error_payload,
-    recv_frame,
-)
-from .transports.ssh import SshPipes, SshTransport
+from ...config import HostProfile
+from ...errors import ConnectError, SkyctlError, error_info
+from ..ssh import SessionRefused, SshPipes, SshTransport
+from .key import take_start_lock
+from .protocol import Kind, ProtocolError, error_payload, pack_json, recv_frame, send_frame, unpack_json
 
+#: seconds the holder waits for the round trip that checks its connection (at most the profile's connect_timeout)
+ROUND_TRIP_TIMEOUT = 5.0
 #: bytes read from a channel per STDOUT frame
 CHUNK = 256 * 1024
 #: the stub's line saying the worker is about to start: a command that printed it is worth a spare
@@ -94,37 +90,9 @@ def _log(message: str) -> None:
         sys.stderr.flush()
 
 
-class HeldPipes(SshPipes):
-    """``SshPipes`` whose stderr also goes to a sink once one is attached (the client of the call)."""
-
-    _sink: Any = None
-
-    def _stderr_chunk(self, chunk: bytes) -> None:
-        sink = self._sink
-        if sink is not None:
-            with contextlib.suppress(Exception):
-                sink(chunk)
-
-    def attach(self, sink: Any) -> None:
-        """Send what stderr has had so far, then every later chunk, to ``sink`` (in order)."""
-        with self._tail_lock:
-            if self._tail:
-                with contextlib.suppress(Exception):
-                    sink(bytes(self._tail))
-            self._sink = sink
-
-    @property
-    def alive(self) -> bool:
-        """Still running and untouched: usable as a spare."""
-        chan = self._chan
-        transport = chan.get_transport()
-        return bool(
-            not self._closed and not chan.closed and not chan.eof_received and not chan.exit_status_ready()
-            and transport is not None and transport.is_active()
-        )
-
-
 class Holder:
+    """Serves calls on one SSH connection: a socket, the calls running, the spare."""
+
     def __init__(self, transport: SshTransport, sock_path: str, pid_file: str, idle: float, spares: bool) -> None:
         self.transport = transport
         self.sock_path = sock_path
@@ -135,14 +103,14 @@ class Holder:
         self.lock = threading.Lock()
         self.active = 0
         self.last_used = time.monotonic()
-        self.spare: tuple[list[str], HeldPipes] | None = None
+        self.spare: tuple[list[str], SshPipes] | None = None
         self.refilling = False
         self.closing = False
         self.stop = threading.Event()
         self.listener: socket.socket | None = None
         self.sock_ino = 0
         #: running calls by client socket fd: watched for the client hanging up
-        self.calls: dict[int, tuple[socket.socket, HeldPipes]] = {}
+        self.calls: dict[int, tuple[socket.socket, SshPipes]] = {}
 
     # -- the socket -----------------------------------------------------------
 
@@ -196,7 +164,7 @@ class Holder:
             if call is None or not _peer_gone(call[0]):
                 return
             del self.calls[fd]
-        threading.Thread(target=call[1].close, name="hung-up", daemon=True).start()
+        _close_later(call[1])
 
     def _accept(self) -> None:
         assert self.listener is not None
@@ -206,7 +174,7 @@ class Holder:
             return
         with self.lock:
             self.active += 1
-        threading.Thread(target=self._serve_client, args=(conn,), name="client", daemon=True).start()
+        threading.Thread(target=self._serve_client, args=(conn,), name="skyctl-holder-client", daemon=True).start()
 
     def _should_exit(self) -> str:
         if self.stop.is_set():
@@ -226,15 +194,8 @@ class Holder:
         assert self.listener is not None
         lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            deadline = time.monotonic() + 2.0
-            while True:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        break  # a client is starting a holder: it has found our socket dead or will
-                    time.sleep(0.01)
+            # not got in 2s: a client is starting a holder; it has found our socket dead or will
+            take_start_lock(lock_fd, time.monotonic() + 2.0)
             ready, _, _ = select.select([self.listener], [], [], 0)
             if ready and not self.stop.is_set():
                 return False
@@ -261,19 +222,17 @@ class Holder:
             if mine:
                 os.unlink(self.pid_file)
 
-    def start(self, argv: list[str]) -> HeldPipes:
+    def start(self, argv: list[str]) -> SshPipes:
         """A new channel running ``argv``; when the server refuses one (MaxSessions), the spare's session is given up first."""
         try:
-            return self.transport.start(argv)  # type: ignore[return-value]
-        except ConnectError as exc:
-            if SESSION_REFUSED not in exc.message:
-                raise
+            return self.transport.start(argv)
+        except SessionRefused:
             with self.lock:
                 spare, self.spare = self.spare, None
             if spare is None:
                 raise
         spare[1].close()
-        return self.transport.start(argv)  # type: ignore[return-value]
+        return self.transport.start(argv)
 
     # -- the round trip before each call --------------------------------------
 
@@ -303,15 +262,15 @@ class Holder:
 
     # -- spares ---------------------------------------------------------------
 
-    def take_spare(self, argv: list[str]) -> HeldPipes | None:
+    def take_spare(self, argv: list[str]) -> SshPipes | None:
         with self.lock:
             spare, self.spare = self.spare, None
         if spare is None:
             return None
-        if spare[0] == argv and spare[1].alive:
+        if spare[0] == argv and spare[1].is_running:
             return spare[1]
         _debug(f"spare dropped: {'another command' if spare[0] != argv else 'it is no longer running'}")
-        threading.Thread(target=spare[1].close, daemon=True).start()
+        _close_later(spare[1])
         return None
 
     def refill(self, argv: list[str]) -> None:
@@ -319,7 +278,7 @@ class Holder:
         if not self.spares:
             return
         with self.lock:
-            if self.closing or self.refilling or (self.spare is not None and self.spare[0] == argv and self.spare[1].alive):
+            if self.closing or self.refilling or (self.spare is not None and self.spare[0] == argv and self.spare[1].is_running):
                 return
             self.refilling = True
         try:
@@ -333,14 +292,14 @@ class Holder:
             old = None
             if pipes is not None and not self.closing:
                 old, self.spare = self.spare, (argv, pipes)  # type: ignore[assignment]
-                threading.Thread(target=self._keep_spare, args=(argv, pipes), name="spare-heartbeat",
+                threading.Thread(target=self._keep_spare, args=(argv, pipes), name="skyctl-holder-spare",
                                  daemon=True).start()
                 pipes = None
         for extra in (old[1] if old else None, pipes):
             if extra is not None:
-                threading.Thread(target=extra.close, daemon=True).start()
+                _close_later(extra)
 
-    def _keep_spare(self, argv: list[str], pipes: HeldPipes) -> None:
+    def _keep_spare(self, argv: list[str], pipes: SshPipes) -> None:
         """Send the spare's stub a blank line (its heartbeat) every few seconds while it is
         kept: a stub started with a liveness bound (``bootstrap.stub_argv``) exits when it
         hears nothing for that long, so a spare cut off from this holder does not linger.
@@ -360,7 +319,7 @@ class Holder:
                     return
                 try:
                     pipes.write(b"\n")
-                except Exception:  # noqa: BLE001 - gone: ``alive`` says so when it is taken
+                except Exception:  # noqa: BLE001 - gone: ``is_running`` says so when it is taken
                     return
 
     # -- one client -------------------------------------------------------------
@@ -380,22 +339,16 @@ class Holder:
     def _call(self, conn: socket.socket) -> None:
         send_lock = threading.Lock()
 
-        def send(kind: int, payload: bytes = b"") -> None:
-            header = FRAME.pack(kind, len(payload))
-            with send_lock:
-                if len(payload) < 65536:
-                    conn.sendall(header + payload)
-                else:
-                    conn.sendall(header)
-                    conn.sendall(payload)
+        def send(kind: Kind, payload: bytes = b"") -> None:
+            send_frame(conn, kind, payload, send_lock)
 
         try:
             kind, payload = recv_frame(conn)
-        except (EOFError, OSError):
+        except (EOFError, OSError, ProtocolError):
             return
-        if kind != REQUEST:
-            return
-        request = json.loads(payload)
+        if kind != Kind.REQUEST:
+            return  # not a client of ours: hang up
+        request = unpack_json(payload)
         argv = [str(a) for a in request["argv"]]
         with contextlib.suppress(TypeError, ValueError):
             self.idle = max(0.0, float(request.get("idle", self.idle)))
@@ -403,82 +356,95 @@ class Holder:
             return  # going away (its connection given up, or SIGTERM): the client tries again, elsewhere
         if not self.check_connection():
             with contextlib.suppress(OSError):
-                send(FAILED, json.dumps({"type": STALE, "message": self.stale_reason, "hint": None}).encode())
+                send(Kind.STALE, pack_json({"reason": self.stale_reason}))
             return
         pipes = self.take_spare(argv)
         used_spare = pipes is not None
         _debug(f"call: {'the spare' if used_spare else 'a new channel'}")
         if pipes is None:
             try:
-                pipes = self.start(argv)  # type: ignore[assignment]
+                pipes = self.start(argv)
             except SkyctlError as exc:
-                payload = error_payload(exc)
-                if SESSION_REFUSED in exc.message:  # MaxSessions: the client connects on its own instead
-                    payload = json.dumps({"type": BUSY, "message": exc.message, "hint": exc.hint}).encode()
+                # MaxSessions: the client connects on its own instead
                 with contextlib.suppress(OSError):
-                    send(FAILED, payload)
+                    send(Kind.BUSY if isinstance(exc, SessionRefused) else Kind.FAILED, error_payload(exc))
                 return
-        assert isinstance(pipes, HeldPipes)
         try:
-            send(STARTED, json.dumps({"label": self.transport.label, "spare": used_spare}).encode())
+            send(Kind.STARTED, pack_json({"label": self.transport.label, "spare": used_spare}))
         except OSError:
             pipes.close()
             return
-        pipes.attach(lambda data: send(STDERR, data))
+        pipes.forward_stderr(lambda data: send(Kind.STDERR, data))
         with self.lock:
             self.calls[conn.fileno()] = (conn, pipes)
-        state = {"ready": False}
-        pump = threading.Thread(target=self._pump_out, args=(pipes, send, state, conn, argv), name="stdout", daemon=True)
+        pump = threading.Thread(target=self._pump_out, args=(pipes, send, conn, argv), name="skyctl-holder-stdout",
+                                daemon=True)
         pump.start()
-        # this thread: the client's stdin frames, until it goes away
-        try:
-            while True:
-                kind, payload = recv_frame(conn)
-                if kind == STDIN:
-                    try:
-                        pipes.write(payload)
-                    except OSError:
-                        pass  # the command is gone; its end reaches the client through stdout/exit
-                elif kind == STDIN_EOF:
-                    pipes.close_stdin()
-        except (EOFError, OSError):
-            pass
+        self._relay_stdin(conn, pipes)
         with self.lock:
             if self.calls.get(conn.fileno(), (None,))[0] is conn:
                 del self.calls[conn.fileno()]
         pipes.close()  # EOF, grace, TERM, KILL: nothing stays running for a client that is gone
         pump.join(5.0)
 
-    def _pump_out(self, pipes: HeldPipes, send: Any, state: dict[str, bool], conn: socket.socket, argv: list[str]) -> None:
-        chan = pipes._chan
+    def _relay_stdin(self, conn: socket.socket, pipes: SshPipes) -> None:
+        """The client's frames, until it goes away: STDIN and STDIN_EOF; any other kind ends the call."""
+        handlers = {Kind.STDIN: _write_quietly(pipes), Kind.STDIN_EOF: lambda _payload: pipes.close_stdin()}
+        try:
+            while True:
+                kind, payload = recv_frame(conn)
+                handler = handlers.get(kind)
+                if handler is None:
+                    _log(f"client sent {kind.name} during a call: ending the call")
+                    return
+                handler(payload)
+        except (EOFError, OSError, ProtocolError):
+            pass
+
+    def _pump_out(self, pipes: SshPipes, send: Callable[[Kind, bytes], None], conn: socket.socket,
+                  argv: list[str]) -> None:
+        ready = False
         seen = b""
         try:
             while True:
-                try:
-                    data = chan.recv(CHUNK)
-                except Exception:
-                    data = b""
+                data = pipes.read1(CHUNK)
                 if not data:
                     break
-                if not state["ready"] and len(seen) < READY_SCAN:
+                if not ready and len(seen) < READY_SCAN:
                     seen = (seen + data)[:READY_SCAN]
-                    state["ready"] = READY_MARK in seen
-                    if state["ready"]:  # the command works: have the next identical call's channel on the way
-                        threading.Thread(target=self.refill, args=(argv,), name="refill", daemon=True).start()
-                send(STDOUT, data)
+                    ready = READY_MARK in seen
+                    if ready:  # the command works: have the next identical call's channel on the way
+                        threading.Thread(target=self.refill, args=(argv,), name="skyctl-holder-refill",
+                                         daemon=True).start()
+                send(Kind.STDOUT, data)
             lost = pipes.lost()
             if lost is not None:  # why the channel ended, before its EOF: the client's error says it
-                send(LOST, json.dumps({"message": lost.message, "hint": lost.hint}).encode())
-            send(STDOUT, b"")
+                send(Kind.LOST, error_payload(lost))
+            send(Kind.STDOUT, b"")
             status = None
             while status is None:
                 status = pipes.exit_status(timeout=0.5)
                 if status is None and _peer_gone(conn):
                     return
-            pipes._stderr_thread.join(1.0)
-            send(EXIT, json.dumps({"status": status}).encode())
+            pipes.wait_stderr(1.0)
+            send(Kind.EXIT, pack_json({"status": status}))
         except OSError:
             return  # the client went away; its reader thread closes the channel
+
+
+def _write_quietly(pipes: SshPipes) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        try:
+            pipes.write(data)
+        except OSError:
+            pass  # the command is gone; its end reaches the client through stdout/exit
+
+    return write
+
+
+def _close_later(pipes: SshPipes) -> None:
+    """Close ``pipes`` on a thread of its own (closing waits out the command's grace)."""
+    threading.Thread(target=pipes.close, name="skyctl-holder-close", daemon=True).start()
 
 
 def _peer_gone(conn: socket.socket) -> bool:
@@ -491,7 +457,7 @@ def _peer_gone(conn: socket.socket) -> bool:
 
 
 def main() -> None:
-    params = json.loads(sys.stdin.buffer.readline())
+    params = unpack_json(sys.stdin.buffer.readline())
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     status_out = os.dup(1)
@@ -505,7 +471,7 @@ def main() -> None:
             return
         answered.append(True)
         with contextlib.suppress(OSError):
-            os.write(status_out, json.dumps(obj).encode() + b"\n")
+            os.write(status_out, pack_json(obj) + b"\n")
         os.close(status_out)
 
     profiles = {p["name"]: HostProfile(**{**p, "identity_file": tuple(p["identity_file"])}) for p in params["profiles"]}
@@ -517,7 +483,6 @@ def main() -> None:
         except KeyError:
             raise ConnectError(f"unknown gateway profile {name!r}") from None
 
-    SshTransport.pipes_class = HeldPipes
     transport = SshTransport(profiles[first], resolve, ssh_config_path=params.get("ssh_config"),
                              system_known_hosts=params.get("system_known_hosts"))
     spares = os.environ.get("SKYCTL_REUSE_SPARE", "1") not in ("0", "", "no", "false")
@@ -527,10 +492,10 @@ def main() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         try:
-            transport._ensure_connected()
+            transport.connect()
         except SkyctlError as exc:
             _log(f"cannot connect: {exc.message}")
-            answer({"ok": False, "error": json.loads(error_payload(exc))})
+            answer({"ok": False, "error": error_info(exc)})
             return
         argv = params.get("argv")
         if spares and argv:
@@ -547,3 +512,7 @@ def main() -> None:
     finally:
         holder.shutdown()
     os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
