@@ -430,7 +430,7 @@ def unpack_batch(payload: bytes, loads: Callable[[bytes], Any]) -> list[Any]:
         return _split_lines(memoryview(payload)[1:])
     if tag == PICKLED:
         items = loads(memoryview(payload)[1 + COUNT.size:])
-        if type(items) is not list or len(items) != COUNT.unpack_from(payload, 1)[0]:
+        if not isinstance(items, list) or len(items) != COUNT.unpack_from(payload, 1)[0]:
             raise ValueError("a pickled batch that is not the list of as many items as its count says")
         return items
     raise ValueError(f"unknown batch encoding {tag!r}")
