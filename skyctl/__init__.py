@@ -9,7 +9,8 @@
         print(avg)
 """
 
-from .api import Call, Host, RemoteFunction, RemoteIterator, function, host
+from .api import Host, RemoteIterator
+from .calls import Call, RemoteFunction, function, host
 from .pool import GroupError, HostStats
 from .pools import Pool, pool
 from .trust import OversizedValue, RefusedValue

@@ -1,4 +1,4 @@
-"""The Python API: ``@skyctl.function``, ``skyctl.host()``, and ``call >> host``.
+"""The Python API's ``Host``: one host profile, ready to run calls (``call >> host`` lands here).
 
 The CLI goes through the same ``Host.start`` as ``call >> host``: one path
 from a function and its arguments to a running ``CallStream``.
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
+from . import transports
 from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
 from .session import CallStream, Hooks, WorkerSession, WorkerSpec, liveness_of
 from .trust import Decoder
@@ -37,12 +38,13 @@ class Host:
         self._name = name
         self._config_path = config
         self._reuse = reuse
-        self.hooks = hooks or Hooks(log=_log_to_stderr)
+        self.hooks = hooks or Hooks(log=log_to_stderr)
         self._profile: Any = None
         self._config: Any = None
         self._transport: Any = None
         self._session: WorkerSession | None = None
-        self._keep = False
+        #: keep the worker after a call ends (inside ``with host:``, or for a pool's slot)
+        self.keep_worker = False
         #: a worker being started in the background (``start_worker_early``)
         self._early: Any = None
         self._early_error: BaseException | None = None
@@ -59,6 +61,11 @@ class Host:
         return self._profile
 
     @property
+    def config_path(self) -> str | Path | None:
+        """The config file it reads (None: the usual search)."""
+        return self._config_path
+
+    @property
     def label(self) -> str:
         return self.profile.name
 
@@ -67,7 +74,7 @@ class Host:
 
     # -- lifecycle -----------------------------------------------------------
     def __enter__(self) -> Host:
-        self._keep = True
+        self.keep_worker = True
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -126,7 +133,7 @@ class Host:
         profile = self.profile
         if self._transport is None:
             self.hooks.status("connecting")
-            self._transport = make_transport(profile, self._config, reuse=self._reuse,
+            self._transport = transports.make_transport(profile, self._config, reuse=self._reuse,
                                              warn=lambda m: self.hooks.log(2, f"warning: {m}\n".encode()))
         name = None
         if profile.type == "ray":  # the worker is the Ray driver, started on the via host exactly as for it
@@ -212,10 +219,10 @@ class Host:
         profile = self.profile
         return Decoder(self.label, allow=getattr(profile, "allow", ()), full=getattr(profile, "trust", "data") == "full")
 
-    def run(self, call: Call) -> Any:
+    def run(self, call: Any) -> Any:
         """What ``call >> host`` does: an iterator for a generator function, else the value."""
         stream = self.start(call.function, call.args, call.kwargs)
-        on_end = None if self._keep else self.close
+        on_end = None if self.keep_worker else self.close
         if inspect.isgeneratorfunction(inspect.unwrap(call.function)):
             # Not held in a local: this frame can outlive the call (connecting
             # leaves paramiko's reference cycles through it until the next gc),
@@ -287,103 +294,6 @@ class RemoteIterator(Generic[T]):
             pass
 
 
-class Call:
-    """A function with its arguments, not yet run: ``call >> host`` runs it."""
-
-    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.function = function
-        self.args = args
-        self.kwargs = kwargs
-
-    def __rshift__(self, host: Any) -> Any:
-        """``call >> host``: on that host; ``call >> pool``: on the pool's least busy worker."""
-        from .pools import Pool
-
-        if not isinstance(host, (Host, Pool)):
-            return NotImplemented
-        return host.run(self)
-
-    def __matmul__(self, pool: Any) -> Any:
-        """``call @ pool``: on every host of the pool (a list of results, or ``(host, value)`` pairs)."""
-        from .pools import Pool
-
-        if isinstance(pool, Host):
-            pool = Pool(pool.label, pool._config_path)
-        if not isinstance(pool, Pool):
-            return NotImplemented
-        return pool.broadcast(self)
-
-    def __repr__(self) -> str:
-        return f"<Call {getattr(self.function, '__qualname__', self.function)}>"
-
-
-class RemoteFunction:
-    """A function marked with ``@skyctl.function``: calling it makes a ``Call``.
-
-    Call ``.local(...)`` to run it here, as a plain function.
-    """
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.__skyctl_function__ = fn
-        self.local = fn
-        self.__wrapped__ = fn
-        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-            setattr(self, attr, getattr(fn, attr, None))
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Call:
-        return Call(self.__skyctl_function__, args, kwargs)
-
-
-def function(fn: Callable[..., Any]) -> RemoteFunction:
-    """Mark ``fn`` to run remotely: ``fn(args) >> skyctl.host("gpu-1")``."""
-    return RemoteFunction(fn)
-
-
-def host(name: str | None = None, config: str | Path | None = None) -> Any:
-    """A handle on the host profile ``name`` (default: ``$SKYCTL_HOST`` or the config's default);
-    for a group name (or ``"a,b"``), a ``Pool``."""
-    from .config import load_config
-    from .pools import Pool
-
-    if name is not None and "," in name:
-        return Pool(name, config)
-    try:
-        target = load_config(config).resolve(name)
-    except SkyctlError:
-        return Host(name, config)  # the error comes with the first call, as for any host
-    return Pool(name, config) if target.is_group else Host(name, config)
-
-
-def make_transport(profile: Any, config: Any, *, reuse: bool | None = None,
-                   warn: Callable[[str], None] | None = None) -> Any:
-    """The transport for a profile: a child process for ``local``, the profile's
-    program for ``command``, SSH for ``ssh``.
-
-    An ssh profile with ``reuse: true`` (the default) goes through a kept
-    connection (``transports.reuse``) unless ``reuse`` is False (``--no-reuse``);
-    ``warn`` shows why a kept connection could not be used.
-    """
-    if profile.type == "ray":  # the Ray driver runs on the via host, reached as that host is
-        return make_transport(config.hosts[profile.via], config, reuse=reuse, warn=warn)
-    if profile.type == "local":
-        from .transports.local import LocalTransport
-
-        return LocalTransport(profile)
-    if profile.type == "command":
-        from .transports.command import CommandTransport
-
-        return CommandTransport(profile)
-    if profile.type != "ssh":
-        raise SkyctlError(f"host {profile.name!r}: no transport for type {profile.type!r}")
-    if profile.reuse and reuse is not False:
-        from .transports.reuse import ReuseTransport
-
-        return ReuseTransport(profile, config.host, warn=warn)
-    from .transports.ssh import SshTransport
-
-    return SshTransport(profile, config.host)
-
-
 def _split_stream(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], only: str | None = None) -> tuple[
         tuple[Any, ...], dict[str, Any], tuple[str, Any] | None, Iterable[Any] | None]:
     """Take the iterable given to a stream parameter out of the arguments, to be fed lazily."""
@@ -452,7 +362,7 @@ def _on_thread(thread: Any) -> bool:
     return threading.current_thread() is thread
 
 
-def _log_to_stderr(fd: int, data: bytes) -> None:
+def log_to_stderr(fd: int, data: bytes) -> None:
     stream = sys.stderr
     try:
         stream.buffer.write(data)  # type: ignore[attr-defined]
@@ -461,4 +371,4 @@ def _log_to_stderr(fd: int, data: bytes) -> None:
     stream.flush()
 
 
-__all__ = ["Host", "RemoteIterator", "Call", "RemoteFunction", "function", "host", "SkyctlError"]
+__all__ = ["Host", "RemoteIterator", "SkyctlError", "log_to_stderr"]

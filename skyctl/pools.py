@@ -14,7 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .api import Call, Host, RemoteIterator, _log_to_stderr
+from .api import Host, RemoteIterator, log_to_stderr
 from .errors import RemoteError, RemoteTraceback, SkyctlError
 from .pool import Distributor, GroupError, HostStats, Interrupted, Result, Slot, broadcast, slots_for
 from .session import Hooks
@@ -96,19 +96,19 @@ class Pool:
         return self._slots
 
     # -- call >> pool: one call on the least busy worker ------------------------
-    def run(self, call: Call) -> Any:
+    def run(self, call: Any) -> Any:
         slots = self._all_slots()
         with self._lock:
             slot = min(slots, key=lambda s: self._busy.get(id(s), 0))
             busy = self._busy.get(id(slot), 0)
             self._busy[id(slot)] = busy + 1
         host = slot.host if busy == 0 else self._host(slot.name)  # every worker busy: one more
-        host._keep = self._keep and busy == 0
+        host.keep_worker = self._keep and busy == 0
 
         def done() -> None:
             with self._lock:
                 self._busy[id(slot)] -= 1
-            if not host._keep:
+            if not host.keep_worker:
                 host.close()
 
         try:
@@ -124,7 +124,7 @@ class Pool:
         return stream.result
 
     # -- call @ pool: the call on every host ------------------------------------
-    def broadcast(self, call: Call) -> Any:
+    def broadcast(self, call: Any) -> Any:
         """A plain function: its results in group order (``GroupError`` if any
         host failed); a generator: ``(host, value)`` pairs as they arrive."""
         hosts = [self._host(name) for name in self.hosts]
@@ -289,7 +289,7 @@ def _prefixed_log(name: str) -> Callable[[int, bytes], None]:
         if cut < len(data):
             partial[fd] = data[cut:]
         if cut:
-            _log_to_stderr(fd, b"".join(prefix + line for line in data[:cut].splitlines(keepends=True)))
+            log_to_stderr(fd, b"".join(prefix + line for line in data[:cut].splitlines(keepends=True)))
 
     return log
 

@@ -17,7 +17,7 @@ import pytest
 from ssh_e2e import assert_failure, skyctl
 
 from skyctl.config import builtin_config, parse_config
-from skyctl.destination import parse_destination
+from skyctl.config.destination import parse_destination
 from skyctl.errors import ConfigError
 
 if TYPE_CHECKING:

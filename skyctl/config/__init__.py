@@ -19,7 +19,7 @@ CLI, the Python API and the transports can all use it cheaply):
 - ``checks``: ``Checker``, one ``check_*`` per kind of value, each failing with file, host, key and hint.
 - ``normalize``: ``FrozenMap`` and what a profile built in code is made to hold (tuples, floats, ``~``).
 - ``schema``: **the table**: ``HostProfile``'s fields, one per key, and the key lists derived from it.
-- ``destination``: ``-H user@host[:port]``: an ssh host without a profile (``skyctl.destination`` re-exports it).
+- ``destination``: ``-H user@host[:port]``: an ssh host without a profile.
 - ``model``: ``Config``, ``Group``, ``Target``: what ``--host`` resolves to.
 - ``template``: ``INIT_TEMPLATE``, built from the table's examples.
 - ``parser``: one validation pass (types, ``defaults:``, groups, gateway/via references); ``load_config``.
