@@ -7,22 +7,22 @@ import os
 import sys
 from pathlib import Path
 
-from skyctl import bootstrap
+from skyctl import bootstrap, bundle
 from skyctl.remote import wire
 from skyctl.transports.local import LocalTransport
 
-PACKAGE = Path(bootstrap.REMOTE_DIR)
+PACKAGE = Path(bundle.REMOTE_DIR)
 
 
 def test_the_worker_modules_import_only_the_stdlib_at_top_level() -> None:
-    for name in bootstrap.worker_modules():
+    for name in bundle.worker_modules():
         tree = ast.parse((PACKAGE / name).read_text())
         for node in tree.body:  # top level only: cloudpickle is imported inside functions
             if isinstance(node, ast.Import):
                 roots = [a.name.split(".")[0] for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:  # a sibling shipped in the bundle
-                    shipped = {m.removesuffix(".py") for m in bootstrap.worker_modules()}
+                    shipped = {m.removesuffix(".py") for m in bundle.worker_modules()}
                     assert (node.module in shipped) or {a.name for a in node.names} <= shipped, name
                     continue
                 roots = [(node.module or "").split(".")[0]]
@@ -37,15 +37,15 @@ def test_the_bundle_and_its_id_are_the_same_in_every_client_process() -> None:
     import hashlib
     import subprocess
 
-    one = bootstrap.bundle()
+    one = bundle.bundle()
     assert one.sha256 == hashlib.sha256(one.data).hexdigest()
-    code = "from skyctl import bootstrap as b; print(b.bundle_id(), b.bundle().sha256)"
+    code = "from skyctl import bundle as b; print(b.bundle_id(), b.bundle().sha256)"
     seen = {
         tuple(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split())
         for seed in ("0", "1", "12345")
     }
-    assert seen == {(bootstrap.bundle_id(), one.sha256)}
+    assert seen == {(bundle.bundle_id(), one.sha256)}
 
 
 def test_the_bundle_carries_bytecode_that_zipimport_uses(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_the_bundle_carries_bytecode_that_zipimport_uses(tmp_path: Path) -> None
     import zipfile
 
     path = tmp_path / "bundle.zip"
-    path.write_bytes(bootstrap.bundle().data)
+    path.write_bytes(bundle.bundle().data)
     names = zipfile.ZipFile(path).namelist()
     assert "skyctl/remote/worker.py" in names and "skyctl/remote/worker.pyc" in names and "cloudpickle/cloudpickle.pyc" in names
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); import skyctl.remote.worker as w, cloudpickle; "

@@ -31,7 +31,7 @@ import pytest
 
 from ssh_e2e import assert_failure, box, skyctl, target, timed, tree
 
-from skyctl import bootstrap
+from skyctl import bundle
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -79,7 +79,7 @@ def trojan(marker: Path) -> bytes:
 
 
 def bundle_name() -> str:
-    return f"bundle-{bootstrap.bundle_id()}.zip"
+    return f"bundle-{bundle.bundle_id()}.zip"
 
 
 def as_user(user: pwd.struct_passwd, code: str, stdin: bytes = b"", *args: str) -> None:
@@ -125,7 +125,7 @@ def assert_fib(result: Any) -> None:
 
 def the_clients_bundle(path: Path) -> bool:
     data = path.read_bytes()
-    return hashlib.sha256(data).hexdigest() == bootstrap.bundle().sha256 and stat.S_IMODE(path.lstat().st_mode) == 0o600
+    return hashlib.sha256(data).hexdigest() == bundle.bundle().sha256 and stat.S_IMODE(path.lstat().st_mode) == 0o600
 
 
 # -- a workdir that is not ours alone is refused ------------------------------------------
@@ -268,11 +268,11 @@ def test_a_link_at_the_bundles_name_is_replaced_not_followed(
     workdir = tmp_path / "wd"
     workdir.mkdir(mode=0o700)
     victim = tmp_path / "victim.zip"
-    victim.write_bytes(bootstrap.bundle().data)  # even the right content is not used through a link
+    victim.write_bytes(bundle.bundle().data)  # even the right content is not used through a link
     (workdir / bundle_name()).symlink_to(victim)
     result, _ = fib(host_config(request, kind, tmp_path, workdir))
     assert_fib(result)
-    assert victim.read_bytes() == bootstrap.bundle().data
+    assert victim.read_bytes() == bundle.bundle().data
     assert not (workdir / bundle_name()).is_symlink() and the_clients_bundle(workdir / bundle_name())
 
 
@@ -291,13 +291,13 @@ def test_a_wrong_memo_costs_one_resend_and_is_corrected(tmp_path: Path) -> None:
     workdir = tmp_path / "wd"
     cfg = local_config(tmp_path, workdir)
     assert "bundle sent" in _check(cfg, runtime).stdout
-    memo = runtime / "skyctl" / bootstrap.memo_name()
-    assert memo.read_text().strip() == bootstrap.bundle().sha256
+    memo = runtime / "skyctl" / bundle.memo_name()
+    assert memo.read_text().strip() == bundle.bundle().sha256
     assert stat.S_IMODE(memo.stat().st_mode) == 0o600
 
     memo.write_text("0" * 64 + "\n")
     assert "bundle sent" in _check(cfg, runtime).stdout, "a bundle that does not match is sent again"
-    assert memo.read_text().strip() == bootstrap.bundle().sha256
+    assert memo.read_text().strip() == bundle.bundle().sha256
     assert "bundle sent" not in _check(cfg, runtime).stdout
 
 
@@ -308,7 +308,7 @@ def test_a_memo_in_a_directory_others_can_write_is_not_believed(tmp_path: Path) 
     (runtime / "skyctl").chmod(0o777)
     marker = tmp_path / "marker"
     planted = trojan(marker)
-    (runtime / "skyctl" / bootstrap.memo_name()).write_text(hashlib.sha256(planted).hexdigest())
+    (runtime / "skyctl" / bundle.memo_name()).write_text(hashlib.sha256(planted).hexdigest())
     workdir = tmp_path / "wd"
     workdir.mkdir(mode=0o700)
     (workdir / bundle_name()).write_bytes(planted)

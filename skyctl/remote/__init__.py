@@ -1,7 +1,7 @@
 """What runs on the remote host: exactly what the bundle ships.
 
 Every module in this folder is stdlib-only (plus the cloudpickle the client
-ships beside it) and is put in the bundle by ``bootstrap.worker_modules()``,
+ships beside it) and is put in the bundle by ``bundle.worker_modules()``,
 which lists this folder: a module added here ships, nothing else does.
 
 - ``wire``: the frame format and message kinds (both sides use it).

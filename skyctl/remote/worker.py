@@ -42,7 +42,7 @@ MAP_PAYLOAD = 32 << 10
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: frames under these paths are skyctl's (inside the bundle: cloudpickle's too), not the user's;
-#: the bundle's precompiled modules name themselves ``<skyctl bundle>/...`` (bootstrap.BUNDLE_FILENAME_PREFIX)
+#: the bundle's precompiled modules name themselves ``<skyctl bundle>/...`` (bundle.BUNDLE_FILENAME_PREFIX)
 _OWN_PREFIXES = ("<skyctl bundle>/", os.path.dirname(_PACKAGE_DIR) if ".zip" in _PACKAGE_DIR else _PACKAGE_DIR)
 
 
