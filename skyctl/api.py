@@ -99,7 +99,7 @@ class Host:
             except BaseException as exc:  # raised again by the first call
                 self._early_error = exc
 
-        self._early = threading.Thread(target=start, name="early-worker", daemon=True)
+        self._early = threading.Thread(target=start, name="skyctl-early-worker", daemon=True)
         self._early.start()
 
     def _join_early(self) -> None:

@@ -618,7 +618,7 @@ def _when_stdout_reader_leaves(stdout: Any, callback: Any) -> None:
                     callback()
                     return
 
-    threading.Thread(target=watch, name="stdout-watch", daemon=True).start()
+    threading.Thread(target=watch, name="skyctl-stdout-watch", daemon=True).start()
 
 
 def _silence_stdout() -> None:
@@ -707,7 +707,7 @@ def check(
             lines[name].append(escape_controls(f"  ray {ray.get('ray')} at {ray.get('address')}: {ray.get('nodes')} nodes, "
                                                f"{ray.get('cpus', 0):g} CPUs, {ray.get('gpus', 0):g} GPUs"))
 
-    threads = [threading.Thread(target=one, args=(i, n), daemon=True) for i, n in enumerate(names)]
+    threads = [threading.Thread(target=one, args=(i, n), name=f"skyctl-check-{n}", daemon=True) for i, n in enumerate(names)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -200,7 +200,7 @@ def broadcast(hosts: Sequence[Any], start: Callable[[Any], Any], emit: Callable[
             except BaseException:  # noqa: BLE001
                 pass
 
-    threads = [threading.Thread(target=one, args=(i, h), name=f"host-{h.label}", daemon=True) for i, h in enumerate(hosts)]
+    threads = [threading.Thread(target=one, args=(i, h), name=f"skyctl-host-{h.label}", daemon=True) for i, h in enumerate(hosts)]
     for thread in threads:
         thread.start()
     try:
@@ -455,8 +455,8 @@ class Distributor:
     # -- the run ---------------------------------------------------------------
     def run(self) -> None:
         """Until every chunk is done, a fatal error, or Ctrl-C (re-raised after every call is cancelled)."""
-        reader = threading.Thread(target=self._read, name="chunk-reader", daemon=True)
-        workers = [threading.Thread(target=self._work, args=(slot,), name=f"slot-{slot.name}-{slot.index}", daemon=True)
+        reader = threading.Thread(target=self._read, name="skyctl-chunk-reader", daemon=True)
+        workers = [threading.Thread(target=self._work, args=(slot,), name=f"skyctl-slot-{slot.name}-{slot.index}", daemon=True)
                    for slot in self.slots]
         reader.start()
         for i, thread in enumerate(workers):

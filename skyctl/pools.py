@@ -205,7 +205,7 @@ class Pool:
             finally:
                 out.put(_DONE)
 
-        threading.Thread(target=drive, name="pool-map", daemon=True).start()
+        threading.Thread(target=drive, name="skyctl-pool-map", daemon=True).start()
         try:
             while (batch := out.get()) is not _DONE:
                 yield from batch
@@ -236,7 +236,7 @@ class _BroadcastIterator:
             finally:
                 self._queue.put(_DONE)
 
-        threading.Thread(target=drive, name="broadcast", daemon=True).start()
+        threading.Thread(target=drive, name="skyctl-pool-broadcast", daemon=True).start()
         self._done = False
 
     def __iter__(self) -> _BroadcastIterator:

@@ -570,7 +570,7 @@ class ProgressLines:
         self._fraction = fraction
         self._started = time.monotonic()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="skyctl-progress", daemon=True)
         self._thread.start()
 
     def line(self) -> str:

@@ -138,8 +138,8 @@ class WorkerSession:
         self._pipes, self.hello, self.sent_bundle = started.pipes, started.hello, started.sent_bundle
         self._writer = wire.FrameWriter(started.pipes.write)
         self._heard = time.monotonic()
-        threading.Thread(target=self._read_frames, name="frames", daemon=True).start()
-        threading.Thread(target=self._keep_alive, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._read_frames, name="skyctl-frames", daemon=True).start()
+        threading.Thread(target=self._keep_alive, name="skyctl-heartbeat", daemon=True).start()
 
     def _keep_alive(self) -> None:
         """Heartbeat thread: say HEARTBEAT after ``interval`` s of silence (the
@@ -449,7 +449,7 @@ class CallStream:
         self._send(Kind.CALL, payload)
         self._session.hooks.status("running")
         if self.outbox is not None:
-            threading.Thread(target=self._feed, name="feeder", daemon=True).start()
+            threading.Thread(target=self._feed, name="skyctl-feeder", daemon=True).start()
 
     def _send(self, kind: int, payload: bytes = b"") -> None:
         try:

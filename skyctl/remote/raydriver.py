@@ -118,7 +118,7 @@ def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
                 finally:
                     done.set()
 
-            thread = threading.Thread(target=init, name="ray-init", daemon=True)
+            thread = threading.Thread(target=init, name="skyctl-ray-init", daemon=True)
             thread.done = done  # type: ignore[attr-defined]
             _state["thread"] = thread
             _state["error"] = None

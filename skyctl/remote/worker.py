@@ -123,7 +123,7 @@ class LogForwarder:
             os.set_blocking(r, False)
             lock = threading.Lock()
             self._pipes.append((fd, r, lock))
-            threading.Thread(target=self._pump, args=(fd, r, lock), name=f"log-{fd}", daemon=True).start()
+            threading.Thread(target=self._pump, args=(fd, r, lock), name=f"skyctl-log-{fd}", daemon=True).start()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -327,7 +327,7 @@ class Worker:
         if self.current:
             self.current.cancel()
         self.calls.put(None)
-        threading.Thread(target=_exit_after_grace, daemon=True).start()
+        threading.Thread(target=_exit_after_grace, name="skyctl-exit-grace", daemon=True).start()
 
     left = False
 
@@ -604,9 +604,9 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     )
     reaper.become_subreaper()  # after HELLO: the client is busy with it meanwhile; before any user code
     worker.logs = LogForwarder(conn)
-    threading.Thread(target=worker.read_frames, name="reader", daemon=True).start()
+    threading.Thread(target=worker.read_frames, name="skyctl-reader", daemon=True).start()
     interval, bound = wire.liveness(os.environ.get("SKYCTL_LIVENESS"))
-    threading.Thread(target=worker.keep_alive, args=(interval, bound), name="heartbeat", daemon=True).start()
+    threading.Thread(target=worker.keep_alive, args=(interval, bound), name="skyctl-heartbeat", daemon=True).start()
     try:
         worker.serve()
     finally:

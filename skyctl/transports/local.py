@@ -32,7 +32,7 @@ class ProcessPipes:
         self._in_fd = proc.stdin.fileno()
         self._stdout = proc.stdout
         self._tail: deque[bytes] = deque(maxlen=64)
-        self._stderr_thread = threading.Thread(target=self._keep_stderr, daemon=True)
+        self._stderr_thread = threading.Thread(target=self._keep_stderr, name="skyctl-local-stderr", daemon=True)
         self._stderr_thread.start()
         self._closed = False
 
