@@ -144,7 +144,7 @@ class Outbox:
         #: frames of items written (for tests and the status line)
         self.frames = 0
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"skyctl-outbox-{kind}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"skyctl-outbox-{getattr(kind, 'name', kind)}".lower().replace("_", "-"), daemon=True)
         self._thread.start()
 
     # -- producer side -------------------------------------------------
