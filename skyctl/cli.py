@@ -569,16 +569,12 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stde
             stream.close()
         return ExitStatus.OK
     except KeyboardInterrupt as exc:
-        stderr.stop()
-        if stat is not None:
-            stat.error = exc
+        _ended_by(exc, stderr, stat)
         if stream is not None:
             stream.close()
         return ExitStatus.INTERRUPTED
     except RemoteError as err:
-        stderr.stop()
-        if stat is not None:
-            stat.error = err
+        _ended_by(err, stderr, stat)
         stderr.remote_text(err.traceback_text if err.traceback_text.endswith("\n") else err.traceback_text + "\n")
         return ExitStatus.REMOTE_RAISED
     except BaseException as exc:
@@ -590,6 +586,13 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stde
         if stat is not None:
             stat.values, stat.records, stat.ended = writer.written, stream.items_in if stream else 0, time.monotonic()
         target.close()
+
+
+def _ended_by(error: BaseException, stderr: Stderr, stat: Any) -> None:
+    """A one-host call ended by ``error``: the status line goes, the report's host entry learns why."""
+    stderr.stop()
+    if stat is not None:
+        stat.error = error
 
 
 def _when_stdout_reader_leaves(stdout: Any, callback: Any) -> None:

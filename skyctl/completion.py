@@ -159,11 +159,31 @@ def _option_arms(spec: Spec, body: str) -> list[str]:
             for c in spec.commands]
 
 
+def _top_words(spec: Spec) -> str:
+    """What completes right after ``skyctl``: the commands and the root options."""
+    return _words([*(c.name for c in spec.commands), *(n for o in spec.root_options for n in o.names)])
+
+
+def _dispatch(spec: Spec, cmd_word: str, ret: str, host: str, file: str, choice: str, option_body: str) -> list[str]:
+    """The body both shells share: a value after an option, an option name, a positional argument."""
+    return [
+        f"    local cmd=\"{cmd_word}\"",
+        "    case \"$cmd:$prev\" in",
+        *_value_arms(spec, f"{host}; {ret}", f"{file}; {ret}", f"{choice}; {ret}", ret),
+        "    esac",
+        "    if [[ $cur == -* ]]; then",
+        "        case \"$cmd\" in",
+        *_option_arms(spec, option_body),
+        "        esac",
+        f"        {ret}",
+        "    fi",
+        "    case \"$cmd\" in",
+        *_positional_arms(spec, host, file, choice),
+        "    esac",
+    ]
+
+
 def _bash(spec: Spec, prog: str) -> str:
-    top = _words([*(c.name for c in spec.commands), *(n for o in spec.root_options for n in o.names)])
-    host = "_skyctl_reply_hosts"
-    file = "COMPREPLY=($(compgen -f -- \"$cur\"))"
-    choice = "COMPREPLY=($(compgen -W \"{choices}\" -- \"$cur\"))"
     lines = [
         f"# {prog} completion for bash. Load it with:  eval \"$({prog} completion bash)\"  (e.g. in ~/.bashrc)",
         "_skyctl_hosts() {",
@@ -185,22 +205,13 @@ def _bash(spec: Spec, prog: str) -> str:
         "    local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"${COMP_WORDS[COMP_CWORD-1]}\"",
         "    COMPREPLY=()",
         "    if [[ $COMP_CWORD -eq 1 ]]; then",
-        f"        COMPREPLY=($(compgen -W \"{top}\" -- \"$cur\"))",
+        f"        COMPREPLY=($(compgen -W \"{_top_words(spec)}\" -- \"$cur\"))",
         "        return 0",
         "    fi",
-        "    local cmd=\"${COMP_WORDS[1]}\"",
-        "    case \"$cmd:$prev\" in",
-        *_value_arms(spec, f"{host}; return 0", f"{file}; return 0", f"{choice}; return 0", "return 0"),
-        "    esac",
-        "    if [[ $cur == -* ]]; then",
-        "        case \"$cmd\" in",
-        *_option_arms(spec, "COMPREPLY=($(compgen -W \"{options}\" -- \"$cur\"))"),
-        "        esac",
-        "        return 0",
-        "    fi",
-        "    case \"$cmd\" in",
-        *_positional_arms(spec, host, file, choice),
-        "    esac",
+        *_dispatch(spec, "${COMP_WORDS[1]}", "return 0", host="_skyctl_reply_hosts",
+                   file="COMPREPLY=($(compgen -f -- \"$cur\"))",
+                   choice="COMPREPLY=($(compgen -W \"{choices}\" -- \"$cur\"))",
+                   option_body="COMPREPLY=($(compgen -W \"{options}\" -- \"$cur\"))"),
         "    return 0",
         "}",
         f"complete -o default -F _skyctl {prog}",
@@ -209,10 +220,6 @@ def _bash(spec: Spec, prog: str) -> str:
 
 
 def _zsh(spec: Spec, prog: str) -> str:
-    top = _words([*(c.name for c in spec.commands), *(n for o in spec.root_options for n in o.names)])
-    host = "_skyctl_add_hosts"
-    file = "_files"
-    choice = "compadd -- {choices}"
     lines = [
         f"#compdef {prog}",
         f"# {prog} completion for zsh. Load it with:  eval \"$({prog} completion zsh)\"  (in ~/.zshrc, after compinit),",
@@ -234,22 +241,11 @@ def _zsh(spec: Spec, prog: str) -> str:
         "_skyctl() {",
         "    local cur=\"${words[CURRENT]}\" prev=\"${words[CURRENT-1]}\"",
         "    if (( CURRENT == 2 )); then",
-        f"        compadd -- {top}",
+        f"        compadd -- {_top_words(spec)}",
         "        return",
         "    fi",
-        "    local cmd=\"${words[2]}\"",
-        "    case \"$cmd:$prev\" in",
-        *_value_arms(spec, f"{host}; return", f"{file}; return", f"{choice}; return", "return"),
-        "    esac",
-        "    if [[ $cur == -* ]]; then",
-        "        case \"$cmd\" in",
-        *_option_arms(spec, "compadd -- {options}"),
-        "        esac",
-        "        return",
-        "    fi",
-        "    case \"$cmd\" in",
-        *_positional_arms(spec, host, file, choice),
-        "    esac",
+        *_dispatch(spec, "${words[2]}", "return", host="_skyctl_add_hosts", file="_files",
+                   choice="compadd -- {choices}", option_body="compadd -- {options}"),
         "}",
         f"if [[ \"${{funcstack[1]}}\" == _{prog} ]]; then",
         "    _skyctl \"$@\"",

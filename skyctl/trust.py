@@ -425,18 +425,26 @@ class _Stand:
         self._dry.spend(16, self._real)
 
 
-class _DryRun(pickle.Unpickler):
+class _Budgeted:
+    """What both weighing unpicklers hold: the decoder's rules, the watch on
+    what it hands out, and the bytes left of the frame's budget."""
+
+    def __init__(self, file: Any, decoder: Decoder, watch: _Watch, size: int) -> None:
+        super().__init__(file)  # type: ignore[call-arg] # the pickle.Unpickler beside it in the class's bases
+        self._decoder = decoder
+        self._watch = watch
+        self._size = size
+        self._left = DECODE_FACTOR * size + DECODE_CONSTANT
+
+
+class _DryRun(_Budgeted, pickle.Unpickler):
     """The C unpickler over the same frame with a stand-in (``_Stand``) for
     every class whose instances take BUILD, against the budget of
     ``_Careful``: the real decode that follows is then known to fit. Plain
     data is built (and dropped) as the real decode will build it."""
 
     def __init__(self, file: Any, decoder: Decoder, watch: _Watch, size: int) -> None:
-        super().__init__(file)
-        self._decoder = decoder
-        self._watch = watch
-        self._size = size
-        self._left = DECODE_FACTOR * size + DECODE_CONSTANT
+        super().__init__(file, decoder, watch, size)
         self._stands: dict[int, type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -543,7 +551,7 @@ def _call_weight(func: Any, args: Any, kwargs: Any = None) -> int:
     return weight
 
 
-class _Careful(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class _Careful(_Budgeted, pickle._Unpickler):  # type: ignore[name-defined,misc]
     """The careful path (pure Python): every call a pickle makes is weighed
     before it is made, against a budget of ``DECODE_FACTOR`` bytes per byte of
     the frame plus ``DECODE_CONSTANT``: beyond it, ``OversizedValue``.
@@ -551,13 +559,6 @@ class _Careful(pickle._Unpickler):  # type: ignore[name-defined,misc]
     Plain opcodes build at most a few hundred bytes each (an empty set is the
     most); only calls can build more than their arguments weigh, so only calls
     are weighed. Taken only by frames that name a global that may expand."""
-
-    def __init__(self, file: Any, decoder: Decoder, watch: _Watch, size: int) -> None:
-        super().__init__(file)
-        self._decoder = decoder
-        self._watch = watch
-        self._size = size
-        self._left = DECODE_FACTOR * size + DECODE_CONSTANT
 
     def find_class(self, module: str, name: str) -> Any:
         found = self._decoder.find(module, name, super().find_class, watch=self._watch)

@@ -34,7 +34,7 @@ import pickle
 import time
 import traceback
 import types
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 VALUE, BATCH, RETURN, RAISE, STOPPED = range(5)
 
@@ -124,9 +124,11 @@ def _close(gen: Any) -> None:
             pass
 
 
-def _failure(exc: BaseException, where: str) -> tuple[Any, ...]:
-    """``(RAISE, info, exc)``: what the worker's RAISE frame needs, this module's frames removed."""
-    own = run_task.__code__.co_filename
+def error_info(exc: BaseException, where: str, is_own: Callable[[str], bool]) -> dict[str, Any]:
+    """What a RAISE frame says of an exception: type name, message, and the
+    traceback text without the frames of files ``is_own`` names (skyctl's).
+    Here, not in ``worker``, because this module travels to a Ray task by
+    value, alone: the worker uses it too."""
     tbe = traceback.TracebackException(type(exc), exc, exc.__traceback__)
     seen: set[int] = set()
     todo = [tbe]
@@ -135,20 +137,26 @@ def _failure(exc: BaseException, where: str) -> tuple[Any, ...]:
         if id(t) in seen:
             continue
         seen.add(id(t))
-        t.stack[:] = [f for f in t.stack if f.filename != own]
+        t.stack[:] = [f for f in t.stack if not is_own(f.filename)]
         todo.extend(x for x in (t.__cause__, t.__context__) if x is not None)
     cls = type(exc)
     try:
         message = str(exc)
-    except Exception:
+    except BaseException:
         message = "<unprintable exception>"
-    info = {
+    return {
         "type": cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}",
         "message": message,
         "traceback": "".join(tbe.format()),
         "where": where,
         "module_not_found": getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None,
     }
+
+
+def _failure(exc: BaseException, where: str) -> tuple[Any, ...]:
+    """``(RAISE, info, exc)``: what the worker's RAISE frame needs, this module's frames removed."""
+    own = run_task.__code__.co_filename
+    info = error_info(exc, where, lambda filename: filename == own)
     try:
         import ray.cloudpickle as cp
 

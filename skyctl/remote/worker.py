@@ -24,12 +24,11 @@ import signal
 import sys
 import threading
 import time
-import traceback
 import types
 from itertools import chain
 from typing import Any, Callable, Generator, Iterator
 
-from . import flow, reaper, values, wire
+from . import flow, raytask, reaper, values, wire
 from .wire import Kind
 
 #: seconds the worker waits for the running call to wind down once the client is gone
@@ -526,44 +525,15 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     os._exit(128 + signal.SIGTERM)
 
 
-def _strip_worker_frames(tbe: traceback.TracebackException) -> None:
-    """Remove skyctl's own frames from a traceback and its causes, in place."""
-    seen: set[int] = set()
-    todo = [tbe]
-    while todo:
-        t = todo.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        t.stack[:] = [f for f in t.stack if not _is_own(f.filename)]
-        todo.extend(x for x in (t.__cause__, t.__context__) if x is not None)
-
-
 def _raise_frame(exc: BaseException, where: str, dumps: Callable[[Any], bytes] | None) -> tuple[int, bytes]:
     """RAISE: type name, message and traceback text; the pickled exception
     too for the API (``dumps``), never for the CLI."""
-    tbe = traceback.TracebackException(type(exc), exc, exc.__traceback__)
-    _strip_worker_frames(tbe)
-    cls = type(exc)
-    info = {
-        "type": cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}",
-        "message": _safe_str(exc),
-        "traceback": "".join(tbe.format()),
-        "where": where,
-        "module_not_found": getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None,
-    }
+    info = raytask.error_info(exc, where, _is_own)
     try:
         pickled = dumps(exc) if dumps is not None else b""
     except BaseException:
         pickled = b""
     return Kind.RAISE, wire.pack_raise(info, pickled)
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except BaseException:
-        return "<unprintable exception>"
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
