@@ -114,7 +114,9 @@ def pipe(
     quiet: bool = QuietOpt,
     no_reuse: bool = NoReuseOpt,
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes on each host (makes one host a group of one)."),
-    chunk: int = typer.Option(1000, "--chunk", min=1, help="Group: records per chunk; each chunk is one call on one worker."),
+    chunk: str = typer.Option("auto", "--chunk", metavar="auto|N",
+                              help="Group: records per chunk, each one call on one worker; auto: sized per host "
+                                   "to about half a second of work."),
     keep_order: bool = typer.Option(False, "--keep-order", help="Group: print each chunk's values after the chunk before it."),
     tag: bool = typer.Option(False, "--tag", help="Group: HOST<TAB> before each value."),
     retries: int = typer.Option(3, "--retries", min=0, help="Group: re-runs of a chunk whose host failed."),
@@ -138,17 +140,28 @@ def pipe(
         kwargs = bind_arguments(fn, arg, stream_param=name)
         if name in kwargs:
             raise UsageError(f"'{name}' is fed from stdin by pipe; do not also pass it with --arg")
+        sizer = _chunk_sizer(chunk)
         reader = RecordReader(env.stdin.buffer, stream_parameters(fn)[name], fmt=format.value, column=column,
                               header=not no_header, param=name, on_bad_line=on_bad_line.value, warn=stderr.warn)
         try:
             if group is not None:
                 return _distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value, stderr,
-                                   jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet)
+                                   jobs=jobs, chunk=sizer, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet)
             return _stream_call(fn, {**kwargs, name: reader}, remote, output.value, stderr, stream_param=name)
         finally:
             summary = reader.summary()
             if summary:
                 stderr.warn(summary)
+
+
+def _chunk_sizer(text: str) -> Any:
+    """``--chunk``: ``auto`` or a number of records, as a ``skyctl.chunking`` sizer."""
+    from .chunking import sizer_for
+
+    try:
+        return sizer_for(text)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="use --chunk auto (the default) or --chunk N with N >= 1, and SKYCTL_CHUNK_SECONDS > 0") from None
 
 
 def _stream_param(fn: Any, params: dict[str, Any], chosen: str | None) -> str:
@@ -271,7 +284,7 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any, where: 
 
 
 def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
-                no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
+                no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: Any, keep_order: bool,
                 tag: bool, retries: int, quiet: bool) -> int:
     """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host."""
     from .pool import Distributor, Slot, plural, slots_for

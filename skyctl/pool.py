@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import (BadRecord, ChunkLost, ConnectError, ConnectionLost, ExitStatus, RemoteEnvironmentError, RemoteError,
                      SkyctlError)
+from .chunking import DEFAULT as DEFAULT_CHUNK
+from .chunking import ChunkSizer, sizer_for
 from .flow import LineBatch
 
 #: failures of a host (or one worker on it), not of the function: its chunks run again elsewhere
@@ -207,11 +209,17 @@ class Result:
 
 
 class Chunk:
-    """Up to ``size`` consecutive records, filled as they are read; one call per run."""
+    """Up to ``limit`` consecutive records, filled as they are read; one call per run.
 
-    def __init__(self, number: int) -> None:
+    The records are kept as the batches they were read in (a ``LineBatch`` stays
+    one bytes object), in ``parts``; ``size`` counts them."""
+
+    def __init__(self, number: int, limit: int = 0) -> None:
         self.number = number
-        self.records: list[Any] = []
+        #: the records it may hold (its sizer's answer when it was cut)
+        self.limit = limit
+        self.parts: list[Any] = []
+        self.size = 0
         self.closed = False
         #: the input broke after these records (a bad record)
         self.failure: BaseException | None = None
@@ -224,7 +232,7 @@ class Chunk:
         #: physical stdin lines holding its records (None when the source has no line numbers)
         self.first_line: int | None = None
         self.last_line: int | None = None
-        #: records, kept once ``records`` is let go; the host its run ended on (the summary's counts)
+        #: records, kept once ``parts`` is let go; the host its run ended on (the summary's counts)
         self.count = 0
         self.ended_on: str | None = None
         #: it will not be run to its end: a failure elsewhere cancelled it
@@ -232,6 +240,13 @@ class Chunk:
         #: when its current run last handed on a value (or started), and whether a stall was reported
         self.progress = time.monotonic()
         self.stall_reported = False
+        #: when its first run started (its host's rate, for the sizer)
+        self.started: float | None = None
+
+    @property
+    def records(self) -> list[Any]:
+        """Its records, one list (for tests and messages; the feed sends ``parts`` as they are)."""
+        return [r for part in self.parts for r in (part.items() if type(part) is LineBatch else part)]
 
     @property
     def where(self) -> str:
@@ -240,17 +255,24 @@ class Chunk:
             return f"chunk {self.number + 1}"
         return f"chunk {self.number + 1} (stdin lines {self.first_line}–{self.last_line})"
 
-    def append(self, records: list[Any], full: bool) -> None:
-        with self.cond:
-            self.records.extend(records)
-            self.closed = self.closed or full
-            self.cond.notify_all()
+    def add(self, part: Any, count: int) -> None:
+        """Append ``count`` records (``cond`` held); full at ``limit``."""
+        self.parts.append(part)
+        self.size += count
+        if self.size >= self.limit:
+            self.closed = True
+        self.cond.notify_all()
 
     def close(self, failure: BaseException | None = None) -> None:
         with self.cond:
             self.closed = True
             self.failure = failure or self.failure
             self.cond.notify_all()
+
+    def release(self) -> None:
+        """Let go of its records: no run can need them now."""
+        with self.cond:
+            self.parts = []
 
     def feed(self, stop: threading.Event) -> ChunkFeed:
         return ChunkFeed(self, stop)
@@ -263,27 +285,69 @@ class ChunkFeed:
         self._chunk = chunk
         self._stop = stop
 
-    def batches(self) -> Iterator[list[Any]]:
+    def batches(self) -> Iterator[Any]:
+        """The chunk's parts (lists, or ``LineBatch``es) as they come."""
         chunk, at = self._chunk, 0
         while True:
             with chunk.cond:
-                while at == len(chunk.records) and not chunk.closed and not self._stop.is_set():
+                while at == len(chunk.parts) and not chunk.closed and not self._stop.is_set():
                     chunk.cond.wait(0.5)
-                new = chunk.records[at:]
+                new = chunk.parts[at:]
                 closed = chunk.closed
             at += len(new)
-            if new:
-                yield new
+            yield from new
             if self._stop.is_set():
                 return
-            if closed and at == len(chunk.records):
+            if closed and at == len(chunk.parts):
                 if chunk.failure is not None:
                     raise chunk.failure
                 return
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.batches():
-            yield from batch
+            yield from (batch.items() if type(batch) is LineBatch else batch)
+
+
+class _Pending:
+    """A batch read from the source and not yet all cut into chunks."""
+
+    __slots__ = ("batch", "span", "count", "at", "pos")
+
+    def __init__(self, batch: Any, span: tuple[int, int] | None) -> None:
+        self.batch = batch
+        self.span = span
+        self.count = len(batch)
+        #: records already taken, and (a ``LineBatch``) the byte where the next one starts
+        self.at = 0
+        self.pos = 0
+
+    @property
+    def left(self) -> int:
+        return self.count - self.at
+
+    def take(self, chunk: Chunk, n: int) -> int:
+        """Move up to ``n`` records into ``chunk`` (``chunk.cond`` held); how many moved."""
+        n = min(n, self.left)
+        batch = self.batch
+        if self.at == 0 and n == self.count:
+            part = batch
+        elif type(batch) is LineBatch:
+            text = batch.text
+            if self.at + n == self.count:
+                part = LineBatch(text[self.pos:])
+            else:
+                end = self.pos - 1
+                for _ in range(n):
+                    end = text.index(b"\n", end + 1)
+                part = LineBatch(text[self.pos:end])
+                self.pos = end + 1
+        else:
+            part = batch[self.at:self.at + n]
+        if self.span is not None:
+            _note_lines(chunk, self.span, self.count, self.at, n)
+        self.at += n
+        chunk.add(part, n)
+        return n
 
 
 @dataclass
@@ -339,7 +403,8 @@ class Distributor:
         source: batches of records (lists, or ``LineBatch``es), as they are read.
         emit: ``emit(chunk, host, batch)`` for values, ``emit(chunk, host, Result(v))``
             for a return value; returns once they are handed on (the caller counts them).
-        chunk: records per chunk; ``retries``: re-runs of a chunk whose host failed.
+        chunk: records per chunk: ``"auto"`` (sized per host, ``skyctl.chunking.AutoChunks``), a
+            number, or a ``ChunkSizer``; ``retries``: re-runs of a chunk whose host failed.
         ordered: ``emit`` each chunk's values only after every value of the chunks before it.
         warn: one line for stderr.
         lines: the first and last physical stdin line of the batch ``source`` gave last (None: unknown),
@@ -356,7 +421,8 @@ class Distributor:
     """
 
     def __init__(self, slots: list[Slot], start: Callable[[Slot, ChunkFeed, int], Any],
-                 source: Iterable[Any], emit: Callable[[Chunk, str, Any], None], *, chunk: int = 1000,
+                 source: Iterable[Any], emit: Callable[[Chunk, str, Any], None], *,
+                 chunk: int | str | ChunkSizer = DEFAULT_CHUNK,
                  retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None,
                  lines: Callable[[], tuple[int, int] | None] | None = None,
                  stall_warning: float | None = STALL_WARNING) -> None:
@@ -365,7 +431,8 @@ class Distributor:
         self._start = start
         self._source = source
         self._emit = emit
-        self.chunk_size = max(1, chunk)
+        #: decides each chunk's records when a worker takes it (``skyctl.chunking``)
+        self.sizer = sizer_for(chunk)
         self.retries = retries
         self._ordered = ordered
         self._warn = warn
@@ -381,7 +448,16 @@ class Distributor:
         for slot in slots:
             self.stats.setdefault(slot.name, HostStats(slot.name))
         self._cond = threading.Condition()
-        self._queue: deque[Chunk] = deque()
+        #: batches read and not yet cut into chunks, and their records
+        self._pending: deque[_Pending] = deque()
+        self._pending_records = 0
+        #: the input's bytes so far, when it comes as ``LineBatch``es (the sizer's memory cap)
+        self._input_bytes = 0
+        self._input_lines = 0
+        #: the size each host's last chunk was cut to (how far the reader reads ahead)
+        self._last_size: dict[str, int] = {}
+        #: a bad record after the pending batches: the chunk that takes the last of them ends with it
+        self._input_failure: BaseException | None = None
         self._reruns: deque[Chunk] = deque()
         self._in_flight = 0
         self._reading_done = False
@@ -454,58 +530,89 @@ class Distributor:
 
     # -- reading ---------------------------------------------------------------
     def _read(self) -> None:
+        """Reader thread: records go into the chunk being filled (its call started with its first
+        record), else wait, read ahead, until a worker takes them (``_cut``)."""
         try:
             for batch in self._source:
-                records = batch.items() if type(batch) is LineBatch else batch
                 span = self._lines() if self._lines is not None else None
-                at = 0
-                while at < len(records):
-                    chunk = self._current or self._new_chunk()
-                    if chunk is None:
-                        return
-                    room = self.chunk_size - len(chunk.records)
-                    part = records[at:at + room] if at or room < len(records) else records
-                    full = len(chunk.records) + len(part) >= self.chunk_size
-                    if span is not None:
-                        _note_lines(chunk, span, len(records), at, len(part))
-                    self.records_read += len(part)
-                    chunk.append(part, full)
-                    if full:
-                        self._current = None
-                    at += len(part)
-            if self._current is not None:
-                self._current.close()
+                if type(batch) is LineBatch:
+                    self._input_bytes += len(batch.text) + 1
+                    self._input_lines += len(batch)
+                entry = _Pending(batch, span)
+                with self._cond:
+                    while entry.left:
+                        chunk = self._current
+                        if chunk is not None:
+                            with chunk.cond:
+                                self.records_read += entry.take(chunk, chunk.limit - chunk.size)
+                                if chunk.closed:
+                                    self._current = None
+                            continue
+                        while (not self._stopping() and self._current is None
+                               and self._pending_records >= self._read_ahead()):
+                            self._cond.wait()
+                        if self._stopping():
+                            return
+                        if self._current is None:
+                            self._pending.append(entry)
+                            self._pending_records += entry.left
+                            self._cond.notify_all()
+                            break
         except BadRecord as exc:
             self.bad_record = exc
-            if self._current is not None:
-                self._current.close(exc)
+            with self._cond:
+                if self._current is not None:
+                    self._current.close(exc)
+                elif self._pending:
+                    self._input_failure = exc
         except BaseException as exc:  # noqa: BLE001 - stdin failed
-            if self._current is not None:
-                self._current.close()
             self.abort(exc)
         finally:
-            if self._current is not None:  # stopped early (a failure): its call must not wait for more
-                self._current.close()
-            self._current = None
             with self._cond:
+                if self._current is not None:  # the input ended (or a failure): its call must not wait for more
+                    self._current.close()
+                self._current = None
                 self._reading_done = True
                 self._cond.notify_all()
 
-    def _new_chunk(self) -> Chunk | None:
-        """A new chunk, queued at once (its call starts with its first record), once
-        fewer than two per live worker are in flight; None when stopping (or, with
-        ``ordered``, once a chunk failed: nothing after it is needed)."""
-        with self._cond:
-            while not self._stopping() and self._in_flight >= 2 * max(1, self._live):
-                self._cond.wait()
-            if self._stopping():
-                return None
-            chunk = Chunk(self._chunks)
-            self._chunks += 1
-            self._in_flight += 1
-            self._queue.append(chunk)
-            self._cond.notify_all()
-        self._current = chunk
+    def _read_ahead(self) -> int:
+        """Records the reader may hold that no worker has taken yet (``_cond`` held): about one
+        chunk per live worker, at the size its host's chunks have now."""
+        total = 0
+        for slot in self.slots:
+            if not self.stats[slot.name].dead:
+                size = self._last_size.get(slot.name)
+                total += size if size is not None else self.sizer.size(slot.name, self._chunks, live=self._live)
+        return max(1, total)
+
+    def _cut(self, slot: Slot) -> Chunk:
+        """A new chunk for ``slot`` (``_cond`` held, records pending), sized for its host: it takes
+        the pending records up to its size, then (if it is not full) is filled as they are read."""
+        record_bytes = self._input_bytes / self._input_lines if self._input_lines else None
+        remaining = self._pending_records if self._reading_done else None
+        size = self.sizer.size(slot.name, self._chunks, live=max(1, self._live), remaining=remaining,
+                               record_bytes=record_bytes)
+        if remaining is None:
+            self._last_size[slot.name] = size
+        chunk = Chunk(self._chunks, size)
+        self._chunks += 1
+        self._in_flight += 1
+        with chunk.cond:
+            while self._pending and chunk.size < size:
+                entry = self._pending[0]
+                taken = entry.take(chunk, size - chunk.size)
+                self._pending_records -= taken
+                self.records_read += taken
+                if not entry.left:
+                    self._pending.popleft()
+            if not chunk.closed:
+                if self._reading_done:
+                    chunk.closed = True
+                else:
+                    self._current = chunk
+            if not self._pending and self._reading_done and self._input_failure is not None:
+                chunk.failure, self._input_failure = self._input_failure, None
+        self._cond.notify_all()
         return chunk
 
     def _stopping(self) -> bool:
@@ -517,12 +624,14 @@ class Distributor:
             while True:
                 if self.stop.is_set() or self.stats[slot.name].dead:
                     return None
-                chunk = self._reruns.popleft() if self._reruns else self._queue.popleft() if self._queue else None
-                if chunk is not None:
+                if self._reruns:
+                    chunk = self._reruns.popleft()
                     if not self._after_failure(chunk):
                         return chunk
                     self._drop(chunk)
                     continue
+                if self._pending and not self._stopping():
+                    return self._cut(slot)
                 if self._reading_done and self._in_flight == 0:
                     return None
                 self._cond.wait()
@@ -535,7 +644,7 @@ class Distributor:
     def _drop(self, chunk: Chunk) -> None:
         """A chunk that will not run to its end (``_cond`` held): cancelled, its held values let go."""
         chunk.cancelled = True
-        chunk.records = []
+        chunk.release()
         self._held.pop(chunk.number, None)
         self._in_flight -= 1
         self._cond.notify_all()
@@ -591,6 +700,8 @@ class Distributor:
                 chunk.runs += 1
                 rerun = chunk.runs > 1
             chunk.progress, chunk.stall_reported = time.monotonic(), False
+            if not rerun:
+                chunk.started = chunk.progress
             slot.chunk = chunk
             stream = self._start(slot, chunk.feed(self.stop), chunk.written)
             stat.connected = True
@@ -659,13 +770,13 @@ class Distributor:
     def _ended(self, chunk: Chunk, host: str, count: bool = True) -> None:
         """``chunk`` ran to its end on ``host`` (or failed there): its records count for that host."""
         chunk.done = True
-        chunk.count = len(chunk.records)
+        chunk.count = chunk.size
         chunk.ended_on = host
         if count:
             stat = self.stats[host]
             stat.chunks += 1
             stat.records += chunk.count
-        chunk.records = []  # no re-run can need them now
+        chunk.release()  # no re-run can need them now
 
     def _uncount(self, chunk: Chunk) -> None:
         """A chunk counted as ended whose values will not be written (after a failed one): cancelled."""
@@ -676,6 +787,9 @@ class Distributor:
         chunk.cancelled = True
 
     def _chunk_done(self, slot: Slot, chunk: Chunk) -> None:
+        if chunk.runs == 1 and chunk.started is not None and chunk.failure is None:
+            with self._cond:  # its host's rate, for the next chunks' sizes
+                self.sizer.finished(slot.name, chunk.size, time.monotonic() - chunk.started)
         if self._ordered:
             with self._emit_lock:
                 if self._after_failure(chunk):  # its values will never be written
@@ -756,7 +870,7 @@ class Distributor:
         if self.stall_warning is None or self.stop.is_set():
             return
         with self._cond:
-            if not self._reading_done or self._queue or self._reruns:
+            if not self._reading_done or self._pending or self._reruns:
                 return
         now = time.monotonic()
         for slot in self.slots:

@@ -149,11 +149,13 @@ class Pool:
         return [outcome[name] for name in stats]
 
     # -- pool.map: an iterable through fn's Iterator[T] parameter, in chunks -----
-    def map(self, fn: Callable[..., Any], iterable: Iterable[Any], *, chunk: int = 1000, ordered: bool = False,
+    def map(self, fn: Callable[..., Any], iterable: Iterable[Any], *, chunk: int | str = "auto", ordered: bool = False,
             retries: int = 3, **kwargs: Any) -> Iterator[Any]:
         """The values of ``fn`` over ``iterable``, fed to its ``Iterator[T]``
         parameter a chunk at a time, each chunk one call on a free worker
         (re-run elsewhere if its host dies; every value given once).
+        ``chunk``: ``"auto"`` (sized per host to about half a second of work,
+        see ``skyctl.chunking``) or a number of records.
 
         A re-run (and a chunk that stalls the end of the run) is logged as a
         WARNING on the ``skyctl`` logger, naming the host and the chunk;

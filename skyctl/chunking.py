@@ -1,0 +1,172 @@
+"""How many records each chunk of a distributed pipe gets (``--chunk``).
+
+A sizer is asked for a chunk's size when a worker takes the chunk, so the
+size can depend on that worker's host; it is told each chunk's records and
+seconds once the chunk has run. The ``Distributor`` (``skyctl/pool.py``) does
+the cutting; a sizer only does arithmetic, so it is tested without hosts:
+
+- ``FixedChunks(n)``: ``--chunk N``, every chunk ``n`` records.
+- ``AutoChunks()``: ``--chunk auto`` (the default). Each host starts with
+  small chunks (the first values come quickly, and a slow function is
+  measured before it holds many records), then each chunk is sized to about
+  ``target`` seconds of work from the host's last finished chunk, growing at
+  most ``growth``× a step. Once the input is known to end (stdin at EOF), no
+  chunk takes more than its share of what is left (``remaining / (2 × live
+  workers)``), so that no host finishes long after the others.
+- ``RecordedChunks(sizes, then)``: the sizes a run recorded, chunk by chunk
+  (a resume follows the same boundaries), then ``then`` for the chunks after.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, Sequence
+
+#: what ``--chunk`` and ``pool.map(chunk=)`` take by default
+DEFAULT = "auto"
+
+
+class ChunkSizer(Protocol):
+    """Decides chunk sizes; called under the distributor's lock, from any thread."""
+
+    def size(self, host: str, number: int, *, live: int = 1, remaining: int | None = None,
+             record_bytes: float | None = None) -> int:
+        """Records for chunk ``number``, about to be cut for a worker of ``host``.
+
+        ``live``: workers still running; ``remaining``: records left to cut once the
+        input is known to end (None while more may come); ``record_bytes``: the
+        input's bytes per record so far, when known (caps a chunk's memory)."""
+        ...
+
+    def finished(self, host: str, records: int, seconds: float) -> None:
+        """A chunk of ``records`` ran to its end on ``host`` in ``seconds`` (its first run)."""
+        ...
+
+
+@dataclass
+class FixedChunks:
+    """``--chunk N``: every chunk the same size, whoever runs it and however long it takes."""
+
+    records: int
+
+    def __post_init__(self) -> None:
+        self.records = max(1, int(self.records))
+
+    def size(self, host: str, number: int, *, live: int = 1, remaining: int | None = None,
+             record_bytes: float | None = None) -> int:
+        return self.records
+
+    def finished(self, host: str, records: int, seconds: float) -> None:
+        pass
+
+
+@dataclass
+class _HostRate:
+    """What a host's finished chunks showed: its records per second, and its largest chunk."""
+
+    rate: float
+    largest: int
+
+
+@dataclass
+class AutoChunks:
+    """``--chunk auto``: per host, chunks of about ``target`` seconds (see the module docstring).
+
+    Args:
+        target: seconds of work a chunk aims at once its host's rate is known.
+        first: records in each host's chunks until one of them has finished.
+        growth: a chunk is at most this many times its host's largest finished one.
+        largest: records a chunk never exceeds (the records it holds are kept until it is done).
+        largest_bytes: estimated memory a chunk never exceeds (bytes per record + a record's overhead).
+        tail: at the end of the input, a chunk still gets at least this many seconds of work
+            (each chunk costs a round trip; splitting the tail finer buys nothing).
+    """
+
+    target: float = 0.5
+    first: int = 100
+    growth: float = 4.0
+    largest: int = 200_000
+    largest_bytes: int = 16 * 1024 * 1024
+    tail: float = 0.0625
+    #: Python's cost of one record held in a list, added to its bytes for the memory cap
+    record_overhead: int = 64
+    _hosts: dict[str, _HostRate] = field(default_factory=dict, repr=False)
+
+    def size(self, host: str, number: int, *, live: int = 1, remaining: int | None = None,
+             record_bytes: float | None = None) -> int:
+        cap = self.largest
+        if record_bytes is not None:
+            cap = min(cap, max(1, int(self.largest_bytes / (record_bytes + self.record_overhead))))
+        known = self._hosts.get(host)
+        if known is None:
+            size = min(self.first, cap)
+            floor = 1  # not measured yet: nothing says how small a chunk is too small
+        else:
+            size = max(1, min(int(known.rate * self.target), int(known.largest * self.growth), cap))
+            floor = max(1, min(int(known.rate * self.tail), cap))
+        if remaining is not None:  # the input ends: no more than a share of what is left
+            share = math.ceil(remaining / (2 * max(1, live)))
+            size = min(size, max(share, floor))
+        return max(1, size)
+
+    def finished(self, host: str, records: int, seconds: float) -> None:
+        if records <= 0:
+            return
+        rate = records / max(seconds, 1e-4)
+        known = self._hosts.get(host)
+        largest = max(records, known.largest) if known is not None else records
+        self._hosts[host] = _HostRate(rate, largest)
+
+
+@dataclass
+class RecordedChunks:
+    """The chunk sizes of an earlier run, in order (a resume cuts the same chunks); ``then`` after them."""
+
+    sizes: Sequence[int]
+    then: ChunkSizer = field(default_factory=AutoChunks)
+
+    def size(self, host: str, number: int, *, live: int = 1, remaining: int | None = None,
+             record_bytes: float | None = None) -> int:
+        if number < len(self.sizes):
+            return max(1, int(self.sizes[number]))
+        return self.then.size(host, number, live=live, remaining=remaining, record_bytes=record_bytes)
+
+    def finished(self, host: str, records: int, seconds: float) -> None:
+        self.then.finished(host, records, seconds)
+
+
+def sizer_for(chunk: int | str | ChunkSizer, environ: Mapping[str, str] | None = None) -> ChunkSizer:
+    """The sizer ``--chunk`` / ``pool.map(chunk=)`` asks for: ``"auto"``, a record count, or a sizer.
+
+    ``auto``'s seconds per chunk are ``SKYCTL_CHUNK_SECONDS`` when set (``environ``: default ``os.environ``)."""
+    if isinstance(chunk, str):
+        text = chunk.strip().lower()
+        if text == "auto":
+            return AutoChunks(target=target_seconds(os.environ if environ is None else environ))
+        try:
+            chunk = int(text)
+        except ValueError:
+            raise ValueError(f"--chunk takes 'auto' or a number of records, not {chunk!r}") from None
+    if isinstance(chunk, bool):
+        raise ValueError(f"chunk takes 'auto' or a number of records, not {chunk!r}")
+    if isinstance(chunk, int):
+        if chunk < 1:
+            raise ValueError(f"a chunk holds at least 1 record, not {chunk}")
+        return FixedChunks(chunk)
+    return chunk
+
+
+def target_seconds(environ: Mapping[str, str]) -> float:
+    """``SKYCTL_CHUNK_SECONDS``: the seconds of work ``auto`` aims at per chunk (default 0.5)."""
+    text = environ.get("SKYCTL_CHUNK_SECONDS", "").strip()
+    if not text:
+        return AutoChunks.target
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or math.isinf(seconds):
+        raise ValueError(f"SKYCTL_CHUNK_SECONDS takes a number of seconds above 0, not {text!r}")
+    return seconds

@@ -1,0 +1,93 @@
+"""The chunk sizers of ``skyctl/chunking.py`` (``--chunk``): pure arithmetic, no hosts, no clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from skyctl.chunking import AutoChunks, FixedChunks, RecordedChunks, sizer_for, target_seconds
+
+
+def test_fixed_chunks_ignore_the_host_its_speed_and_the_end_of_the_input() -> None:
+    sizer = FixedChunks(1000)
+    sizer.finished("a", 1000, 0.001)
+    assert sizer.size("a", 5, live=4, remaining=10) == 1000
+    assert sizer.size("b", 6) == 1000
+
+
+def test_auto_starts_small_on_every_host() -> None:
+    sizer = AutoChunks(first=100)
+    assert sizer.size("a", 0) == 100
+    sizer.finished("a", 100, 0.001)
+    assert sizer.size("b", 1) == 100  # b has not been measured: a's speed says nothing about it
+
+
+def test_auto_grows_a_fast_hosts_chunks_at_most_growth_times_a_step() -> None:
+    sizer = AutoChunks(target=0.5, first=100, growth=4, largest=1_000_000, largest_bytes=1 << 40)
+    sizes = [sizer.size("fast", 0)]
+    for number in range(1, 8):
+        sizer.finished("fast", sizes[-1], sizes[-1] / 2_000_000)  # 2 M records/s
+        sizes.append(sizer.size("fast", number))
+    assert sizes == [100, 400, 1600, 6400, 25600, 102400, 409600, 1_000_000]
+
+
+def test_auto_sizes_a_chunk_to_the_target_seconds_of_its_host() -> None:
+    sizer = AutoChunks(target=0.5, first=100, growth=4)
+    sizer.finished("steady", 100, 0.1)  # 1000 records/s: 0.5 s is 500 records, capped at 4 × 100
+    assert sizer.size("steady", 1) == 400
+    sizer.finished("steady", 400, 0.4)
+    assert sizer.size("steady", 2) == 500
+
+
+def test_auto_keeps_a_slow_hosts_chunks_small_at_once() -> None:
+    sizer = AutoChunks(target=0.5, first=100)
+    sizer.finished("slow", 100, 20.0)  # 5 records/s
+    assert sizer.size("slow", 1) == 2
+    sizer.finished("slow", 2, 30.0)  # slower still: never below one record
+    assert sizer.size("slow", 2) == 1
+    sizer.finished("fast", 100, 0.001)
+    assert sizer.size("fast", 3) == 400  # hosts are sized apart
+
+
+def test_auto_shrinks_to_a_share_of_what_is_left_once_the_input_ends() -> None:
+    sizer = AutoChunks(target=0.5, first=100, growth=4, tail=0.0625)
+    sizer.finished("h", 10_000, 0.05)  # 200 k records/s: 0.5 s would be 100 k (capped at 40 k)
+    assert sizer.size("h", 1) == 40_000
+    # 4 live workers, 48 k records left: each takes an eighth, but not below 1/16 s of work (12.5 k)
+    assert sizer.size("h", 2, live=4, remaining=48_000) == 12_500
+    assert sizer.size("h", 3, live=1, remaining=48_000) == 24_000
+    assert sizer.size("h", 4, live=1, remaining=30) == 12_500  # takes all that is left
+    assert sizer.size("new", 5, live=8, remaining=160) == 10  # unmeasured: its share of the rest
+
+
+def test_auto_caps_a_chunks_records_and_memory() -> None:
+    sizer = AutoChunks(target=10.0, first=100, growth=1000, largest=50_000, largest_bytes=1 << 20, record_overhead=0)
+    sizer.finished("h", 100, 0.0001)
+    assert sizer.size("h", 1) == 50_000
+    assert sizer.size("h", 1, record_bytes=1024.0) == 1024  # 1 KiB records: 1 MiB a chunk
+    assert sizer.size("h", 1, record_bytes=1 << 30) == 1
+
+
+def test_recorded_chunks_follow_the_earlier_run_then_hand_over() -> None:
+    sizer = RecordedChunks([100, 400, 7], then=FixedChunks(50))
+    assert [sizer.size("any", n, live=3, remaining=5) for n in range(5)] == [100, 400, 7, 50, 50]
+
+
+@pytest.mark.parametrize("text, expected", [("auto", AutoChunks), (" AUTO ", AutoChunks), ("1000", FixedChunks)])
+def test_sizer_for_reads_the_chunk_option(text: str, expected: type) -> None:
+    assert type(sizer_for(text, environ={})) is expected
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "lots", "1.5", ""])
+def test_sizer_for_refuses_what_is_no_chunk_size(text: str) -> None:
+    with pytest.raises(ValueError):
+        sizer_for(text, environ={})
+
+
+def test_the_target_seconds_come_from_the_environment() -> None:
+    assert target_seconds({}) == 0.5
+    assert target_seconds({"SKYCTL_CHUNK_SECONDS": "2"}) == 2.0
+    sizer = sizer_for("auto", environ={"SKYCTL_CHUNK_SECONDS": "0.25"})
+    assert isinstance(sizer, AutoChunks) and sizer.target == 0.25
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(ValueError, match="SKYCTL_CHUNK_SECONDS"):
+            target_seconds({"SKYCTL_CHUNK_SECONDS": bad})
