@@ -68,3 +68,9 @@ def burn(records: Iterator[int]):
 def byte_count(lines: Iterator[bytes]) -> int:
     """Memory over many hosts: the bytes of a chunk, consumed as they come."""
     return sum(map(len, lines))
+
+
+def csv_rows(rows: Iterator[dict]):
+    """A CSV row at a time (``--format csv``): its function and tolerance, as a check might read them."""
+    for row in rows:
+        yield f"{row['dtype']} {row['ulperrortol']}"

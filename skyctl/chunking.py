@@ -7,12 +7,13 @@ the cutting; a sizer only does arithmetic, so it is tested without hosts:
 
 - ``FixedChunks(n)``: ``--chunk N``, every chunk ``n`` records.
 - ``AutoChunks()``: ``--chunk auto`` (the default). Each host starts with
-  small chunks (the first values come quickly, and a slow function is
-  measured before it holds many records), then each chunk is sized to about
-  ``target`` seconds of work from the host's last finished chunk, growing at
-  most ``growth``× a step. Once the input is known to end (stdin at EOF), no
-  chunk takes more than its share of what is left (``remaining / (2 × live
-  workers)``), so that no host finishes long after the others.
+  small chunks (a slow function is measured before it holds many records),
+  then each chunk is sized to about ``target`` seconds of work from the
+  host's last finished chunk, growing at most ``growth``× a step, and never
+  past ``largest`` records or ``largest_bytes`` of them. Once the input is
+  known to end (stdin at EOF), no chunk takes more than its share of what is
+  left (``remaining / (2 × live workers)``, but at least ``tail`` seconds of
+  work), so that no worker finishes long after the others.
 - ``RecordedChunks(sizes, then)``: the sizes a run recorded, chunk by chunk
   (a resume follows the same boundaries), then ``then`` for the chunks after.
 """
@@ -77,28 +78,27 @@ class AutoChunks:
     Args:
         target: seconds of work a chunk aims at once its host's rate is known.
         first: records in each host's chunks until one of them has finished.
-        growth: a chunk is at most this many times its host's largest finished one.
+        growth: a chunk is at most this many times its host's largest finished one. The first
+            chunks' times are mostly the call's own cost, so their rate undersells a fast host.
         largest: records a chunk never exceeds (the records it holds are kept until it is done).
-        largest_bytes: estimated memory a chunk never exceeds (bytes per record + a record's overhead).
+        largest_bytes: memory a chunk's records may take (``record_bytes`` each) before it is full.
         tail: at the end of the input, a chunk still gets at least this many seconds of work
             (each chunk costs a round trip; splitting the tail finer buys nothing).
     """
 
     target: float = 0.5
     first: int = 100
-    growth: float = 4.0
-    largest: int = 200_000
-    largest_bytes: int = 16 * 1024 * 1024
+    growth: float = 8.0
+    largest: int = 250_000
+    largest_bytes: int = 8 * 1024 * 1024
     tail: float = 0.0625
-    #: Python's cost of one record held in a list, added to its bytes for the memory cap
-    record_overhead: int = 64
     _hosts: dict[str, _HostRate] = field(default_factory=dict, repr=False)
 
     def size(self, host: str, number: int, *, live: int = 1, remaining: int | None = None,
              record_bytes: float | None = None) -> int:
         cap = self.largest
         if record_bytes is not None:
-            cap = min(cap, max(1, int(self.largest_bytes / (record_bytes + self.record_overhead))))
+            cap = min(cap, max(1, int(self.largest_bytes / max(record_bytes, 1.0))))
         known = self._hosts.get(host)
         if known is None:
             size = min(self.first, cap)
@@ -106,7 +106,7 @@ class AutoChunks:
         else:
             size = max(1, min(int(known.rate * self.target), int(known.largest * self.growth), cap))
             floor = max(1, min(int(known.rate * self.tail), cap))
-        if remaining is not None:  # the input ends: no more than a share of what is left
+        if remaining is not None and live > 1:  # the input ends: no more than a share of what is left
             share = math.ceil(remaining / (2 * max(1, live)))
             size = min(size, max(share, floor))
         return max(1, size)

@@ -451,9 +451,9 @@ class Distributor:
         #: batches read and not yet cut into chunks, and their records
         self._pending: deque[_Pending] = deque()
         self._pending_records = 0
-        #: the input's bytes so far, when it comes as ``LineBatch``es (the sizer's memory cap)
-        self._input_bytes = 0
-        self._input_lines = 0
+        #: what the records read so far take in memory, estimated (the sizer's memory cap)
+        self._input_bytes = 0.0
+        self._input_records = 0
         #: the size each host's last chunk was cut to (how far the reader reads ahead)
         self._last_size: dict[str, int] = {}
         #: a bad record after the pending batches: the chunk that takes the last of them ends with it
@@ -535,9 +535,8 @@ class Distributor:
         try:
             for batch in self._source:
                 span = self._lines() if self._lines is not None else None
-                if type(batch) is LineBatch:
-                    self._input_bytes += len(batch.text) + 1
-                    self._input_lines += len(batch)
+                self._input_bytes += _held_bytes(batch)
+                self._input_records += len(batch)
                 entry = _Pending(batch, span)
                 with self._cond:
                     while entry.left:
@@ -588,7 +587,7 @@ class Distributor:
     def _cut(self, slot: Slot) -> Chunk:
         """A new chunk for ``slot`` (``_cond`` held, records pending), sized for its host: it takes
         the pending records up to its size, then (if it is not full) is filled as they are read."""
-        record_bytes = self._input_bytes / self._input_lines if self._input_lines else None
+        record_bytes = self._input_bytes / self._input_records if self._input_records else None
         remaining = self._pending_records if self._reading_done else None
         size = self.sizer.size(slot.name, self._chunks, live=max(1, self._live), remaining=remaining,
                                record_bytes=record_bytes)
@@ -934,6 +933,29 @@ class Totals:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """``1 chunk``, ``2 chunks``, ``0 re-runs``."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def _held_bytes(batch: Any) -> float:
+    """About the memory ``batch``'s records take while a chunk holds them: a ``LineBatch`` its text;
+    a list, its pointers plus a few records' own sizes (one level deep: a dict's keys and values)
+    times its length."""
+    if type(batch) is LineBatch:
+        return float(len(batch.text) + 1)
+    count = len(batch)
+    if not count:
+        return 0.0
+    sample = [batch[i] for i in range(0, count, max(1, count // 4))][:4]
+    each = sum(map(_record_size, sample)) / len(sample)
+    return count * (each + 8.0)
+
+
+def _record_size(record: Any) -> int:
+    size = sys.getsizeof(record, 64)
+    if type(record) is dict:
+        size += sum(sys.getsizeof(k, 64) + sys.getsizeof(v, 64) for k, v in record.items())
+    elif type(record) in (list, tuple):
+        size += sum(sys.getsizeof(v, 64) for v in record)
+    return size
 
 
 def _note_lines(chunk: Chunk, span: tuple[int, int], count: int, at: int, taken: int) -> None:

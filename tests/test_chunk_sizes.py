@@ -57,11 +57,11 @@ def test_a_fast_function_gets_growing_chunks_and_the_last_ones_are_smaller(local
     # consecutive: each chunk starts where the one before it ended
     assert [first for first, _ in chunks] == [1 + sum(sizes[:i]) for i in range(len(sizes))]
     assert sizes[:2] == [100, 100]  # each host starts small
-    # grown ×4 a step, 100, 400, 1,600, 6,400, 25,600, 102,400, up to the cap of 200,000 records
-    assert max(sizes) == 200_000, sizes
-    assert len(chunks) < 40, sizes  # --chunk 100 would be 10,000 calls
+    # grown ×8 a step, 100, 800, 6,400, 51,200, up to the cap: ints of 36 bytes, 8 MiB a chunk
+    assert max(sizes) == 8 * 1024 * 1024 // 36, sizes
+    assert len(chunks) < 30, sizes  # --chunk 100 would be 10,000 calls
     # the reader reads ahead about a chunk per worker: once it meets the end of the input, what is
-    # left (at most ~400,000 records) is cut in shares of a quarter, below the largest
+    # left (at most ~2 × 233,000 records) is cut in shares of a quarter, below the largest
     assert sizes[-1] < max(sizes), sizes
     assert f"total: {len(chunks)} chunks, {n} records in" in result.stderr
 

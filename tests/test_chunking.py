@@ -28,6 +28,7 @@ def test_auto_grows_a_fast_hosts_chunks_at_most_growth_times_a_step() -> None:
         sizer.finished("fast", sizes[-1], sizes[-1] / 2_000_000)  # 2 M records/s
         sizes.append(sizer.size("fast", number))
     assert sizes == [100, 400, 1600, 6400, 25600, 102400, 409600, 1_000_000]
+    assert AutoChunks().growth == 8 and AutoChunks().size("fresh", 0) == 100
 
 
 def test_auto_sizes_a_chunk_to_the_target_seconds_of_its_host() -> None:
@@ -45,22 +46,24 @@ def test_auto_keeps_a_slow_hosts_chunks_small_at_once() -> None:
     sizer.finished("slow", 2, 30.0)  # slower still: never below one record
     assert sizer.size("slow", 2) == 1
     sizer.finished("fast", 100, 0.001)
-    assert sizer.size("fast", 3) == 400  # hosts are sized apart
+    assert sizer.size("fast", 3) == 800  # hosts are sized apart (growth 8)
 
 
 def test_auto_shrinks_to_a_share_of_what_is_left_once_the_input_ends() -> None:
-    sizer = AutoChunks(target=0.5, first=100, growth=4, tail=0.0625)
+    sizer = AutoChunks(target=0.5, first=100, growth=4, tail=0.0625, largest=200_000)
     sizer.finished("h", 10_000, 0.05)  # 200 k records/s: 0.5 s would be 100 k (capped at 40 k)
     assert sizer.size("h", 1) == 40_000
     # 4 live workers, 48 k records left: each takes an eighth, but not below 1/16 s of work (12.5 k)
     assert sizer.size("h", 2, live=4, remaining=48_000) == 12_500
-    assert sizer.size("h", 3, live=1, remaining=48_000) == 24_000
-    assert sizer.size("h", 4, live=1, remaining=30) == 12_500  # takes all that is left
+    assert sizer.size("h", 3, live=2, remaining=48_000) == 12_500
+    assert sizer.size("h", 3, live=2, remaining=80_000) == 20_000
+    assert sizer.size("h", 4, live=2, remaining=30) == 12_500  # takes all that is left
+    assert sizer.size("h", 4, live=1, remaining=48_000) == 40_000  # one worker: nobody to wait for
     assert sizer.size("new", 5, live=8, remaining=160) == 10  # unmeasured: its share of the rest
 
 
 def test_auto_caps_a_chunks_records_and_memory() -> None:
-    sizer = AutoChunks(target=10.0, first=100, growth=1000, largest=50_000, largest_bytes=1 << 20, record_overhead=0)
+    sizer = AutoChunks(target=10.0, first=100, growth=1000, largest=50_000, largest_bytes=1 << 20)
     sizer.finished("h", 100, 0.0001)
     assert sizer.size("h", 1) == 50_000
     assert sizer.size("h", 1, record_bytes=1024.0) == 1024  # 1 KiB records: 1 MiB a chunk
