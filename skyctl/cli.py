@@ -300,8 +300,14 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     def start(slot: Slot, feed: Any, skip: int) -> Any:
         return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
 
+    def twin(slot: Slot) -> Any:
+        """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks)."""
+        profile = slot.host.profile
+        return None if profile.type == "ray" else _host_for(profile, config, no_reuse, stderr)
+
     distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries, ordered=keep_order,
-                              warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning())
+                              warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning(),
+                              twin=twin)
     stderr.phase(f"running on {len(slots)} workers")
     stderr.watch(lambda: (sum(s.records for s in distributor.stats.values()), writer.written),
                  lambda: ", ".join(f"{s.name} {s.chunks}{'✗' if s.dead else ''}" for s in distributor.stats.values()) + " chunks")

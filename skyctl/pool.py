@@ -2,12 +2,15 @@
 
 - ``broadcast``: the same call on every host of a group, concurrently; each
   host's values are handed on as they arrive, tagged with the host.
-- ``Distributor``: records cut into chunks of ``chunk`` records, each chunk
-  one call on one worker (a ``Slot``), pulled by whichever worker is free; a
-  chunk's records are kept until it is done so that when its host dies it
-  runs again elsewhere (at most ``retries`` times), the worker dropping the
-  values already written (``skip``): every value is handed on exactly once,
-  assuming a chunk yields the same values each time it runs.
+- ``Distributor``: records cut into chunks, each chunk one call on one
+  worker (a ``Slot``), pulled by whichever worker is free and sized for its
+  host when it is taken (``skyctl.chunking``: ``--chunk auto`` or a fixed
+  size); a chunk's records are kept until it is done so that when its host
+  dies it runs again elsewhere (at most ``retries`` times), the worker
+  dropping the values already written (``skip``): every value is handed on
+  exactly once, assuming a chunk yields the same values each time it runs.
+  With ``twin``, each slot has a second worker process that starts the next
+  chunk's call while the current chunk runs (no gap between chunks).
 
 Nothing here writes: values go to the ``emit`` callbacks the caller gives
 (the CLI writes rendered lines, the API yields values), warnings to ``warn``.
@@ -274,20 +277,34 @@ class Chunk:
         with self.cond:
             self.parts = []
 
-    def feed(self, stop: threading.Event) -> ChunkFeed:
-        return ChunkFeed(self, stop)
+    def feed(self, stop: threading.Event, hold: threading.Event | None = None,
+             on_fed: Callable[[], None] | None = None) -> ChunkFeed:
+        return ChunkFeed(self, stop, hold, on_fed)
 
 
 class ChunkFeed:
-    """A chunk's records as one call's stream parameter: from the first, as they are read."""
+    """A chunk's records as one call's stream parameter: from the first, as they are read.
 
-    def __init__(self, chunk: Chunk, stop: threading.Event) -> None:
+    ``hold``: the records wait until it is set (the run before it on the same slot has ended: the call
+    is set up meanwhile); ``on_fed``: called once every record has been handed over."""
+
+    def __init__(self, chunk: Chunk, stop: threading.Event, hold: threading.Event | None = None,
+                 on_fed: Callable[[], None] | None = None) -> None:
         self._chunk = chunk
         self._stop = stop
+        self._hold = hold
+        self._on_fed = on_fed
 
     def batches(self) -> Iterator[Any]:
         """The chunk's parts (lists, or ``LineBatch``es) as they come."""
         chunk, at = self._chunk, 0
+        if self._hold is not None:
+            while not self._hold.wait(0.05):
+                if self._stop.is_set() or chunk.cancelled:  # the call is being cancelled: never a normal end
+                    raise Cancelled() if chunk.cancelled else Interrupted()
+            chunk.progress = time.monotonic()  # it waited for its turn, not for a stalled host
+            if chunk.runs == 1:  # its host's rate counts from here, not from the wait
+                chunk.started = chunk.progress
         while True:
             with chunk.cond:
                 while at == len(chunk.parts) and not chunk.closed and not self._stop.is_set():
@@ -299,6 +316,8 @@ class ChunkFeed:
             if self._stop.is_set():
                 return
             if closed and at == len(chunk.parts):
+                if self._on_fed is not None:
+                    self._on_fed()
                 if chunk.failure is not None:
                     raise chunk.failure
                 return
@@ -360,6 +379,17 @@ class Slot:
     stream: Any = None
     #: the chunk it is running
     chunk: Chunk | None = None
+    #: pipelining: the other worker process of the same slot (``Distributor(twin=)``); while one runs
+    #: a chunk, the other starts the next chunk's call, whose records wait for the first's end
+    partner: Slot | None = None
+    #: a second process made for pipelining: not a worker of its own (read-ahead, end-of-input shares)
+    is_twin: bool = False
+    #: every record of the running chunk has been handed to its call (the partner may start the next)
+    fed: bool = False
+    #: set when the running chunk's run ends (a partner's chunk waiting on it then gets its records)
+    ended: threading.Event = field(default_factory=threading.Event)
+    #: the partner's run this chunk's records wait for (None: none)
+    hold: threading.Event | None = None
 
 
 #: glibc's ``M_MMAP_THRESHOLD`` (malloc.h), and its default value
@@ -411,6 +441,11 @@ class Distributor:
             for the line ranges of chunks in messages.
         stall_warning: seconds without a value from a chunk, while no other chunk is left to run,
             after which ``warn`` names its host and chunk (once per run); None: never.
+        twin: pipelining: ``twin(slot)`` gives a second host (worker process) for ``slot``, or None.
+            The twin connects in the background; from then on the two take the slot's chunks in
+            turn: one starts its call (the function set up, the records cut) while the other's
+            chunk runs, and its records follow the moment that chunk ends. One function runs per
+            slot at a time; no chunk waits for a round trip and a call set-up.
 
     What a failing function leaves: without ``ordered`` the other chunks are
     cancelled at once (values they wrote stay; they did not complete). With
@@ -425,8 +460,17 @@ class Distributor:
                  chunk: int | str | ChunkSizer = DEFAULT_CHUNK,
                  retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None,
                  lines: Callable[[], tuple[int, int] | None] | None = None,
-                 stall_warning: float | None = STALL_WARNING) -> None:
+                 stall_warning: float | None = STALL_WARNING,
+                 twin: Callable[[Slot], Any] | None = None) -> None:
         keep_chunk_buffers_off_the_heap()
+        slots = list(slots)
+        if twin is not None:  # pipelining: a second worker process per slot (see ``Slot.partner``)
+            for slot in list(slots):
+                host = twin(slot)
+                if host is not None:
+                    other = Slot(host, slot.name, slot.index, partner=slot, is_twin=True)
+                    slot.partner = other
+                    slots.append(other)
         self.slots = slots
         self._start = start
         self._source = source
@@ -469,6 +513,8 @@ class Distributor:
         #: a bad record ended the input (exit 65 once the chunks before it are done)
         self.bad_record: BaseException | None = None
         self._live = len(slots)
+        #: live slots that are workers of their own (not pipelining twins)
+        self._workers = sum(1 for slot in slots if not slot.is_twin)
         # --keep-order: the chunk whose values go out live, and what later chunks hold meanwhile
         self._head = 0
         self._held: dict[int, list[tuple[Chunk, str, Any]]] = {}
@@ -579,9 +625,9 @@ class Distributor:
         chunk per live worker, at the size its host's chunks have now."""
         total = 0
         for slot in self.slots:
-            if not self.stats[slot.name].dead:
+            if not self.stats[slot.name].dead and not slot.is_twin:
                 size = self._last_size.get(slot.name)
-                total += size if size is not None else self.sizer.size(slot.name, self._chunks, live=self._live)
+                total += size if size is not None else self.sizer.size(slot.name, self._chunks, live=self._workers)
         return max(1, total)
 
     def _cut(self, slot: Slot) -> Chunk:
@@ -589,7 +635,7 @@ class Distributor:
         the pending records up to its size, then (if it is not full) is filled as they are read."""
         record_bytes = self._input_bytes / self._input_records if self._input_records else None
         remaining = self._pending_records if self._reading_done else None
-        size = self.sizer.size(slot.name, self._chunks, live=max(1, self._live), remaining=remaining,
+        size = self.sizer.size(slot.name, self._chunks, live=max(1, self._workers), remaining=remaining,
                                record_bytes=record_bytes)
         if remaining is None:
             self._last_size[slot.name] = size
@@ -623,17 +669,25 @@ class Distributor:
             while True:
                 if self.stop.is_set() or self.stats[slot.name].dead:
                     return None
+                partner = slot.partner
+                if partner is not None and partner.chunk is not None and not partner.fed:
+                    self._cond.wait(0.1)  # the partner's chunk still takes records: not yet this slot's turn
+                    continue
+                chunk = None
                 if self._reruns:
                     chunk = self._reruns.popleft()
-                    if not self._after_failure(chunk):
-                        return chunk
-                    self._drop(chunk)
-                    continue
-                if self._pending and not self._stopping():
-                    return self._cut(slot)
+                    if self._after_failure(chunk):
+                        self._drop(chunk)
+                        continue
+                elif self._pending and not self._stopping():
+                    chunk = self._cut(slot)
+                if chunk is not None:
+                    slot.chunk, slot.fed, slot.ended = chunk, False, threading.Event()
+                    slot.hold = partner.ended if partner is not None and partner.chunk is not None else None
+                    return chunk
                 if self._reading_done and self._in_flight == 0:
                     return None
-                self._cond.wait()
+                self._cond.wait(0.1 if partner is not None else None)
 
     def _after_failure(self, chunk: Chunk) -> bool:
         """Whether ``chunk`` comes after the chunk that failed (``ordered``): it is not needed."""
@@ -651,6 +705,8 @@ class Distributor:
     def _work(self, slot: Slot) -> None:
         stat = self.stats[slot.name]
         try:
+            if slot.is_twin and not self._connect_twin(slot):
+                return
             while True:
                 chunk = self._take(slot)
                 if chunk is None:
@@ -663,6 +719,8 @@ class Distributor:
         finally:
             with self._cond:
                 self._live -= 1
+                if not slot.is_twin:
+                    self._workers -= 1
                 left = self._live
                 self._cond.notify_all()
             if not left and not self.stop.is_set() and not self._all_done():
@@ -672,6 +730,18 @@ class Distributor:
             except BaseException:  # noqa: BLE001
                 pass
             stat.ended = time.monotonic()
+
+    def _connect_twin(self, slot: Slot) -> bool:
+        """Start a pipelining twin's worker before it takes a chunk (its partner works meanwhile);
+        False when it cannot: the slot then runs without it (a host failure shows on the partner)."""
+        connect = getattr(slot.host, "connect", None)
+        if not callable(connect):
+            return True
+        try:
+            connect()
+        except BaseException:  # noqa: BLE001 - the partner's own calls report what is wrong with the host
+            return False
+        return not self.stop.is_set()
 
     def _all_done(self) -> bool:
         with self._cond:
@@ -701,8 +771,7 @@ class Distributor:
             chunk.progress, chunk.stall_reported = time.monotonic(), False
             if not rerun:
                 chunk.started = chunk.progress
-            slot.chunk = chunk
-            stream = self._start(slot, chunk.feed(self.stop), chunk.written)
+            stream = self._start(slot, chunk.feed(self.stop, slot.hold, lambda: self._fed(slot)), chunk.written)
             stat.connected = True
             slot.stream = stream
             if self.stop.is_set() or chunk.cancelled:
@@ -742,10 +811,19 @@ class Distributor:
             self._chunk_failed(slot, chunk, exc)
             return not self.stop.is_set()
         finally:
-            slot.stream = None
-            slot.chunk = None
+            with self._cond:
+                slot.stream = None
+                slot.chunk = None
+                slot.ended.set()  # a partner's chunk waiting on this run gets its records
+                self._cond.notify_all()
         self._chunk_done(slot, chunk)
         return True
+
+    def _fed(self, slot: Slot) -> None:
+        """Every record of ``slot``'s chunk is in its call: its partner may start the next chunk."""
+        with self._cond:
+            slot.fed = True
+            self._cond.notify_all()
 
     def _hand_on(self, chunk: Chunk, host: str, batch: Any) -> None:
         chunk.progress = time.monotonic()
@@ -873,7 +951,9 @@ class Distributor:
                 return
         now = time.monotonic()
         for slot in self.slots:
-            chunk = slot.chunk
+            chunk, hold = slot.chunk, slot.hold
+            if hold is not None and not hold.is_set():  # waiting for its turn after the partner's chunk
+                continue
             if chunk is None or chunk.stall_reported or chunk.cancelled or now - chunk.progress < self.stall_warning:
                 continue
             chunk.stall_reported = True

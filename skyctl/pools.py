@@ -180,8 +180,12 @@ class Pool:
 
         it = iter(iterable)
         source = iter(lambda: list(islice(it, 64)), [])
+        def twin(slot: Slot) -> Host | None:
+            """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks)."""
+            return None if slot.host.profile.type == "ray" else self._host(slot.name)
+
         distributor = Distributor(slots, start, source, emit, chunk=chunk, retries=retries, ordered=ordered,
-                                  warn=log.warning)
+                                  warn=log.warning, twin=twin)
         self.stats = distributor.stats
 
         def drive() -> None:
