@@ -170,3 +170,10 @@ def target_seconds(environ: Mapping[str, str]) -> float:
     if not seconds > 0 or math.isinf(seconds):
         raise ValueError(f"SKYCTL_CHUNK_SECONDS takes a number of seconds above 0, not {text!r}")
     return seconds
+
+
+def pipelining(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether each slot gets a second worker process that starts the next chunk while the current one
+    runs (``Distributor(twin=)``); ``SKYCTL_PIPELINE=0`` turns it off (one process per slot)."""
+    text = (os.environ if environ is None else environ).get("SKYCTL_PIPELINE", "").strip().lower()
+    return text not in ("0", "no", "off", "false")

@@ -154,6 +154,12 @@ def pipe(
                 stderr.warn(summary)
 
 
+def _pipelining() -> bool:
+    from .chunking import pipelining
+
+    return pipelining()
+
+
 def _chunk_sizer(text: str) -> Any:
     """``--chunk``: ``auto`` or a number of records, as a ``skyctl.chunking`` sizer."""
     from .chunking import sizer_for
@@ -303,7 +309,9 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     def twin(slot: Slot) -> Any:
         """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks)."""
         profile = slot.host.profile
-        return None if profile.type == "ray" else _host_for(profile, config, no_reuse, stderr)
+        if profile.type == "ray" or not _pipelining():
+            return None
+        return _host_for(profile, config, no_reuse, stderr)
 
     distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries, ordered=keep_order,
                               warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning(),

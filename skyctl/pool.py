@@ -34,6 +34,12 @@ from .flow import LineBatch
 #: failures of a host (or one worker on it), not of the function: its chunks run again elsewhere
 HOST_FAILURES = (ConnectError, ConnectionLost, RemoteEnvironmentError)
 
+#: pipelining: the second worker process of a host's slots is started once the host has finished this
+#: many chunks and the run has lasted this many seconds, with stdin still open: a worker's start costs
+#: about what a few dozen gaps between chunks do, so only a run that goes on pays for it
+TWIN_AFTER_CHUNKS = 4
+TWIN_AFTER_SECONDS = 2.0
+
 #: seconds a chunk may send nothing, once the run waits for it alone, before a warning names it
 #: (``SKYCTL_STALL_WARNING`` in the CLI)
 STALL_WARNING = 30.0
@@ -442,7 +448,8 @@ class Distributor:
         stall_warning: seconds without a value from a chunk, while no other chunk is left to run,
             after which ``warn`` names its host and chunk (once per run); None: never.
         twin: pipelining: ``twin(slot)`` gives a second host (worker process) for ``slot``, or None.
-            The twin connects in the background; from then on the two take the slot's chunks in
+            The twin connects in the background once the run has gone on (``twin_after``: chunks
+            its host has finished, seconds); from then on the two take the slot's chunks in
             turn: one starts its call (the function set up, the records cut) while the other's
             chunk runs, and its records follow the moment that chunk ends. One function runs per
             slot at a time; no chunk waits for a round trip and a call set-up.
@@ -461,7 +468,8 @@ class Distributor:
                  retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None,
                  lines: Callable[[], tuple[int, int] | None] | None = None,
                  stall_warning: float | None = STALL_WARNING,
-                 twin: Callable[[Slot], Any] | None = None) -> None:
+                 twin: Callable[[Slot], Any] | None = None,
+                 twin_after: tuple[int, float] = (TWIN_AFTER_CHUNKS, TWIN_AFTER_SECONDS)) -> None:
         keep_chunk_buffers_off_the_heap()
         slots = list(slots)
         if twin is not None:  # pipelining: a second worker process per slot (see ``Slot.partner``)
@@ -472,6 +480,8 @@ class Distributor:
                     slot.partner = other
                     slots.append(other)
         self.slots = slots
+        self.twin_after = twin_after
+        self._started = time.monotonic()
         self._start = start
         self._source = source
         self._emit = emit
@@ -732,8 +742,18 @@ class Distributor:
             stat.ended = time.monotonic()
 
     def _connect_twin(self, slot: Slot) -> bool:
-        """Start a pipelining twin's worker before it takes a chunk (its partner works meanwhile);
-        False when it cannot: the slot then runs without it (a host failure shows on the partner)."""
+        """Start a pipelining twin's worker before it takes a chunk (its partner works meanwhile), once
+        it pays (``TWIN_AFTER_CHUNKS``, ``TWIN_AFTER_SECONDS``; a short run, or the end of a long one,
+        is not worth a worker's start). False when it is not started, or cannot be: the slot then
+        runs without it (a host failure shows on the partner)."""
+        chunks, seconds = self.twin_after
+        with self._cond:
+            while self.stats[slot.name].chunks < chunks or time.monotonic() - self._started < seconds:
+                if self.stop.is_set() or self.stats[slot.name].dead or self._reading_done:
+                    return False
+                self._cond.wait(0.25)
+            if self._reading_done:
+                return False
         connect = getattr(slot.host, "connect", None)
         if not callable(connect):
             return True

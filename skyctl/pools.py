@@ -160,6 +160,7 @@ class Pool:
         A re-run (and a chunk that stalls the end of the run) is logged as a
         WARNING on the ``skyctl`` logger, naming the host and the chunk;
         ``pool.stats`` has the per-host counts (live, then final)."""
+        from .chunking import pipelining
         from .coerce import stream_parameters
 
         fn = getattr(fn, "__skyctl_function__", fn)
@@ -182,7 +183,7 @@ class Pool:
         source = iter(lambda: list(islice(it, 64)), [])
         def twin(slot: Slot) -> Host | None:
             """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks)."""
-            return None if slot.host.profile.type == "ray" else self._host(slot.name)
+            return None if slot.host.profile.type == "ray" or not pipelining() else self._host(slot.name)
 
         distributor = Distributor(slots, start, source, emit, chunk=chunk, retries=retries, ordered=ordered,
                                   warn=log.warning, twin=twin)

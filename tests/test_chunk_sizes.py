@@ -108,13 +108,52 @@ def test_a_bad_chunk_seconds_is_a_usage_error(locals_config: Path, tmp_path: Pat
 @pytest.mark.parametrize("where", [["-H", "l1", "-j", "1"], ["-H", "b1", "-j", "1"]], ids=["local", "ssh"])
 def test_the_next_chunks_call_starts_while_the_current_chunk_runs(locals_config: Path, farm_config: Path,
                                                                    tmp_path: Path, where: list[str]) -> None:
+    """One worker slot: chunk 6's call (the function entered, before its first record) starts while
+    chunk 5 still runs, once the host has finished four chunks in two seconds and stdin is still open."""
     config = farm_config if where[1] == "b1" else locals_config
-    result = run_skyctl("pipe", f"{T}:overlapping", "-a", f"workdir={tmp_path}", *where, "--chunk", "10",
-                        "--keep-order", "-c", str(config), input=numbers(30), cwd=REPO, timeout=200)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(2 * i) for i in range(1, 31)]
-    assert sorted(p.name for p in tmp_path.glob("enter-*")) == ["enter-0", "enter-1", "enter-2"]  # one call a chunk
-    assert ", 3 chunks, 30 records in, 30 values out, 0 re-runs" in result.stderr
+    proc = subprocess.Popen(
+        skyctl_argv("pipe", f"{T}:overlapping", "-a", f"workdir={tmp_path}", "-a", "wait_at=5", *where,
+                    "--chunk", "10", "-c", str(config)),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(numbers(80).encode())
+        proc.stdin.flush()  # stdin stays open: the run is not known to end
+        wait_for(lambda: (tmp_path / "enter-6").exists() or proc.poll() is not None, timeout=120,
+                 what="the seventh call to start")
+        proc.stdin.close()
+        proc.stdin = None
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert sorted(map(int, out.split())) == [2 * i for i in range(1, 81)]
+    assert sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("enter-*")) == list(range(8))  # one call a chunk
+    assert ", 8 chunks, 80 records in, 80 values out, 0 re-runs" in err.decode()
+    assert len({p.read_text() for p in tmp_path.glob("enter-*")}) == 2  # the slot's two worker processes
+
+
+def test_without_pipelining_the_next_call_waits_for_the_current_one(locals_config: Path, tmp_path: Path) -> None:
+    """``SKYCTL_PIPELINE=0``: one worker process per slot, calls one after another (as before
+    pipelining): chunk 5 waits in vain for chunk 6's call and gives up after its patience."""
+    proc = subprocess.Popen(
+        skyctl_argv("pipe", f"{T}:overlapping", "-a", f"workdir={tmp_path}", "-a", "wait_at=5", "-a", "patience=3",
+                    "-H", "l1", "-j", "1", "--chunk", "10", "-c", str(locals_config)),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+        env=clean_env({"SKYCTL_PIPELINE": "0"}))
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(numbers(80).encode())
+        proc.stdin.flush()  # stdin stays open, as above
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err.decode()
+    assert "the next chunk's call did not start while this one ran" in err.decode()
+    assert not (tmp_path / "enter-6").exists()
+    assert len({p.read_text() for p in tmp_path.glob("enter-*")}) == 1  # one worker process
 
 
 # -- exactly once, with adaptive chunks, over SSH ------------------------------------

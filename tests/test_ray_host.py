@@ -175,7 +175,8 @@ def test_the_python_api_on_a_ray_host(ray_config: Path, monkeypatch: pytest.Monk
 
 def test_a_pipe_of_100000_records_through_ray_tasks_exactly_once(ray_config: Path, ray_host: str) -> None:
     n = 100_000
-    result = sky(ray_config, "pipe", f"{T}:double", "-H", ray_host, input="".join(f"{i}\n" for i in range(1, n + 1)))
+    result = sky(ray_config, "pipe", f"{T}:double", "-H", ray_host, "--chunk", "1000",
+                 input="".join(f"{i}\n" for i in range(1, n + 1)))
     assert result.returncode == 0, result.stderr
     assert sorted(map(int, result.stdout.split())) == [2 * i for i in range(1, n + 1)]
     assert f"{ray_host}: ok, 100 chunks, 100000 records in, 100000 values out, 0 re-runs" in result.stderr
@@ -187,7 +188,7 @@ def test_a_killed_ray_worker_reruns_its_chunk_on_the_same_host(ray_config: Path,
     with open(stderr, "wb") as errors:
         proc = subprocess.Popen(
             skyctl_argv("pipe", f"{T}:double_with_gate", "-a", f"gate_at={gate_at}", "-a", f"workdir={tmp_path}",
-                        "-H", "cluster", "-c", str(ray_config)),
+                        "-H", "cluster", "--chunk", "1000", "-c", str(ray_config)),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, cwd=REPO, env=clean_env())
     try:
         assert proc.stdin is not None

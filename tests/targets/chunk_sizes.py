@@ -24,22 +24,25 @@ def sized(records: Iterator[int], log: str, delay: float = 0.0) -> Iterator[int]
             out.write(f"{first} {size}\n")
 
 
-def overlapping(records: Iterator[int], workdir: str) -> Iterator[int]:
+def overlapping(records: Iterator[int], workdir: str, wait_at: int = 2, patience: float = 60.0) -> Iterator[int]:
     """Each record doubled. Each call takes the next free number N as it starts (a file ``enter-N``,
-    written before it reads a record); call 0 holds its first record until call 1 has started,
-    which happens only if a slot starts its next chunk's call while the current chunk runs."""
+    written before it reads a record); call ``wait_at`` holds its first record until call
+    ``wait_at + 1`` has started, which happens only if a slot starts its next chunk's call while the
+    current chunk runs (else it raises after ``patience`` seconds)."""
     work = Path(workdir)
     number = 0
     while True:
         try:
-            os.close(os.open(work / f"enter-{number}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            fd = os.open(work / f"enter-{number}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())  # before the close: the test reads it only after the run
+            os.close(fd)
             break
         except FileExistsError:
             number += 1
     for x in records:
-        if number == 0:
-            deadline = time.monotonic() + 60
-            while not (work / "enter-1").exists():
+        if number == wait_at:
+            deadline = time.monotonic() + patience
+            while not (work / f"enter-{wait_at + 1}").exists():
                 if time.monotonic() > deadline:
                     raise TimeoutError("the next chunk's call did not start while this one ran")
                 time.sleep(0.01)
