@@ -9,7 +9,9 @@ the cutting; a sizer only does arithmetic, so it is tested without hosts:
 - ``AutoChunks()``: ``--chunk auto`` (the default). Each host starts with
   small chunks (a slow function is measured before it holds many records),
   then each chunk is sized to about ``target`` seconds of work from the
-  host's last finished chunk, growing at most ``growth``× a step, and never
+  host's last finished chunk (longer where a chunk's own cost is high: at
+  least ``per_latency`` times the seconds its last chunk took to send a first
+  value back, up to ``longest``), growing at most ``growth``× a step, and never
   past ``largest`` records or ``largest_bytes`` of them. Once the input is
   known to end (stdin at EOF), no chunk takes more than its share of what is
   left (``remaining / (2 × live workers)``, but at least ``tail`` seconds of
@@ -41,8 +43,9 @@ class ChunkSizer(Protocol):
         input's bytes per record so far, when known (caps a chunk's memory)."""
         ...
 
-    def finished(self, host: str, records: int, seconds: float) -> None:
-        """A chunk of ``records`` ran to its end on ``host`` in ``seconds`` (its first run)."""
+    def finished(self, host: str, records: int, seconds: float, latency: float = 0.0) -> None:
+        """A chunk of ``records`` ran to its end on ``host`` in ``seconds`` (its first run), its first
+        value back ``latency`` seconds after its call started."""
         ...
 
 
@@ -59,7 +62,7 @@ class FixedChunks:
              record_bytes: float | None = None) -> int:
         return self.records
 
-    def finished(self, host: str, records: int, seconds: float) -> None:
+    def finished(self, host: str, records: int, seconds: float, latency: float = 0.0) -> None:
         pass
 
 
@@ -69,6 +72,8 @@ class _HostRate:
 
     rate: float
     largest: int
+    #: seconds from its last chunk's call to the chunk's first value
+    latency: float = 0.0
 
 
 @dataclass
@@ -77,6 +82,11 @@ class AutoChunks:
 
     Args:
         target: seconds of work a chunk aims at once its host's rate is known.
+        per_latency: a chunk also aims at this many times its host's latency (the seconds from a
+            chunk's call to its first value: the round trips and set-up every chunk pays), so that
+            what a chunk costs stays about 1/``per_latency`` of its time on a slow link or a busy
+            machine; 0: ``target`` alone.
+        longest: the most seconds ``per_latency`` makes a chunk aim at.
         first: records in each host's chunks until one of them has finished.
         growth: a chunk is at most this many times its host's largest finished one. The first
             chunks' times are mostly the call's own cost, so their rate undersells a fast host.
@@ -90,8 +100,10 @@ class AutoChunks:
     first: int = 100
     growth: float = 8.0
     largest: int = 250_000
-    largest_bytes: int = 8 * 1024 * 1024
+    largest_bytes: int = 32 * 1024 * 1024
     tail: float = 0.0625
+    per_latency: float = 20.0
+    longest: float = 4.0
     _hosts: dict[str, _HostRate] = field(default_factory=dict, repr=False)
 
     def size(self, host: str, number: int, *, live: int = 1, remaining: int | None = None,
@@ -104,20 +116,21 @@ class AutoChunks:
             size = min(self.first, cap)
             floor = 1  # not measured yet: nothing says how small a chunk is too small
         else:
-            size = max(1, min(int(known.rate * self.target), int(known.largest * self.growth), cap))
+            aim = max(self.target, min(self.longest, self.per_latency * known.latency))
+            size = max(1, min(int(known.rate * aim), int(known.largest * self.growth), cap))
             floor = max(1, min(int(known.rate * self.tail), cap))
         if remaining is not None and live > 1:  # the input ends: no more than a share of what is left
             share = math.ceil(remaining / (2 * max(1, live)))
             size = min(size, max(share, floor))
         return max(1, size)
 
-    def finished(self, host: str, records: int, seconds: float) -> None:
+    def finished(self, host: str, records: int, seconds: float, latency: float = 0.0) -> None:
         if records <= 0:
             return
         rate = records / max(seconds, 1e-4)
         known = self._hosts.get(host)
         largest = max(records, known.largest) if known is not None else records
-        self._hosts[host] = _HostRate(rate, largest)
+        self._hosts[host] = _HostRate(rate, largest, max(0.0, latency))
 
 
 @dataclass
@@ -133,18 +146,22 @@ class RecordedChunks:
             return max(1, int(self.sizes[number]))
         return self.then.size(host, number, live=live, remaining=remaining, record_bytes=record_bytes)
 
-    def finished(self, host: str, records: int, seconds: float) -> None:
-        self.then.finished(host, records, seconds)
+    def finished(self, host: str, records: int, seconds: float, latency: float = 0.0) -> None:
+        self.then.finished(host, records, seconds, latency)
 
 
 def sizer_for(chunk: int | str | ChunkSizer, environ: Mapping[str, str] | None = None) -> ChunkSizer:
     """The sizer ``--chunk`` / ``pool.map(chunk=)`` asks for: ``"auto"``, a record count, or a sizer.
 
-    ``auto``'s seconds per chunk are ``SKYCTL_CHUNK_SECONDS`` when set (``environ``: default ``os.environ``)."""
+    ``auto``'s seconds per chunk are ``SKYCTL_CHUNK_SECONDS`` when set (``environ``: default ``os.environ``):
+    then exactly those, not more for a high latency."""
     if isinstance(chunk, str):
         text = chunk.strip().lower()
         if text == "auto":
-            return AutoChunks(target=target_seconds(os.environ if environ is None else environ))
+            env = os.environ if environ is None else environ
+            if env.get("SKYCTL_CHUNK_SECONDS", "").strip():
+                return AutoChunks(target=target_seconds(env), per_latency=0.0)
+            return AutoChunks()
         try:
             chunk = int(text)
         except ValueError:

@@ -249,8 +249,9 @@ class Chunk:
         #: when its current run last handed on a value (or started), and whether a stall was reported
         self.progress = time.monotonic()
         self.stall_reported = False
-        #: when its first run started (its host's rate, for the sizer)
+        #: when its first run started, and sent its first value back (its host's rate and latency, for the sizer)
         self.started: float | None = None
+        self.first_value: float | None = None
 
     @property
     def records(self) -> list[Any]:
@@ -847,6 +848,8 @@ class Distributor:
 
     def _hand_on(self, chunk: Chunk, host: str, batch: Any) -> None:
         chunk.progress = time.monotonic()
+        if chunk.first_value is None and chunk.runs == 1:
+            chunk.first_value = chunk.progress
         with self._emit_lock:
             if not self._ordered or chunk.number == self._head:
                 self._emit_now(chunk, host, batch)
@@ -885,8 +888,9 @@ class Distributor:
 
     def _chunk_done(self, slot: Slot, chunk: Chunk) -> None:
         if chunk.runs == 1 and chunk.started is not None and chunk.failure is None:
+            latency = chunk.first_value - chunk.started if chunk.first_value is not None else 0.0
             with self._cond:  # its host's rate, for the next chunks' sizes
-                self.sizer.finished(slot.name, chunk.size, time.monotonic() - chunk.started)
+                self.sizer.finished(slot.name, chunk.size, time.monotonic() - chunk.started, latency)
         if self._ordered:
             with self._emit_lock:
                 if self._after_failure(chunk):  # its values will never be written

@@ -57,19 +57,18 @@ def test_a_fast_function_gets_growing_chunks_and_the_last_ones_are_smaller(local
     # consecutive: each chunk starts where the one before it ended
     assert [first for first, _ in chunks] == [1 + sum(sizes[:i]) for i in range(len(sizes))]
     assert sizes[:2] == [100, 100]  # each host starts small
-    # grown ×8 a step, 100, 800, 6,400, 51,200, up to the cap: ints of 36 bytes, 8 MiB a chunk
-    assert max(sizes) == 8 * 1024 * 1024 // 36, sizes
+    # grown ×8 a step, 100, 800, 6,400, 51,200, up to the cap of 250,000 records
+    assert max(sizes) == 250_000, sizes
     assert len(chunks) < 30, sizes  # --chunk 100 would be 10,000 calls
     # the reader reads ahead about a chunk per worker: once it meets the end of the input, what is
-    # left (at most ~2 × 233,000 records) is cut in shares of a quarter, below the largest
+    # left (at most ~2 × 250,000 records) is cut in shares of a quarter, below the largest
     assert sizes[-1] < max(sizes), sizes
     assert f"total: {len(chunks)} chunks, {n} records in" in result.stderr
 
 
 def test_a_slow_function_keeps_small_chunks(locals_config: Path, tmp_path: Path) -> None:
     log, n = tmp_path / "calls", 400
-    result = run_skyctl("pipe", f"{T}:sized", "-a", f"log={log}", "-a", "delay=0.02", "-H", "duo",
-                        "-c", str(locals_config), input=numbers(n), cwd=REPO, timeout=200)
+    result = pipe(locals_config, log, n, "-a", "delay=0.02", env={"SKYCTL_CHUNK_SECONDS": "0.5"})
     assert result.returncode == 0, result.stderr
     assert sorted(map(int, result.stdout.split())) == [2 * i for i in range(1, n + 1)]
     sizes = [size for _, size in chunks_logged(log)]

@@ -32,7 +32,7 @@ def test_auto_grows_a_fast_hosts_chunks_at_most_growth_times_a_step() -> None:
 
 
 def test_auto_sizes_a_chunk_to_the_target_seconds_of_its_host() -> None:
-    sizer = AutoChunks(target=0.5, first=100, growth=4)
+    sizer = AutoChunks(target=0.5, first=100, growth=4, per_latency=0)
     sizer.finished("steady", 100, 0.1)  # 1000 records/s: 0.5 s is 500 records, capped at 4 × 100
     assert sizer.size("steady", 1) == 400
     sizer.finished("steady", 400, 0.4)
@@ -40,7 +40,7 @@ def test_auto_sizes_a_chunk_to_the_target_seconds_of_its_host() -> None:
 
 
 def test_auto_keeps_a_slow_hosts_chunks_small_at_once() -> None:
-    sizer = AutoChunks(target=0.5, first=100)
+    sizer = AutoChunks(target=0.5, first=100, per_latency=0)
     sizer.finished("slow", 100, 20.0)  # 5 records/s
     assert sizer.size("slow", 1) == 2
     sizer.finished("slow", 2, 30.0)  # slower still: never below one record
@@ -50,7 +50,7 @@ def test_auto_keeps_a_slow_hosts_chunks_small_at_once() -> None:
 
 
 def test_auto_shrinks_to_a_share_of_what_is_left_once_the_input_ends() -> None:
-    sizer = AutoChunks(target=0.5, first=100, growth=4, tail=0.0625, largest=200_000)
+    sizer = AutoChunks(target=0.5, first=100, growth=4, tail=0.0625, largest=200_000, per_latency=0)
     sizer.finished("h", 10_000, 0.05)  # 200 k records/s: 0.5 s would be 100 k (capped at 40 k)
     assert sizer.size("h", 1) == 40_000
     # 4 live workers, 48 k records left: each takes an eighth, but not below 1/16 s of work (12.5 k)
@@ -60,6 +60,17 @@ def test_auto_shrinks_to_a_share_of_what_is_left_once_the_input_ends() -> None:
     assert sizer.size("h", 4, live=2, remaining=30) == 12_500  # takes all that is left
     assert sizer.size("h", 4, live=1, remaining=48_000) == 40_000  # one worker: nobody to wait for
     assert sizer.size("new", 5, live=8, remaining=160) == 10  # unmeasured: its share of the rest
+
+
+def test_auto_aims_longer_where_a_chunk_costs_more() -> None:
+    sizer = AutoChunks(target=0.5, first=100, growth=1000, per_latency=20, longest=4.0)
+    sizer.finished("near", 100, 0.1, latency=0.01)  # 1000 records/s; 20 × 10 ms is under the target
+    assert sizer.size("near", 1) == 500
+    sizer.finished("far", 100, 0.1, latency=0.05)  # 50 ms to a first value: aim at 1 s
+    assert sizer.size("far", 1) == 1000
+    sizer.finished("busy", 100, 0.1, latency=0.5)  # at most ``longest`` seconds
+    assert sizer.size("busy", 1) == 4000
+    assert sizer.size("busy", 2, live=4, remaining=800) == 100  # the end of the input still shrinks it
 
 
 def test_auto_caps_a_chunks_records_and_memory() -> None:
@@ -90,7 +101,8 @@ def test_the_target_seconds_come_from_the_environment() -> None:
     assert target_seconds({}) == 0.5
     assert target_seconds({"SKYCTL_CHUNK_SECONDS": "2"}) == 2.0
     sizer = sizer_for("auto", environ={"SKYCTL_CHUNK_SECONDS": "0.25"})
-    assert isinstance(sizer, AutoChunks) and sizer.target == 0.25
+    assert isinstance(sizer, AutoChunks) and sizer.target == 0.25 and sizer.per_latency == 0  # exactly that
+    assert sizer_for("auto", environ={}).per_latency > 0
     for bad in ("0", "-1", "soon", "inf", "nan"):
         with pytest.raises(ValueError, match="SKYCTL_CHUNK_SECONDS"):
             target_seconds({"SKYCTL_CHUNK_SECONDS": bad})
