@@ -639,6 +639,9 @@ class Distributor:
             if not self.stats[slot.name].dead and not slot.is_twin:
                 size = self._last_size.get(slot.name)
                 total += size if size is not None else self.sizer.size(slot.name, self._chunks, live=self._workers)
+            chunk, hold = slot.chunk, slot.hold
+            if chunk is not None and hold is not None and not hold.is_set():
+                total -= chunk.size  # a chunk waiting for its turn is read ahead too
         return max(1, total)
 
     def _cut(self, slot: Slot) -> Chunk:
