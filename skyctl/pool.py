@@ -626,7 +626,8 @@ class Distributor:
         finally:
             with self._cond:
                 if self._current is not None:  # the input ended (or a failure): its call must not wait for more
-                    self._current.close()
+                    self._current.close(self._input_failure)  # a bad record after the records it took
+                    self._input_failure = None
                 self._current = None
                 self._reading_done = True
                 self._cond.notify_all()

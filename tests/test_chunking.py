@@ -106,3 +106,55 @@ def test_the_target_seconds_come_from_the_environment() -> None:
     for bad in ("0", "-1", "soon", "inf", "nan"):
         with pytest.raises(ValueError, match="SKYCTL_CHUNK_SECONDS"):
             target_seconds({"SKYCTL_CHUNK_SECONDS": bad})
+
+
+def test_a_distributor_follows_recorded_boundaries_and_knows_each_chunks_lines() -> None:
+    """What a resume needs: chunks cut where an earlier run cut them, each knowing its size and
+    its first and last stdin line (in-process, a fake host)."""
+    from typing import Any, Iterator
+
+    from skyctl.flow import LineBatch
+    from skyctl.pool import Distributor, Slot
+
+    class Stream:
+        def __init__(self, feed: Any) -> None:
+            self.feed, self.result = feed, None
+
+        def batches(self) -> Iterator[list[str]]:
+            for batch in self.feed.batches():
+                yield batch.items() if type(batch) is LineBatch else list(batch)
+
+        def interrupt(self, exc: BaseException) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    class Host:
+        def close(self) -> None:
+            pass
+
+    lines = [f"r{i}" for i in range(1, 101)]
+    source = [LineBatch("\n".join(lines[:60]).encode()), LineBatch("\n".join(lines[60:]).encode())]
+    spans = iter([(1, 60), (61, 100)])
+    span: list[tuple[int, int]] = []
+
+    def read() -> Iterator[LineBatch]:
+        for batch in source:
+            span[:] = [next(spans)]
+            yield batch
+
+    chunks: dict[int, Any] = {}
+    out: list[str] = []
+
+    def emit(chunk: Any, host: str, batch: Any) -> None:
+        chunks[chunk.number] = chunk
+        out.extend(batch)
+
+    distributor = Distributor([Slot(Host(), "box", 0)], lambda slot, feed, skip: Stream(feed), read(), emit,
+                              chunk=RecordedChunks([10, 55, 5], then=FixedChunks(20)), lines=lambda: span[0],
+                              stall_warning=None)
+    distributor.run()
+    assert distributor.error is None and out == lines
+    got = [(chunks[n].count, chunks[n].first_line, chunks[n].last_line) for n in sorted(chunks)]
+    assert got == [(10, 1, 10), (55, 11, 65), (5, 66, 70), (20, 71, 90), (10, 91, 100)]
