@@ -49,7 +49,7 @@ def stamped_echo(items: Iterator[str]) -> Iterator[tuple[str, float]]:
 def trace(host_name: str, config: Path, items: int, warmup: int) -> list[float]:
     """Median of each leg (and the total) over ``items`` round trips, in seconds."""
     import skyctl
-    from skyctl import flow
+    from skyctl.remote import flow
 
     arrivals: list[float] = []
     push = flow.Inbox.push

@@ -47,10 +47,10 @@ from benchmarks.timing import BenchError, Run, drain, first_line, median, read_l
 REMOTE_PY = "/usr/bin/python3"
 TARGETS = "benchmarks/targets.py"
 #: in the order of the report
-MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local", "many", "command", "ray",
-                "chunks")
+MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local", "many", "joblog", "command",
+                "ray", "chunks")
 #: in the order they run: the long memory runs last
-RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "many", "chunks", "command", "ray",
+RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "many", "joblog", "chunks", "command", "ray",
              "memory")
 #: the delay proxy: 25 ms each way
 ONE_WAY_DELAY = 0.025
@@ -816,6 +816,57 @@ def m_chunks(b: Bench) -> None:
               "best fixed --chunk", "higher", 0.95))
 
 
+def _joblog_run(argv: list[str], n: int, results: Path, joblog: Path, b: Bench) -> float:
+    """One ``pipe --joblog J --results R`` (nothing on stdout): its start→exit rate, R's lines checked."""
+    for path in (results, joblog):
+        path.unlink(missing_ok=True)
+    with Run(argv, stdin=["seq", "1", str(n)], **b.run_kw(timeout=600)) as run:
+        os.read(run.stdout_fd, 1 << 20)  # EOF: nothing is written to stdout
+        run.finish()
+        total = time.perf_counter() - run.started
+    with results.open("rb") as f:
+        lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    if lines != n:
+        raise BenchError(f"--results: {lines} lines, expected {n}\n{run.stderr_tail()}")
+    return n / total
+
+
+def m_joblog(b: Bench) -> None:
+    """9f. a distributed pipe with `--joblog J --results R` vs the same pipe to stdout (start→exit)."""
+    root = b.root / "joblog"
+    root.mkdir(exist_ok=True)
+    config = _many_config(b, root)
+    n = 200_000 if b.args.quick else 1_000_000
+    seq = ["seq", "1", str(n)]
+    plain = b.sky("pipe", f"{TARGETS}:identity", "-H", "quad", "--chunk", "1000", "--keep-order", "-q", config=config)
+    results, joblog = root / "results.out", root / "job.log"
+    logged = [*plain[:-2], "--joblog", str(joblog), "--results", str(results), *plain[-2:]]
+    drain(plain, stdin=seq, expect_lines=n, **b.run_kw(timeout=600))
+    got = interleave(b.repeat, {
+        "logged": lambda: _joblog_run(logged, n, results, joblog, b),
+        "plain": lambda: n / drain(plain, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)).total,
+    })
+    b.baselines["skyctl pipe to stdout, 4 hosts"] = ("the same `skyctl pipe … -H quad --chunk 1000 --keep-order` "
+                                                     "(4 ssh hosts) writing to stdout, no job log")
+    b.add(Row("joblog", f"9f. `--joblog J --results R` (fsync'd per group of chunks), {n:,} lines over 4 hosts, "
+                        "start→exit", "lines/s", got["logged"], got["plain"], "skyctl pipe to stdout, 4 hosts",
+              "higher", 0.9))
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):  # the same with J and R on tmpfs: what fsync to a disk costs
+        where = Path(tempfile.mkdtemp(prefix="skyctl-joblog-", dir=shm))
+        try:
+            on_shm = [*plain[:-2], "--joblog", str(where / "job.log"), "--results", str(where / "results.out"),
+                      *plain[-2:]]
+            got2 = interleave(b.repeat, {
+                "shm": lambda: _joblog_run(on_shm, n, where / "results.out", where / "job.log", b),
+                "plain": lambda: n / drain(plain, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)).total,
+            })
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
+        b.add(Row("joblog", "9g. the same with J and R on tmpfs (`/dev/shm`: fsync costs nothing) (informational)",
+                  "lines/s", got2["shm"], got2["plain"], "skyctl pipe to stdout, 4 hosts", "higher"))
+
+
 def m_command(b: Bench) -> None:
     """10. `type: command` through the OpenSSH client (`shell: true`) vs the built-in SSH transport, same sshd."""
     import yaml
@@ -922,7 +973,7 @@ def m_ray(b: Bench) -> None:
 
 RUNNERS: dict[str, Callable[[Bench], None]] = {
     "warm": m_warm, "cold": m_cold, "output": m_output, "pipe": m_pipe, "roundtrip": m_roundtrip,
-    "memory": m_memory, "latency": m_latency, "local": m_local, "many": m_many, "command": m_command,
+    "memory": m_memory, "latency": m_latency, "local": m_local, "many": m_many, "joblog": m_joblog, "command": m_command,
     "ray": m_ray, "chunks": m_chunks,
 }
 
@@ -1007,6 +1058,21 @@ def report(b: Bench, info: dict[str, str], notes: list[str], minutes: float) -> 
 # --------------------------------------------------------------------------
 
 
+#: what follows this line in the report file belongs to other scripts (``benchmarks/lab_rows.py``,
+#: ``benchmarks/chaos.py``: they need root) and is kept when this script rewrites the file
+KEPT_FROM = "<!-- kept by benchmarks/run.py: sections from other scripts -->"
+
+
+def kept_sections(path: Path) -> str:
+    """The part of the existing report from ``KEPT_FROM`` on, to be written again after the new report."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return ""
+    at = old.find(KEPT_FROM)
+    return "\n" + old[at:] if at >= 0 else ""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -1079,7 +1145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        args.out.write_text(text + kept_sections(args.out))
         log(f"wrote {args.out}")
     else:
         log("report not written (partial run); pass --out PATH to write it")

@@ -74,3 +74,13 @@ def csv_rows(rows: Iterator[dict]):
     """A CSV row at a time (``--format csv``): its function and tolerance, as a check might read them."""
     for row in rows:
         yield f"{row['dtype']} {row['ulperrortol']}"
+
+
+def paced(numbers: Iterator[int], every: int = 20, pause: float = 0.001):
+    """A long-running pipe (the chaos soak): every number back, with ``pause`` seconds of sleep every ``every``."""
+    import time
+
+    for i, x in enumerate(numbers):
+        if i % every == 0:
+            time.sleep(pause)
+        yield x

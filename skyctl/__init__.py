@@ -12,7 +12,7 @@
 from .api import Call, Host, RemoteFunction, RemoteIterator, function, host
 from .pool import GroupError, HostStats
 from .pools import Pool, pool
-from .trust import RefusedValue
+from .trust import OversizedValue, RefusedValue
 from .errors import (
     BadRecord,
     ChunkLost,
@@ -38,6 +38,7 @@ __all__ = [
     "GroupError",
     "Host",
     "HostStats",
+    "OversizedValue",
     "Pool",
     "RefusedValue",
     "RemoteEnvironmentError",

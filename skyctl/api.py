@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
-from .session import CallStream, Hooks, WorkerSession, WorkerSpec
+from .session import CallStream, Hooks, WorkerSession, WorkerSpec, liveness_of
 from .trust import Decoder
 
 T = TypeVar("T")
@@ -143,6 +143,8 @@ class Host:
             env=dict(profile.env),
             pip=tuple(getattr(profile, "pip", ())),
             timeout=profile.connect_timeout,
+            liveness=liveness_of(profile),
+            slack=float(profile.keepalive) + 1.0 if profile.type == "ssh" else 0.0,
         )
         session = WorkerSession(self._transport, spec, self.hooks, name=name)
         session.start()
@@ -157,7 +159,7 @@ class Host:
         session = self._worker()
         ray = None
         if self.profile.type == "ray":  # connect the driver to the cluster and ask it what it is
-            from .raydriver import cluster_info
+            from .remote.raydriver import cluster_info
 
             call = session.call(cluster_info, (), {}, options=self._call_options(in_driver=True))
             for _ in call:

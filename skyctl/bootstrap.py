@@ -29,22 +29,31 @@ import queue
 import shlex
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from . import runtime, wire
-from .errors import ConnectionLost, RemoteEnvironmentError
+from . import runtime
+from .remote import wire
+from .errors import ConnectError, ConnectionLost, RemoteEnvironmentError, SkyctlError
 from .transports.base import Transport, WorkerPipes, describe
 
-#: the modules of this package that run on the remote
-WORKER_MODULES = ("wire.py", "flow.py", "values.py", "worker.py", "reaper.py", "raydriver.py", "raytask.py")
+#: the folder whose modules run on the remote: every ``*.py`` in it ships in the bundle
+REMOTE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote")
+
+
+def worker_modules() -> tuple[str, ...]:
+    """The file names of ``skyctl/remote/`` (``__init__.py`` included), sorted: what the bundle ships."""
+    return tuple(sorted(name for name in os.listdir(REMOTE_DIR) if name.endswith(".py")))
 
 # Kept small and compatible with old Pythons, so that a wrong interpreter can
 # still say which version it is. Reads fd 0 unbuffered: the worker reads the
 # same fd afterwards and must not lose bytes to a buffer. Its command line
-# names nothing but the interpreter: the arguments come on stdin, so a kept
-# connection can start it before it knows the next call's workdir (see
-# ``holder``), and it imports what the worker will need while it waits.
+# names nothing but the interpreter (and the liveness bound, ``stub_argv``):
+# the arguments come on stdin, so a kept connection can start it before it
+# knows the next call's workdir (see ``holder``), and it imports what the
+# worker will need while it waits. Blank lines before the arguments are a
+# keeper's heartbeat: with a bound, no byte for that long ends the stub.
 # Past the version check it trusts nothing it finds in the workdir (see the
 # module docstring and docs/protocol.md): ``mine`` checks a directory, ``new``
 # makes a file no one could have planted, ``good`` verifies the bundle.
@@ -69,7 +78,18 @@ try:
     import threading,pickle,traceback,queue,select,signal,struct,typing,dataclasses,dis,logging,platform,uuid,weakref,zlib,hashlib,stat,mmap,ctypes
 except Exception:
     pass
-a=json.loads(read(int(rdline())))
+import signal
+t=float(sys.argv[1]) if len(sys.argv)>1 else 0
+def arm(s):
+    if t:
+        signal.setitimer(signal.ITIMER_REAL,s)
+arm(t)
+n=rdline()
+while n==b"\n":
+    arm(t)
+    n=rdline()
+arm(0)
+a=json.loads(read(int(n)))
 v="%d.%d"%tuple(sys.version_info[:2])
 if v!=a["python"]:
     say("python %s %s"%(v,sys.executable))
@@ -191,9 +211,9 @@ if not good():
 os.environ.update(a["env"])
 say("ready")
 if py:
-    os.execv(py,[py,"-c","import sys;sys.path.insert(0,sys.argv[1]);from skyctl.worker import main;main()",z])
+    os.execv(py,[py,"-c","import sys;sys.path.insert(0,sys.argv[1]);from skyctl.remote.worker import main;main()",z])
 sys.path.insert(0,z)
-from skyctl.worker import main
+from skyctl.remote.worker import main
 main()
 """
 
@@ -211,11 +231,10 @@ def _sources() -> tuple[tuple[str, bytes], ...]:
     """The files of the bundle, by their path inside it: our worker modules and the client's cloudpickle."""
     import cloudpickle
 
-    here = os.path.dirname(os.path.abspath(__file__))
     files: list[tuple[str, bytes]] = [("skyctl/__init__.py", b'"""skyctl worker bundle."""\n')]
-    for name in WORKER_MODULES:
-        with open(os.path.join(here, name), "rb") as f:
-            files.append((f"skyctl/{name}", f.read()))
+    for name in worker_modules():
+        with open(os.path.join(REMOTE_DIR, name), "rb") as f:
+            files.append((f"skyctl/remote/{name}", f.read()))
     cp_dir = os.path.dirname(os.path.abspath(cloudpickle.__file__))
     for name in sorted(os.listdir(cp_dir)):
         if name.endswith(".py"):
@@ -308,9 +327,13 @@ def client_python() -> str:
     return "%d.%d" % sys.version_info[:2]
 
 
-def stub_argv(python: str) -> list[str]:
-    """The command that starts a worker: the same for every call with this interpreter."""
-    return [python, "-c", STUB]
+def stub_argv(python: str, bound: float | None = None) -> list[str]:
+    """The command that starts a worker: the same for every call with this interpreter
+    (and liveness bound). With ``bound``, a stub that waits for its arguments (a kept
+    connection's spare) exits when no byte came for ``bound`` seconds: whoever keeps
+    it sends a blank line now and then (``holder``), so one cut off by a partition
+    does not linger."""
+    return [python, "-c", STUB] + ([f"{bound:g}"] if bound else [])
 
 
 #: pip options that take a value: in a requirements file they share one line with it
@@ -362,6 +385,10 @@ class StartedWorker:
 #: seconds the client waits after a ``progress`` line at least, whatever
 #: ``connect_timeout`` is: the stub says ``progress`` every 2 s while pip is quiet
 PIP_QUIET = 10.0
+#: seconds pip may go on saying nothing but bare ``progress`` lines (the stub's
+#: heartbeat) before the start-up is given up: a stub that only ever says
+#: ``progress`` must not hang the client (``SKYCTL_PIP_SILENCE`` sets it, for tests)
+PIP_SILENCE = 900.0
 #: seconds a failed or timed-out start-up waits for the stub's pipes to close: enough for
 #: the transports' own close (EOF, 2 s to exit, then TERM and KILL), never longer
 CLOSE_WAIT = 4.0
@@ -375,6 +402,7 @@ def start_worker(
     on_status: Callable[[str], None] = lambda s: None,
     pip: Sequence[str] = (),
     timeout: float = 10.0,
+    bound: float | None = None,
 ) -> StartedWorker:
     """Run the stub through ``transport``, send the bundle if missing, wait for HELLO.
 
@@ -390,21 +418,33 @@ def start_worker(
     is what failed: ``transport.failed_before_stub(pipes, python, answer)``.
     """
     args = stub_args(workdir, env, pip)
-    pipes = transport.start(stub_argv(python))
+    pipes = transport.start(stub_argv(python, bound))
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     handshake = _Handshake(pipes, transport, python, events.put)
     thread = threading.Thread(target=handshake.run, args=(args,), name="skyctl-bootstrap", daemon=True)
     try:
         thread.start()
         wait = timeout
+        silence = _pip_silence()
+        heard = time.monotonic()  # when pip last printed something
         while True:
             try:
                 kind, value = events.get(timeout=wait)
             except queue.Empty:
-                raise _no_answer(transport, python, timeout, handshake.waiting_for) from None
+                raise (_lost_while_starting(pipes, handshake.waiting_for)
+                       or _no_answer(transport, python, timeout, handshake.waiting_for)) from None
+            if kind == "progress" and not value and time.monotonic() - heard > silence:
+                raise RemoteEnvironmentError(
+                    f"pip on {transport.label} printed nothing for {silence:g}s (the stub only said it is still running)",
+                    hint="run the profile's pip install by hand there to see where it hangs")
+            if kind != "progress" or value:
+                heard = time.monotonic()
             if kind == "done":
                 return value  # type: ignore[no-any-return]
             if kind == "error":
+                if not isinstance(value, (SkyctlError, KeyboardInterrupt)):  # never a traceback of ours
+                    value = RemoteEnvironmentError(
+                        f"the worker on {transport.label} did not start: {type(value).__name__}: {value}")
                 raise value
             wait = max(timeout, PIP_QUIET) if kind == "progress" else timeout
             if value:
@@ -431,7 +471,7 @@ class _Handshake:
         try:
             self.post(("done", self._talk(args)))
         except BaseException as exc:  # handed to the caller's thread
-            self.post(("error", exc))
+            self.post(("error", _lost_while_starting(self.pipes, self.waiting_for) or exc))
 
     def _talk(self, args: bytes) -> StartedWorker:
         pipes, transport = self.pipes, self.transport
@@ -452,8 +492,11 @@ class _Handshake:
             self.post(("progress", "installing pip requirements: " + text if text else ""))
             answer = _read_line(pipes)
         if answer.startswith("pipfail "):
+            lines = _json_answer(answer[8:])
+            if type(lines) is not list or not all(type(line) is str for line in lines):
+                raise _garbled(transport, "pipfail", answer)
             # indented: a line of pip's such as "error: ..." is not mistaken for skyctl's own
-            tail = "\n".join(("  " + line).rstrip() for line in json.loads(answer[8:]))
+            tail = "\n".join(("  " + line).rstrip() for line in lines)
             err = RemoteEnvironmentError(
                 f"pip install of the profile's requirements failed on {describe(transport)}",
                 hint="check the 'pip:' list in the host's profile; pip's output ends above",
@@ -461,12 +504,16 @@ class _Handshake:
             err.details = tail
             raise err
         if answer.startswith("bad "):
-            raise _bad_workdir(transport, json.loads(answer[4:]))
+            what = _json_answer(answer[4:])
+            if type(what) is not list or not what or not all(type(word) is str for word in what):
+                raise _garbled(transport, "bad", answer)
+            raise _bad_workdir(transport, what)
         if answer == "need":
             self.post(("status", "sending worker bundle"))
             b = bundle()
             if b.sha256 != bundle_sha256():
                 remember_bundle()  # the memo was stale: the next call's check must not fail again
+            self.waiting_for = "the worker bundle to be sent"
             _write(pipes, transport, b"%d %s\n" % (len(b.data), b.sha256.encode()) + b.data)
             sent = True
             self.waiting_for = "the bootstrap stub to store the worker bundle"
@@ -480,20 +527,78 @@ class _Handshake:
             )
         if answer != "ready":
             self.post(("status", ""))  # explaining may wait for the stub's exit status
-            raise _start_failure(pipes, transport, self.python, answer)
+            raise _lost_while_starting(pipes, self.waiting_for) or _start_failure(pipes, transport, self.python, answer)
         self.waiting_for = "the worker's hello"
         self.post(("status", "starting worker"))
         try:
             kind, payload = wire.read_frame(pipes.read)
-        except (wire.Eof, wire.ProtocolError):
+        except wire.Eof:
             self.post(("status", ""))
             raise _start_failure(pipes, transport, self.python, "") from None
+        except wire.ProtocolError as exc:  # garbage where the hello should be: said at once, not after its exit
+            raise _bad_hello(transport, str(exc)) from None
         if kind is not wire.Kind.HELLO:
-            raise RemoteEnvironmentError(f"the worker on {describe(transport)} did not say hello (got {kind.name})")
-        hello = wire.unpack_json(payload)
-        if hello.get("protocol") != wire.PROTOCOL_VERSION:
-            raise RemoteEnvironmentError(f"the worker on {describe(transport)} speaks protocol {hello.get('protocol')}")
-        return StartedWorker(pipes, hello, sent)
+            raise _bad_hello(transport, f"a {kind.name} frame first")
+        return StartedWorker(pipes, check_hello(payload, describe(transport)), sent)
+
+
+#: the most bytes a HELLO may take
+HELLO_MAX = 64 << 10
+
+
+def check_hello(payload: bytes, label: str) -> dict[str, Any]:
+    """The worker's HELLO as a dict, checked whole: a JSON object of this protocol's version."""
+    if len(payload) > HELLO_MAX:
+        raise _bad_hello_label(label, f"a HELLO of {len(payload):,} bytes")
+    try:
+        hello = json.loads(bytes(payload).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _bad_hello_label(label, "a HELLO that is not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise _bad_hello_label(label, "a HELLO that is not JSON") from None
+    if type(hello) is not dict:
+        raise _bad_hello_label(label, f"a HELLO that is a JSON {type(hello).__name__}, not an object")
+    if hello.get("protocol") != wire.PROTOCOL_VERSION:
+        raise RemoteEnvironmentError(f"the worker on {label} speaks protocol {str(hello.get('protocol'))[:40]}, "
+                                     f"not {wire.PROTOCOL_VERSION}",
+                                     hint="skyctl's cache on the host may be damaged: remove its workdir there")
+    return hello
+
+
+def _bad_hello(transport: Transport, what: str) -> RemoteEnvironmentError:
+    return _bad_hello_label(describe(transport), what)
+
+
+def _bad_hello_label(label: str, what: str) -> RemoteEnvironmentError:
+    return RemoteEnvironmentError(f"the worker on {label} did not start cleanly: {what} where its HELLO belongs",
+                                  hint="is skyctl's cache on the host damaged, or something else writing to the "
+                                       "worker's stdout? remove the host's workdir to rebuild it")
+
+
+def _json_answer(text: str) -> Any:
+    """The JSON of a stub's answer, or ``_GARBLED``."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _GARBLED
+
+
+_GARBLED = object()
+
+
+def _garbled(transport: Transport, what: str, answer: str) -> RemoteEnvironmentError:
+    """A stub answer that is not what the stub says: one line, never a traceback."""
+    shown = answer[:80] + ("…" if len(answer) > 80 else "")
+    return RemoteEnvironmentError(f"the bootstrap stub on {describe(transport)} answered {what!r} garbled: {shown!r}",
+                                  hint="is skyctl's cache on the host damaged, or something else writing to "
+                                       "the worker's stdout?")
+
+
+def _pip_silence() -> float:
+    try:
+        return float(os.environ.get("SKYCTL_PIP_SILENCE") or PIP_SILENCE)
+    except ValueError:
+        return PIP_SILENCE
 
 
 def _close_within(pipes: WorkerPipes, seconds: float) -> None:
@@ -502,6 +607,25 @@ def _close_within(pipes: WorkerPipes, seconds: float) -> None:
     closer = threading.Thread(target=pipes.close, name="skyctl-bootstrap-close", daemon=True)
     closer.start()
     closer.join(seconds)
+
+
+def _lost_while_starting(pipes: WorkerPipes, waiting_for: str) -> ConnectError | None:
+    """The connection under ``pipes`` was given up (keepalives unanswered, e.g. a partition mid-upload): exit 4.
+
+    Said as such, not as the EOF it looks like to the handshake ("did not start:
+    exit status -1"). Nothing of the call ran; a bundle cut off in transit was
+    never stored (the stub writes it only once complete and checked), so the
+    next call starts afresh.
+    """
+    lost = getattr(pipes, "lost", None)
+    error = lost() if callable(lost) else None
+    if error is None:
+        return None
+    return ConnectError(
+        f"{error.message} while starting the worker (waiting for {waiting_for})",
+        hint="the host or the network stopped responding before the call began: nothing ran there, and the next "
+        "call starts afresh. On a slow link, raise 'keepalive' or 'keepalive_count' for this host",
+    )
 
 
 def _no_answer(transport: Transport, python: str, timeout: float, waiting_for: str) -> RemoteEnvironmentError:

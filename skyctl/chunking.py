@@ -30,6 +30,10 @@ from typing import Mapping, Protocol, Sequence
 #: what ``--chunk`` and ``pool.map(chunk=)`` take by default
 DEFAULT = "auto"
 
+#: records (stdin lines, ``pool.map`` items) per chunk with a job log when no number is given: the log
+#: names each chunk by a fixed range that a resume must cut again, so ``auto`` cannot size them
+JOBLOG_CHUNK = 1000
+
 
 class ChunkSizer(Protocol):
     """Decides chunk sizes; called under the distributor's lock, from any thread."""
@@ -173,6 +177,20 @@ def sizer_for(chunk: int | str | ChunkSizer, environ: Mapping[str, str] | None =
             raise ValueError(f"a chunk holds at least 1 record, not {chunk}")
         return FixedChunks(chunk)
     return chunk
+
+
+def joblog_chunk(chunk: int | str | None) -> int:
+    """The fixed chunk size of a run with a job log: ``chunk`` as a number, ``JOBLOG_CHUNK`` for None
+    (no ``--chunk``). ``auto`` is refused (ValueError): the log's chunks are fixed ranges, and a run
+    that asked for adaptive sizes should learn that it does not get them."""
+    if chunk is None:
+        return JOBLOG_CHUNK
+    if isinstance(chunk, str) and chunk.strip().lower() == "auto":
+        raise ValueError("--chunk auto cannot be used with --joblog: the job log's chunks are fixed line ranges")
+    sizer = sizer_for(chunk)
+    if not isinstance(sizer, FixedChunks):
+        raise ValueError(f"a job log's chunks take a number of records, not {chunk!r}")
+    return sizer.records
 
 
 def target_seconds(environ: Mapping[str, str]) -> float:

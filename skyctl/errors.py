@@ -26,16 +26,37 @@ class ExitStatus(IntEnum):
 
 
 class SkyctlError(Exception):
-    """Base of every skyctl failure: a one-line message, a hint, an exit status."""
+    """Base of every skyctl failure: a one-line message, a hint, an exit status.
+
+    The CLI prints the hint on a line of its own; for API code the hint is
+    also a note of the exception (``add_note``), so the traceback a user sees
+    says what to do, not only what went wrong."""
 
     exit_status: ExitStatus = ExitStatus.REMOTE_RAISED
     #: text shown above the message (a remote traceback), or ""
     details: str = ""
+    _hint: str | None = None
+    _hint_note: str | None = None
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+    @property
+    def hint(self) -> str | None:
+        """What to do about it (the CLI's ``hint:`` line), or None."""
+        return self._hint
+
+    @hint.setter
+    def hint(self, value: str | None) -> None:
+        notes = getattr(self, "__notes__", None)
+        if notes is not None and self._hint_note in notes:
+            notes.remove(self._hint_note)
+        self._hint = value
+        self._hint_note = f"hint: {value}" if value else None
+        if self._hint_note is not None and hasattr(self, "add_note"):  # Python 3.11+: tracebacks print notes
+            self.add_note(self._hint_note)
 
     def __str__(self) -> str:
         return self.message
@@ -92,7 +113,9 @@ class BadRecord(SkyctlError):
 
 
 class RemoteError(SkyctlError):
-    """A remote exception that could not be rebuilt locally; ``str()`` is its traceback."""
+    """A remote exception that could not be rebuilt locally, or that is not an
+    ``Exception`` (a remote ``SystemExit`` must not end the client); ``str()``
+    is its traceback, ``type_name`` its class."""
 
     exit_status = ExitStatus.REMOTE_RAISED
 

@@ -333,10 +333,35 @@ class Holder:
             old = None
             if pipes is not None and not self.closing:
                 old, self.spare = self.spare, (argv, pipes)  # type: ignore[assignment]
+                threading.Thread(target=self._keep_spare, args=(argv, pipes), name="spare-heartbeat",
+                                 daemon=True).start()
                 pipes = None
         for extra in (old[1] if old else None, pipes):
             if extra is not None:
                 threading.Thread(target=extra.close, daemon=True).start()
+
+    def _keep_spare(self, argv: list[str], pipes: HeldPipes) -> None:
+        """Send the spare's stub a blank line (its heartbeat) every few seconds while it is
+        kept: a stub started with a liveness bound (``bootstrap.stub_argv``) exits when it
+        hears nothing for that long, so a spare cut off from this holder does not linger.
+        Written under the lock ``take_spare`` takes: never inside the arguments of the
+        call that takes it."""
+        try:
+            bound = float(argv[3]) if len(argv) > 3 else 0.0
+        except ValueError:
+            bound = 0.0
+        if bound <= 0:
+            return
+        interval = min(2.0, bound / 3)
+        while True:
+            time.sleep(interval)
+            with self.lock:
+                if self.spare is None or self.spare[1] is not pipes:
+                    return
+                try:
+                    pipes.write(b"\n")
+                except Exception:  # noqa: BLE001 - gone: ``alive`` says so when it is taken
+                    return
 
     # -- one client -------------------------------------------------------------
 

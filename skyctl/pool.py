@@ -29,7 +29,7 @@ from .errors import (BadRecord, ChunkLost, ConnectError, ConnectionLost, ExitSta
                      SkyctlError)
 from .chunking import DEFAULT as DEFAULT_CHUNK
 from .chunking import ChunkSizer, sizer_for
-from .flow import LineBatch
+from .remote.flow import LineBatch
 
 #: failures of a host (or one worker on it), not of the function: its chunks run again elsewhere
 HOST_FAILURES = (ConnectError, ConnectionLost, RemoteEnvironmentError)
@@ -93,6 +93,9 @@ class HostStats:
     dead: bool = False
     #: broadcast: the call was cancelled because another host failed (``--fail-fast``); not a failure
     cancelled: bool = False
+    #: chunks whose function raised on this host (counted in ``chunks`` too); with ``--keep-going``
+    #: the host goes on, ``error`` stays None and these make its status 1
+    failed: int = 0
 
     @property
     def seconds(self) -> float:
@@ -101,12 +104,30 @@ class HostStats:
     @property
     def status(self) -> int:
         if self.error is None:
-            return ExitStatus.OK
-        if isinstance(self.error, SkyctlError):
-            return int(self.error.exit_status)
-        if isinstance(self.error, (KeyboardInterrupt, Interrupted)):
-            return ExitStatus.INTERRUPTED
-        return ExitStatus.REMOTE_RAISED
+            return ExitStatus.REMOTE_RAISED if self.failed else ExitStatus.OK
+        return exit_status_of(self.error)
+
+
+def exit_status_of(error: BaseException) -> int:
+    """The exit status a failure gives the run (a host's, a chunk's or the run's own)."""
+    if isinstance(error, SkyctlError):
+        return int(error.exit_status)
+    if isinstance(error, (KeyboardInterrupt, Interrupted)):
+        return ExitStatus.INTERRUPTED
+    return ExitStatus.REMOTE_RAISED
+
+
+@dataclass
+class Failure:
+    """Something that went wrong in a distributed run, in the order it happened: a chunk whose
+    function raised (``chunk`` set, ``host_failure`` False), or a host or chunk attempt that failed
+    and was worked around (a host that never connected, died, or lost a chunk's task). ``--strict``
+    takes the first; the report lists the chunks."""
+
+    host: str
+    error: BaseException
+    chunk: Chunk | None = None
+    host_failure: bool = False
 
 
 def describe(error: BaseException | None) -> str:
@@ -169,11 +190,11 @@ def broadcast(hosts: Sequence[Any], start: Callable[[Any], Any], emit: Callable[
             if cancelled.is_set():
                 stream.interrupt((reasons[0] if reasons else Interrupted)())
             for batch in stream.batches():
-                stat.values += len(batch)
                 emit(host.label, batch)
+                stat.values += len(batch)  # once written: a batch ``emit`` refused is not counted
             if stream.result is not None:
-                stat.values += 1
                 emit(host.label, Result(stream.result))
+                stat.values += 1
         except BaseException as exc:  # noqa: BLE001 - every way a host ends is reported, none escapes the thread
             if isinstance(exc, Cancelled):  # --fail-fast after another host failed: this one did not
                 stat.cancelled = True
@@ -217,16 +238,30 @@ class Result:
 # -- distribution ----------------------------------------------------------------
 
 
+@dataclass
+class Cut:
+    """In a Distributor's source: the chunk being filled ends here, even below
+    its sizer's size (no chunk takes records across a cut); ``about`` describes
+    the chunk whose records come next, and becomes its ``Chunk.about``. With a
+    sizer that never fills a chunk (``1 << 62``), the cuts alone decide the
+    chunks: a job log's line ranges."""
+
+    about: Any = None
+
+
 class Chunk:
     """Up to ``limit`` consecutive records, filled as they are read; one call per run.
 
     The records are kept as the batches they were read in (a ``LineBatch`` stays
-    one bytes object), in ``parts``; ``size`` counts them."""
+    one bytes object), in ``parts``; ``size`` counts them. A ``Cut`` in the
+    source ends it below ``limit``."""
 
-    def __init__(self, number: int, limit: int = 0) -> None:
+    def __init__(self, number: int, limit: int = 0, about: Any = None) -> None:
         self.number = number
         #: the records it may hold (its sizer's answer when it was cut)
         self.limit = limit
+        #: what the source's ``Cut`` said of this chunk (a job log's ``ChunkInput``)
+        self.about = about
         self.parts: list[Any] = []
         self.size = 0
         self.closed = False
@@ -301,6 +336,8 @@ class ChunkFeed:
         self._stop = stop
         self._hold = hold
         self._on_fed = on_fed
+        #: every record of the chunk was handed out (not cut short by ``stop``)
+        self.complete = False
 
     def batches(self) -> Iterator[Any]:
         """The chunk's parts (lists, or ``LineBatch``es) as they come."""
@@ -327,6 +364,7 @@ class ChunkFeed:
                     self._on_fed()
                 if chunk.failure is not None:
                     raise chunk.failure
+                self.complete = True
                 return
 
     def __iter__(self) -> Iterator[Any]:
@@ -437,7 +475,8 @@ class Distributor:
         slots: the workers (several per host with ``-j``).
         start: starts one call on a slot's host with a chunk's feed as the
             stream parameter and ``skip`` values dropped; returns its ``CallStream``.
-        source: batches of records (lists, or ``LineBatch``es), as they are read.
+        source: batches of records (lists, or ``LineBatch``es), as they are read, and ``Cut`` marks
+            (a chunk boundary).
         emit: ``emit(chunk, host, batch)`` for values, ``emit(chunk, host, Result(v))``
             for a return value; returns once they are handed on (the caller counts them).
         chunk: records per chunk: ``"auto"`` (sized per host, ``skyctl.chunking.AutoChunks``), a
@@ -454,13 +493,20 @@ class Distributor:
             turn: one starts its call (the function set up, the records cut) while the other's
             chunk runs, and its records follow the moment that chunk ends. One function runs per
             slot at a time; no chunk waits for a round trip and a call set-up.
+        keep_going: a chunk whose function raises ends there (its values up to the failure stay,
+            in its place with ``ordered``), ``chunk_failed(chunk, host, error)`` is called, and the
+            other chunks go on; the exit status is then 1.
 
     What a failing function leaves: without ``ordered`` the other chunks are
     cancelled at once (values they wrote stay; they did not complete). With
     ``ordered`` the output is what one host would write: every chunk before the
     failing one runs to its end (re-runs included), then the failing chunk's
     values up to the failure; the chunks after it are cancelled, nothing of
-    theirs is written.
+    theirs is written. With ``keep_going`` nothing is cancelled: a failed chunk counts as ended.
+        observer: told of each chunk attempt: ``started(chunk, host)``, and
+            ``ended(chunk, host, status, error)`` with status ``ok``, ``failed``,
+            ``lost`` or ``interrupted`` (a job log). With an observer, which
+            holds a chunk's values until it ends, a re-run starts from zero.
     """
 
     def __init__(self, slots: list[Slot], start: Callable[[Slot, ChunkFeed, int], Any],
@@ -468,8 +514,9 @@ class Distributor:
                  chunk: int | str | ChunkSizer = DEFAULT_CHUNK,
                  retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None,
                  lines: Callable[[], tuple[int, int] | None] | None = None,
-                 stall_warning: float | None = STALL_WARNING,
-                 twin: Callable[[Slot], Any] | None = None,
+                 stall_warning: float | None = STALL_WARNING, keep_going: bool = False,
+                 chunk_failed: Callable[[Chunk, str, BaseException], None] | None = None,
+                 observer: Any = None, twin: Callable[[Slot], Any] | None = None,
                  twin_after: tuple[int, float] = (TWIN_AFTER_CHUNKS, TWIN_AFTER_SECONDS)) -> None:
         keep_chunk_buffers_off_the_heap()
         slots = list(slots)
@@ -493,19 +540,30 @@ class Distributor:
         self._warn = warn
         self._lines = lines
         self.stall_warning = stall_warning
+        self.keep_going = keep_going
+        self._on_chunk_failed = chunk_failed
+        #: what went wrong, in order (chunks that raised, hosts and attempts that failed)
+        self.failures: list[Failure] = []
+        #: chunks that raised and were gone past (``keep_going``)
+        self.chunks_failed = 0
         #: records read from the source into chunks (those of cancelled chunks included)
         self.records_read = 0
         #: the chunk whose function raised (the first in input order with ``ordered``), and its host
         self.failed_chunk: Chunk | None = None
         self.failed_host: str | None = None
         self._failure: BaseException | None = None
+        self._observer = observer
         self.stats: dict[str, HostStats] = {}
         for slot in slots:
             self.stats.setdefault(slot.name, HostStats(slot.name))
         self._cond = threading.Condition()
-        #: batches read and not yet cut into chunks, and their records
-        self._pending: deque[_Pending] = deque()
+        #: batches read and not yet cut into chunks (and the source's ``Cut`` marks between them, never two
+        #: in a row), their records, and the marks
+        self._pending: deque[_Pending | Cut] = deque()
         self._pending_records = 0
+        self._pending_cuts = 0
+        #: the ``about`` of the last ``Cut`` a chunk was cut after (the next chunks' ``Chunk.about``)
+        self._about: Any = None
         #: what the records read so far take in memory, estimated (the sizer's memory cap)
         self._input_bytes = 0.0
         self._input_records = 0
@@ -561,9 +619,16 @@ class Distributor:
     def exit_status(self) -> int:
         if self.error is not None:
             return int(self.error.exit_status) if isinstance(self.error, SkyctlError) else ExitStatus.REMOTE_RAISED
+        if self.chunks_failed:
+            return ExitStatus.REMOTE_RAISED
         if self.bad_record is not None:
             return ExitStatus.BAD_RECORD
         return ExitStatus.OK
+
+    @property
+    def first_failure(self) -> Failure | None:
+        """The first thing that went wrong, recovered from or not (``--strict``)."""
+        return self.failures[0] if self.failures else None
 
     def abort(self, error: BaseException) -> None:
         """A fatal error: the first one counts; every running call is cancelled."""
@@ -583,14 +648,18 @@ class Distributor:
         chunks, records = sum(s.chunks for s in stats), sum(s.records for s in stats)
         return Totals(chunks=chunks, records=records, values=sum(s.values for s in stats),
                       reruns=sum(s.reruns for s in stats), cancelled_chunks=max(0, self._chunks - chunks),
-                      cancelled_records=max(0, self.records_read - records))
+                      cancelled_records=max(0, self.records_read - records), failed_chunks=sum(s.failed for s in stats))
 
     # -- reading ---------------------------------------------------------------
     def _read(self) -> None:
         """Reader thread: records go into the chunk being filled (its call started with its first
-        record), else wait, read ahead, until a worker takes them (``_cut``)."""
+        record), else wait, read ahead, until a worker takes them (``_cut``). A ``Cut`` ends the
+        chunk being filled, or waits among the pending records as a boundary ``_cut`` stops at."""
         try:
             for batch in self._source:
+                if type(batch) is Cut:
+                    self._add_cut(batch)
+                    continue
                 span = self._lines() if self._lines is not None else None
                 self._input_bytes += _held_bytes(batch)
                 self._input_records += len(batch)
@@ -605,7 +674,8 @@ class Distributor:
                                     self._current = None
                             continue
                         while (not self._stopping() and self._current is None
-                               and self._pending_records >= self._read_ahead()):
+                               and (self._pending_records >= self._read_ahead()
+                                    or self._pending_cuts > max(1, self._workers))):
                             self._cond.wait()
                         if self._stopping():
                             return
@@ -619,7 +689,7 @@ class Distributor:
             with self._cond:
                 if self._current is not None:
                     self._current.close(exc)
-                elif self._pending:
+                elif self._pending and type(self._pending[-1]) is not Cut:  # after a cut: no chunk's records
                     self._input_failure = exc
         except BaseException as exc:  # noqa: BLE001 - stdin failed
             self.abort(exc)
@@ -631,6 +701,20 @@ class Distributor:
                 self._current = None
                 self._reading_done = True
                 self._cond.notify_all()
+
+    def _add_cut(self, cut: Cut) -> None:
+        """The source's ``Cut``: the chunk being filled ends; else a boundary after the pending records
+        (one that follows another with no records between them replaces it: no chunk is empty)."""
+        with self._cond:
+            if self._current is not None:
+                self._current.close()
+                self._current = None
+            if self._pending and type(self._pending[-1]) is Cut:
+                self._pending[-1] = cut
+            else:
+                self._pending.append(cut)
+                self._pending_cuts += 1
+            self._cond.notify_all()
 
     def _read_ahead(self) -> int:
         """Records the reader may hold that no worker has taken yet (``_cond`` held): about one
@@ -647,19 +731,26 @@ class Distributor:
 
     def _cut(self, slot: Slot) -> Chunk:
         """A new chunk for ``slot`` (``_cond`` held, records pending), sized for its host: it takes
-        the pending records up to its size, then (if it is not full) is filled as they are read."""
+        the pending records up to its size or the next ``Cut``, then (if it is neither full nor cut)
+        is filled as they are read."""
+        while type(self._pending[0]) is Cut:  # a boundary before its records: what it says is this chunk's
+            self._about = self._pending.popleft().about
+            self._pending_cuts -= 1
         record_bytes = self._input_bytes / self._input_records if self._input_records else None
         remaining = self._pending_records if self._reading_done else None
         size = self.sizer.size(slot.name, self._chunks, live=max(1, self._workers), remaining=remaining,
                                record_bytes=record_bytes)
         if remaining is None:
             self._last_size[slot.name] = size
-        chunk = Chunk(self._chunks, size)
+        chunk = Chunk(self._chunks, size, self._about)
         self._chunks += 1
         self._in_flight += 1
         with chunk.cond:
             while self._pending and chunk.size < size:
                 entry = self._pending[0]
+                if type(entry) is Cut:  # the source's boundary: the chunk ends here, below its size
+                    chunk.closed = True
+                    break
                 taken = entry.take(chunk, size - chunk.size)
                 self._pending_records -= taken
                 self.records_read += taken
@@ -694,7 +785,7 @@ class Distributor:
                     if self._after_failure(chunk):
                         self._drop(chunk)
                         continue
-                elif self._pending and not self._stopping():
+                elif self._pending_records and not self._stopping():
                     chunk = self._cut(slot)
                 if chunk is not None:
                     slot.chunk, slot.fed, slot.ended = chunk, False, threading.Event()
@@ -796,7 +887,11 @@ class Distributor:
             chunk.progress, chunk.stall_reported = time.monotonic(), False
             if not rerun:
                 chunk.started = chunk.progress
-            stream = self._start(slot, chunk.feed(self.stop, slot.hold, lambda: self._fed(slot)), chunk.written)
+            if self._observer is not None:
+                chunk.written, chunk.result_written = 0, False
+                self._observer.started(chunk, slot.name)
+            feed = chunk.feed(self.stop, slot.hold, lambda: self._fed(slot))
+            stream = self._start(slot, feed, chunk.written)
             stat.connected = True
             slot.stream = stream
             if self.stop.is_set() or chunk.cancelled:
@@ -809,18 +904,22 @@ class Distributor:
                 chunk.result_written = True
                 self._hand_on(chunk, slot.name, Result(stream.result))
         except ChunkLost as exc:  # the chunk's Ray task died, not the host: run it again, keep the slot
+            self._observe(chunk, slot, "lost", exc)
             self._chunk_lost(slot, chunk, exc)
             return not self.stop.is_set()
         except HOST_FAILURES as exc:
+            self._observe(chunk, slot, "lost", exc)
             if stream is None:
                 chunk.runs -= 1  # it never ran there
             self._host_failed(slot, chunk, exc)
             return False
         except BadRecord as exc:  # the chunk reached the bad record: it ends there, as on one host
             self.bad_record = self.bad_record or exc
+            self._observe(chunk, slot, "failed", exc)
             self._chunk_done(slot, chunk)
             return True
-        except (Interrupted, KeyboardInterrupt):
+        except (Interrupted, KeyboardInterrupt) as exc:
+            self._observe(chunk, slot, "interrupted", exc)
             if stream is not None:
                 stream.close()
             if chunk.cancelled and not self.stop.is_set():  # after a failed chunk (ordered): the slot goes on
@@ -829,10 +928,15 @@ class Distributor:
                 return True
             return False
         except BaseException as exc:  # noqa: BLE001 - the function raised (RemoteError, or a refused value)
-            if stream is not None and not self._ordered:
+            self._observe(chunk, slot, "failed", exc)
+            going_on = self.keep_going and stream is not None  # a call that never started is no chunk's failure
+            if stream is not None and not self._ordered and not going_on:
                 self.abort(exc)  # the other chunks are cancelled at once
             if stream is not None:
                 stream.close()
+            if going_on:
+                self._chunk_failed_going_on(slot, chunk, exc)
+                return not self.stop.is_set()
             self._chunk_failed(slot, chunk, exc)
             return not self.stop.is_set()
         finally:
@@ -841,6 +945,8 @@ class Distributor:
                 slot.chunk = None
                 slot.ended.set()  # a partner's chunk waiting on this run gets its records
                 self._cond.notify_all()
+        # a call that ended because stopping cut its input short is not a whole chunk
+        self._observe(chunk, slot, "ok" if feed.complete or not self.stop.is_set() else "interrupted", None)
         self._chunk_done(slot, chunk)
         return True
 
@@ -849,6 +955,15 @@ class Distributor:
         with self._cond:
             slot.fed = True
             self._cond.notify_all()
+
+    def _observe(self, chunk: Chunk, slot: Slot, status: str, error: BaseException | None) -> None:
+        """Tell the observer how the chunk's attempt ended; an observer that fails (its file) stops the run."""
+        if self._observer is None:
+            return
+        try:
+            self._observer.ended(chunk, slot.name, status, error)
+        except Exception as exc:  # noqa: BLE001 - e.g. the job log's disk is full
+            self.abort(exc)
 
     def _hand_on(self, chunk: Chunk, host: str, batch: Any) -> None:
         chunk.progress = time.monotonic()
@@ -865,7 +980,9 @@ class Distributor:
         count = 1 if type(batch) is Result else len(batch)
         try:
             self._emit(chunk, host, batch)
-        except Exception as exc:  # the output is gone (a closed pipe): everything stops
+        except Exception as exc:  # the output is gone (a closed pipe), or the host sent what cannot be written: everything stops
+            if isinstance(exc, SkyctlError):  # the host's fault (a forged host tag): its summary line says so
+                self.stats[host].error = self.stats[host].error or exc
             self.abort(exc)
             raise Interrupted() from exc
         chunk.written += count
@@ -890,8 +1007,9 @@ class Distributor:
             stat.records -= chunk.count
         chunk.cancelled = True
 
-    def _chunk_done(self, slot: Slot, chunk: Chunk) -> None:
-        if chunk.runs == 1 and chunk.started is not None and chunk.failure is None:
+    def _chunk_done(self, slot: Slot, chunk: Chunk, timed: bool = True) -> None:
+        """``chunk`` ended on ``slot`` (``timed``: run to its end, so its time says its host's rate)."""
+        if timed and chunk.runs == 1 and chunk.started is not None and chunk.failure is None:
             latency = chunk.first_value - chunk.started if chunk.first_value is not None else 0.0
             with self._cond:  # its host's rate, for the next chunks' sizes
                 self.sizer.finished(slot.name, chunk.size, time.monotonic() - chunk.started, latency)
@@ -930,6 +1048,8 @@ class Distributor:
         stat = self.stats[slot.name]
         if not self._ordered:
             stat.error = stat.error or exc
+            stat.failed += 1
+            self.failures.append(Failure(slot.name, exc, chunk))
             if self.failed_chunk is None:
                 self.failed_chunk, self.failed_host = chunk, slot.name
             self._ended(chunk, slot.name)
@@ -946,9 +1066,15 @@ class Distributor:
                 previous, previous_host = self.failed_chunk, self.failed_host
                 if previous is not None:  # it came after this one: as if it never failed
                     self._uncount(previous)
-                    if previous_host is not None and self.stats[previous_host].error is self._failure:
-                        self.stats[previous_host].error = None
+                    for superseded in [f for f in self.failures if f.chunk is previous]:
+                        self.failures.remove(superseded)  # in place: other threads append
+                    if previous_host is not None:
+                        self.stats[previous_host].failed -= 1
+                        if self.stats[previous_host].error is self._failure:
+                            self.stats[previous_host].error = None
                 stat.error = exc
+                stat.failed += 1
+                self.failures.append(Failure(slot.name, exc, chunk))
                 self._ended(chunk, slot.name)
                 with self._cond:
                     self.failed_chunk, self.failed_host, self._failure = chunk, slot.name, exc
@@ -969,13 +1095,23 @@ class Distributor:
             self._in_flight -= 1
             self._cond.notify_all()
 
+    def _chunk_failed_going_on(self, slot: Slot, chunk: Chunk, exc: BaseException) -> None:
+        """``keep_going``: the function raised in ``chunk``; it ends there, as if done, and the run goes on."""
+        self.stats[slot.name].failed += 1
+        with self._cond:
+            self.chunks_failed += 1
+            self.failures.append(Failure(slot.name, exc, chunk))
+        if self._on_chunk_failed is not None:
+            self._on_chunk_failed(chunk, slot.name, exc)
+        self._chunk_done(slot, chunk, timed=False)  # with ``ordered``, its values up to the failure go out in its place
+
     def _check_stalls(self) -> None:
         """Warn (once per run) about a chunk that has sent no value for ``stall_warning`` seconds while no
         other chunk is left to run: the run now waits for it alone, and the user should know which host."""
         if self.stall_warning is None or self.stop.is_set():
             return
         with self._cond:
-            if not self._reading_done or self._pending or self._reruns:
+            if not self._reading_done or self._pending_records or self._reruns:
                 return
         now = time.monotonic()
         for slot in self.slots:
@@ -992,6 +1128,7 @@ class Distributor:
         """The chunk's call was lost on a host that stays usable (a Ray task whose worker died): queue it again."""
         if chunk.runs > self.retries:
             self.stats[slot.name].error = exc
+        self.failures.append(Failure(slot.name, exc, chunk, host_failure=True))
         reason = getattr(exc, "reason", None) or exc.message
         self._rerun(slot, chunk, exc, f"{slot.name}: {chunk.where}: {reason}; it runs again", "the cluster")
 
@@ -999,6 +1136,7 @@ class Distributor:
         stat = self.stats[slot.name]
         if stat.error is None:
             stat.error = exc
+        self.failures.append(Failure(slot.name, exc, chunk, host_failure=True))
         first = not stat.dead
         stat.dead = True
         where = "its unfinished chunk" if first else "another of its chunks"
@@ -1036,6 +1174,8 @@ class Totals:
     reruns: int
     cancelled_chunks: int
     cancelled_records: int
+    #: chunks whose function raised (counted in ``chunks``)
+    failed_chunks: int = 0
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:

@@ -14,15 +14,16 @@ import os
 import pickle
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from . import flow, wire
+from .remote import flow, wire
 from .bootstrap import start_worker
 from .errors import ChunkLost, ConnectError, ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlError
 from .transports.base import Transport, describe
 from .trust import Decoder, shipped_files, shipped_modules
-from .wire import Kind
+from .remote.wire import Kind
 
 _INTERRUPT = "interrupt"
 
@@ -51,6 +52,22 @@ class WorkerSpec:
     pip: tuple[str, ...] = ()
     #: seconds the stub may take for each answer while starting (the profile's ``connect_timeout``)
     timeout: float = 10.0
+    #: ``(interval, bound)``: each side sends HEARTBEAT after ``interval`` seconds of
+    #: silence and takes the other for gone after ``bound`` seconds without a byte
+    #: (the profile's ``keepalive`` × ``keepalive_count``; see docs/protocol.md)
+    liveness: tuple[float, float] = (wire.HEARTBEAT_INTERVAL, wire.SILENCE_BOUND)
+    #: seconds the client waits beyond ``bound`` before it gives a silent worker up: on ssh
+    #: hosts one keepalive more, so that a link or host that stalls is reported by the SSH
+    #: keepalives (which say so), and the heartbeats catch what they cannot (a stopped worker)
+    slack: float = 0.0
+
+
+def liveness_of(profile: Any) -> tuple[float, float]:
+    """``(interval, bound)`` of a host's heartbeats: the bound is the profile's
+    ``keepalive`` × ``keepalive_count`` (45 s by default), as for SSH keepalives;
+    a heartbeat goes after 2 s of silence, or a third of a shorter bound."""
+    bound = float(getattr(profile, "keepalive", 15.0)) * int(getattr(profile, "keepalive_count", 3))
+    return min(wire.HEARTBEAT_INTERVAL, bound / 3), bound
 
 
 def _dumps(obj: Any) -> bytes:
@@ -100,6 +117,11 @@ class WorkerSession:
         self._pipes: Any = None
         self._current: CallStream | None = None
         self.dead: str | None = None
+        #: the last call's id (frames of a call carry it; 0 is no call)
+        self._call_id = 0
+        #: ``time.monotonic()`` when bytes last came from the worker (the liveness deadline)
+        self._heard = 0.0
+        self._closed = threading.Event()
 
     @property
     def label(self) -> str:
@@ -109,11 +131,57 @@ class WorkerSession:
     def start(self) -> None:
         """Connect, bootstrap, and wait for the worker's hello."""
         self.hooks.status("bootstrapping")
-        started = start_worker(self.transport, self.spec.python, self.spec.workdir, self.spec.env,
-                               self.hooks.status, self.spec.pip, self.spec.timeout)
+        interval, bound = self.spec.liveness
+        env = {**self.spec.env, "SKYCTL_LIVENESS": f"{interval:g},{bound:g}"}
+        started = start_worker(self.transport, self.spec.python, self.spec.workdir, env,
+                               self.hooks.status, self.spec.pip, self.spec.timeout, bound)
         self._pipes, self.hello, self.sent_bundle = started.pipes, started.hello, started.sent_bundle
         self._writer = wire.FrameWriter(started.pipes.write)
+        self._heard = time.monotonic()
         threading.Thread(target=self._read_frames, name="frames", daemon=True).start()
+        threading.Thread(target=self._keep_alive, name="heartbeat", daemon=True).start()
+
+    def _keep_alive(self) -> None:
+        """Heartbeat thread: say HEARTBEAT after ``interval`` s of silence (the
+        worker ends its call when it hears nothing for ``bound`` s), and give
+        the worker up when nothing came from it for ``bound`` s (it sends a
+        HEARTBEAT every ``interval`` s of silence: one that stalled, or a link
+        that is down, would otherwise hang the call on a ``local`` or
+        ``command`` host)."""
+        interval, bound = self.spec.liveness
+        period = min(interval, bound) / 2
+        woke = time.monotonic()
+        while not self._closed.wait(period):
+            if self._pipes is None or self.dead:
+                return
+            late, woke = time.monotonic() - woke > period + interval, time.monotonic()
+            if late:  # this process was stopped or starved: the reader has not caught up yet
+                self._heard = max(self._heard, woke - interval)
+            try:
+                self._writer.heartbeat(interval)
+            except BaseException:  # noqa: BLE001 - the reader sees the same failure
+                pass
+            silent = time.monotonic() - self._heard
+            if silent > bound + self.spec.slack:
+                self._give_up(ConnectionLost(
+                    f"the worker on {self.label} sent nothing for {silent:.0f}s (it sends a heartbeat every "
+                    f"{interval:g}s): it stalled, or the link to it is down",
+                    hint=f"the bound is the profile's keepalive × keepalive_count"
+                         f"{' and one keepalive more' if self.spec.slack else ''} ({bound + self.spec.slack:g}s); "
+                         "values printed so far are complete"))
+                return
+
+    def _give_up(self, error: ConnectionLost) -> None:
+        """End the current call with ``error`` and drop the worker (it broke the protocol or went silent)."""
+        if self.dead:
+            return
+        self.dead = error.message
+        call = self._current
+        if call is not None:
+            call.inbox.end((None, error))
+        pipes = self._pipes
+        if pipes is not None:  # unblocks the reader; the worker is ended (EOF, then signals)
+            threading.Thread(target=pipes.close, name="skyctl-drop", daemon=True).start()
 
     def send(self, kind: int, payload: bytes = b"") -> None:
         """Write one frame; thread-safe, and a Ctrl-C cannot tear it."""
@@ -140,9 +208,12 @@ class WorkerSession:
             raise ConnectionLost(f"the worker on {self.label} is gone: {self.dead}")
         if self._current is not None and not self._current.ended:
             raise RuntimeError("a call is already running on this worker; close it first")
+        self._call_id = self._call_id % 0xFFFFFFFF + 1
         call = CallStream(self, fn, args, kwargs, stream_at, stream, render=render,
                           decoder=decoder or Decoder(self.label), skip=skip, options=options)
+        call.id = self._call_id
         self._current = call
+        self._writer.call = call.id  # before CALL goes: every frame of the call carries its id
         call.start()
         return call
 
@@ -150,12 +221,13 @@ class WorkerSession:
         """Say goodbye, let the worker exit, release the pipes. Safe to call twice."""
         if self._pipes is not None and self._current is not None and not self._current.ended:
             self._current.close()  # before the pipes go: it sends CANCEL (its ``finally`` runs)
+        self._closed.set()
         pipes, self._pipes = self._pipes, None
         if pipes is None:
             return
         if not self.dead:
             try:
-                self._writer.send(Kind.BYE)
+                self._writer.send(Kind.BYE, call=0)
             except OSError:
                 pass
         pipes.close_stdin()
@@ -165,43 +237,119 @@ class WorkerSession:
     def kill(self, reason: str) -> None:
         """Drop the worker at once (it did not answer a cancel in time)."""
         self.dead = self.dead or reason
+        self._closed.set()
         pipes, self._pipes = self._pipes, None
         if pipes is not None:
             pipes.close()
 
+    def broke(self, what: str) -> ConnectionLost:
+        """The worker broke the protocol (``what``, found by a consumer): drop it; the error to raise."""
+        error = protocol_error(self.label, what)
+        self._give_up(error)
+        return error
+
+    def _heard_now(self) -> None:
+        self._heard = time.monotonic()
+
     def _read_frames(self) -> None:
+        """Reader thread: every frame checked whole before it is used (see ``_dispatch``);
+        whatever goes wrong here ends the current call with an error, never silently."""
         pipes = self._pipes
         reason = "the connection closed"
+        error: ConnectionLost | None = None
+        broken = False
         try:
             while True:
-                kind, payload = wire.read_frame(pipes.read)
-                call = self._current
-                if kind is Kind.LOG:
-                    self.hooks.log(payload[0], payload[1:])
-                elif call is None:
-                    continue
-                elif kind is Kind.ITEMS_OUT:
-                    call.inbox.push(payload)  # raises CreditOverrun for a worker that ignores its credit
-                elif kind is Kind.CREDIT:
-                    if call.outbox is not None:
-                        call.outbox.grant(*wire.unpack_credit(payload))
-                elif kind in (Kind.RETURN, Kind.RAISE, Kind.CANCELLED):
-                    call.inbox.end((kind, payload))
+                kind, call_id, payload = wire.read_call_frame(pipes.read, self._heard_now)
+                self._dispatch(kind, call_id, payload)
         except wire.Eof:
             pass
         except (wire.ProtocolError, flow.CreditOverrun) as exc:
-            reason = f"protocol error: {exc}"
-        except (OSError, ValueError) as exc:
+            error, broken = protocol_error(self.label, str(exc)), True
+        except OSError as exc:
             reason = f"read failed: {exc}"
-        lost = getattr(pipes, "lost", None)  # a transport that gave the connection up says why
-        error = lost() if callable(lost) else None
+        except BaseException as exc:  # noqa: BLE001 - a reader that dies must end its call
+            error, broken = protocol_error(self.label, f"{type(exc).__name__}: {exc}"), True
+        if error is None:
+            lost = getattr(pipes, "lost", None)  # a transport that gave the connection up says why
+            error = lost() if callable(lost) else None
         self.dead = self.dead or (error.message if error is not None else reason)
+        if broken:  # the worker is not to be trusted further: it goes
+            self._closed.set()
+            threading.Thread(target=pipes.close, name="skyctl-drop", daemon=True).start()
         if self._current is not None:
             self._current.inbox.end((None, error or reason))
+
+    def _dispatch(self, kind: Kind, call_id: int, payload: bytes) -> None:
+        """Check one frame against the state it arrives in, then act on it;
+        ``ProtocolError`` for anything this side did not ask for."""
+        if kind is Kind.LOG:
+            if len(payload) < 1 or payload[0] not in (1, 2):
+                raise wire.ProtocolError(f"a LOG frame for fd {payload[0] if payload else 'none'} (1 or 2 expected)")
+            self.hooks.log(payload[0], payload[1:])
+            return
+        if kind is Kind.HEARTBEAT:
+            if payload and payload not in (wire.STARVED, wire.IDLE):
+                raise wire.ProtocolError(f"a HEARTBEAT frame with a payload of {len(payload)} bytes that says nothing")
+            call = self._current
+            if call is not None and not call.terminal:
+                if payload == wire.IDLE and call_id == call.id:  # written after the call's last frame
+                    raise wire.ProtocolError(f"the worker says call {call_id} has ended, but its last frame never came")
+                call.check_starved(payload == wire.STARVED, self.spec.liveness[1])
+            return
+        if kind not in _FROM_WORKER:
+            raise wire.ProtocolError(f"a {kind.name} frame, which only the client sends" if kind is not Kind.HELLO
+                                     else "a second HELLO")
+        call = self._current
+        if call is None or call_id != call.id:
+            if kind is Kind.CREDIT and call is not None and call_id == call.id - 1:
+                return  # credit for the call before may follow its end
+            raise wire.ProtocolError(f"a {kind.name} frame for call {call_id}, " +
+                                     (f"but call {call.id} is the current one" if call is not None else "but no call was made"))
+        if kind is Kind.CREDIT:
+            items, nbytes = wire.unpack_credit(payload)
+            if call.outbox is not None and not call.terminal:
+                call.starved_since = None
+                call.outbox.grant(items, nbytes)
+            return  # also after the call's end: the worker flushes what it owes behind its last frame
+        if call.terminal:
+            raise wire.ProtocolError(f"a {kind.name} frame after the call had ended")
+        if kind is Kind.ITEMS_OUT:
+            call.check_batch(payload)
+            call.inbox.push(payload)  # raises CreditOverrun for a worker that ignores its credit
+            return
+        if kind is Kind.CANCELLED and not call.cancel_sent and call.input_error is None:
+            raise wire.ProtocolError("a CANCELLED frame, but the call was not cancelled")
+        sent, payload = wire.unseal(kind, payload)
+        if sent != call.inbox.received:
+            raise wire.ProtocolError(f"a {kind.name} after {sent:,} values sent, but {call.inbox.received:,} arrived")
+        if kind is Kind.RETURN:
+            call.check_return(payload)
+        elif kind is Kind.RAISE:
+            wire.unpack_raise(payload)  # checked whole here; decoded by the consumer
+        elif kind is Kind.CANCELLED:
+            if payload:
+                raise wire.ProtocolError(f"a CANCELLED frame with {len(payload)} bytes of payload")
+        call.terminal = True
+        call.inbox.end((kind, payload))
+
+
+#: the frames a worker may send
+_FROM_WORKER = frozenset({Kind.ITEMS_OUT, Kind.CREDIT, Kind.RETURN, Kind.RAISE, Kind.CANCELLED})
+
+
+def protocol_error(label: str, what: str) -> ConnectionLost:
+    """The error for a worker that broke the protocol: one line naming the host and what was wrong."""
+    return ConnectionLost(f"the worker on {label} broke skyctl's protocol: {what}",
+                          hint="values printed so far are as it sent them; is skyctl's cache on the host damaged, "
+                               "or the host compromised?")
 
 
 class CallStream:
     """One call's values, in order, as they arrive; ``result`` once it has returned."""
+
+    #: the call's id, carried by every frame of the call (set by ``WorkerSession.call``)
+    id = 0
 
     def __init__(self, session: WorkerSession, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], stream_at: tuple[str, Any] | None, stream: Iterable[Any] | None,
@@ -221,7 +369,65 @@ class CallStream:
         self.input_error: BaseException | None = None
         self.result: Any = None
         self.ended = False
+        #: CANCEL was sent (only then may CANCELLED come)
+        self.cancel_sent = False
+        #: the frame that ends the call has arrived (reader thread)
+        self.terminal = False
+        #: since when the worker has said it waits for input while this side waits for its credit
+        self.starved_since: float | None = None
         self._values = self._iterate()
+
+    # -- checks of the reader thread -----------------------------------------
+    def check_starved(self, starved: bool, bound: float) -> None:
+        """A heartbeat: the worker waits for input (``starved``) or not. Its
+        function waiting for input while this side waits for the credit to
+        send it cannot last with an honest worker (it owes credit for all it
+        took); past ``bound`` s it is a protocol error, not a call that hangs."""
+        outbox = self.outbox
+        if not starved or outbox is None or not outbox.waiting_for_credit:
+            self.starved_since = None
+            return
+        now = time.monotonic()
+        if self.starved_since is None:
+            self.starved_since = now
+        elif now - self.starved_since > bound:
+            raise wire.ProtocolError(f"it has waited for input for {now - self.starved_since:.0f}s "
+                                     "without granting the credit to send it")
+
+    def check_batch(self, payload: bytes) -> None:
+        """An ITEMS_OUT payload, checked whole before it is queued: its encoding
+        is the one this call uses (rendered text for the CLI, never a pickle;
+        lines or a pickle for the API), and a rendered batch's text holds at
+        least its declared count of lines, each ended (a str value may span
+        several). ``ProtocolError`` otherwise."""
+        tag = payload[:1]
+        if self._render is not None:
+            if tag != flow.RENDERED:
+                raise wire.ProtocolError(f"an ITEMS_OUT batch encoded {tag!r} where rendered text (b'R') was expected")
+            _check_rendered(payload, "ITEMS_OUT")
+        elif tag == flow.PICKLED:
+            if len(payload) < 1 + flow.COUNT.size:
+                raise wire.ProtocolError("an ITEMS_OUT batch too short for its item count")
+        elif tag != flow.LINES:
+            raise wire.ProtocolError(f"an ITEMS_OUT batch encoded {tag!r} (b'L' or b'P' expected)")
+
+    def check_return(self, payload: bytes) -> None:
+        """A RETURN payload: a batch of exactly one value (rendered: none for None)."""
+        tag = payload[:1]
+        if self._render is not None:
+            if tag != flow.RENDERED:
+                raise wire.ProtocolError(f"a RETURN encoded {tag!r} where rendered text (b'R') was expected")
+            count = _check_rendered(payload, "RETURN")
+            if count > 1:
+                raise wire.ProtocolError(f"a RETURN of {count:,} values")
+        elif tag == flow.PICKLED:
+            if len(payload) < 1 + flow.COUNT.size or flow.COUNT.unpack_from(payload, 1)[0] != 1:
+                raise wire.ProtocolError("a RETURN that is not one value")
+        elif tag == flow.LINES:
+            if b"\n" in payload:
+                raise wire.ProtocolError("a RETURN of several lines")
+        else:
+            raise wire.ProtocolError(f"a RETURN encoded {tag!r}" if tag else "an empty RETURN")
 
     # -- counters for a status line ------------------------------------
     @property
@@ -298,13 +504,15 @@ class CallStream:
         return next(self._values)
 
     def _iterate(self) -> Iterator[Any]:
-        yield from self.inbox.items()
+        for batch in self._decoded(self.inbox.batches()):
+            yield from batch
+            del batch  # not kept while the next batch is decoded
         self._finish()
 
     def batches(self, keep_lines: bool = False) -> Iterator[list[Any] | flow.LineBatch]:
         """The values as they arrived, a batch at a time (for writers that flush per batch);
         ``keep_lines``: see ``Inbox.batches``."""
-        yield from self.inbox.batches(keep_lines)
+        yield from self._decoded(self.inbox.batches(keep_lines))
         self._finish()
 
     def interrupt(self, exc: BaseException) -> None:
@@ -313,6 +521,20 @@ class CallStream:
         The call keeps running remotely until ``close()``.
         """
         self.inbox.end((_INTERRUPT, exc))
+
+    def _decoded(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """``batches`` (decoded by the Inbox); a batch that does not decode as its
+        encoding says is the worker's protocol error, never a raw exception."""
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except SkyctlError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - bytes from a remote that is not trusted
+                raise self._session.broke(f"a batch that does not decode ({type(exc).__name__}: {exc})") from None
+            yield batch
 
     def _finish(self) -> None:
         """The stream has ended: settle the feeder, then return or raise what it ended with."""
@@ -330,7 +552,12 @@ class CallStream:
                 rendered = flow.Rendered.from_payload(payload)
                 self.result = rendered if len(rendered) else None
             else:
-                self.result = flow.unpack_batch(payload, self._loads)[0]
+                try:
+                    self.result = flow.unpack_batch(payload, self._loads)[0]
+                except SkyctlError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - bytes from a remote that is not trusted
+                    raise self._session.broke(f"a RETURN that does not decode ({type(exc).__name__}: {exc})") from None
         elif kind is Kind.RAISE:
             raise remote_failure(payload, self._session.label, None if self._render else self._decoder)
         elif kind is None:
@@ -345,6 +572,7 @@ class CallStream:
         """Stop the call if it is still running: the remote generator's ``finally`` runs."""
         if self.ended:
             return
+        self.cancel_sent = True
         self._send(Kind.CANCEL)
         if not self.inbox.wait_for_end(CANCEL_GRACE):
             self.inbox.ending = (None, "it did not stop after a cancel")
@@ -360,6 +588,23 @@ class CallStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_rendered(payload: bytes, what: str) -> int:
+    """A rendered batch's declared count, once its text is seen to hold as many
+    ended lines (one per value at least: a str value may span several)."""
+    if len(payload) < 1 + flow.COUNT.size:
+        raise wire.ProtocolError(f"a rendered {what} too short for its item count")
+    count: int = flow.COUNT.unpack_from(payload, 1)[0]
+    start = 1 + flow.COUNT.size
+    if count == 0:
+        if len(payload) > start:
+            raise wire.ProtocolError(f"a rendered {what} of no values with {len(payload) - start:,} bytes of text")
+        return 0
+    lines = payload.count(b"\n", start)
+    if payload[-1:] != b"\n" or lines < count:
+        raise wire.ProtocolError(f"a rendered {what} that declares {count:,} values but holds {lines:,} ended lines")
+    return count
 
 
 def _no_pickles(label: str) -> Callable[[Any], Any]:
@@ -404,7 +649,10 @@ def with_source_lines(text: str, files: frozenset[str] | None = None) -> str:
 def remote_failure(payload: bytes, label: str, decoder: Decoder | None = None) -> SkyctlError:
     """The exception a RAISE frame stands for, with the remote traceback:
     rebuilt when ``decoder`` (the API) allows its type, never for the CLI."""
-    info, pickled = wire.unpack_raise(payload)
+    try:
+        info, pickled = wire.unpack_raise(payload)
+    except wire.ProtocolError as exc:  # checked by the reader already: only a caller of its own gets here
+        return protocol_error(label, str(exc))
     failure = info.get("failure")  # the Ray driver's own failures (``raydriver.Failure``)
     if failure in ("environment", "connect", "lost", "driver"):
         message, hint = f"{label}: {info.get('message', '')}", info.get("hint") or None
@@ -435,5 +683,8 @@ def remote_failure(payload: bytes, label: str, decoder: Decoder | None = None) -
         rebuilt = decoder.loads(pickled) if pickled and decoder is not None else None
     except Exception:  # refused, or not rebuildable here: RemoteError carries type, message and traceback
         rebuilt = None
-    remote.exception = rebuilt if isinstance(rebuilt, BaseException) else None
+    # Only an ``Exception`` is raised again as itself: a remote SystemExit,
+    # KeyboardInterrupt or GeneratorExit would end (or silently stop) the
+    # client's script, past its ``except Exception``; it stays a RemoteError.
+    remote.exception = rebuilt if isinstance(rebuilt, Exception) else None
     return remote

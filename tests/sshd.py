@@ -185,6 +185,9 @@ def start_sshd(
     users: list[str] | None = None,
     start_timeout: float = 10.0,
     extra_config: list[str] | tuple[str, ...] = (),
+    listen: str = "127.0.0.1",
+    port: int | None = None,
+    wrap: list[str] | tuple[str, ...] = (),
 ) -> SshServer:
     """Start an sshd on 127.0.0.1 in a new directory under ``root`` (default: the system temp dir).
 
@@ -196,6 +199,11 @@ def start_sshd(
             (see ``ensure_user``).
         start_timeout: seconds to wait for the port to answer.
         extra_config: more ``sshd_config`` lines (e.g. ``"MaxSessions 2"``).
+        listen: the address to listen on (the fault lab, ``tests/lab.py``,
+            gives each host an address inside a network namespace of its own).
+        port: the port to listen on; default: a free one on 127.0.0.1.
+        wrap: a command prefix sshd runs under (``ip netns exec NS``); the
+            readiness probe must still reach ``listen:port`` from here.
 
     Raises:
         SshdUnavailable: sshd/ssh-keygen missing, or the server did not come up.
@@ -249,11 +257,12 @@ def start_sshd(
         config_file = workdir / "sshd_config"
         known_hosts = workdir / "known_hosts"
 
-        proc = port = None
+        proc = None
+        fixed_port, port = port, None
         optional = list(OPTIONAL_OPTIONS)
         for _attempt in range(5):
-            port = _free_port()
-            lines = _config_lines(port, host_key, workdir, auth_dir, users, list(extra_config) + optional)
+            port = fixed_port or _free_port()
+            lines = _config_lines(port, host_key, workdir, auth_dir, users, list(extra_config) + optional, listen)
             config_file.write_text("\n".join(lines) + "\n")
             check = subprocess.run([str(sshd), "-t", "-f", str(config_file)], capture_output=True, text=True)
             if check.returncode != 0:
@@ -263,21 +272,21 @@ def start_sshd(
                     continue
                 raise SshdUnavailable(f"sshd rejected its config {config_file}: {check.stderr.strip()}")
             log_file.write_text("")
-            proc = _spawn(sshd, config_file, log_file)
-            if _wait_listening(proc, port, start_timeout):
+            proc = _spawn(sshd, config_file, log_file, wrap)
+            if _wait_listening(proc, port, start_timeout, listen):
                 break
             stop_process(proc)
             log = log_file.read_text(errors="replace")
-            if "Address already in use" in log:  # lost a race for the port: pick another
+            if "Address already in use" in log and not fixed_port:  # lost a race for the port: pick another
                 proc = None
                 continue
-            raise SshdUnavailable(f"sshd did not start on 127.0.0.1:{port}: {_tail(log) or 'no log output'}")
+            raise SshdUnavailable(f"sshd did not start on {listen}:{port}: {_tail(log) or 'no log output'}")
         if proc is None or port is None:
-            raise SshdUnavailable("sshd could not bind a free port on 127.0.0.1")
+            raise SshdUnavailable(f"sshd could not bind a free port on {listen}")
 
-        known_hosts.write_text(f"[127.0.0.1]:{port} {host_public_key}\n")
+        known_hosts.write_text(f"[{listen}]:{port} {host_public_key}\n")
         server = SshServer(
-            host="127.0.0.1",
+            host=listen,
             port=port,
             user=users[0],
             identity_file=identities[users[0]],
@@ -302,10 +311,11 @@ def start_sshd(
 
 
 def _config_lines(
-    port: int, host_key: Path, workdir: Path, auth_dir: Path, users: list[str], extra: list[str]
+    port: int, host_key: Path, workdir: Path, auth_dir: Path, users: list[str], extra: list[str],
+    listen: str = "127.0.0.1",
 ) -> list[str]:
     return [
-        "ListenAddress 127.0.0.1",
+        f"ListenAddress {listen}",
         f"Port {port}",
         f"HostKey {host_key}",
         f"PidFile {workdir / 'sshd.pid'}",
@@ -335,11 +345,11 @@ def _keygen(path: Path, comment: str) -> Path:
     return path
 
 
-def _spawn(sshd: Path, config_file: Path, log_file: Path) -> subprocess.Popen:
+def _spawn(sshd: Path, config_file: Path, log_file: Path, wrap: list[str] | tuple[str, ...] = ()) -> subprocess.Popen:
     err = open(log_file, "ab")  # -E normally wins; this catches anything printed before logging starts
     try:
         return subprocess.Popen(
-            [str(sshd), "-D", "-e", "-f", str(config_file), "-E", str(log_file)],
+            [*wrap, str(sshd), "-D", "-e", "-f", str(config_file), "-E", str(log_file)],
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=err,
@@ -358,14 +368,14 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _wait_listening(proc: subprocess.Popen, port: int, timeout: float) -> bool:
-    """Poll until 127.0.0.1:port sends an SSH banner (True) or sshd exits / the deadline passes (False)."""
+def _wait_listening(proc: subprocess.Popen, port: int, timeout: float, host: str = "127.0.0.1") -> bool:
+    """Poll until host:port sends an SSH banner (True) or sshd exits / the deadline passes (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            with socket.create_connection((host, port), timeout=1.0) as sock:
                 sock.settimeout(max(0.5, deadline - time.monotonic()))
                 if sock.recv(64).startswith(b"SSH-"):
                     return proc.poll() is None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import skyctl
-from skyctl import flow
+from skyctl.remote import flow
 
 try:
     from helpers import REPO, pid_alive, wait_for
@@ -230,7 +230,7 @@ def test_remote_exception_is_raised_as_the_same_type_with_remote_frames(host):
     text = "".join(traceback.format_exception(info.value))
     assert "api_funcs.py" in text and "in fails_after" in text and "in _explode" in text, text
     assert 'raise ValueError(f"remote failure after {n}")' in text, text
-    assert "skyctl/worker.py" not in text and "cloudpickle" not in text, text
+    assert "skyctl/remote/worker.py" not in text and "cloudpickle" not in text, text
 
 
 def test_plain_function_exception_is_raised_as_the_same_type(host):
@@ -253,7 +253,7 @@ def test_exception_that_cannot_be_rebuilt_is_a_remote_error(host):
     assert err.type_name.endswith("Unrebuildable")
     assert "7: cannot come back" in err.message
     assert "in raises" in str(err) and "api_funcs.py" in str(err)
-    assert "skyctl/worker.py" not in str(err)
+    assert "skyctl/remote/worker.py" not in str(err)
 
 
 def test_the_host_is_usable_after_a_remote_exception(host_config, host_name):

@@ -7,21 +7,22 @@ import os
 import sys
 from pathlib import Path
 
-from skyctl import bootstrap, wire
+from skyctl import bootstrap
+from skyctl.remote import wire
 from skyctl.transports.local import LocalTransport
 
-PACKAGE = Path(bootstrap.__file__).parent
+PACKAGE = Path(bootstrap.REMOTE_DIR)
 
 
 def test_the_worker_modules_import_only_the_stdlib_at_top_level() -> None:
-    for name in bootstrap.WORKER_MODULES:
+    for name in bootstrap.worker_modules():
         tree = ast.parse((PACKAGE / name).read_text())
         for node in tree.body:  # top level only: cloudpickle is imported inside functions
             if isinstance(node, ast.Import):
                 roots = [a.name.split(".")[0] for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:  # a sibling shipped in the bundle
-                    shipped = {m.removesuffix(".py") for m in bootstrap.WORKER_MODULES}
+                    shipped = {m.removesuffix(".py") for m in bootstrap.worker_modules()}
                     assert (node.module in shipped) or {a.name for a in node.names} <= shipped, name
                     continue
                 roots = [(node.module or "").split(".")[0]]
@@ -54,11 +55,11 @@ def test_the_bundle_carries_bytecode_that_zipimport_uses(tmp_path: Path) -> None
     path = tmp_path / "bundle.zip"
     path.write_bytes(bootstrap.bundle().data)
     names = zipfile.ZipFile(path).namelist()
-    assert "skyctl/worker.py" in names and "skyctl/worker.pyc" in names and "cloudpickle/cloudpickle.pyc" in names
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import skyctl.worker as w, cloudpickle; "
+    assert "skyctl/remote/worker.py" in names and "skyctl/remote/worker.pyc" in names and "cloudpickle/cloudpickle.pyc" in names
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import skyctl.remote.worker as w, cloudpickle; "
              "print(w.__file__, w.main.__code__.co_filename, sep='|')")
     out = subprocess.run([sys.executable, "-I", "-c", probe, str(path)], capture_output=True, text=True, check=True).stdout.strip().split("|")
-    assert out == [f"{path}/skyctl/worker.pyc", "<skyctl bundle>/skyctl/worker.py"]
+    assert out == [f"{path}/skyctl/remote/worker.pyc", "<skyctl bundle>/skyctl/remote/worker.py"]
 
 
 class IsolatedPython(LocalTransport):

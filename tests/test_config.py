@@ -707,7 +707,7 @@ class TestCommandHost:
             ("argv: [x]\nshell: sometimes\n", "'shell' must be true or false, got 'sometimes'", None),
             ("argv: [x]\nargs: [y]\n", "unknown key 'args'", "did you mean 'argv'?"),
             ("argv: [x]\nuser: me\n", "'user' is only for ssh hosts; this host is command",
-             "a command host takes: type, python, workdir, env, pip, connect_timeout, trust, allow, argv, shell"),
+             "a command host takes: type, python, workdir, env, pip, connect_timeout, keepalive, keepalive_count, trust, allow, argv, shell"),
             ("argv: [x]\nhost: h\n", "'host' is set but 'type' is command",
              "a command host has no 'host': remove it, or remove 'type: command'"),
         ],
@@ -924,17 +924,20 @@ class TestRememberedDocuments:
         assert not list((runtime / "skyctl").glob("config-*"))
 
     def test_a_document_json_cannot_hold_is_not_remembered(self) -> None:
+        from skyctl.config.memo import DOCUMENTS
+        from skyctl.config.yamldoc import load_yaml
+
         parsed: list[str] = []
 
         def parse(text: str) -> object:
             parsed.append(text)
-            return config._Parser("skyward.yaml", {}).load_yaml(text)
+            return load_yaml(text, "skyward.yaml")
 
         text = "default: box\nhosts:\n  box:\n    host: example.test\n    env: {WHEN: 2024-01-01}\n"
-        config._DOCUMENTS.load(text, None, parse)  # YAML reads a date: JSON would give back a str
-        config._DOCUMENTS.load(text, None, parse)
+        DOCUMENTS.load(text, None, parse)  # YAML reads a date: JSON would give back a str
+        DOCUMENTS.load(text, None, parse)
         assert parsed == [text, text]
         ok = "default: box\nhosts:\n  box:\n    host: example.test\n    port: 2201\n"
-        first = config._DOCUMENTS.load(ok, None, parse)
-        assert config._DOCUMENTS.load(ok, None, parse) == first
+        first = DOCUMENTS.load(ok, None, parse)
+        assert DOCUMENTS.load(ok, None, parse) == first
         assert parsed == [text, text, ok]

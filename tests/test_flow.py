@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from skyctl import flow
-from skyctl.wire import Kind
+from skyctl.remote import flow
+from skyctl.remote.wire import Kind
 
 
 class Sink:

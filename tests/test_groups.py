@@ -228,6 +228,29 @@ def test_a_bad_record_keeps_its_stdin_line_number(groups_config: Path) -> None:
     assert sorted(map(int, result.stdout.split())) == [2 * i for i in range(1, 3500)]
 
 
+@pytest.mark.parametrize("good", [0, 2, 20_000], ids=["first-line", "third-line", "after-20000"])
+@pytest.mark.parametrize("group, target, flags, header", [
+    ("farm", "echo_str", (), b""),
+    ("farm", "echo_int", ("--format", "csv"), b"n\n"),
+    ("locals", "echo_str", (), b""),
+], ids=["farm-str", "farm-csv-int", "locals-str"])
+def test_a_bad_utf8_line_comes_after_every_value_before_it(groups_config: Path, good: int, group: str, target: str,
+                                                           flags: tuple[str, ...], header: bytes) -> None:
+    """As on one host: every chunk before the bad record completes and is written, then exit 65."""
+    data = header + b"".join(b"%d\n" % i for i in range(good)) + b"\xff\n7\n"
+    result = sky(groups_config, "pipe", f"tests/targets/pipes.py:{target}", "-H", group, "--chunk", "300", *flags, input=data)
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 65, stderr
+    assert sorted(map(int, stdout.split())) == list(range(good))
+    assert f"error: stdin line {good + 1 + bool(header)}: cannot read '\\\\xff' as " in stderr, stderr
+
+    skipped = sky(groups_config, "pipe", f"tests/targets/pipes.py:{target}", "-H", group, "--chunk", "300", *flags,
+                  "--on-bad-line", "skip", input=data)
+    assert skipped.returncode == 0, skipped.stderr.decode()
+    assert sorted(map(int, skipped.stdout.split())) == sorted([*range(good), 7])
+    assert f"warning: stdin line {good + 1 + bool(header)}: cannot read " in skipped.stderr.decode()
+
+
 def test_a_plain_function_runs_once_per_chunk(groups_config: Path) -> None:
     result = sky(groups_config, "pipe", f"{T}:chunk_sum", "-H", "locals", "--chunk", "100", "--keep-order",
                  input=numbers(1000))

@@ -12,8 +12,8 @@ import weakref
 
 import pytest
 
-from skyctl import flow, wire, worker
-from skyctl.wire import Kind
+from skyctl.remote import flow, wire, worker
+from skyctl.remote.wire import Kind
 
 
 def _pipe_with(data: bytes, piece: int = 4096, close: bool = True) -> int:

@@ -160,6 +160,30 @@ def test_bad_record_fail_after_many_values_still_prints_every_one_before_it(loca
     assert (tmp_path / "closed").exists()
 
 
+BAD_UTF8_CASES = [  # (records before the bad line: none, a few, more than one read of stdin holds)
+    pytest.param(0, id="first-line"), pytest.param(2, id="third-line"), pytest.param(20_000, id="after-20000"),
+]
+
+
+@pytest.mark.parametrize("good", BAD_UTF8_CASES)
+@pytest.mark.parametrize("target, flags, header", [("echo_str", (), b""), ("echo_int", (), b""), ("echo_int", ("--format", "csv"), b"n\n")],
+                         ids=["str", "int", "csv-int"])
+def test_a_bad_utf8_line_comes_after_every_value_before_it(host_config, good, target, flags, header):
+    lines = [str(i).encode() for i in range(good)]
+    data = header + b"\n".join(lines + [b"\xff", b"7", b"8"]) + b"\n"
+    done = pipe(host_config, target, *flags, input=data)
+    assert done.returncode == 65, done.stderr
+    assert done.stdout == "".join(f"{i}\n" for i in range(good))
+    line = good + 1 + bool(header)
+    assert f"error: stdin line {line}: cannot read '\\\\xff' as " in done.stderr, done.stderr
+    assert done.stderr.count("stdin line") == 1
+
+    skipped = pipe(host_config, target, *flags, "--on-bad-line", "skip", input=data)
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stdout == "".join(f"{i}\n" for i in [*range(good), 7, 8])
+    assert f"warning: stdin line {line}: cannot read '\\\\xff' as " in skipped.stderr, skipped.stderr
+
+
 def test_a_bad_record_the_function_never_reaches_is_not_an_error(local_config):
     done = pipe(local_config, "take3", "--on-bad-line", "fail", input="a\nb\nc\nd\n" * 1000 + "\xff\n")
     assert (done.returncode, done.stdout) == (0, "a\nb\nc\n"), done.stderr

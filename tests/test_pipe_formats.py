@@ -264,6 +264,24 @@ def test_a_bad_csv_row_is_numbered_by_its_physical_line_header_included(local_co
     assert "stdin line 5: cannot read 'abc' as float for parameter 'data'" in done.stderr
 
 
+@pytest.mark.parametrize("target, flags, first", [
+    ("echo_float", ("--column", "value"), "3.0"),
+    ("echo_dict", (), '{"a":"5","b":"a","value":"3.0"}'),
+], ids=["column", "dict"])
+def test_a_csv_row_with_more_fields_than_the_header_is_a_bad_record_quoting_the_extra_field(host_config, target, flags, first):
+    data = "a,b,value\n5,a,3.0\n5,a,3.0,extra\n6,b,4.0\n"
+    done = pipe(host_config, target, "--format", "csv", *flags, input=data)
+    assert done.returncode == 65, done.stderr
+    assert done.stdout == first + "\n"
+    assert "error: stdin line 3: 4 fields, the header has 3: extra field 'extra'\n" in done.stderr
+    assert "5,a,3.0" not in done.stderr  # the field, not the row
+
+    skipped = pipe(host_config, target, "--format", "csv", *flags, "--on-bad-line", "skip", input=data)
+    assert skipped.returncode == 0, skipped.stderr
+    assert len(skipped.stdout.splitlines()) == 2
+    assert "warning: stdin line 3: 4 fields, the header has 3: extra field 'extra'\n" in skipped.stderr
+
+
 # -- --format jsonl ---------------------------------------------------------------------
 def test_jsonl_int(local_config):
     data = b"1\n-2\n\n 30 \n"

@@ -1,4 +1,4 @@
-"""``skyctl.reaper`` on real processes: finding a tree, ending it, reaping it, never a recycled pid.
+"""``skyctl.remote.reaper`` on real processes: finding a tree, ending it, reaping it, never a recycled pid.
 
 In this process the reaper is pointed at a subtree (``root=``): ending *this*
 process's descendants would take the suite's sshd with them. What needs a
@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from skyctl import reaper
+from skyctl.remote import reaper
 
 try:
     from helpers import REPO, wait_for
@@ -130,7 +130,7 @@ def test_describe_names_a_few_and_counts_the_rest():
 
 SUBREAPER = textwrap.dedent("""\
     import json, os, subprocess, sys, time
-    from skyctl import reaper
+    from skyctl.remote import reaper
 
     out = {"no_children_at_first": not reaper.has_children(), "nothing_to_end": reaper.end_descendants() == []}
     out["subreaper"] = reaper.become_subreaper()
@@ -159,3 +159,11 @@ def test_a_subreaper_adopts_a_double_forked_daemon_ends_it_and_reaps_everything(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"no_children_at_first": True, "nothing_to_end": True, "subreaper": True,
                                        "adopted": True, "ended": True, "left_in_proc": [], "children_after": False}
+
+
+def test_a_worker_never_ends_a_parent_that_is_not_an_sshd_session() -> None:
+    """After a silent client the worker ends its sshd session; under anything else (here this
+    test's python) it must signal nothing."""
+    code = "from skyctl.remote import reaper; print(reaper.end_ssh_session_when_alone(0.0))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.stdout.strip() == "False", done.stderr

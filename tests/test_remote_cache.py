@@ -74,7 +74,7 @@ def trojan(marker: Path) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("skyctl/__init__.py", "")
-        zf.writestr("skyctl/worker.py", f"def main():\n    open({str(marker)!r}, 'w').write('planted bundle ran')\n")
+        zf.writestr("skyctl/remote/worker.py", f"def main():\n    open({str(marker)!r}, 'w').write('planted bundle ran')\n")
     return buf.getvalue()
 
 

@@ -81,7 +81,9 @@ def test_the_cli_never_unpickles_what_a_remote_sends(evil, argv: list[str]) -> N
         assert "ValueError: evil" in result.stderr
     else:
         assert result.returncode == 6, result.stderr
-        assert "sent a pickle where rendered text was expected" in result.stderr
+        err = result.stderr
+        assert ("sent a pickle where rendered text was expected" in err  # a RETURN
+                or "encoded b'P' where rendered text (b'R')" in err), err  # a batch (the frame check)
 
 
 def test_skyctl_check_never_unpickles_what_a_remote_sends(evil) -> None:
@@ -106,6 +108,71 @@ def test_the_api_refuses_a_value_that_would_run_code(evil) -> None:
             skyctl.function(trust_targets.fails)() >> host
         assert raised.value.exception is None
     assert not evil.marker.exists(), "a pickle from the remote ran code in the API's client"
+
+
+@pytest.mark.parametrize("mode", ["popen", "gadget"])
+def test_the_api_never_reaches_a_class_through_a_shipped_modules_imports(evil, mode: str) -> None:
+    """A shipped module that imports ``subprocess`` or ``operator`` (as every
+    API user's module imports ``skyctl``, and through it ``inspect``,
+    ``collections``…) must not hand the remote those modules' types: the
+    remote names ``trust_targets.subprocess.Popen``, or chains
+    ``trust_targets.operator.attrgetter``/``itemgetter`` to ``os.system``. In
+    values, a return value, an exception and ``pool.map``, the client refuses
+    and no command runs."""
+    from tests.targets import trust_targets
+
+    config = evil(mode)
+    name = "subprocess.Popen" if mode == "popen" else "operator.attrgetter"
+    with skyctl.host("evil", config) as host:
+        with pytest.raises(RefusedValue) as info:  # a RETURN (popen: via a shipped_class reference)
+            skyctl.function(trust_targets.add)(1, 2) >> host
+        assert f"tests.targets.trust_targets.{name}" in info.value.message
+        with pytest.raises(RefusedValue):  # a P batch
+            list(skyctl.function(trust_targets.one)() >> host)
+        with pytest.raises(skyctl.RemoteError) as raised:  # a RAISE: its text only
+            skyctl.function(trust_targets.fails)() >> host
+        assert raised.value.exception is None
+    with skyctl.pool("evil", config) as pool, pytest.raises(RefusedValue):
+        list(pool.map(trust_targets.echo_str, ["a", "b"]))
+    assert not evil.marker.exists(), "a class reached through a shipped module's imports ran code in the API's client"
+
+
+def test_an_uncaught_refusal_in_an_api_script_shows_how_to_allow_the_class(evil) -> None:
+    config = evil("pickle")
+    script = ("import skyctl\n"
+              "from tests.targets import trust_targets\n"
+              f"with skyctl.host('evil', {str(config)!r}) as host:\n"
+              "    skyctl.function(trust_targets.add)(1, 2) >> host\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "skyctl.trust.RefusedValue: evil sent a value of class 'builtins.exec'" in result.stderr
+    assert ('hint: if you trust evil with this client, allow the class in its profile: allow: ["builtins.exec"] '
+            "(or trust: full)") in result.stderr
+    assert not evil.marker.exists()
+
+
+@pytest.mark.parametrize("payload", ["list-range", "bytes", "bytearray", "fraction"])
+def test_a_value_that_would_expand_is_refused_naming_the_host(evil, payload: str) -> None:
+    """A ~44-byte pickle of allowed builtins (``list(range(3*10**7))``…) grew
+    the client to 2.3 GiB: as a P batch, a RETURN or a RAISE it is refused
+    before it is built (the in-process tests in ``test_decoder.py`` measure
+    the memory held)."""
+    from skyctl.trust import OversizedValue
+    from tests.targets import trust_targets
+
+    config = evil("expand")
+    wrapper = config.parent / "python-expand"  # which payload: told to the worker by its wrapper
+    wrapper.write_text(wrapper.read_text().replace("export ", f"export SKYCTL_EVIL_EXPAND={payload} ", 1))
+    with skyctl.host("evil", config) as host:
+        with pytest.raises(OversizedValue) as info:
+            list(skyctl.function(trust_targets.one)() >> host)
+        assert info.value.message.startswith("evil sent a ") and "would decode to more than" in info.value.message
+        with pytest.raises(OversizedValue):
+            skyctl.function(trust_targets.add)(1, 2) >> host
+        with pytest.raises(skyctl.RemoteError) as raised:  # the exception cannot be rebuilt: its text only
+            skyctl.function(trust_targets.fails)() >> host
+        assert raised.value.exception is None and raised.value.type_name == "ValueError"
 
 
 # -- 4. traceback source lines only from files the client shipped ---------------------
@@ -202,6 +269,37 @@ def test_a_lone_surrogate_is_written_escaped_not_a_crash(host_config) -> None:
     as_json = run_skyctl("pipe", f"{T}:echo_str", "--format", "jsonl", "-o", "json", "-c", str(host_config), input=data)
     assert as_json.returncode == 0, as_json.stderr
     assert [json.loads(line) for line in as_json.stdout.splitlines()] == ["\ud800", "ok"]
+
+
+# -- a remote never ends the client ---------------------------------------------------
+
+
+def test_a_remote_system_exit_arrives_as_remote_error_and_the_script_goes_on(host_config) -> None:
+    """``raise SystemExit(0)`` remotely once ended a "verify, then deploy"
+    script silently with status 0, past its ``except Exception``."""
+    host_name = "box" if "ssh" in str(host_config) else "local"
+    script = (
+        "import sys\n"
+        "import skyctl\n"
+        "from tests.targets import trust_targets\n"
+        f"with skyctl.host({host_name!r}, {str(host_config)!r}) as host:\n"
+        "    try:\n"
+        "        skyctl.function(trust_targets.exits)() >> host\n"
+        "    except Exception as exc:\n"
+        "        print('caught', type(exc).__name__, exc.type_name, exc.exception)\n"
+        "    try:\n"
+        "        for value in skyctl.function(trust_targets.interrupted)() >> host:\n"
+        "            print('value', value)\n"
+        "    except Exception as exc:\n"
+        "        print('caught', type(exc).__name__, exc.type_name, 'KeyboardInterrupt' in str(exc))\n"
+        "print('after')\n"
+        "sys.exit(7)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ["caught RemoteError SystemExit None", "value 1",
+                                          "caught RemoteError KeyboardInterrupt True", "after"], result.stderr
 
 
 # -- the API still rebuilds what it should --------------------------------------------

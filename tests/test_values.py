@@ -1,4 +1,4 @@
-"""How the worker renders a batch of values for the CLI (``skyctl.values.render``)."""
+"""How the worker renders a batch of values for the CLI (``skyctl.remote.values.render``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from skyctl.values import render, text_line
+from skyctl.remote.values import render, text_line
 
 
 class Color(str, enum.Enum):
@@ -60,11 +60,11 @@ def test_the_worker_renders_without_loading_datetime_or_decimal() -> None:
     import subprocess
     import sys
 
-    import skyctl.values
+    import skyctl.remote.values
 
     code = ("import runpy, sys; render = runpy.run_path(sys.argv[1])['render']; "  # alone, as the worker loads it
             "out = render([object.__new__(type('Thing', (), {'__repr__': lambda s: 'thing'})), {1, 2}], 'json'); "
             "print(out.decode(), end=''); print(sorted(m for m in ('datetime', 'decimal') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code, skyctl.values.__file__], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code, skyctl.remote.values.__file__], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.splitlines() == ['"thing"', "[1, 2]", "[]"]

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from skyctl import wire
-from skyctl.wire import Kind
+from skyctl.remote import wire
+from skyctl.remote.wire import Kind
 
 
 def reader(data: bytes):
@@ -30,7 +30,7 @@ class TestFrames:
 
     def test_an_unknown_kind_is_a_protocol_error(self) -> None:
         with pytest.raises(wire.ProtocolError, match="unknown frame kind 99"):
-            wire.read_frame(reader(wire.HEADER.pack(wire.PROTOCOL_VERSION, 99, 0)))
+            wire.read_frame(reader(wire.HEADER.pack(wire.PROTOCOL_VERSION, 99, 0, 0)))
 
     def test_stray_text_is_a_protocol_error(self) -> None:
         with pytest.raises(wire.ProtocolError, match="unexpected bytes"):

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from skyctl.worker import _returns_only_none
+from skyctl.remote.worker import _returns_only_none
 
 
 def yields_from(items: Iterator[Any]):

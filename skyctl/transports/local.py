@@ -14,7 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..errors import RemoteEnvironmentError
-from ..wire import write_all
+from ..remote.wire import write_all
 
 if TYPE_CHECKING:
     from ..config import HostProfile

@@ -6,6 +6,8 @@ import dataclasses
 import datetime
 import decimal
 import math
+import operator
+import subprocess  # a shipped module's imports: a remote must never reach a class through them
 import sys
 from typing import Iterator
 
@@ -61,3 +63,21 @@ def make_point() -> Point:
 def make_values():
     yield Label("shipped")
     yield {"when": datetime.datetime(2026, 1, 2, 3, 4), "amount": decimal.Decimal("3.14"), "pair": (1, 2)}
+
+
+def sorted_points(points: list[Point]) -> list[Point]:
+    return sorted(points, key=operator.attrgetter("x"))
+
+
+def git_version() -> str:
+    return subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
+
+
+def exits() -> int:
+    """A remote ``SystemExit``: it must not end the client's script."""
+    raise SystemExit(0)
+
+
+def interrupted():
+    yield 1
+    raise KeyboardInterrupt

@@ -182,8 +182,6 @@ def task_options(opts: dict[str, Any], fn: Any, batched: bool) -> dict[str, Any]
 def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: dict[str, Any],
             grant_input: Callable[[], None], input_failed: Any) -> tuple[int, bytes]:
     """Run one call as a Ray task (see the module's docstring); returns the frame that ends it."""
-    from . import worker
-
     try:
         ray = connect(opts, lambda: call.cancelled)
     except Failure as failure:
@@ -249,13 +247,13 @@ def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: di
 
     try:
         delivered = values()
-        worker.skip_written(delivered, call.skip)
+        flow.skip_written(delivered, call.skip)
         _deliver(call, delivered)
     except flow.Cancelled:  # the client cancelled, or a value could not be sent back (the outbox says which)
         cancel()
         _drain(ray, gen)
         return Kind.CANCELLED, b""
-    except worker.ChunkMismatch as exc:
+    except flow.ChunkMismatch as exc:
         cancel()
         _drain(ray, gen)
         return call.raise_frame(exc, "call")

@@ -101,12 +101,17 @@ class Outbox:
             (the worker renders text for the CLI: ``pack_rendered``).
         max_payload: the largest payload a frame may carry: a bigger batch is
             cut in two, a single item that big cannot be sent.
+        seal: makes a terminal frame's payload from ``(payload, items sent)``
+            (the worker puts the count of values it sent before its RETURN,
+            RAISE or CANCELLED, so the client can tell a batch lost or doubled).
     """
 
     def __init__(self, send: Callable[[int, bytes], None], kind: int, dumps: Callable[[Any], bytes],
                  on_unsendable: Callable[[BaseException], tuple[int, bytes]] | None = None,
-                 pack: Callable[[list[Any]], bytes] | None = None, max_payload: int | None = None) -> None:
+                 pack: Callable[[list[Any]], bytes] | None = None, max_payload: int | None = None,
+                 seal: Callable[[bytes, int], bytes] | None = None) -> None:
         self._send = send
+        self._seal = seal
         self._kind = kind
         self._pack: Callable[[list[Any]], bytes] = pack or (lambda items: pack_batch(items, dumps))
         self._max_payload = max_payload
@@ -305,7 +310,7 @@ class Outbox:
                     terminal = [self._on_unsendable(self.unsendable)]
                 for kind, payload in terminal:
                     try:
-                        self._send(kind, payload)
+                        self._send(kind, payload if self._seal is None else self._seal(payload, self._sent_items))
                     except BaseException as exc:
                         self.error = self.error or exc
                         break
@@ -318,16 +323,21 @@ class Outbox:
         for count, payload in self._packed(taken):
             if self._cancelled or self.error is not None:
                 return
+            self._max_queued = max(1, QUEUED_BYTES * count // len(payload))
+            # counted before it goes: a KeyboardInterrupt (skyctl's cancel, held back while
+            # the frame is written) may come out of ``_send`` once the frame is out, and the
+            # count of values sent ends the call (``wire.seal``)
+            self.frames += 1
+            self._sent_bytes += len(payload)
+            self._sent_items += count
             try:
-                self._max_queued = max(1, QUEUED_BYTES * count // len(payload))
                 self._send(self._kind, payload)
-            except Exception as exc:  # the peer is gone (a KeyboardInterrupt, skyctl's cancel, goes on up)
+            except Exception as exc:  # the peer is gone (a KeyboardInterrupt goes on up)
+                self.frames -= 1
+                self._sent_bytes -= len(payload)
+                self._sent_items -= count
                 self.error = exc
                 self.cancel()
-            else:
-                self.frames += 1
-                self._sent_bytes += len(payload)
-                self._sent_items += count
 
     def _pickles(self, item: Any) -> bool:
         try:
@@ -419,7 +429,10 @@ def unpack_batch(payload: bytes, loads: Callable[[bytes], Any]) -> list[Any]:
     if tag == LINES:
         return _split_lines(memoryview(payload)[1:])
     if tag == PICKLED:
-        return loads(memoryview(payload)[1 + COUNT.size:])
+        items = loads(memoryview(payload)[1 + COUNT.size:])
+        if type(items) is not list or len(items) != COUNT.unpack_from(payload, 1)[0]:
+            raise ValueError("a pickled batch that is not the list of as many items as its count says")
+        return items
     raise ValueError(f"unknown batch encoding {tag!r}")
 
 
@@ -505,12 +518,20 @@ class Inbox:
         self._owed_items = self._owed_bytes = 0
         #: what ended the stream (set by ``end``), read once ``items()`` stops
         self.ending: Any = None
+        #: the consumer waits for a batch and none is queued (the worker tells its
+        #: client so in its heartbeat: see ``session.CallStream.starved``)
+        self.waiting = False
 
     def push(self, payload: bytes) -> None:
         """A batch arrived (reader thread)."""
         if self._checked:
             self._check_credit(payload)
         self._queue.put(payload)
+
+    @property
+    def received(self) -> int:
+        """Items that arrived so far (counted when the inbox checks credit: ``window`` given)."""
+        return self._received_items
 
     def _check_credit(self, payload: bytes) -> None:
         """Items exactly; bytes with the slack an honest sender can overshoot by
@@ -536,7 +557,9 @@ class Inbox:
         """
         get = self._queue.get
         while True:
+            self.waiting = True
             entry = get()
+            self.waiting = False
             if type(entry) is _Ending:
                 self.ending = entry.value
                 return
@@ -589,3 +612,17 @@ class _Ending:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+class ChunkMismatch(Exception):
+    """A re-run call (``skip``) yielded fewer values than its first run had delivered: not deterministic."""
+
+
+def skip_written(values: Iterator[Any], skip: int) -> None:
+    """Drop the first ``skip`` values (a re-run chunk: the client already wrote them);
+    ``ChunkMismatch`` if there are fewer."""
+    if skip:
+        skipped = sum(1 for _ in islice(values, skip))
+        if skipped < skip:
+            raise ChunkMismatch(f"this re-run yielded {skipped} values, fewer than the {skip} its first run "
+                                "already wrote; skyctl re-runs a chunk assuming it yields the same values")

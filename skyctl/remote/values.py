@@ -212,5 +212,7 @@ def render(values: Sequence[Any], mode: str) -> bytes:
 def shipped_class(module: str, qualname: str) -> type:
     """Stands for a class of a module the client shipped, in a pickle the worker
     sends the API's client: the client's decoder resolves ``module.qualname``
-    in its own copy of that module (``skyctl.trust``). Never called itself."""
+    in its own copy of that module, and only to a class *defined* there
+    (``skyctl.trust.defined_class``: never through what the module imports).
+    Never called itself."""
     raise RuntimeError(f"{module}.{qualname}: resolved only by the client's decoder")

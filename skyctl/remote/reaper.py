@@ -141,6 +141,39 @@ def _ps_table() -> dict[int, Proc]:
     return table
 
 
+#: what an OpenSSH session process is called (``sshd-session`` from OpenSSH 9.8 on)
+SSH_SESSION_NAMES = ("sshd", "sshd-session")
+
+
+def end_ssh_session_when_alone(wait: float) -> bool:
+    """End the OpenSSH session this process runs under once no other process of it is left,
+    waiting up to ``wait`` s for those (a kept connection's other calls keep it); True if signalled.
+
+    For a worker whose client went silent (a partition): sshd would otherwise hold the
+    session, and so the host's resources, until TCP gives up on its last unacknowledged
+    packets (about 15 minutes). Only a parent named sshd, never init; Linux (``/proc``) only.
+    """
+    parent, me = os.getppid(), os.getpid()
+    if parent <= 1 or not os.path.isdir("/proc/self"):
+        return False
+    deadline = time.monotonic() + wait
+    while True:
+        table = _proc_table()
+        session = table.get(parent)
+        if session is None or session.name not in SSH_SESSION_NAMES:
+            return False
+        if not any(p.ppid == parent and p.pid != me and p.alive for p in table.values()):
+            break
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    try:
+        os.kill(parent, signal.SIGTERM)
+    except OSError:
+        return False
+    return True
+
+
 def process_table() -> dict[int, Proc]:
     """Every process visible to this one, by pid."""
     return _proc_table() if os.path.isdir("/proc/self") else _ps_table()

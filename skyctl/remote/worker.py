@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import types
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, Callable, Generator, Iterator
 
 from . import flow, reaper, values, wire
@@ -54,20 +54,25 @@ class Connection:
     """The protocol fds: ``read(n)`` on one, a thread-safe ``FrameWriter`` on the other."""
 
     def __init__(self, in_fd: int, out_fd: int) -> None:
-        self.read = payload_reader(in_fd)
-        self._writer = wire.FrameWriter(lambda data: wire.write_all(out_fd, data))
-        self.grant = self._writer.grant
+        #: ``time.monotonic()`` when bytes last came from the client (its liveness)
+        self.heard = time.monotonic()
+        self.read = payload_reader(in_fd, self._touch)
+        self.writer = wire.FrameWriter(lambda data: wire.write_all(out_fd, data))
+        self.grant = self.writer.grant
         self.gone = False
+
+    def _touch(self) -> None:
+        self.heard = time.monotonic()
 
     def send(self, kind: int, payload: bytes = b"") -> None:
         try:
-            self._writer.send(kind, payload)
+            self.writer.send(kind, payload)
         except OSError:
             self.gone = True
             raise
 
 
-def payload_reader(fd: int) -> Callable[[int], Any]:
+def payload_reader(fd: int, touch: Callable[[], None] = lambda: None) -> Callable[[int], Any]:
     """``read(n)`` over a raw fd, as ``wire.fd_reader`` (exactly n bytes, fewer
     only at EOF), except that ``n >= MAP_PAYLOAD`` is read straight into an
     anonymous ``mmap`` of exactly ``n`` bytes, returned as it is (bytes-like:
@@ -88,7 +93,9 @@ def payload_reader(fd: int) -> Callable[[int], Any]:
 
     def read(n: int) -> Any:
         if n < MAP_PAYLOAD:
-            return small(n)
+            data = small(n)
+            touch()
+            return data
         buf = mmap.mmap(-1, n)
         with memoryview(buf) as view:
             got = 0
@@ -97,6 +104,7 @@ def payload_reader(fd: int) -> Callable[[int], Any]:
                 if not k:  # EOF inside the payload: hand back what came
                     return buf[:got]
                 got += k
+                touch()  # a long payload on a slow link is not silence
         return buf
 
     return read
@@ -165,17 +173,21 @@ class CallState:
     travel as references to those modules, see ``ValuePickler``).
     """
 
-    def __init__(self, conn: Connection, payload: bytes) -> None:
+    def __init__(self, conn: Connection, payload: bytes, call_id: int = 0) -> None:
         self.payload = payload
+        #: the id every frame of this call carries
+        self.id = call_id
         self.dumps: Callable[[Any], bytes] = _dumps
         self.render: str | None = None
         #: values to drop before sending (a re-run chunk whose first values the client already wrote)
         self.skip = 0
         self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, self._dumps_items,
                                   on_unsendable=self._unsendable_value, pack=self._pack,
-                                  max_payload=wire.MAX_FRAME)
+                                  max_payload=wire.MAX_FRAME, seal=wire.seal)
         self.inbox = flow.Inbox(conn.grant, pickle.loads)
         self.cancelled = False
+        #: the call's last frame has been written
+        self.finished = False
         self.in_user_code = False
         #: called (from the reader thread) when the call is cancelled: a Ray task is cancelled so
         self.on_cancel: Callable[[], None] | None = None
@@ -274,35 +286,79 @@ class Worker:
         self.calls: queue.SimpleQueue[CallState | None] = queue.SimpleQueue()
         self.current: CallState | None = None
         self.logs: LogForwarder | None = None
+        #: the client went silent past the liveness bound (a partition): its sshd session goes too
+        self.client_silent = False
+        self.silence_bound = 0.0
 
     # -- reader thread -------------------------------------------------
     def read_frames(self) -> None:
         try:
             while True:
-                kind, payload = wire.read_frame(self.conn.read)
+                kind, call_id, payload = wire.read_call_frame(self.conn.read)
                 call = self.current
                 if kind is Kind.CALL:
-                    self.current = CallState(self.conn, payload)
+                    self.conn.writer.call = call_id  # what this call's frames carry
+                    self.current = CallState(self.conn, payload, call_id)
                     self.calls.put(self.current)
-                elif kind is Kind.ITEMS_IN and call:
-                    call.inbox.push(payload)
-                elif kind is Kind.END_IN and call:
-                    call.inbox.end(None)
-                elif kind is Kind.INPUT_FAILED and call:
-                    call.inbox.end(_INPUT_FAILED)
-                elif kind is Kind.CREDIT and call:
-                    call.outbox.grant(*wire.unpack_credit(payload))
-                elif kind is Kind.CANCEL and call:
-                    call.cancel()
                 elif kind is Kind.BYE:
                     break
-        except (wire.Eof, wire.ProtocolError, OSError):
+                elif call is None or call_id != call.id:
+                    continue  # a stale frame of a call that has ended (credit, a late CANCEL)
+                elif kind is Kind.ITEMS_IN:
+                    call.inbox.push(payload)
+                elif kind is Kind.END_IN:
+                    call.inbox.end(None)
+                elif kind is Kind.INPUT_FAILED:
+                    call.inbox.end(_INPUT_FAILED)
+                elif kind is Kind.CREDIT:
+                    call.outbox.grant(*wire.unpack_credit(payload))
+                elif kind is Kind.CANCEL:
+                    call.cancel()
+        except BaseException:  # noqa: BLE001 - EOF, garbage, anything: the client is gone either way
             pass
-        # The client said goodbye or is gone: stop what runs, then leave.
+        self.leave()
+
+    def leave(self) -> None:
+        """The client said goodbye or is gone: stop what runs, then exit (at the latest ``EXIT_GRACE`` s later)."""
+        with _leaving:
+            if self.left:
+                return
+            self.left = True
         if self.current:
             self.current.cancel()
         self.calls.put(None)
         threading.Thread(target=_exit_after_grace, daemon=True).start()
+
+    left = False
+
+    # -- heartbeat thread ------------------------------------------------
+    def keep_alive(self, interval: float, bound: float) -> None:
+        """Send HEARTBEAT after ``interval`` s of silence (the client's deadline);
+        leave when nothing came from the client for ``bound`` s: it sends a
+        HEARTBEAT every ``interval`` s of silence, so it is gone (a partition,
+        a client stopped or killed with its connection left open), and nothing
+        of its call may outlive it here."""
+        while True:
+            time.sleep(min(interval, bound) / 2)
+            call = self.current
+            if call is None or call.finished:
+                state = wire.IDLE
+            else:
+                state = wire.STARVED if call.inbox.waiting and not call.cancelled else b""
+            try:  # the id of the call the state is of (the reader may be taking the next CALL meanwhile)
+                self.conn.writer.heartbeat(interval, state, call.id if call is not None else 0)
+            except BaseException:  # noqa: BLE001 - the reader sees the same failure
+                pass
+            silent = time.monotonic() - self.conn.heard
+            if silent > bound:
+                try:
+                    os.write(2, f"skyctl worker: nothing from the client for {silent:.0f}s (bound {bound:g}s): "
+                                f"ending the call and exiting\n".encode())
+                except OSError:
+                    pass
+                self.client_silent, self.silence_bound = True, bound
+                self.leave()
+                return
 
     # -- main thread ---------------------------------------------------
     def serve(self) -> None:
@@ -320,6 +376,7 @@ class Worker:
             self.logs.drain()
         call.outbox.finish(terminal)
         call.outbox.join()
+        call.finished = True  # its last frame is written: heartbeats say IDLE from now on
 
     def _execute(self, call: CallState) -> tuple[int, bytes]:
         """Run the call; returns the frame that ends it."""
@@ -353,7 +410,7 @@ class Worker:
             gen = result
             returned: list[Any] = []
             values = gen if _returns_only_none(gen.gi_code) else _returning(gen, returned)
-            skip_written(values, call.skip)
+            flow.skip_written(values, call.skip)
             outbox = call.outbox
             while True:
                 call.in_user_code = False
@@ -371,20 +428,6 @@ class Worker:
                 _close_quietly(gen)
                 return Kind.CANCELLED, b""
             return call.raise_frame(exc, "call")
-
-
-class ChunkMismatch(Exception):
-    """A re-run call (``skip``) yielded fewer values than its first run had delivered: not deterministic."""
-
-
-def skip_written(values: Iterator[Any], skip: int) -> None:
-    """Drop the first ``skip`` values (a re-run chunk: the client already wrote them);
-    ``ChunkMismatch`` if there are fewer."""
-    if skip:
-        skipped = sum(1 for _ in islice(values, skip))
-        if skipped < skip:
-            raise ChunkMismatch(f"this re-run yielded {skipped} values, fewer than the {skip} its first run "
-                                "already wrote; skyctl re-runs a chunk assuming it yields the same values")
 
 
 #: the inbox ending that INPUT_FAILED puts after the last good input item
@@ -453,6 +496,13 @@ def _close_quietly(gen: Any) -> None:
 def _exit_after_grace() -> None:
     time.sleep(EXIT_GRACE)
     _end_leftovers()
+    _exit()
+
+
+def _exit() -> None:
+    """Exit now; after a silent client, with its sshd session (nothing of the call outlives it)."""
+    if _worker is not None and _worker.client_silent:
+        reaper.end_ssh_session_when_alone(_worker.silence_bound)
     os._exit(0)
 
 
@@ -523,6 +573,7 @@ def _on_sigint(signum: int, frame: Any) -> None:
 
 
 _worker: Worker | None = None
+_leaving = threading.Lock()
 
 
 def main(in_fd: int = 0, out_fd: int = 1) -> None:
@@ -554,10 +605,12 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     reaper.become_subreaper()  # after HELLO: the client is busy with it meanwhile; before any user code
     worker.logs = LogForwarder(conn)
     threading.Thread(target=worker.read_frames, name="reader", daemon=True).start()
+    interval, bound = wire.liveness(os.environ.get("SKYCTL_LIVENESS"))
+    threading.Thread(target=worker.keep_alive, args=(interval, bound), name="heartbeat", daemon=True).start()
     try:
         worker.serve()
     finally:
         _end_leftovers()  # also what threads the function left behind started after its call
         if worker.logs:
             worker.logs.drain()
-    os._exit(0)
+    _exit()
