@@ -113,7 +113,7 @@ def test_a_distributor_follows_recorded_boundaries_and_knows_each_chunks_lines()
     its first and last stdin line (in-process, a fake host)."""
     from typing import Any, Iterator
 
-    from skyctl.flow import LineBatch
+    from skyctl.remote.flow import LineBatch
     from skyctl.pool import Distributor, Slot
 
     class Stream:
@@ -158,3 +158,99 @@ def test_a_distributor_follows_recorded_boundaries_and_knows_each_chunks_lines()
     assert distributor.error is None and out == lines
     got = [(chunks[n].count, chunks[n].first_line, chunks[n].last_line) for n in sorted(chunks)]
     assert got == [(10, 1, 10), (55, 11, 65), (5, 66, 70), (20, 71, 90), (10, 91, 100)]
+
+
+# -- a source's Cut marks (a job log's line ranges) among the chunks a sizer cuts ------------------------
+
+
+class _FeedStream:
+    """A fake call: the feed's records back as values, as they come."""
+
+    def __init__(self, feed: object) -> None:
+        self.feed, self.result = feed, None
+
+    def batches(self):  # type: ignore[no-untyped-def]
+        for batch in self.feed.batches():  # type: ignore[attr-defined]
+            yield list(batch)
+
+    def interrupt(self, exc: BaseException) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeHost:
+    def close(self) -> None:
+        pass
+
+    def connect(self) -> None:
+        pass
+
+
+def _cut_run(source: object, sizer: object, *, twin: bool = False, observer: object = None):  # type: ignore[no-untyped-def]
+    """Run a Distributor over ``source`` on one fake slot; each chunk's (about, records) in chunk order."""
+    from skyctl.pool import Distributor, Slot
+
+    chunks: dict[int, object] = {}
+    got: dict[int, list[object]] = {}
+
+    def emit(chunk, host, batch) -> None:  # type: ignore[no-untyped-def]
+        chunks[chunk.number] = chunk
+        got.setdefault(chunk.number, []).extend(batch)
+
+    distributor = Distributor([Slot(_FakeHost(), "box", 0)], lambda slot, feed, skip: _FeedStream(feed), source, emit,
+                              chunk=sizer, stall_warning=None, observer=observer,
+                              twin=(lambda slot: _FakeHost()) if twin else None, twin_after=(0, 0.0))
+    distributor.run()
+    assert distributor.error is None, distributor.error
+    return [(chunks[n].about, got[n]) for n in sorted(chunks)]  # type: ignore[attr-defined]
+
+
+def test_a_cut_ends_the_chunk_below_its_size_and_its_about_goes_to_the_chunks_after_it() -> None:
+    """No chunk takes records across a ``Cut``, whatever its sizer says; a cut that follows another with
+    nothing between them leaves no empty chunk (the later one's ``about`` counts)."""
+    from skyctl.pool import Cut
+
+    source = [Cut("a"), list(range(0, 30)), Cut("x"), Cut("b"), list(range(30, 55)), list(range(55, 80)),
+              Cut("c"), list(range(80, 90))]
+    assert _cut_run(iter(source), FixedChunks(20)) == [
+        ("a", list(range(0, 20))), ("a", list(range(20, 30))),
+        ("b", list(range(30, 50))), ("b", list(range(50, 70))), ("b", list(range(70, 80))),
+        ("c", list(range(80, 90)))]
+
+
+def test_with_a_sizer_that_never_fills_a_chunk_the_chunks_are_the_cut_ranges() -> None:
+    """A job log's run (``1 << 62``): one chunk per range, also when the range is still being read when its
+    chunk is taken (the cut then ends the chunk being filled), and with pipelining twins."""
+    import threading
+
+    from skyctl.pool import Cut
+
+    for twin in (False, True):
+        taken = threading.Event()
+
+        def source():  # type: ignore[no-untyped-def]
+            for number in range(6):
+                yield Cut(number)
+                yield list(range(number * 10, number * 10 + 5))
+                if number == 0:  # chunk 0 is taken and running before the rest of its range is read
+                    assert taken.wait(30)
+                yield list(range(number * 10 + 5, number * 10 + 10))
+                yield Cut(None)
+
+        class Observer:
+            def __init__(self) -> None:
+                self.log: list[tuple[int, str]] = []
+
+            def started(self, chunk, host) -> None:  # type: ignore[no-untyped-def]
+                if chunk.number == 0:  # it is the chunk being filled now
+                    taken.set()
+
+            def ended(self, chunk, host, status, error) -> None:  # type: ignore[no-untyped-def]
+                self.log.append((chunk.about, status))
+
+        observer = Observer()
+        got = _cut_run(source(), FixedChunks(1 << 62), twin=twin, observer=observer)
+        assert got == [(n, list(range(n * 10, n * 10 + 10))) for n in range(6)], twin
+        assert sorted(observer.log) == [(n, "ok") for n in range(6)]
