@@ -48,9 +48,9 @@ REMOTE_PY = "/usr/bin/python3"
 TARGETS = "benchmarks/targets.py"
 #: in the order of the report
 MEASUREMENTS = ("warm", "cold", "output", "pipe", "roundtrip", "memory", "latency", "local", "many", "joblog", "command",
-                "ray")
+                "ray", "chunks")
 #: in the order they run: the long memory runs last
-RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "many", "joblog", "command", "ray",
+RUN_ORDER = ("warm", "cold", "output", "pipe", "roundtrip", "latency", "local", "many", "joblog", "chunks", "command", "ray",
              "memory")
 #: the delay proxy: 25 ms each way
 ONE_WAY_DELAY = 0.025
@@ -667,17 +667,18 @@ def m_many(b: Bench) -> None:
         return b.sky("pipe", f"{TARGETS}:{target}", "-H", group, *extra, config=config)
 
     seq = ["seq", "1", str(n)]
-    quad, solo = sky("quad", "--chunk", "200"), sky("solo", "--chunk", "200")
+    quad, solo = sky("quad"), sky("solo")  # default chunking (auto)
     for argv in (quad, solo):
         drain(argv, stdin=seq, expect_lines=n, **b.run_kw(timeout=600))
     got = interleave(repeat, {
         "quad": lambda: drain(quad, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
         "solo": lambda: drain(solo, stdin=seq, expect_lines=n, **b.run_kw(timeout=600)),
     })
-    b.baselines["skyctl pipe, 1 host"] = "the same `skyctl pipe` (1 ms `time.sleep` per record, `--chunk 200`) on a group of one host"
+    b.baselines["skyctl pipe, 1 host"] = ("the same `skyctl pipe` (1 ms `time.sleep` per record, default `--chunk auto`) "
+                                          "on a group of one host")
     b.add(Row("many", f"9a. I/O-bound pipe (1 ms per record, {n:,} records), 4 hosts vs 1 host: throughput", "lines/s",
               [d.stream_rate for d in got["quad"]], [d.stream_rate for d in got["solo"]], "skyctl pipe, 1 host",
-              "higher", 3.6))
+              "higher", 3.8))
 
     script = root / "sleepcat.py"
     script.write_text(SLEEPY_LINES)
@@ -731,6 +732,88 @@ def m_many(b: Bench) -> None:
     b.baselines[label] = f"the same `skyctl pipe` of {small // 1_000_000} MB (1 KiB lines) over the 4 hosts, same run"
     b.add(Row("many", f"9e. peak RSS of the client, {big // 1_000_000:,} MB piped over 4 hosts", "MiB",
               got5["big"], got5["small"], label, "lower", 1.10, limit=100.0))
+
+
+#: rows of numpy's umath validation sets, repeated, for 12c (the size of issue 22's experiment)
+CSV_ROWS = 1_064_400
+
+
+def _validation_csv(root: Path, rows: int) -> Path:
+    """numpy's umath validation CSVs (from the numpy installed here) as one CSV of ``rows`` rows, repeated."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("numpy")
+    if spec is None or spec.origin is None:
+        raise BenchError("12c needs numpy's umath validation CSVs: pip install numpy")
+    sets = sorted((Path(spec.origin).parent / "_core" / "tests" / "data").glob("umath-validation-set-*.csv"))
+    if not sets:
+        raise BenchError(f"no umath-validation-set-*.csv under {Path(spec.origin).parent}")
+    data = [line for path in sets for line in path.read_text().splitlines()
+            if line and not line.startswith(("dtype", "#", "$"))]
+    out = root / "umath-validation.csv"
+    with out.open("w") as f:
+        f.write("dtype,input,output,ulperrortol\n")
+        for i in range(rows):
+            f.write(data[i % len(data)] + "\n")
+    return out
+
+
+def _from_file(path: Path) -> Callable[[], Any]:
+    """A fresh stdin for each run: the file opened anew."""
+    return lambda: path.open("rb")
+
+
+def m_chunks(b: Bench) -> None:
+    """12. chunks that cost nothing: a cheap function over a group of one and of four hosts, and the CSV case."""
+    root = b.root / "chunks"
+    root.mkdir(exist_ok=True)
+    config = _many_config(b, root)
+    repeat = min(b.repeat, 3)
+    n = 200_000 if b.args.quick else 1_000_000
+    seq = ["seq", "0", str(n - 1)]
+
+    def sky(where: str, *extra: str, target: str = "identity_int") -> list[str]:
+        return b.sky("pipe", f"{TARGETS}:{target}", "-H", where, *extra, config=config)
+
+    def rate(argv: list[str], stdin: Any = seq, lines: int = n) -> float:
+        """Records per second, start→exit (a group's connects and its chunking, all of it)."""
+        opened = stdin() if callable(stdin) else stdin
+        try:
+            return drain(argv, stdin=opened, expect_lines=lines, **b.run_kw(timeout=600)).overall_rate
+        finally:
+            if callable(stdin):
+                opened.close()
+
+    plain, solo, quad = sky("q1"), sky("solo", "-q"), sky("quad", "-q")
+    for argv in (plain, solo, quad):
+        rate(argv)
+    got = interleave(repeat, {"plain": lambda: rate(plain), "solo": lambda: rate(solo), "quad": lambda: rate(quad)})
+    b.baselines["skyctl pipe, no group"] = ("the same `skyctl pipe` (`identity(Iterator[int])`) on that one host "
+                                            "without a group: one call, no chunks (start→exit)")
+    b.add(Row("chunks", f"12a. CPU-cheap pipe ({n:,} ints), a group of one host, default chunking, vs no group: "
+              "throughput start→exit", "lines/s", got["solo"], got["plain"], "skyctl pipe, no group", "higher", 0.9))
+    b.add(Row("chunks", f"12b. the same over a group of 4 hosts (2 cores) vs one host without a group", "lines/s",
+              got["quad"], got["plain"], "skyctl pipe, no group", "higher", 0.9))
+
+    rows = CSV_ROWS // 10 if b.args.quick else CSV_ROWS
+    csv = _validation_csv(root, rows)
+    fixed = {size: sky("quad", "-q", "--format", "csv", "--chunk", str(size), target="csv_rows")
+             for size in (1000, 5000, 20000, 100000)}
+    auto = sky("quad", "-q", "--format", "csv", target="csv_rows")
+    stdin = _from_file(csv)
+    rate(auto, stdin, rows)
+    runs: dict[str, Callable[[], Any]] = {"auto": lambda: rate(auto, stdin, rows)}
+    for size, argv in fixed.items():
+        runs[str(size)] = lambda argv=argv: rate(argv, stdin, rows)
+    got2 = interleave(repeat, runs)
+    best = max((str(size) for size in fixed), key=lambda k: median(got2[k]))
+    b.baselines["best fixed --chunk"] = ("the same pipe with the best of `--chunk 1000`, `5000`, `20000`, `100000` by "
+                                         "median, in the same rounds (" + ", ".join(
+                                             f"{k}: {median(got2[k]) / 1e3:.0f} k rows/s" for k in map(str, fixed))
+                                         + f"; best: {best})")
+    b.add(Row("chunks", f"12c. {rows:,} CSV rows (numpy's umath validation sets, repeated) over 4 hosts, defaults "
+              "vs the best fixed `--chunk`: throughput start→exit", "lines/s", got2["auto"], got2[best],
+              "best fixed --chunk", "higher", 0.95))
 
 
 def _joblog_run(argv: list[str], n: int, results: Path, joblog: Path, b: Bench) -> float:
@@ -873,17 +956,17 @@ def m_ray(b: Bench) -> None:
                                      "print(ray.get(ray.remote(lambda: 1).remote()))'` with the cluster's python "
                                      "(`ray job submit` needs the dashboard, which the head runs without)")
         b.add(Row("ray", "11. time to first value, `skyctl run` on `type: ray` (warm, driver on a local via host)", "s",
-                  got["sky"], got["driver"], "ray driver", "lower", None))
+                  got["sky"], got["driver"], "ray driver", "lower", 1.2))
         n = 100_000 if b.args.quick else 500_000
         seq = ["seq", "1", str(n)]
         through_ray = b.sky("pipe", f"{TARGETS}:identity", "-H", "cluster", config=config)
         local_group = b.sky("pipe", f"{TARGETS}:identity", "-H", "local", "-j", str(workers), config=config)
         got = _rate_rows(b, {"ray": (through_ray, seq), "group": (local_group, seq)}, n, False)
-        b.baselines[f"local group -j {workers}"] = (f"`skyctl pipe … -H local -j {workers}`: the same chunks "
-                                                    f"(1000 records) on {workers} local worker processes")
+        b.baselines[f"local group -j {workers}"] = (f"`skyctl pipe … -H local -j {workers}`: the same pipe, "
+                                                    f"default chunking, on {workers} local worker processes")
         b.add(Row("ray", f"11b. pipe rate through Ray tasks ({workers} chunk tasks in flight), {n:,} lines, "
                   "first→last line", "lines/s", [d.stream_rate for d in got["ray"]],
-                  [d.stream_rate for d in got["group"]], f"local group -j {workers}", "higher", None))
+                  [d.stream_rate for d in got["group"]], f"local group -j {workers}", "higher", 0.8))
     finally:
         head.stop()
 
@@ -891,7 +974,7 @@ def m_ray(b: Bench) -> None:
 RUNNERS: dict[str, Callable[[Bench], None]] = {
     "warm": m_warm, "cold": m_cold, "output": m_output, "pipe": m_pipe, "roundtrip": m_roundtrip,
     "memory": m_memory, "latency": m_latency, "local": m_local, "many": m_many, "joblog": m_joblog, "command": m_command,
-    "ray": m_ray,
+    "ray": m_ray, "chunks": m_chunks,
 }
 
 

@@ -70,6 +70,12 @@ def byte_count(lines: Iterator[bytes]) -> int:
     return sum(map(len, lines))
 
 
+def csv_rows(rows: Iterator[dict]):
+    """A CSV row at a time (``--format csv``): its function and tolerance, as a check might read them."""
+    for row in rows:
+        yield f"{row['dtype']} {row['ulperrortol']}"
+
+
 def paced(numbers: Iterator[int], every: int = 20, pause: float = 0.001):
     """A long-running pipe (the chaos soak): every number back, with ``pause`` seconds of sleep every ``every``."""
     import time

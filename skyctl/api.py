@@ -102,6 +102,11 @@ class Host:
         self._early = threading.Thread(target=start, name="skyctl-early-worker", daemon=True)
         self._early.start()
 
+    def connect(self) -> None:
+        """Start the worker now (blocking), so that the first call finds it ready: a
+        distributed pipe's second worker per slot connects while the first works."""
+        self._worker()
+
     def _join_early(self) -> None:
         early, self._early = self._early, None
         if early is not None:

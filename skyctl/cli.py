@@ -165,7 +165,10 @@ def pipe(
     quiet: bool = QuietOpt,
     no_reuse: bool = NoReuseOpt,
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes on each host (makes one host a group of one)."),
-    chunk: int = typer.Option(1000, "--chunk", min=1, help="Group: records per chunk; each chunk is one call on one worker."),
+    chunk: Optional[str] = typer.Option(None, "--chunk", metavar="auto|N",
+                                        help="Group: records per chunk, each one call on one worker; auto (the "
+                                             "default): sized per host to about half a second of work. With "
+                                             "--joblog: N stdin lines (default 1000)."),
     keep_order: bool = typer.Option(False, "--keep-order", help="Group: print each chunk's values after the chunk before it."),
     tag: bool = typer.Option(False, "--tag", help="Group: HOST<TAB> before each value."),
     retries: int = typer.Option(3, "--retries", min=0, help="Group: re-runs of a chunk whose host failed."),
@@ -210,24 +213,26 @@ def pipe(
         if joblog is not None:
             from .joblog import CutStream
 
-            stdin = CutStream(stdin, chunk)  # chunks of --chunk stdin lines, hashed as read
+            lines = _joblog_chunk(chunk)
+            stdin = CutStream(stdin, lines)  # chunks of --chunk stdin lines, hashed as read
+        sizer = _chunk_sizer(chunk) if joblog is None else None
         reader = RecordReader(stdin, stream_parameters(fn)[name], fmt=format.value, column=column,
                               header=not no_header, param=name, on_bad_line=on_bad_line.value, warn=stderr.warn)
         fraction = _input_fraction(env.stdin, reader, total)
         try:
             if joblog is not None:
-                header = {"command": ["skyctl", *sys.argv[1:]], "chunk_size": chunk, "chunk_unit": "lines",
+                header = {"command": ["skyctl", *sys.argv[1:]], "chunk_size": lines, "chunk_unit": "lines",
                           "format": format.value, "keep_order": keep_order,
                           "results": str(results) if results is not None else None}
                 with _long_run(joblog, results, resume or resume_failed, resume_failed, header, output.value,
                                keep_order, stderr) as long_run:
                     return long_run.ends(_distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value,
-                                                     stderr, jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag,
+                                                     stderr, jobs=jobs, chunk=lines, keep_order=keep_order, tag=tag,
                                                      retries=retries, quiet=quiet, fraction=fraction,
                                                      keep_going=keep_going, strict=strict, long_run=long_run))
             if group is not None:
                 return _distribute(fn, kwargs, name, reader, group, config, no_reuse, output.value, stderr,
-                                   jobs=jobs, chunk=chunk, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet,
+                                   jobs=jobs, chunk=sizer, keep_order=keep_order, tag=tag, retries=retries, quiet=quiet,
                                    fraction=fraction, keep_going=keep_going, strict=strict)
             return _stream_call(fn, {**kwargs, name: reader}, remote, output.value, stderr, stream_param=name,
                                 fraction=fraction)
@@ -235,6 +240,33 @@ def pipe(
             summary = reader.summary()
             if summary:
                 stderr.warn(summary)
+
+
+def _pipelining() -> bool:
+    from .chunking import pipelining
+
+    return pipelining()
+
+
+def _chunk_sizer(text: str | None) -> Any:
+    """``--chunk``: ``auto`` (also when not given) or a number of records, as a ``skyctl.chunking`` sizer."""
+    from .chunking import DEFAULT, sizer_for
+
+    try:
+        return sizer_for(DEFAULT if text is None else text)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="use --chunk auto (the default) or --chunk N with N >= 1, and SKYCTL_CHUNK_SECONDS > 0") from None
+
+
+def _joblog_chunk(text: str | None) -> int:
+    """``--chunk`` with ``--joblog``: N stdin lines (1000 when not given; the job log's header records it)."""
+    from .chunking import joblog_chunk
+
+    try:
+        return joblog_chunk(text)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="pass --chunk N (stdin lines per chunk; 1000 when --chunk is not given), "
+                                        "the same N on every --resume") from None
 
 
 def _input_fraction(stdin: Any, reader: Any, total: int | None) -> Callable[[], float | None] | None:
@@ -374,11 +406,12 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any, where: 
 
 
 def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: Any, config: Path | None,
-                no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: int, keep_order: bool,
+                no_reuse: bool, output: str, stderr: Stderr, *, jobs: int | None, chunk: Any, keep_order: bool,
                 tag: bool, retries: int, quiet: bool, fraction: Callable[[], float | None] | None = None,
                 keep_going: bool = False, strict: bool = False, long_run: Any = None) -> int:
     """``pipe`` on a group (or with ``-j``): chunks of stdin over every worker; a summary line per host.
 
+    ``chunk``: a ``skyctl.chunking`` sizer (or, with ``long_run``, the job log's lines per chunk).
     ``long_run`` (``--joblog``): a ``joblog.LongRun`` cuts the chunks, logs them and holds each one's values
     until it ends."""
     from .pool import Distributor, Slot, describe, exit_status_of, plural, slots_for
@@ -394,6 +427,14 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     def start(slot: Slot, feed: Any, skip: int) -> Any:
         return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
 
+    def twin(slot: Slot) -> Any:
+        """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks).
+        With a job log too: each chunk is still one cut range of stdin lines (``pool.Cut``)."""
+        profile = slot.host.profile
+        if profile.type == "ray" or not _pipelining():
+            return None
+        return _host_for(profile, config, no_reuse, stderr)
+
     def chunk_failed(chunk: Any, host: str, error: BaseException) -> None:  # --keep-going: reported now, the run goes on
         if isinstance(error, RemoteError):
             stderr.remote_text_for(host, error.traceback_text)
@@ -401,7 +442,7 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
                     "the other chunks go on (--keep-going)")
 
     more = dict(warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=_stall_warning(),
-                keep_going=keep_going, chunk_failed=chunk_failed)
+                keep_going=keep_going, chunk_failed=chunk_failed, twin=twin)
     if long_run is None:
         distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries,
                                   ordered=keep_order, **more)

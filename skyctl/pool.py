@@ -2,12 +2,15 @@
 
 - ``broadcast``: the same call on every host of a group, concurrently; each
   host's values are handed on as they arrive, tagged with the host.
-- ``Distributor``: records cut into chunks of ``chunk`` records, each chunk
-  one call on one worker (a ``Slot``), pulled by whichever worker is free; a
-  chunk's records are kept until it is done so that when its host dies it
-  runs again elsewhere (at most ``retries`` times), the worker dropping the
-  values already written (``skip``): every value is handed on exactly once,
-  assuming a chunk yields the same values each time it runs.
+- ``Distributor``: records cut into chunks, each chunk one call on one
+  worker (a ``Slot``), pulled by whichever worker is free and sized for its
+  host when it is taken (``skyctl.chunking``: ``--chunk auto`` or a fixed
+  size); a chunk's records are kept until it is done so that when its host
+  dies it runs again elsewhere (at most ``retries`` times), the worker
+  dropping the values already written (``skip``): every value is handed on
+  exactly once, assuming a chunk yields the same values each time it runs.
+  With ``twin``, each slot has a second worker process that starts the next
+  chunk's call while the current chunk runs (no gap between chunks).
 
 Nothing here writes: values go to the ``emit`` callbacks the caller gives
 (the CLI writes rendered lines, the API yields values), warnings to ``warn``.
@@ -24,10 +27,18 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import (BadRecord, ChunkLost, ConnectError, ConnectionLost, ExitStatus, RemoteEnvironmentError, RemoteError,
                      SkyctlError)
+from .chunking import DEFAULT as DEFAULT_CHUNK
+from .chunking import ChunkSizer, sizer_for
 from .remote.flow import LineBatch
 
 #: failures of a host (or one worker on it), not of the function: its chunks run again elsewhere
 HOST_FAILURES = (ConnectError, ConnectionLost, RemoteEnvironmentError)
+
+#: pipelining: the second worker process of a host's slots is started once the host has finished this
+#: many chunks and the run has lasted this many seconds, with stdin still open: a worker's start costs
+#: about what a few dozen gaps between chunks do, so only a run that goes on pays for it
+TWIN_AFTER_CHUNKS = 4
+TWIN_AFTER_SECONDS = 2.0
 
 #: seconds a chunk may send nothing, once the run waits for it alone, before a warning names it
 #: (``SKYCTL_STALL_WARNING`` in the CLI)
@@ -229,21 +240,30 @@ class Result:
 
 @dataclass
 class Cut:
-    """In a Distributor's source: the chunk being filled ends here; ``about``
-    (when not None) describes the chunk whose records come next, and becomes
-    its ``Chunk.about``. A source with cuts decides the chunk boundaries."""
+    """In a Distributor's source: the chunk being filled ends here, even below
+    its sizer's size (no chunk takes records across a cut); ``about`` describes
+    the chunk whose records come next, and becomes its ``Chunk.about``. With a
+    sizer that never fills a chunk (``1 << 62``), the cuts alone decide the
+    chunks: a job log's line ranges."""
 
     about: Any = None
 
 
 class Chunk:
-    """Up to ``size`` consecutive records, filled as they are read; one call per run."""
+    """Up to ``limit`` consecutive records, filled as they are read; one call per run.
 
-    def __init__(self, number: int, about: Any = None) -> None:
+    The records are kept as the batches they were read in (a ``LineBatch`` stays
+    one bytes object), in ``parts``; ``size`` counts them. A ``Cut`` in the
+    source ends it below ``limit``."""
+
+    def __init__(self, number: int, limit: int = 0, about: Any = None) -> None:
         self.number = number
+        #: the records it may hold (its sizer's answer when it was cut)
+        self.limit = limit
         #: what the source's ``Cut`` said of this chunk (a job log's ``ChunkInput``)
         self.about = about
-        self.records: list[Any] = []
+        self.parts: list[Any] = []
+        self.size = 0
         self.closed = False
         #: the input broke after these records (a bad record)
         self.failure: BaseException | None = None
@@ -256,7 +276,7 @@ class Chunk:
         #: physical stdin lines holding its records (None when the source has no line numbers)
         self.first_line: int | None = None
         self.last_line: int | None = None
-        #: records, kept once ``records`` is let go; the host its run ended on (the summary's counts)
+        #: records, kept once ``parts`` is let go; the host its run ended on (the summary's counts)
         self.count = 0
         self.ended_on: str | None = None
         #: it will not be run to its end: a failure elsewhere cancelled it
@@ -264,6 +284,14 @@ class Chunk:
         #: when its current run last handed on a value (or started), and whether a stall was reported
         self.progress = time.monotonic()
         self.stall_reported = False
+        #: when its first run started, and sent its first value back (its host's rate and latency, for the sizer)
+        self.started: float | None = None
+        self.first_value: float | None = None
+
+    @property
+    def records(self) -> list[Any]:
+        """Its records, one list (for tests and messages; the feed sends ``parts`` as they are)."""
+        return [r for part in self.parts for r in (part.items() if type(part) is LineBatch else part)]
 
     @property
     def where(self) -> str:
@@ -272,11 +300,13 @@ class Chunk:
             return f"chunk {self.number + 1}"
         return f"chunk {self.number + 1} (stdin lines {self.first_line}–{self.last_line})"
 
-    def append(self, records: list[Any], full: bool) -> None:
-        with self.cond:
-            self.records.extend(records)
-            self.closed = self.closed or full
-            self.cond.notify_all()
+    def add(self, part: Any, count: int) -> None:
+        """Append ``count`` records (``cond`` held); full at ``limit``."""
+        self.parts.append(part)
+        self.size += count
+        if self.size >= self.limit:
+            self.closed = True
+        self.cond.notify_all()
 
     def close(self, failure: BaseException | None = None) -> None:
         with self.cond:
@@ -284,33 +314,54 @@ class Chunk:
             self.failure = failure or self.failure
             self.cond.notify_all()
 
-    def feed(self, stop: threading.Event) -> ChunkFeed:
-        return ChunkFeed(self, stop)
+    def release(self) -> None:
+        """Let go of its records: no run can need them now."""
+        with self.cond:
+            self.parts = []
+
+    def feed(self, stop: threading.Event, hold: threading.Event | None = None,
+             on_fed: Callable[[], None] | None = None) -> ChunkFeed:
+        return ChunkFeed(self, stop, hold, on_fed)
 
 
 class ChunkFeed:
-    """A chunk's records as one call's stream parameter: from the first, as they are read."""
+    """A chunk's records as one call's stream parameter: from the first, as they are read.
 
-    def __init__(self, chunk: Chunk, stop: threading.Event) -> None:
+    ``hold``: the records wait until it is set (the run before it on the same slot has ended: the call
+    is set up meanwhile); ``on_fed``: called once every record has been handed over."""
+
+    def __init__(self, chunk: Chunk, stop: threading.Event, hold: threading.Event | None = None,
+                 on_fed: Callable[[], None] | None = None) -> None:
         self._chunk = chunk
         self._stop = stop
+        self._hold = hold
+        self._on_fed = on_fed
         #: every record of the chunk was handed out (not cut short by ``stop``)
         self.complete = False
 
-    def batches(self) -> Iterator[list[Any]]:
+    def batches(self) -> Iterator[Any]:
+        """The chunk's parts (lists, or ``LineBatch``es) as they come."""
         chunk, at = self._chunk, 0
+        if self._hold is not None:
+            while not self._hold.wait(0.05):
+                if self._stop.is_set() or chunk.cancelled:  # the call is being cancelled: never a normal end
+                    raise Cancelled() if chunk.cancelled else Interrupted()
+            chunk.progress = time.monotonic()  # it waited for its turn, not for a stalled host
+            if chunk.runs == 1:  # its host's rate counts from here, not from the wait
+                chunk.started = chunk.progress
         while True:
             with chunk.cond:
-                while at == len(chunk.records) and not chunk.closed and not self._stop.is_set():
+                while at == len(chunk.parts) and not chunk.closed and not self._stop.is_set():
                     chunk.cond.wait(0.5)
-                new = chunk.records[at:]
+                new = chunk.parts[at:]
                 closed = chunk.closed
             at += len(new)
-            if new:
-                yield new
+            yield from new
             if self._stop.is_set():
                 return
-            if closed and at == len(chunk.records):
+            if closed and at == len(chunk.parts):
+                if self._on_fed is not None:
+                    self._on_fed()
                 if chunk.failure is not None:
                     raise chunk.failure
                 self.complete = True
@@ -318,7 +369,49 @@ class ChunkFeed:
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.batches():
-            yield from batch
+            yield from (batch.items() if type(batch) is LineBatch else batch)
+
+
+class _Pending:
+    """A batch read from the source and not yet all cut into chunks."""
+
+    __slots__ = ("batch", "span", "count", "at", "pos")
+
+    def __init__(self, batch: Any, span: tuple[int, int] | None) -> None:
+        self.batch = batch
+        self.span = span
+        self.count = len(batch)
+        #: records already taken, and (a ``LineBatch``) the byte where the next one starts
+        self.at = 0
+        self.pos = 0
+
+    @property
+    def left(self) -> int:
+        return self.count - self.at
+
+    def take(self, chunk: Chunk, n: int) -> int:
+        """Move up to ``n`` records into ``chunk`` (``chunk.cond`` held); how many moved."""
+        n = min(n, self.left)
+        batch = self.batch
+        if self.at == 0 and n == self.count:
+            part = batch
+        elif type(batch) is LineBatch:
+            text = batch.text
+            if self.at + n == self.count:
+                part = LineBatch(text[self.pos:])
+            else:
+                end = self.pos - 1
+                for _ in range(n):
+                    end = text.index(b"\n", end + 1)
+                part = LineBatch(text[self.pos:end])
+                self.pos = end + 1
+        else:
+            part = batch[self.at:self.at + n]
+        if self.span is not None:
+            _note_lines(chunk, self.span, self.count, self.at, n)
+        self.at += n
+        chunk.add(part, n)
+        return n
 
 
 @dataclass
@@ -331,6 +424,17 @@ class Slot:
     stream: Any = None
     #: the chunk it is running
     chunk: Chunk | None = None
+    #: pipelining: the other worker process of the same slot (``Distributor(twin=)``); while one runs
+    #: a chunk, the other starts the next chunk's call, whose records wait for the first's end
+    partner: Slot | None = None
+    #: a second process made for pipelining: not a worker of its own (read-ahead, end-of-input shares)
+    is_twin: bool = False
+    #: every record of the running chunk has been handed to its call (the partner may start the next)
+    fed: bool = False
+    #: set when the running chunk's run ends (a partner's chunk waiting on it then gets its records)
+    ended: threading.Event = field(default_factory=threading.Event)
+    #: the partner's run this chunk's records wait for (None: none)
+    hold: threading.Event | None = None
 
 
 #: glibc's ``M_MMAP_THRESHOLD`` (malloc.h), and its default value
@@ -371,16 +475,24 @@ class Distributor:
         slots: the workers (several per host with ``-j``).
         start: starts one call on a slot's host with a chunk's feed as the
             stream parameter and ``skip`` values dropped; returns its ``CallStream``.
-        source: batches of records (lists, or ``LineBatch``es), as they are read.
+        source: batches of records (lists, or ``LineBatch``es), as they are read, and ``Cut`` marks
+            (a chunk boundary).
         emit: ``emit(chunk, host, batch)`` for values, ``emit(chunk, host, Result(v))``
             for a return value; returns once they are handed on (the caller counts them).
-        chunk: records per chunk; ``retries``: re-runs of a chunk whose host failed.
+        chunk: records per chunk: ``"auto"`` (sized per host, ``skyctl.chunking.AutoChunks``), a
+            number, or a ``ChunkSizer``; ``retries``: re-runs of a chunk whose host failed.
         ordered: ``emit`` each chunk's values only after every value of the chunks before it.
         warn: one line for stderr.
         lines: the first and last physical stdin line of the batch ``source`` gave last (None: unknown),
             for the line ranges of chunks in messages.
         stall_warning: seconds without a value from a chunk, while no other chunk is left to run,
             after which ``warn`` names its host and chunk (once per run); None: never.
+        twin: pipelining: ``twin(slot)`` gives a second host (worker process) for ``slot``, or None.
+            The twin connects in the background once the run has gone on (``twin_after``: chunks
+            its host has finished, seconds); from then on the two take the slot's chunks in
+            turn: one starts its call (the function set up, the records cut) while the other's
+            chunk runs, and its records follow the moment that chunk ends. One function runs per
+            slot at a time; no chunk waits for a round trip and a call set-up.
         keep_going: a chunk whose function raises ends there (its values up to the failure stay,
             in its place with ``ordered``), ``chunk_failed(chunk, host, error)`` is called, and the
             other chunks go on; the exit status is then 1.
@@ -398,18 +510,31 @@ class Distributor:
     """
 
     def __init__(self, slots: list[Slot], start: Callable[[Slot, ChunkFeed, int], Any],
-                 source: Iterable[Any], emit: Callable[[Chunk, str, Any], None], *, chunk: int = 1000,
+                 source: Iterable[Any], emit: Callable[[Chunk, str, Any], None], *,
+                 chunk: int | str | ChunkSizer = DEFAULT_CHUNK,
                  retries: int = 3, ordered: bool = False, warn: Callable[[str], None] = lambda m: None,
                  lines: Callable[[], tuple[int, int] | None] | None = None,
                  stall_warning: float | None = STALL_WARNING, keep_going: bool = False,
                  chunk_failed: Callable[[Chunk, str, BaseException], None] | None = None,
-                 observer: Any = None) -> None:
+                 observer: Any = None, twin: Callable[[Slot], Any] | None = None,
+                 twin_after: tuple[int, float] = (TWIN_AFTER_CHUNKS, TWIN_AFTER_SECONDS)) -> None:
         keep_chunk_buffers_off_the_heap()
+        slots = list(slots)
+        if twin is not None:  # pipelining: a second worker process per slot (see ``Slot.partner``)
+            for slot in list(slots):
+                host = twin(slot)
+                if host is not None:
+                    other = Slot(host, slot.name, slot.index, partner=slot, is_twin=True)
+                    slot.partner = other
+                    slots.append(other)
         self.slots = slots
+        self.twin_after = twin_after
+        self._started = time.monotonic()
         self._start = start
         self._source = source
         self._emit = emit
-        self.chunk_size = max(1, chunk)
+        #: decides each chunk's records when a worker takes it (``skyctl.chunking``)
+        self.sizer = sizer_for(chunk)
         self.retries = retries
         self._ordered = ordered
         self._warn = warn
@@ -428,12 +553,24 @@ class Distributor:
         self.failed_host: str | None = None
         self._failure: BaseException | None = None
         self._observer = observer
-        self._about: Any = None
         self.stats: dict[str, HostStats] = {}
         for slot in slots:
             self.stats.setdefault(slot.name, HostStats(slot.name))
         self._cond = threading.Condition()
-        self._queue: deque[Chunk] = deque()
+        #: batches read and not yet cut into chunks (and the source's ``Cut`` marks between them, never two
+        #: in a row), their records, and the marks
+        self._pending: deque[_Pending | Cut] = deque()
+        self._pending_records = 0
+        self._pending_cuts = 0
+        #: the ``about`` of the last ``Cut`` a chunk was cut after (the next chunks' ``Chunk.about``)
+        self._about: Any = None
+        #: what the records read so far take in memory, estimated (the sizer's memory cap)
+        self._input_bytes = 0.0
+        self._input_records = 0
+        #: the size each host's last chunk was cut to (how far the reader reads ahead)
+        self._last_size: dict[str, int] = {}
+        #: a bad record after the pending batches: the chunk that takes the last of them ends with it
+        self._input_failure: BaseException | None = None
         self._reruns: deque[Chunk] = deque()
         self._in_flight = 0
         self._reading_done = False
@@ -445,6 +582,8 @@ class Distributor:
         #: a bad record ended the input (exit 65 once the chunks before it are done)
         self.bad_record: BaseException | None = None
         self._live = len(slots)
+        #: live slots that are workers of their own (not pipelining twins)
+        self._workers = sum(1 for slot in slots if not slot.is_twin)
         # --keep-order: the chunk whose values go out live, and what later chunks hold meanwhile
         self._head = 0
         self._held: dict[int, list[tuple[Chunk, str, Any]]] = {}
@@ -513,64 +652,118 @@ class Distributor:
 
     # -- reading ---------------------------------------------------------------
     def _read(self) -> None:
+        """Reader thread: records go into the chunk being filled (its call started with its first
+        record), else wait, read ahead, until a worker takes them (``_cut``). A ``Cut`` ends the
+        chunk being filled, or waits among the pending records as a boundary ``_cut`` stops at."""
         try:
             for batch in self._source:
                 if type(batch) is Cut:
-                    if self._current is not None:
-                        self._current.close()
-                        self._current = None
-                    self._about = batch.about
+                    self._add_cut(batch)
                     continue
-                records = batch.items() if type(batch) is LineBatch else batch
                 span = self._lines() if self._lines is not None else None
-                at = 0
-                while at < len(records):
-                    chunk = self._current or self._new_chunk()
-                    if chunk is None:
-                        return
-                    room = self.chunk_size - len(chunk.records)
-                    part = records[at:at + room] if at or room < len(records) else records
-                    full = len(chunk.records) + len(part) >= self.chunk_size
-                    if span is not None:
-                        _note_lines(chunk, span, len(records), at, len(part))
-                    self.records_read += len(part)
-                    chunk.append(part, full)
-                    if full:
-                        self._current = None
-                    at += len(part)
-            if self._current is not None:
-                self._current.close()
+                self._input_bytes += _held_bytes(batch)
+                self._input_records += len(batch)
+                entry = _Pending(batch, span)
+                with self._cond:
+                    while entry.left:
+                        chunk = self._current
+                        if chunk is not None:
+                            with chunk.cond:
+                                self.records_read += entry.take(chunk, chunk.limit - chunk.size)
+                                if chunk.closed:
+                                    self._current = None
+                            continue
+                        while (not self._stopping() and self._current is None
+                               and (self._pending_records >= self._read_ahead()
+                                    or self._pending_cuts > max(1, self._workers))):
+                            self._cond.wait()
+                        if self._stopping():
+                            return
+                        if self._current is None:
+                            self._pending.append(entry)
+                            self._pending_records += entry.left
+                            self._cond.notify_all()
+                            break
         except BadRecord as exc:
             self.bad_record = exc
-            if self._current is not None:
-                self._current.close(exc)
+            with self._cond:
+                if self._current is not None:
+                    self._current.close(exc)
+                elif self._pending and type(self._pending[-1]) is not Cut:  # after a cut: no chunk's records
+                    self._input_failure = exc
         except BaseException as exc:  # noqa: BLE001 - stdin failed
-            if self._current is not None:
-                self._current.close()
             self.abort(exc)
         finally:
-            if self._current is not None:  # stopped early (a failure): its call must not wait for more
-                self._current.close()
-            self._current = None
             with self._cond:
+                if self._current is not None:  # the input ended (or a failure): its call must not wait for more
+                    self._current.close(self._input_failure)  # a bad record after the records it took
+                    self._input_failure = None
+                self._current = None
                 self._reading_done = True
                 self._cond.notify_all()
 
-    def _new_chunk(self) -> Chunk | None:
-        """A new chunk, queued at once (its call starts with its first record), once
-        fewer than two per live worker are in flight; None when stopping (or, with
-        ``ordered``, once a chunk failed: nothing after it is needed)."""
+    def _add_cut(self, cut: Cut) -> None:
+        """The source's ``Cut``: the chunk being filled ends; else a boundary after the pending records
+        (one that follows another with no records between them replaces it: no chunk is empty)."""
         with self._cond:
-            while not self._stopping() and self._in_flight >= 2 * max(1, self._live):
-                self._cond.wait()
-            if self._stopping():
-                return None
-            chunk = Chunk(self._chunks, self._about)
-            self._chunks += 1
-            self._in_flight += 1
-            self._queue.append(chunk)
+            if self._current is not None:
+                self._current.close()
+                self._current = None
+            if self._pending and type(self._pending[-1]) is Cut:
+                self._pending[-1] = cut
+            else:
+                self._pending.append(cut)
+                self._pending_cuts += 1
             self._cond.notify_all()
-        self._current = chunk
+
+    def _read_ahead(self) -> int:
+        """Records the reader may hold that no worker has taken yet (``_cond`` held): about one
+        chunk per live worker, at the size its host's chunks have now."""
+        total = 0
+        for slot in self.slots:
+            if not self.stats[slot.name].dead and not slot.is_twin:
+                size = self._last_size.get(slot.name)
+                total += size if size is not None else self.sizer.size(slot.name, self._chunks, live=self._workers)
+            chunk, hold = slot.chunk, slot.hold
+            if chunk is not None and hold is not None and not hold.is_set():
+                total -= chunk.size  # a chunk waiting for its turn is read ahead too
+        return max(1, total)
+
+    def _cut(self, slot: Slot) -> Chunk:
+        """A new chunk for ``slot`` (``_cond`` held, records pending), sized for its host: it takes
+        the pending records up to its size or the next ``Cut``, then (if it is neither full nor cut)
+        is filled as they are read."""
+        while type(self._pending[0]) is Cut:  # a boundary before its records: what it says is this chunk's
+            self._about = self._pending.popleft().about
+            self._pending_cuts -= 1
+        record_bytes = self._input_bytes / self._input_records if self._input_records else None
+        remaining = self._pending_records if self._reading_done else None
+        size = self.sizer.size(slot.name, self._chunks, live=max(1, self._workers), remaining=remaining,
+                               record_bytes=record_bytes)
+        if remaining is None:
+            self._last_size[slot.name] = size
+        chunk = Chunk(self._chunks, size, self._about)
+        self._chunks += 1
+        self._in_flight += 1
+        with chunk.cond:
+            while self._pending and chunk.size < size:
+                entry = self._pending[0]
+                if type(entry) is Cut:  # the source's boundary: the chunk ends here, below its size
+                    chunk.closed = True
+                    break
+                taken = entry.take(chunk, size - chunk.size)
+                self._pending_records -= taken
+                self.records_read += taken
+                if not entry.left:
+                    self._pending.popleft()
+            if not chunk.closed:
+                if self._reading_done:
+                    chunk.closed = True
+                else:
+                    self._current = chunk
+            if not self._pending and self._reading_done and self._input_failure is not None:
+                chunk.failure, self._input_failure = self._input_failure, None
+        self._cond.notify_all()
         return chunk
 
     def _stopping(self) -> bool:
@@ -582,15 +775,25 @@ class Distributor:
             while True:
                 if self.stop.is_set() or self.stats[slot.name].dead:
                     return None
-                chunk = self._reruns.popleft() if self._reruns else self._queue.popleft() if self._queue else None
-                if chunk is not None:
-                    if not self._after_failure(chunk):
-                        return chunk
-                    self._drop(chunk)
+                partner = slot.partner
+                if partner is not None and partner.chunk is not None and not partner.fed:
+                    self._cond.wait(0.1)  # the partner's chunk still takes records: not yet this slot's turn
                     continue
+                chunk = None
+                if self._reruns:
+                    chunk = self._reruns.popleft()
+                    if self._after_failure(chunk):
+                        self._drop(chunk)
+                        continue
+                elif self._pending_records and not self._stopping():
+                    chunk = self._cut(slot)
+                if chunk is not None:
+                    slot.chunk, slot.fed, slot.ended = chunk, False, threading.Event()
+                    slot.hold = partner.ended if partner is not None and partner.chunk is not None else None
+                    return chunk
                 if self._reading_done and self._in_flight == 0:
                     return None
-                self._cond.wait()
+                self._cond.wait(0.1 if partner is not None else None)
 
     def _after_failure(self, chunk: Chunk) -> bool:
         """Whether ``chunk`` comes after the chunk that failed (``ordered``): it is not needed."""
@@ -600,7 +803,7 @@ class Distributor:
     def _drop(self, chunk: Chunk) -> None:
         """A chunk that will not run to its end (``_cond`` held): cancelled, its held values let go."""
         chunk.cancelled = True
-        chunk.records = []
+        chunk.release()
         self._held.pop(chunk.number, None)
         self._in_flight -= 1
         self._cond.notify_all()
@@ -608,6 +811,8 @@ class Distributor:
     def _work(self, slot: Slot) -> None:
         stat = self.stats[slot.name]
         try:
+            if slot.is_twin and not self._connect_twin(slot):
+                return
             while True:
                 chunk = self._take(slot)
                 if chunk is None:
@@ -620,6 +825,8 @@ class Distributor:
         finally:
             with self._cond:
                 self._live -= 1
+                if not slot.is_twin:
+                    self._workers -= 1
                 left = self._live
                 self._cond.notify_all()
             if not left and not self.stop.is_set() and not self._all_done():
@@ -629,6 +836,28 @@ class Distributor:
             except BaseException:  # noqa: BLE001
                 pass
             stat.ended = time.monotonic()
+
+    def _connect_twin(self, slot: Slot) -> bool:
+        """Start a pipelining twin's worker before it takes a chunk (its partner works meanwhile), once
+        it pays (``TWIN_AFTER_CHUNKS``, ``TWIN_AFTER_SECONDS``; a short run, or the end of a long one,
+        is not worth a worker's start). False when it is not started, or cannot be: the slot then
+        runs without it (a host failure shows on the partner)."""
+        chunks, seconds = self.twin_after
+        with self._cond:
+            while self.stats[slot.name].chunks < chunks or time.monotonic() - self._started < seconds:
+                if self.stop.is_set() or self.stats[slot.name].dead or self._reading_done:
+                    return False
+                self._cond.wait(0.25)
+            if self._reading_done:
+                return False
+        connect = getattr(slot.host, "connect", None)
+        if not callable(connect):
+            return True
+        try:
+            connect()
+        except BaseException:  # noqa: BLE001 - the partner's own calls report what is wrong with the host
+            return False
+        return not self.stop.is_set()
 
     def _all_done(self) -> bool:
         with self._cond:
@@ -656,11 +885,12 @@ class Distributor:
                 chunk.runs += 1
                 rerun = chunk.runs > 1
             chunk.progress, chunk.stall_reported = time.monotonic(), False
-            slot.chunk = chunk
+            if not rerun:
+                chunk.started = chunk.progress
             if self._observer is not None:
                 chunk.written, chunk.result_written = 0, False
                 self._observer.started(chunk, slot.name)
-            feed = chunk.feed(self.stop)
+            feed = chunk.feed(self.stop, slot.hold, lambda: self._fed(slot))
             stream = self._start(slot, feed, chunk.written)
             stat.connected = True
             slot.stream = stream
@@ -710,12 +940,21 @@ class Distributor:
             self._chunk_failed(slot, chunk, exc)
             return not self.stop.is_set()
         finally:
-            slot.stream = None
-            slot.chunk = None
+            with self._cond:
+                slot.stream = None
+                slot.chunk = None
+                slot.ended.set()  # a partner's chunk waiting on this run gets its records
+                self._cond.notify_all()
         # a call that ended because stopping cut its input short is not a whole chunk
         self._observe(chunk, slot, "ok" if feed.complete or not self.stop.is_set() else "interrupted", None)
         self._chunk_done(slot, chunk)
         return True
+
+    def _fed(self, slot: Slot) -> None:
+        """Every record of ``slot``'s chunk is in its call: its partner may start the next chunk."""
+        with self._cond:
+            slot.fed = True
+            self._cond.notify_all()
 
     def _observe(self, chunk: Chunk, slot: Slot, status: str, error: BaseException | None) -> None:
         """Tell the observer how the chunk's attempt ended; an observer that fails (its file) stops the run."""
@@ -728,6 +967,8 @@ class Distributor:
 
     def _hand_on(self, chunk: Chunk, host: str, batch: Any) -> None:
         chunk.progress = time.monotonic()
+        if chunk.first_value is None and chunk.runs == 1:
+            chunk.first_value = chunk.progress
         with self._emit_lock:
             if not self._ordered or chunk.number == self._head:
                 self._emit_now(chunk, host, batch)
@@ -750,13 +991,13 @@ class Distributor:
     def _ended(self, chunk: Chunk, host: str, count: bool = True) -> None:
         """``chunk`` ran to its end on ``host`` (or failed there): its records count for that host."""
         chunk.done = True
-        chunk.count = len(chunk.records)
+        chunk.count = chunk.size
         chunk.ended_on = host
         if count:
             stat = self.stats[host]
             stat.chunks += 1
             stat.records += chunk.count
-        chunk.records = []  # no re-run can need them now
+        chunk.release()  # no re-run can need them now
 
     def _uncount(self, chunk: Chunk) -> None:
         """A chunk counted as ended whose values will not be written (after a failed one): cancelled."""
@@ -766,7 +1007,12 @@ class Distributor:
             stat.records -= chunk.count
         chunk.cancelled = True
 
-    def _chunk_done(self, slot: Slot, chunk: Chunk) -> None:
+    def _chunk_done(self, slot: Slot, chunk: Chunk, timed: bool = True) -> None:
+        """``chunk`` ended on ``slot`` (``timed``: run to its end, so its time says its host's rate)."""
+        if timed and chunk.runs == 1 and chunk.started is not None and chunk.failure is None:
+            latency = chunk.first_value - chunk.started if chunk.first_value is not None else 0.0
+            with self._cond:  # its host's rate, for the next chunks' sizes
+                self.sizer.finished(slot.name, chunk.size, time.monotonic() - chunk.started, latency)
         if self._ordered:
             with self._emit_lock:
                 if self._after_failure(chunk):  # its values will never be written
@@ -857,7 +1103,7 @@ class Distributor:
             self.failures.append(Failure(slot.name, exc, chunk))
         if self._on_chunk_failed is not None:
             self._on_chunk_failed(chunk, slot.name, exc)
-        self._chunk_done(slot, chunk)  # with ``ordered``, its values up to the failure go out in its place
+        self._chunk_done(slot, chunk, timed=False)  # with ``ordered``, its values up to the failure go out in its place
 
     def _check_stalls(self) -> None:
         """Warn (once per run) about a chunk that has sent no value for ``stall_warning`` seconds while no
@@ -865,11 +1111,13 @@ class Distributor:
         if self.stall_warning is None or self.stop.is_set():
             return
         with self._cond:
-            if not self._reading_done or self._queue or self._reruns:
+            if not self._reading_done or self._pending_records or self._reruns:
                 return
         now = time.monotonic()
         for slot in self.slots:
-            chunk = slot.chunk
+            chunk, hold = slot.chunk, slot.hold
+            if hold is not None and not hold.is_set():  # waiting for its turn after the partner's chunk
+                continue
             if chunk is None or chunk.stall_reported or chunk.cancelled or now - chunk.progress < self.stall_warning:
                 continue
             chunk.stall_reported = True
@@ -933,6 +1181,29 @@ class Totals:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """``1 chunk``, ``2 chunks``, ``0 re-runs``."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def _held_bytes(batch: Any) -> float:
+    """About the memory ``batch``'s records take while a chunk holds them: a ``LineBatch`` its text;
+    a list, its pointers plus a few records' own sizes (one level deep: a dict's keys and values)
+    times its length."""
+    if type(batch) is LineBatch:
+        return float(len(batch.text) + 1)
+    count = len(batch)
+    if not count:
+        return 0.0
+    sample = [batch[i] for i in range(0, count, max(1, count // 4))][:4]
+    each = sum(map(_record_size, sample)) / len(sample)
+    return count * (each + 8.0)
+
+
+def _record_size(record: Any) -> int:
+    size = sys.getsizeof(record, 64)
+    if type(record) is dict:
+        size += sum(sys.getsizeof(k, 64) + sys.getsizeof(v, 64) for k, v in record.items())
+    elif type(record) in (list, tuple):
+        size += sum(sys.getsizeof(v, 64) for v in record)
+    return size
 
 
 def _note_lines(chunk: Chunk, span: tuple[int, int], count: int, at: int, taken: int) -> None:

@@ -149,12 +149,15 @@ class Pool:
         return [outcome[name] for name in stats]
 
     # -- pool.map: an iterable through fn's Iterator[T] parameter, in chunks -----
-    def map(self, fn: Callable[..., Any], iterable: Iterable[Any], *, chunk: int = 1000, ordered: bool = False,
+    def map(self, fn: Callable[..., Any], iterable: Iterable[Any], *, chunk: int | str = "auto", ordered: bool = False,
             retries: int = 3, joblog: str | Path | None = None, resume: bool = False, resume_failed: bool = False,
             **kwargs: Any) -> Iterator[Any]:
         """The values of ``fn`` over ``iterable``, fed to its ``Iterator[T]``
         parameter a chunk at a time, each chunk one call on a free worker
         (re-run elsewhere if its host dies; every value given once).
+        ``chunk``: ``"auto"`` (sized per host to about half a second of work,
+        see ``skyctl.chunking``) or a number of records (with ``joblog``, a
+        number; ``"auto"`` there means 1000, the log's chunks being fixed).
 
         A re-run (and a chunk that stalls the end of the run) is logged as a
         WARNING on the ``skyctl`` logger, naming the host and the chunk;
@@ -166,6 +169,7 @@ class Pool:
         ``resume``/``resume_failed``: as ``pipe --resume``/``--resume-failed``,
         the chunks the log has as done are checked (sha256 of the items'
         pickles) and skipped."""
+        from .chunking import JOBLOG_CHUNK, joblog_chunk, pipelining
         from .coerce import stream_parameters
 
         fn = getattr(fn, "__skyctl_function__", fn)
@@ -184,19 +188,27 @@ class Pool:
         def start(slot: Slot, feed: Any, skip: int) -> Any:
             return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, skip=skip)
 
+        def twin(slot: Slot) -> Host | None:
+            """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks)."""
+            return None if slot.host.profile.type == "ray" or not pipelining() else self._host(slot.name)
+
         if joblog is not None:
             from .joblog import map_logged
 
-            yield from map_logged(slots, start, iterable, Path(joblog), fn=fn, chunk=chunk, ordered=ordered,
+            try:  # the log's chunks are fixed item ranges: the default ``auto`` means JOBLOG_CHUNK there
+                size = JOBLOG_CHUNK if chunk == "auto" else joblog_chunk(chunk)
+            except ValueError as exc:
+                raise SkyctlError(f"pool.map(joblog=...): {exc}", hint="pass chunk=N, a number of items") from None
+            yield from map_logged(slots, start, iterable, Path(joblog), fn=fn, chunk=size, ordered=ordered,
                                   retries=retries, resume=resume or resume_failed, resume_failed=resume_failed,
-                                  rebuild=_rebuilt)
+                                  rebuild=_rebuilt, twin=twin)
             return
         if resume or resume_failed:
             raise SkyctlError("pool.map(resume=True) needs joblog=FILE", hint="pass the job log of the run to resume")
         it = iter(iterable)
         source = iter(lambda: list(islice(it, 64)), [])
         distributor = Distributor(slots, start, source, emit, chunk=chunk, retries=retries, ordered=ordered,
-                                  warn=log.warning)
+                                  warn=log.warning, twin=twin)
         self.stats = distributor.stats
 
         def drive() -> None:

@@ -281,6 +281,26 @@ def test_long_job_flags_need_a_job_log(config: Path, argv: list[str], message: s
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
+def test_a_job_log_without_chunk_cuts_1000_lines_and_refuses_chunk_auto(config: Path, tmp_path: Path) -> None:
+    """``--chunk auto`` (the default elsewhere) cannot cut a job log's fixed line ranges: without ``--chunk``
+    a job log's chunks are 1000 lines (in its header, so a resume checks them); ``--chunk auto`` is refused."""
+    joblog = tmp_path / "j.log"
+    argv = ["pipe", f"{T}:upper", "-H", "locals", "--joblog", str(joblog), "-c", str(config)]
+    text = "".join(f"r{i}\n" for i in range(2500))
+    done = run_skyctl(*argv, "--keep-order", input=text, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == text.upper()
+    assert entries(joblog)[0]["chunk_size"] == 1000 and entries(joblog)[0]["chunk_unit"] == "lines"
+    assert [(e["first_line"], e["last_line"], e["records"]) for e in sorted(chunk_lines(joblog, "ok"),
+                                                                               key=lambda e: e["chunk"])] == [
+        (1, 1000, 1000), (1001, 2000, 1000), (2001, 2500, 500)]
+    again = run_skyctl(*argv, "--keep-order", "--resume", "--chunk", "1000", input=text, timeout=120)
+    assert again.returncode == 0 and again.stdout == "", again.stderr
+    refused = run_skyctl(*argv, "--chunk", "auto", input=text, timeout=60)
+    assert refused.returncode == 2 and "--chunk auto cannot be used with --joblog" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_resume_with_other_chunk_settings_is_refused(config: Path, tmp_path: Path) -> None:
     job = Job(tmp_path, config, 30, 10, host="l1")
     assert job.run().returncode == 0

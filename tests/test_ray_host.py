@@ -175,10 +175,37 @@ def test_the_python_api_on_a_ray_host(ray_config: Path, monkeypatch: pytest.Monk
 
 def test_a_pipe_of_100000_records_through_ray_tasks_exactly_once(ray_config: Path, ray_host: str) -> None:
     n = 100_000
-    result = sky(ray_config, "pipe", f"{T}:double", "-H", ray_host, input="".join(f"{i}\n" for i in range(1, n + 1)))
+    result = sky(ray_config, "pipe", f"{T}:double", "-H", ray_host, "--chunk", "1000",
+                 input="".join(f"{i}\n" for i in range(1, n + 1)))
     assert result.returncode == 0, result.stderr
     assert sorted(map(int, result.stdout.split())) == [2 * i for i in range(1, n + 1)]
     assert f"{ray_host}: ok, 100 chunks, 100000 records in, 100000 values out, 0 re-runs" in result.stderr
+
+
+def test_a_chunk_task_gets_its_first_record_before_stdin_has_its_last(ray_config: Path, tmp_path: Path) -> None:
+    """Records stream into a chunk's Ray task as they are read: the task starts with the first
+    record, while stdin (and the chunk) is still open."""
+    proc = subprocess.Popen(
+        skyctl_argv("pipe", f"{T}:first_seen", "-a", f"workdir={tmp_path}", "-H", "cluster", "--chunk", "1000",
+                    "-c", str(ray_config)),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"1\n2\n3\n")
+        proc.stdin.flush()  # 3 records of a chunk of 1000, and stdin stays open
+        wait_for(lambda: (tmp_path / "first-1").exists() or proc.poll() is not None, timeout=180,
+                 what="the chunk task's first record")
+        assert (tmp_path / "first-1").exists(), proc.stderr.read().decode() if proc.stderr else ""
+        proc.stdin.write(b"4\n5\n")
+        proc.stdin.close()
+        proc.stdin = None
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert out.split() == [b"2", b"4", b"6", b"8", b"10"]
+    assert "cluster: ok, 1 chunk, 5 records in, 5 values out" in err.decode()
 
 
 def test_a_killed_ray_worker_reruns_its_chunk_on_the_same_host(ray_config: Path, tmp_path: Path) -> None:
@@ -187,7 +214,7 @@ def test_a_killed_ray_worker_reruns_its_chunk_on_the_same_host(ray_config: Path,
     with open(stderr, "wb") as errors:
         proc = subprocess.Popen(
             skyctl_argv("pipe", f"{T}:double_with_gate", "-a", f"gate_at={gate_at}", "-a", f"workdir={tmp_path}",
-                        "-H", "cluster", "-c", str(ray_config)),
+                        "-H", "cluster", "--chunk", "1000", "-c", str(ray_config)),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, cwd=REPO, env=clean_env())
     try:
         assert proc.stdin is not None

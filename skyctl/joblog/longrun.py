@@ -133,7 +133,7 @@ class LongRun:
         began, start = self._started.pop(chunk.number, (time.monotonic(), now()))
         status = status_of(error, status)
         spool = self.blocks.spool(chunk.number)
-        entry = {**(about.entry() if about is not None else {}), "records": len(chunk.records), "host": host,
+        entry = {**(about.entry() if about is not None else {}), "records": chunk.size, "host": host,
                  "attempt": chunk.runs, "start": start, "seconds": round(time.monotonic() - began, 3),
                  "values": spool.values, "status": status, "exit": exit_of(error, status)}
         if about is not None and not about.sha256:

@@ -33,10 +33,11 @@ class _Values:
 
 def map_logged(slots: list[Any], start: Callable[..., Any], items: Iterable[Any], joblog: Path, *, fn: Any,
                chunk: int, ordered: bool, retries: int, resume: bool, resume_failed: bool,
-               rebuild: Callable[[BaseException], BaseException] = lambda error: error) -> Iterator[Any]:
+               rebuild: Callable[[BaseException], BaseException] = lambda error: error, **more: Any) -> Iterator[Any]:
     """``pool.map`` with a job log: each chunk's values once it has ended (in order with ``ordered``); a
     chunk is logged ``ok`` when the caller asks for the value after its last one. ``rebuild(error)``: what
-    the run's error is raised as (the API's: a remote exception as its own type)."""
+    the run's error is raised as (the API's: a remote exception as its own type); ``more``: further
+    ``Distributor`` arguments (``twin``)."""
     import queue
     import warnings
 
@@ -61,7 +62,7 @@ def map_logged(slots: list[Any], start: Callable[..., Any], items: Iterable[Any]
                        make_writer=lambda text: _Values(), to_stdout=deliver,
                        warn=lambda message: warnings.warn(message, stacklevel=3))
     distributor = long_run.distributor(slots, start, items, lambda batch, host: batch, retries=retries,
-                                       warn=lambda message: None, chunk=max(1, chunk))
+                                       warn=lambda message: None, chunk=max(1, chunk), **more)
 
     def drive() -> None:
         try:

@@ -8,8 +8,13 @@ One call, seen from here (the worker's main thread):
 
 1. ``ray.init(address)`` once per worker process, with a deadline (an
    unreachable address makes Ray retry for minutes): exit 4 when it fails.
-2. A stream parameter's records (a ``pipe`` chunk) are collected from the
-   Inbox first, then passed to the task as a list.
+2. A stream parameter's records (a ``pipe`` chunk) stream into the task as
+   they arrive: the task is submitted at once, and a feeder thread puts each
+   batch from the Inbox on this driver's input queue (a
+   ``ray.util.queue.Queue`` actor, one per driver process, made at its first
+   such call), tagged with the call's number; the task takes them from there.
+   The queue's bound pauses the feeder, which stops taking from the Inbox,
+   which stops the client's credit.
 3. The task is ``raytask.run_task``, submitted as a streaming generator
    (``num_returns="streaming"``) with Ray's generator backpressure
    (``_generator_backpressure_num_objects``: the task pauses when that many
@@ -46,6 +51,9 @@ MIN_RAY = (2, 10)
 #: a batch of values each for a call whose input was collected (a ``pipe`` chunk)
 BACKPRESSURE_VALUES = 16
 BACKPRESSURE_BATCHES = 4
+#: batches an input queue holds before the driver's feeder waits (each up to flow.BATCH_ITEMS records)
+INPUT_QUEUE_BATCHES = 16
+
 #: the hint of every "ray is missing or unusable" error
 INSTALL_HINT = ("install ray into that host's python (the cluster's version; skyctl is checked with ray %s), "
                 "or point the via host's 'python:' at an interpreter that has it; skyctl never installs Ray"
@@ -53,7 +61,8 @@ INSTALL_HINT = ("install ray into that host's python (the cluster's version; sky
 
 _lock = threading.Lock()
 #: per worker process: ray once imported, the address connected to, the connecting thread and its outcome
-_state: dict[str, Any] = {"ray": None, "address": None, "thread": None, "error": None, "remote": None}
+_state: dict[str, Any] = {"ray": None, "address": None, "thread": None, "error": None, "remote": None,
+                          "queue": None, "calls": 0}
 
 
 class Failure(Exception):
@@ -184,16 +193,13 @@ def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: di
             return call.result_frame(fn(*args, **kwargs))
         except Exception as exc:
             return call.raise_frame(exc, "call")
-    records: list[Any] | None = None
-    broke = False
+    source: tuple[Any, int] | None = None
     if stream_at is not None:
-        grant_input()
-        records = []
-        for batch in call.inbox.batches():
-            records.extend(batch)
-        if call.cancelled or isinstance(call.inbox.ending, flow.Cancelled):
-            return Kind.CANCELLED, b""
-        broke = call.inbox.ending is input_failed
+        try:
+            source = (_input_queue(ray), _next_call())
+        except Exception as exc:
+            return call.info_frame(Failure("environment", f"Ray refused the input queue: {type(exc).__name__}: {exc}",
+                                           "check the cluster: the queue is an actor with num_cpus=0").info)
     try:
         import ray.cloudpickle
 
@@ -202,11 +208,17 @@ def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: di
         return call.raise_frame(flow.with_note(exc, "skyctl: the call could not be pickled for its Ray task"), "load")
     batched = stream_at is not None
     try:
-        gen = _remote(ray).options(**task_options(opts, fn, batched)).remote(payload, records, broke, batched)
+        gen = _remote(ray).options(**task_options(opts, fn, batched)).remote(payload, None, False, batched, source)
     except Exception as exc:
         return call.info_frame(Failure("environment", f"Ray refused the task: {type(exc).__name__}: {exc}",
                                        "check 'resources:' and 'runtime_env:' in the ray host's profile").info)
-    del records, payload
+    del payload
+    feeding = threading.Event()
+    if source is not None:
+        grant_input()
+        feeding.set()
+        threading.Thread(target=_feed, args=(call, source, feeding, input_failed), name="ray-input",
+                         daemon=True).start()
 
     def cancel() -> None:
         try:
@@ -252,11 +264,57 @@ def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: di
         return call.info_frame(_ray_failure(ray, exc).info)
     finally:
         call.on_cancel = None
+        if feeding.is_set():  # the task has ended: what is still coming for it is not needed
+            feeding.clear()
+            call.inbox.end(flow.Cancelled())
     if ending and ending[0][0] == raytask.RAISE:
         return call.info_frame(ending[0][1], ending[0][2])
     if ending and ending[0][0] == raytask.STOPPED:
         return Kind.CANCELLED, b""
     return call.result_frame(returned[0] if returned else None)
+
+
+def _input_queue(ray: Any) -> Any:
+    """This driver's input queue (made once per process): an actor that needs no CPU, so that it
+    is placed even when every CPU runs a task."""
+    with _lock:
+        if _state["queue"] is None:
+            from ray.util.queue import Queue
+
+            _state["queue"] = Queue(maxsize=INPUT_QUEUE_BATCHES, actor_options={"num_cpus": 0})
+        return _state["queue"]
+
+
+def _next_call() -> int:
+    with _lock:
+        _state["calls"] += 1
+        return int(_state["calls"])
+
+
+def _feed(call: Any, source: tuple[Any, int], feeding: threading.Event, input_failed: Any) -> None:
+    """Feeder thread: the call's input batches onto the queue as they arrive, then how it ended;
+    stops once ``feeding`` is cleared (the task ended, or was cancelled)."""
+    queue, number = source
+    for batch in call.inbox.batches():
+        if not _put(queue, (number, list(batch)), feeding):
+            return
+    ending = call.inbox.ending
+    if call.cancelled or isinstance(ending, flow.Cancelled):
+        return  # the task is cancelled: it reads no more
+    _put(queue, (number, raytask.INPUT_BROKE if ending is input_failed else raytask.INPUT_END), feeding)
+
+
+def _put(queue: Any, item: Any, feeding: threading.Event) -> bool:
+    """Put ``item`` on the queue, waiting while it is full; False once ``feeding`` is cleared."""
+    from ray.util.queue import Full
+
+    while feeding.is_set():
+        try:
+            queue.put(item, block=True, timeout=0.5)
+            return True
+        except Full:
+            continue
+    return False
 
 
 def _deliver(call: Any, values: Iterator[Any]) -> None:

@@ -54,14 +54,36 @@ def _records(records: list[Any], broke: bool) -> Iterator[Any]:
         raise InputBroke()
 
 
-def run_task(payload: bytes, records: list[Any] | None, broke: bool, batched: bool) -> Iterator[tuple[Any, ...]]:
+#: what the driver puts on an input queue after a call's batches: the input ended, or broke
+INPUT_END, INPUT_BROKE = "end", "broke"
+
+
+def _queued(source: tuple[Any, int]) -> Iterator[Any]:
+    """The records the driver puts on its input queue (a ``ray.util.queue.Queue``) for call
+    ``number``, as they come: ``(number, batch)`` items, then ``(number, INPUT_END)`` or
+    ``INPUT_BROKE``. Items of an earlier call (one that ended before reading all) are skipped."""
+    queue, number = source
+    while True:
+        tag, item = queue.get(block=True)
+        if tag != number:
+            continue
+        if item == INPUT_END:
+            return
+        if item == INPUT_BROKE:
+            raise InputBroke()
+        yield from item
+
+
+def run_task(payload: bytes, records: list[Any] | None, broke: bool, batched: bool,
+             source: tuple[Any, int] | None = None) -> Iterator[tuple[Any, ...]]:
     """Run the call ``payload`` (pickled ``(fn, args, kwargs, stream_at)``) here;
-    ``records`` feed the stream parameter (``stream_at``) as an iterator."""
+    ``records`` feed the stream parameter (``stream_at``) as an iterator, or (``source``:
+    the driver's input queue and this call's number) the records streamed through the queue."""
     try:
         fn, args, kwargs, stream_at = pickle.loads(payload)
         if stream_at is not None:
             where, key = stream_at
-            stream = _records(records or [], broke)
+            stream = _queued(source) if source is not None else _records(records or [], broke)
             if where == "arg":
                 args = list(args)
                 args[key] = stream

@@ -76,3 +76,13 @@ def double_with_gate(records: Iterator[int], gate_at: int, workdir: str) -> Iter
 
 def chunk_sum(records: Iterator[int]) -> int:
     return sum(records)
+
+
+def first_seen(records: Iterator[int], workdir: str) -> Iterator[int]:
+    """Each record doubled; the first record of each call leaves ``first-<record>`` in ``workdir``."""
+    first = True
+    for x in records:
+        if first:
+            Path(workdir, f"first-{x}").write_text("seen")
+            first = False
+        yield 2 * x
