@@ -144,7 +144,8 @@ class Outbox:
         #: frames of items written (for tests and the status line)
         self.frames = 0
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"skyctl-outbox-{getattr(kind, 'name', kind)}".lower().replace("_", "-"), daemon=True)
+        role = str(getattr(kind, "name", kind)).lower().replace("_", "-")
+        self._thread = threading.Thread(target=self._run, name=f"skyctl-outbox-{role}", daemon=True)
         self._thread.start()
 
     # -- producer side -------------------------------------------------

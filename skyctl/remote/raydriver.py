@@ -217,7 +217,7 @@ def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: di
     if source is not None:
         grant_input()
         feeding.set()
-        threading.Thread(target=_feed, args=(call, source, feeding, input_failed), name="ray-input",
+        threading.Thread(target=_feed, args=(call, source, feeding, input_failed), name="skyctl-ray-input",
                          daemon=True).start()
 
     def cancel() -> None:
