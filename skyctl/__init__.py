@@ -23,6 +23,7 @@ from .errors import (
     RemoteError,
     RemoteTraceback,
     SkyctlError,
+    TimedOut,
     UsageError,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "RemoteIterator",
     "RemoteTraceback",
     "SkyctlError",
+    "TimedOut",
     "UsageError",
     "__version__",
     "function",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
-from .session import CallStream, Hooks, WorkerSession, WorkerSpec, liveness_of
+from .session import CallStream, Hooks, Limits, WorkerSession, WorkerSpec, liveness_of
 from .trust import Decoder
 
 T = TypeVar("T")
@@ -30,10 +30,20 @@ class Host:
         name: profile name; None → ``$SKYCTL_HOST``, else the config's ``default``.
         config: path of a ``skyward.yaml``; None → the usual lookup.
         hooks: where remote output and status go (default: remote output to stderr).
+        timeout: seconds (or a duration such as ``"30s"``, ``"5m"``) each call may run; the
+            worker ends the function at the limit and the call raises ``skyctl.TimedOut``.
+            None: ``$SKYCTL_TIMEOUT``, else the profile's ``timeout:``, else no limit.
+        idle_timeout: the same for a call that sends no value and takes no input item for
+            that long (None: ``$SKYCTL_IDLE_TIMEOUT``, else no limit).
     """
 
     def __init__(self, name: str | None = None, config: str | Path | None = None, *,
-                 hooks: Hooks | None = None, reuse: bool | None = None) -> None:
+                 hooks: Hooks | None = None, reuse: bool | None = None, timeout: float | str | None = None,
+                 idle_timeout: float | str | None = None, limit_names: tuple[str, str] = ("timeout=", "idle_timeout=")) -> None:
+        #: the limits given here (None: from the environment or the profile), and how messages name them
+        self._timeout = _duration(timeout, limit_names[0])
+        self._idle_timeout = _duration(idle_timeout, limit_names[1])
+        self._limit_names = limit_names
         self._name = name
         self._config_path = config
         self._reuse = reuse
@@ -185,9 +195,33 @@ class Host:
             "in_driver": in_driver,
         }}
 
+    def limits(self, timeout: float | str | None = None, idle_timeout: float | str | None = None) -> Limits:
+        """A call's time limits: ``timeout``/``idle_timeout`` given for the call, else this host's
+        (the constructor's, e.g. ``--timeout``), else ``$SKYCTL_TIMEOUT``/``$SKYCTL_IDLE_TIMEOUT``,
+        else the profile's ``timeout:``."""
+        import os
+
+        def pick(own: float | None, own_name: str, env: str, profile: float | None, profile_name: str) -> tuple[float | None, str]:
+            if own is not None:
+                return own, own_name
+            text = os.environ.get(env, "").strip()
+            if text:
+                return _duration(text, env, usage=True), env
+            return profile, profile_name
+
+        timeout_value, timeout_source = pick(_duration(timeout, "timeout="), "timeout=", "", None, "")
+        if timeout_value is None:
+            timeout_value, timeout_source = pick(self._timeout, self._limit_names[0], "SKYCTL_TIMEOUT",
+                                                 getattr(self.profile, "timeout", None), "the profile's timeout:")
+        idle_value, idle_source = pick(_duration(idle_timeout, "idle_timeout="), "idle_timeout=", "", None, "")
+        if idle_value is None:
+            idle_value, idle_source = pick(self._idle_timeout, self._limit_names[1], "SKYCTL_IDLE_TIMEOUT", None, "")
+        return Limits(timeout_value, idle_value, timeout_source, idle_source)
+
     # -- calls ---------------------------------------------------------------
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-              *, stream: str | None = None, render: str | None = None, skip: int = 0) -> CallStream:
+              *, stream: str | None = None, render: str | None = None, skip: int = 0,
+              timeout: float | str | None = None, idle_timeout: float | str | None = None) -> CallStream:
         """Start ``fn(*args, **kwargs)`` on this host; an iterable given to an
         ``Iterator[T]`` parameter is streamed lazily (only the one named
         ``stream`` when given: the others are sent whole).
@@ -195,14 +229,16 @@ class Host:
         ``render`` ("text" or "json", the CLI's ``--output``): values come as
         the lines to print, rendered by the worker; otherwise they are decoded
         with this host's ``decoder``. ``skip``: the worker drops that many
-        values first (a chunk re-run whose first values were already written).
+        values first (a chunk re-run whose first values were already written). ``timeout``,
+        ``idle_timeout``: this call's limits (see ``limits``).
         """
         fn = getattr(fn, "__skyctl_function__", fn)
         args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
+        limits = self.limits(timeout, idle_timeout)
         _ship_project_modules(fn)
         session = self._worker()
         call = session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=self.decoder, skip=skip,
-                            options=self._call_options())
+                            options=self._call_options(), limits=limits)
         return call
 
     @property
@@ -339,19 +375,38 @@ def function(fn: Callable[..., Any]) -> RemoteFunction:
     return RemoteFunction(fn)
 
 
-def host(name: str | None = None, config: str | Path | None = None) -> Any:
+def host(name: str | None = None, config: str | Path | None = None, *, timeout: float | str | None = None,
+         idle_timeout: float | str | None = None) -> Any:
     """A handle on the host profile ``name`` (default: ``$SKYCTL_HOST`` or the config's default);
-    for a group name (or ``"a,b"``), a ``Pool``."""
+    for a group name (or ``"a,b"``), a ``Pool``. ``timeout``/``idle_timeout``: each call's limits
+    (seconds or ``"30s"``, ``"5m"``; a call past one raises ``skyctl.TimedOut``)."""
     from .config import load_config
     from .pools import Pool
 
+    limits = dict(timeout=timeout, idle_timeout=idle_timeout)
     if name is not None and "," in name:
-        return Pool(name, config)
+        return Pool(name, config, **limits)
     try:
         target = load_config(config).resolve(name)
     except SkyctlError:
-        return Host(name, config)  # the error comes with the first call, as for any host
-    return Pool(name, config) if target.is_group else Host(name, config)
+        return Host(name, config, **limits)  # the error comes with the first call, as for any host
+    return Pool(name, config, **limits) if target.is_group else Host(name, config, **limits)
+
+
+def _duration(value: float | str | None, name: str, usage: bool = True) -> float | None:
+    """Seconds from a number or a duration text (``"30s"``, ``"5m"``, ``"1h30m"``); ``UsageError``
+    naming ``name`` (``--timeout``, ``SKYCTL_TIMEOUT``, ``timeout=``) for anything else."""
+    from .config.checks import DURATION_FORMS, parse_duration
+
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError("a bool")
+        return parse_duration(str(value))
+    except ValueError:
+        raise UsageError(f"{name} {value!r} is not a duration greater than 0" if not name.startswith("SKYCTL")
+                         else f"{name}={value!r} is not a duration greater than 0", hint=DURATION_FORMS) from None
 
 
 def make_transport(profile: Any, config: Any, *, reuse: bool | None = None,
