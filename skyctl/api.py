@@ -206,7 +206,7 @@ class Host:
                 return own, own_name
             text = os.environ.get(env, "").strip()
             if text:
-                return _duration(text, env, usage=True), env
+                return _duration(text, env), env
             return profile, profile_name
 
         timeout_value, timeout_source = pick(_duration(timeout, "timeout="), "timeout=", "", None, "")
@@ -393,7 +393,7 @@ def host(name: str | None = None, config: str | Path | None = None, *, timeout: 
     return Pool(name, config, **limits) if target.is_group else Host(name, config, **limits)
 
 
-def _duration(value: float | str | None, name: str, usage: bool = True) -> float | None:
+def _duration(value: float | str | None, name: str) -> float | None:
     """Seconds from a number or a duration text (``"30s"``, ``"5m"``, ``"1h30m"``); ``UsageError``
     naming ``name`` (``--timeout``, ``SKYCTL_TIMEOUT``, ``timeout=``) for anything else."""
     from .config.checks import DURATION_FORMS, parse_duration

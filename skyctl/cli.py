@@ -95,6 +95,8 @@ def _set_time_limits(timeout: str | None, idle_timeout: str | None) -> None:
 
     _time_limits.update(timeout=_duration(timeout, "--timeout"), idle_timeout=_duration(idle_timeout, "--idle-timeout"),
                         limit_names=("--timeout", "--idle-timeout"))
+    for name in ("SKYCTL_TIMEOUT", "SKYCTL_IDLE_TIMEOUT"):  # checked now too, not at the first chunk's call
+        _duration(os.environ.get(name, "").strip() or None, name)
 
 #: the command line as given (for the report), and the current command's account (``--report``/``--junit``),
 #: written by ``main`` once the exit status is known
