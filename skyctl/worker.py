@@ -9,7 +9,8 @@ can never corrupt the stream.
 
 Threads: the main thread runs calls (the user's code, and so the producer of
 ITEMS_OUT); a reader thread dispatches incoming frames; an Outbox sender
-thread writes batches; two log threads forward fds 1/2.
+thread writes batches; two log threads forward fds 1/2; a watchdog thread per
+call that has a time limit (``Worker.watch``).
 """
 
 from __future__ import annotations

@@ -197,3 +197,19 @@ def test_api_raises_timed_out(config: Path, tmp_path: Path) -> None:
     assert sorted(out) == sorted(i.upper() for i in items)
     with pytest.raises(skyctl.TimedOut):
         list(pool.map(timeouts.upper, items, chunk=5, timeout=1, retries=0, work=str(tmp_path), hang="r2", once=False))
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90.0), ("1.5", 1.5), ("30s", 30.0), ("5m", 300.0), ("2h", 7200.0),
+                                           ("1h30m", 5400.0), ("1m30s", 90.0), (" 10M ", 600.0)])
+def test_durations(text: str, seconds: float) -> None:
+    from skyctl.config.checks import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1", "5x", "h", "1m30h", "1h 30m", "nan", "inf"])
+def test_not_durations(text: str) -> None:
+    from skyctl.config.checks import parse_duration
+
+    with pytest.raises(ValueError):
+        parse_duration(text)
