@@ -31,6 +31,9 @@ _INTERRUPT = "interrupt"
 #: seconds a cancelled call may take to run its ``finally`` before the worker is killed
 CANCEL_GRACE = 10.0
 
+#: seconds ``close`` waits for a given-up worker to be ended (the transports' EOF grace, then SIGTERM, SIGKILL)
+DROP_WAIT = 10.0
+
 
 #: seconds the worker gives a timed-out function to end before it answers without it (``worker.TIMEOUT_GRACE``)
 TIMEOUT_GRACE = 5.0
@@ -151,6 +154,8 @@ class WorkerSession:
         #: ``time.monotonic()`` when bytes last came from the worker (the liveness deadline)
         self._heard = 0.0
         self._closed = threading.Event()
+        #: the thread ending a worker this side gave up (``_give_up``)
+        self._dropping: threading.Thread | None = None
 
     @property
     def label(self) -> str:
@@ -215,7 +220,9 @@ class WorkerSession:
             call.inbox.end((None, error))
         pipes = self._pipes
         if pipes is not None:  # unblocks the reader; the worker is ended (EOF, then signals)
-            threading.Thread(target=pipes.close, name="skyctl-drop", daemon=True).start()
+            dropping = threading.Thread(target=pipes.close, name="skyctl-drop", daemon=True)
+            dropping.start()
+            self._dropping = dropping
 
     def send(self, kind: int, payload: bytes = b"") -> None:
         """Write one frame; thread-safe, and a Ctrl-C cannot tear it."""
@@ -259,6 +266,9 @@ class WorkerSession:
         if self._pipes is not None and self._current is not None and not self._current.ended:
             self._current.close()  # before the pipes go: it sends CANCEL (its ``finally`` runs)
         self._closed.set()
+        dropping = self._dropping
+        if dropping is not None:  # a worker given up is being ended: wait for it (a daemon thread dies
+            dropping.join(DROP_WAIT)  # with this process, and a worker stuck holding its GIL would be left)
         pipes, self._pipes = self._pipes, None
         if pipes is None:
             return

@@ -135,6 +135,7 @@ def test_idle_timeout_ends_a_stopped_worker(config: Path, tmp_path: Path) -> Non
         assert b"local: sent no value and took no record for 1s (--idle-timeout)" in err
         assert b"the worker did not answer, its connection was ended" in err
         assert out.endswith(b"\n") and all(line.isdigit() for line in out.decode().splitlines())
+        wait_for(lambda: not pid_alive(pid), timeout=30, what="the stopped worker to be ended")
     finally:
         if pid is not None and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
@@ -213,3 +214,21 @@ def test_not_durations(text: str) -> None:
 
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_function_that_swallows_the_interrupt_is_given_up_after_the_grace(config: Path, tmp_path: Path) -> None:
+    r = sky(config, "run", f"{T}:stubborn", "--arg", f"work={tmp_path}", "--timeout", "2", "-q")
+    assert r.returncode == 124, r.stderr
+    assert r.stdout == "1\n"
+    assert (tmp_path / "interrupted").exists()
+    assert "did not end within 5s: answering without it and exiting" in r.stderr
+    assert "error: local: timed out after 2s (--timeout)\n" in r.stderr
+
+
+def test_a_function_holding_the_gil_is_ended_by_the_clients_deadline(config: Path, tmp_path: Path) -> None:
+    r = sky(config, "run", f"{T}:holds_the_gil", "--arg", f"work={tmp_path}", "--timeout", "1", "-q")
+    assert r.returncode == 124, r.stderr
+    assert r.stdout == "1\n"
+    assert "local: timed out after 1s (--timeout); the worker did not answer, its connection was ended" in r.stderr
+    pid = int((tmp_path / "pid").read_text())
+    wait_for(lambda: not pid_alive(pid), timeout=30, what="the worker to be ended")

@@ -68,3 +68,25 @@ def sleeps(seconds: float = 600) -> int:
     """A plain function stuck in a C call."""
     time.sleep(seconds)
     return 1
+
+
+def stubborn(work: str) -> Iterator[int]:
+    """Swallows the interrupt and waits again: the worker gives it up after its grace."""
+    yield 1
+    Path(work, "waiting").write_text("yes")
+    while True:
+        try:
+            time.sleep(600)
+        except BaseException:
+            Path(work, "interrupted").write_text("yes")
+
+
+def holds_the_gil(work: str) -> Iterator[int]:
+    """One C call that never lets go of the GIL (a regex that backtracks for ever): the worker's own
+    threads cannot run, so the client's deadline ends it."""
+    import re
+
+    yield 1
+    Path(work, "pid").write_text(str(os.getpid()))
+    re.match(r"(a+)+$", "a" * 64 + "b")
+    yield 2
