@@ -154,8 +154,8 @@ class WorkerSession:
         #: ``time.monotonic()`` when bytes last came from the worker (the liveness deadline)
         self._heard = 0.0
         self._closed = threading.Event()
-        #: the thread ending a worker this side gave up (``_give_up``)
-        self._dropping: threading.Thread | None = None
+        #: set once a worker this side gave up (``_give_up``) has been ended
+        self._dropping: threading.Event | None = None
 
     @property
     def label(self) -> str:
@@ -215,14 +215,14 @@ class WorkerSession:
         if self.dead:
             return
         self.dead = error.message
-        call = self._current
-        if call is not None:
-            call.inbox.end((None, error))
         pipes = self._pipes
+        if pipes is not None:  # before the call ends: ``close`` (which its end may lead to) waits for this
+            self._dropping = threading.Event()
+        call = self._current
+        if call is not None:  # first, so that the call ends with ``error``, not with the EOF the drop causes
+            call.inbox.end((None, error))
         if pipes is not None:  # unblocks the reader; the worker is ended (EOF, then signals)
-            dropping = threading.Thread(target=pipes.close, name="skyctl-drop", daemon=True)
-            dropping.start()
-            self._dropping = dropping
+            threading.Thread(target=_drop, args=(pipes, self._dropping), name="skyctl-drop", daemon=True).start()
 
     def send(self, kind: int, payload: bytes = b"") -> None:
         """Write one frame; thread-safe, and a Ctrl-C cannot tear it."""
@@ -268,7 +268,7 @@ class WorkerSession:
         self._closed.set()
         dropping = self._dropping
         if dropping is not None:  # a worker given up is being ended: wait for it (a daemon thread dies
-            dropping.join(DROP_WAIT)  # with this process, and a worker stuck holding its GIL would be left)
+            dropping.wait(DROP_WAIT)  # with this process, and a worker stuck holding its GIL would be left)
         pipes, self._pipes = self._pipes, None
         if pipes is None:
             return
@@ -381,6 +381,17 @@ class WorkerSession:
                 raise wire.ProtocolError(f"a CANCELLED frame with {len(payload)} bytes of payload")
         call.terminal = True
         call.inbox.end((kind, payload))
+
+
+def _drop(pipes: Any, done: threading.Event | None) -> None:
+    """End a worker given up (EOF, then signals), from a thread of its own; ``done`` once it is."""
+    try:
+        pipes.close()
+    except BaseException:  # noqa: BLE001 - ended as far as it could be
+        pass
+    finally:
+        if done is not None:
+            done.set()
 
 
 #: the frames a worker may send
