@@ -24,6 +24,7 @@ from .errors import (
     RemoteError,
     RemoteTraceback,
     SkyctlError,
+    TimedOut,
     UsageError,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "RemoteIterator",
     "RemoteTraceback",
     "SkyctlError",
+    "TimedOut",
     "UsageError",
     "__version__",
     "function",

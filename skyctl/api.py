@@ -13,7 +13,7 @@ from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from . import transports
 from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
-from .session import CallStream, Hooks, WorkerSession, WorkerSpec, liveness_of
+from .session import CallStream, Hooks, Limits, WorkerSession, WorkerSpec, liveness_of
 from .trust import Decoder
 
 T = TypeVar("T")
@@ -31,10 +31,20 @@ class Host:
         name: profile name; None → ``$SKYCTL_HOST``, else the config's ``default``.
         config: path of a ``skyward.yaml``; None → the usual lookup.
         hooks: where remote output and status go (default: remote output to stderr).
+        timeout: seconds (or a duration such as ``"30s"``, ``"5m"``) each call may run; the
+            worker ends the function at the limit and the call raises ``skyctl.TimedOut``.
+            None: ``$SKYCTL_TIMEOUT``, else the profile's ``timeout:``, else no limit.
+        idle_timeout: the same for a call that sends no value and takes no input item for
+            that long (None: ``$SKYCTL_IDLE_TIMEOUT``, else no limit).
     """
 
     def __init__(self, name: str | None = None, config: str | Path | None = None, *,
-                 hooks: Hooks | None = None, reuse: bool | None = None) -> None:
+                 hooks: Hooks | None = None, reuse: bool | None = None, timeout: float | str | None = None,
+                 idle_timeout: float | str | None = None, limit_names: tuple[str, str] = ("timeout=", "idle_timeout=")) -> None:
+        #: the limits given here (None: from the environment or the profile), and how messages name them
+        self._timeout = duration_limit(timeout, limit_names[0])
+        self._idle_timeout = duration_limit(idle_timeout, limit_names[1])
+        self._limit_names = limit_names
         self._name = name
         self._config_path = config
         self._reuse = reuse
@@ -197,9 +207,33 @@ class Host:
             "in_driver": in_driver,
         }}
 
+    def limits(self, timeout: float | str | None = None, idle_timeout: float | str | None = None) -> Limits:
+        """A call's time limits: ``timeout``/``idle_timeout`` given for the call, else this host's
+        (the constructor's, e.g. ``--timeout``), else ``$SKYCTL_TIMEOUT``/``$SKYCTL_IDLE_TIMEOUT``,
+        else the profile's ``timeout:``."""
+        import os
+
+        def pick(own: float | None, own_name: str, env: str, profile: float | None, profile_name: str) -> tuple[float | None, str]:
+            if own is not None:
+                return own, own_name
+            text = os.environ.get(env, "").strip()
+            if text:
+                return duration_limit(text, env), env
+            return profile, profile_name
+
+        timeout_value, timeout_source = pick(duration_limit(timeout, "timeout="), "timeout=", "", None, "")
+        if timeout_value is None:
+            timeout_value, timeout_source = pick(self._timeout, self._limit_names[0], "SKYCTL_TIMEOUT",
+                                                 getattr(self.profile, "timeout", None), "the profile's timeout:")
+        idle_value, idle_source = pick(duration_limit(idle_timeout, "idle_timeout="), "idle_timeout=", "", None, "")
+        if idle_value is None:
+            idle_value, idle_source = pick(self._idle_timeout, self._limit_names[1], "SKYCTL_IDLE_TIMEOUT", None, "")
+        return Limits(timeout_value, idle_value, timeout_source, idle_source)
+
     # -- calls ---------------------------------------------------------------
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-              *, stream: str | None = None, render: str | None = None, skip: int = 0) -> CallStream:
+              *, stream: str | None = None, render: str | None = None, skip: int = 0,
+              timeout: float | str | None = None, idle_timeout: float | str | None = None) -> CallStream:
         """Start ``fn(*args, **kwargs)`` on this host; an iterable given to an
         ``Iterator[T]`` parameter is streamed lazily (only the one named
         ``stream`` when given: the others are sent whole).
@@ -207,14 +241,16 @@ class Host:
         ``render`` ("text" or "json", the CLI's ``--output``): values come as
         the lines to print, rendered by the worker; otherwise they are decoded
         with this host's ``decoder``. ``skip``: the worker drops that many
-        values first (a chunk re-run whose first values were already written).
+        values first (a chunk re-run whose first values were already written). ``timeout``,
+        ``idle_timeout``: this call's limits (see ``limits``).
         """
         fn = getattr(fn, "__skyctl_function__", fn)
         args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
+        limits = self.limits(timeout, idle_timeout)
         _ship_project_modules(fn)
         session = self._worker()
         call = session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=self.decoder, skip=skip,
-                            options=self._call_options())
+                            options=self._call_options(), limits=limits)
         return call
 
     @property
@@ -297,6 +333,22 @@ class RemoteIterator(Generic[T]):
             self.close()
         except Exception:
             pass
+
+
+def duration_limit(value: float | str | None, name: str) -> float | None:
+    """Seconds from a number or a duration text (``"30s"``, ``"5m"``, ``"1h30m"``); ``UsageError``
+    naming ``name`` (``--timeout``, ``SKYCTL_TIMEOUT``, ``timeout=``) for anything else."""
+    from .config.checks import DURATION_FORMS, parse_duration
+
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError("a bool")
+        return parse_duration(str(value))
+    except ValueError:
+        raise UsageError(f"{name} {value!r} is not a duration greater than 0" if not name.startswith("SKYCTL")
+                         else f"{name}={value!r} is not a duration greater than 0", hint=DURATION_FORMS) from None
 
 
 def _split_stream(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], only: str | None = None) -> tuple[

@@ -63,16 +63,19 @@ def function(fn: Callable[..., Any]) -> RemoteFunction:
     return RemoteFunction(fn)
 
 
-def host(name: str | None = None, config: str | Path | None = None) -> Any:
+def host(name: str | None = None, config: str | Path | None = None, *, timeout: float | str | None = None,
+         idle_timeout: float | str | None = None) -> Any:
     """A handle on the host profile ``name`` (default: ``$SKYCTL_HOST`` or the config's default);
-    for a group name (or ``"a,b"``), a ``Pool``."""
+    for a group name (or ``"a,b"``), a ``Pool``. ``timeout``/``idle_timeout``: each call's limits
+    (seconds or ``"30s"``, ``"5m"``; a call past one raises ``skyctl.TimedOut``)."""
+    limits = dict(timeout=timeout, idle_timeout=idle_timeout)
     if name is not None and "," in name:
-        return Pool(name, config)
+        return Pool(name, config, **limits)
     try:
         target = load_config(config).resolve(name)
     except SkyctlError:
-        return Host(name, config)  # the error comes with the first call, as for any host
-    return Pool(name, config) if target.is_group else Host(name, config)
+        return Host(name, config, **limits)  # the error comes with the first call, as for any host
+    return Pool(name, config, **limits) if target.is_group else Host(name, config, **limits)
 
 
 __all__ = ["Call", "RemoteFunction", "function", "host"]

@@ -79,6 +79,24 @@ StrictOpt = typer.Option(False, "--strict", help="Any host failure, even one the
 ReportOpt = typer.Option(None, "--report", metavar="FILE", help="Write a JSON report of the run and each host at the "
                          "end (also after a failure or Ctrl-C); - is stderr.")
 JunitOpt = typer.Option(None, "--junit", metavar="FILE", help="Write JUnit XML at the end: one test case per host.")
+TimeoutOpt = typer.Option(None, "--timeout", metavar="DURATION", help="End a call running longer (90, 30s, 5m, 2h; per "
+                          "host of a group, per chunk attempt of a pipe, which then runs again): exit 124. "
+                          "Default: $SKYCTL_TIMEOUT, else the profile's timeout:.")
+IdleTimeoutOpt = typer.Option(None, "--idle-timeout", metavar="DURATION", help="End a call that sends no value and "
+                              "takes no record for DURATION (a stalled worker or function): exit 124. Off by default.")
+
+#: ``--timeout``/``--idle-timeout`` of this command, given to every ``Host`` it makes
+_time_limits: dict[str, Any] = {}
+
+
+def _set_time_limits(timeout: str | None, idle_timeout: str | None) -> None:
+    """Check the flags now (exit 2 for a bad duration); every host of the command gets them."""
+    from .api import duration_limit
+
+    _time_limits.update(timeout=duration_limit(timeout, "--timeout"), idle_timeout=duration_limit(idle_timeout, "--idle-timeout"),
+                        limit_names=("--timeout", "--idle-timeout"))
+    for name in ("SKYCTL_TIMEOUT", "SKYCTL_IDLE_TIMEOUT"):  # checked now too, not at the first chunk's call
+        duration_limit(os.environ.get(name, "").strip() or None, name)
 
 #: the command line as given (for the report), and the current command's account (``--report``/``--junit``),
 #: written by ``main`` once the exit status is known
@@ -119,12 +137,15 @@ def run(
     report: Optional[str] = ReportOpt,
     junit: Optional[str] = JunitOpt,
     joblog: Optional[Path] = JoblogOpt,
+    timeout: Optional[str] = TimeoutOpt,
+    idle_timeout: Optional[str] = IdleTimeoutOpt,
 ) -> int:
     """Run TARGET on a host, or on every host of a group; print each value the moment it is produced."""
     from .coerce import bind_arguments
     from .target import load_target
 
     _open_account("run", report, junit)
+    _set_time_limits(timeout, idle_timeout)
     if keep_going and fail_fast:
         raise UsageError("--keep-going and --fail-fast contradict each other",
                          hint="a broadcast runs every host to its end by default; --fail-fast stops at the first failure")
@@ -183,6 +204,8 @@ def pipe(
     results: Optional[Path] = typer.Option(None, "--results", metavar="FILE", help="With --joblog: values go to FILE, a whole chunk at a time (fsync'd before the chunk is logged)."),
     resume: bool = typer.Option(False, "--resume", help="With --joblog: skip the chunks the job log has as done (their input checked)."),
     resume_failed: bool = typer.Option(False, "--resume-failed", help="As --resume, and run the chunks logged failed or timeout again."),
+    timeout: Optional[str] = TimeoutOpt,
+    idle_timeout: Optional[str] = IdleTimeoutOpt,
 ) -> int:
     """Stream stdin records into TARGET's Iterator[T] parameter; print what it yields.
 
@@ -194,6 +217,7 @@ def pipe(
     from .target import load_target
 
     _open_account("pipe", report, junit)
+    _set_time_limits(timeout, idle_timeout)
     env = Env()
     stderr = Stderr(env, quiet, progress)
     if joblog is None and (results is not None or resume or resume_failed):
@@ -325,7 +349,8 @@ def _host_for(profile: Any, config: Path | None, no_reuse: bool, stderr: Stderr)
     from .api import Host
     from .session import Hooks
 
-    return Host(profile.name, config, hooks=Hooks(log=stderr.log_for(profile.name)), reuse=False if no_reuse else None)
+    return Host(profile.name, config, hooks=Hooks(log=stderr.log_for(profile.name)), reuse=False if no_reuse else None,
+                **_time_limits)
 
 
 def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None, no_reuse: bool, output: str,
@@ -569,7 +594,8 @@ def _host(host: str | None, config: Path | None, no_reuse: bool, stderr: Stderr)
     from .api import Host
     from .session import Hooks
 
-    remote = Host(host, config, hooks=Hooks(log=stderr.log, status=stderr.phase), reuse=False if no_reuse else None)
+    remote = Host(host, config, hooks=Hooks(log=stderr.log, status=stderr.phase), reuse=False if no_reuse else None,
+                  **_time_limits)
     try:
         remote.start_worker_early()
     except SkyctlError:

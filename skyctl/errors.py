@@ -22,6 +22,7 @@ class ExitStatus(IntEnum):
     REMOTE_ENVIRONMENT = 5
     CONNECTION_LOST = 6
     BAD_RECORD = 65
+    TIMED_OUT = 124
     INTERRUPTED = 130
 
 
@@ -100,6 +101,30 @@ class ChunkLost(ConnectionLost):
 
     #: what happened to the task, without the host's name (for a re-run's warning)
     reason: str = ""
+
+
+class TimedOut(SkyctlError):
+    """A call ran past its ``--timeout`` (or sent no value and took no record for its
+    ``--idle-timeout``): the worker ended the function (its ``finally`` ran, its processes
+    were ended), or the client ended the connection to a worker that did not answer.
+    Exit status 124, as coreutils ``timeout``."""
+
+    exit_status = ExitStatus.TIMED_OUT
+
+    def __init__(self, message: str, hint: str | None = None, *, host: str = "", limit: float = 0.0,
+                 idle: bool = False) -> None:
+        super().__init__(message, hint)
+        #: the host it timed out on, the limit in seconds, and whether it was the idle limit
+        self.host = host
+        self.limit = limit
+        self.idle = idle
+
+    def in_chunk(self, where: str) -> TimedOut:
+        """The same timeout, its message naming the chunk (``chunk 4 (stdin lines 301–400)``)."""
+        if where and where not in self.message:
+            self.message = f"{self.message} in {where}"
+            self.args = (self.message,)
+        return self
 
 
 class BadRecord(SkyctlError):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import (BadRecord, ChunkLost, ConnectError, ConnectionLost, ExitStatus, RemoteEnvironmentError, RemoteError,
-                     SkyctlError)
+                     SkyctlError, TimedOut)
 from .chunking import DEFAULT as DEFAULT_CHUNK
 from .chunking import ChunkSizer, sizer_for
 from .remote.flow import LineBatch
@@ -505,7 +505,7 @@ class Distributor:
     theirs is written. With ``keep_going`` nothing is cancelled: a failed chunk counts as ended.
         observer: told of each chunk attempt: ``started(chunk, host)``, and
             ``ended(chunk, host, status, error)`` with status ``ok``, ``failed``,
-            ``lost`` or ``interrupted`` (a job log). With an observer, which
+            ``lost``, ``timeout`` or ``interrupted`` (a job log). With an observer, which
             holds a chunk's values until it ends, a re-run starts from zero.
     """
 
@@ -903,6 +903,11 @@ class Distributor:
             if stream.result is not None and not chunk.result_written:
                 chunk.result_written = True
                 self._hand_on(chunk, slot.name, Result(stream.result))
+        except TimedOut as exc:  # this attempt ran past its limit: a failure of the attempt; it runs again
+            exc.in_chunk(chunk.where)
+            self._observe(chunk, slot, "timeout", exc)
+            self._timed_out(slot, chunk, exc)
+            return not self.stop.is_set()
         except ChunkLost as exc:  # the chunk's Ray task died, not the host: run it again, keep the slot
             self._observe(chunk, slot, "lost", exc)
             self._chunk_lost(slot, chunk, exc)
@@ -1131,6 +1136,19 @@ class Distributor:
         self.failures.append(Failure(slot.name, exc, chunk, host_failure=True))
         reason = getattr(exc, "reason", None) or exc.message
         self._rerun(slot, chunk, exc, f"{slot.name}: {chunk.where}: {reason}; it runs again", "the cluster")
+
+    def _timed_out(self, slot: Slot, chunk: Chunk, exc: TimedOut) -> None:
+        """A chunk attempt ran past its time limit (the worker ended it, or the connection was ended):
+        a host failure for ``--strict``; the chunk runs again (the slot stays: a new worker is started
+        if the old one was dropped) until its runs are used up, then the run ends with exit 124."""
+        self.failures.append(Failure(slot.name, exc, chunk, host_failure=True))
+        if chunk.runs > self.retries and not self._after_failure(chunk):
+            self.stats[slot.name].error = exc
+            exc.hint = (f"it timed out on each of its {plural(chunk.runs, 'run')}; raise --timeout (or --retries); "
+                        "values written so far are complete")
+            self.abort(exc)
+            return
+        self._rerun(slot, chunk, exc, f"{exc.message}; it runs again", "the hosts")
 
     def _host_failed(self, slot: Slot, chunk: Chunk, exc: BaseException) -> None:
         stat = self.stats[slot.name]

@@ -34,10 +34,15 @@ class Pool:
         names: a group name, a host name, ``"a,b"``, or a list of names.
         config: path of a ``skyward.yaml``; None → the usual lookup.
         workers: worker processes per host for ``map`` and ``>>`` (default: the group's ``workers:``).
+        timeout, idle_timeout: each call's time limits (per host of a broadcast, per chunk attempt
+            of ``map``), as ``skyctl.host(timeout=)``; a call past one raises ``skyctl.TimedOut``
+            (``map``: the chunk runs again under ``retries``).
     """
 
     def __init__(self, names: str | Iterable[str] | None = None, config: str | Path | None = None,
-                 workers: int | None = None, *, hooks: Hooks | None = None) -> None:
+                 workers: int | None = None, *, hooks: Hooks | None = None, timeout: float | str | None = None,
+                 idle_timeout: float | str | None = None) -> None:
+        self._limits = dict(timeout=timeout, idle_timeout=idle_timeout)
         self._names = names if names is None or isinstance(names, str) else ",".join(names)
         self._config_path = config
         self._workers = workers
@@ -87,7 +92,7 @@ class Pool:
 
     def _host(self, name: str) -> Host:
         hooks = self._hooks or Hooks(log=_prefixed_log(name))
-        return Host(name, self._config_path, hooks=hooks)
+        return Host(name, self._config_path, hooks=hooks, **self._limits)
 
     def _all_slots(self) -> list[Slot]:
         if not self._slots:
@@ -151,7 +156,7 @@ class Pool:
     # -- pool.map: an iterable through fn's Iterator[T] parameter, in chunks -----
     def map(self, fn: Callable[..., Any], iterable: Iterable[Any], *, chunk: int | str = "auto", ordered: bool = False,
             retries: int = 3, joblog: str | Path | None = None, resume: bool = False, resume_failed: bool = False,
-            **kwargs: Any) -> Iterator[Any]:
+            timeout: float | str | None = None, idle_timeout: float | str | None = None, **kwargs: Any) -> Iterator[Any]:
         """The values of ``fn`` over ``iterable``, fed to its ``Iterator[T]``
         parameter a chunk at a time, each chunk one call on a free worker
         (re-run elsewhere if its host dies; every value given once).
@@ -168,7 +173,8 @@ class Pool:
         given once it has ended, and it is logged ``ok`` once you took them);
         ``resume``/``resume_failed``: as ``pipe --resume``/``--resume-failed``,
         the chunks the log has as done are checked (sha256 of the items'
-        pickles) and skipped."""
+        pickles) and skipped. ``timeout``/``idle_timeout``: each chunk attempt's limits (a chunk
+        that times out runs again, at most ``retries`` times; then ``skyctl.TimedOut``)."""
         from .chunking import JOBLOG_CHUNK, joblog_chunk, pipelining
         from .coerce import stream_parameters
 
@@ -186,7 +192,8 @@ class Pool:
             out.put([batch.value] if type(batch) is Result else batch)
 
         def start(slot: Slot, feed: Any, skip: int) -> Any:
-            return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, skip=skip)
+            return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, skip=skip, timeout=timeout,
+                                   idle_timeout=idle_timeout)
 
         def twin(slot: Slot) -> Host | None:
             """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks)."""
@@ -306,9 +313,11 @@ def _prefixed_log(name: str) -> Callable[[int, bytes], None]:
     return log
 
 
-def pool(names: str | Iterable[str] | None = None, config: str | Path | None = None, workers: int | None = None) -> Pool:
-    """A pool of hosts: a group name, ``"a,b"``, or a list of host names."""
-    return Pool(names, config, workers)
+def pool(names: str | Iterable[str] | None = None, config: str | Path | None = None, workers: int | None = None, *,
+         timeout: float | str | None = None, idle_timeout: float | str | None = None) -> Pool:
+    """A pool of hosts: a group name, ``"a,b"``, or a list of host names; ``timeout``/``idle_timeout``
+    as for ``Pool``."""
+    return Pool(names, config, workers, timeout=timeout, idle_timeout=idle_timeout)
 
 
 __all__ = ["GroupError", "Pool", "pool"]

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import BadRecord, ExitStatus, RemoteError, SkyctlError, UsageError
+from .errors import BadRecord, ExitStatus, RemoteError, SkyctlError, TimedOut, UsageError
 from .pool import Failure, HostStats, Interrupted, Totals, exit_status_of
 
 #: the report's layout version: bumped when a field changes meaning or goes away (new fields may appear)
@@ -81,8 +81,11 @@ class RunAccount:
         """The report: the run, its totals, and per host what it did and how it ended."""
         tracked = self.tracked
         stats = list(tracked.hosts()) if tracked is not None else []
-        failures = [f for f in tracked.failures() if f.chunk is not None and not f.host_failure] if tracked else []
-        hosts = [self._host(stat, status, failures) for stat in stats]
+        every = list(tracked.failures()) if tracked else []
+        failures = [f for f in every if f.chunk is not None and not f.host_failure]
+        #: chunk attempts that ran past a time limit (re-run elsewhere, or the run's end)
+        timeouts = [f for f in every if isinstance(f.error, TimedOut)]
+        hosts = [self._host(stat, status, failures, timeouts) for stat in stats]
         totals = tracked.totals() if tracked is not None and tracked.totals is not None else None
         return {
             "report_version": REPORT_VERSION,
@@ -108,9 +111,12 @@ class RunAccount:
             "hosts": hosts,
         }
 
-    def _host(self, stat: HostStats, status: int, failures: list[Failure]) -> dict[str, Any]:
+    def _host(self, stat: HostStats, status: int, failures: list[Failure],
+              timeouts: list[Failure] = []) -> dict[str, Any]:  # noqa: B006 - read only
         own = [f for f in failures if f.host == stat.name]
         error = stat.error if stat.error is not None else own[0].error if own else None
+        if error is None:  # a chunk attempt of this host timed out and ran again: the host's status says so
+            error = next((f.error for f in timeouts if f.host == stat.name), None)
         word = _status_word(stat, error)
         if word == "interrupted" and status != ExitStatus.INTERRUPTED:
             word = "cancelled"  # its call was stopped by the run (a failure elsewhere, stdout's reader gone), not Ctrl-C

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .remote import flow, wire
 from .bootstrap import start_worker
-from .errors import ChunkLost, ConnectError, ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlError
+from .errors import (ChunkLost, ConnectError, ConnectionLost, RemoteEnvironmentError, RemoteError, SkyctlError,
+                     TimedOut)
 from .transports.base import Transport, describe
 from .trust import Decoder, shipped_files, shipped_modules
 from .remote.wire import Kind
@@ -29,6 +30,37 @@ _INTERRUPT = "interrupt"
 
 #: seconds a cancelled call may take to run its ``finally`` before the worker is killed
 CANCEL_GRACE = 10.0
+
+#: seconds ``close`` waits for a given-up worker to be ended (the transports' EOF grace, then SIGTERM, SIGKILL)
+DROP_WAIT = 10.0
+
+
+#: seconds the worker gives a timed-out function to end before it answers without it (``worker.TIMEOUT_GRACE``)
+TIMEOUT_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A call's time limits (seconds; None: none), and how messages name where each was set
+    (``--timeout``, ``SKYCTL_TIMEOUT``, ``the profile's timeout:``, ``timeout=``)."""
+
+    timeout: float | None = None
+    idle: float | None = None
+    timeout_source: str = "--timeout"
+    idle_source: str = "--idle-timeout"
+
+    def error(self, label: str, idle: bool, note: str = "") -> TimedOut:
+        """The ``TimedOut`` for a call on ``label`` that ran past one of these limits."""
+        from .config.checks import format_duration
+
+        limit = (self.idle if idle else self.timeout) or 0.0
+        source = self.idle_source if idle else self.timeout_source
+        what = "sent no value and took no record for" if idle else "timed out after"
+        raise_what = "--idle-timeout" if idle else "--timeout"
+        return TimedOut(f"{label}: {what} {format_duration(limit)} ({source}){note}",
+                        hint=f"raise {raise_what} (or find where the function waits: the traceback above, when "
+                             "there is one); values written before it are complete",
+                        host=label, limit=limit, idle=idle)
 
 
 @dataclass
@@ -122,6 +154,8 @@ class WorkerSession:
         #: ``time.monotonic()`` when bytes last came from the worker (the liveness deadline)
         self._heard = 0.0
         self._closed = threading.Event()
+        #: set once a worker this side gave up (``_give_up``) has been ended
+        self._dropping: threading.Event | None = None
 
     @property
     def label(self) -> str:
@@ -161,6 +195,11 @@ class WorkerSession:
                 self._writer.heartbeat(interval)
             except BaseException:  # noqa: BLE001 - the reader sees the same failure
                 pass
+            call = self._current
+            overdue = call.overdue(interval) if call is not None and not call.terminal else None
+            if overdue is not None:
+                self._give_up(overdue)
+                return
             silent = time.monotonic() - self._heard
             if silent > bound + self.spec.slack:
                 self._give_up(ConnectionLost(
@@ -171,17 +210,19 @@ class WorkerSession:
                          "values printed so far are complete"))
                 return
 
-    def _give_up(self, error: ConnectionLost) -> None:
+    def _give_up(self, error: SkyctlError) -> None:
         """End the current call with ``error`` and drop the worker (it broke the protocol or went silent)."""
         if self.dead:
             return
         self.dead = error.message
-        call = self._current
-        if call is not None:
-            call.inbox.end((None, error))
         pipes = self._pipes
+        if pipes is not None:  # before the call ends: ``close`` (which its end may lead to) waits for this
+            self._dropping = threading.Event()
+        call = self._current
+        if call is not None:  # first, so that the call ends with ``error``, not with the EOF the drop causes
+            call.inbox.end((None, error))
         if pipes is not None:  # unblocks the reader; the worker is ended (EOF, then signals)
-            threading.Thread(target=pipes.close, name="skyctl-drop", daemon=True).start()
+            threading.Thread(target=_drop, args=(pipes, self._dropping), name="skyctl-drop", daemon=True).start()
 
     def send(self, kind: int, payload: bytes = b"") -> None:
         """Write one frame; thread-safe, and a Ctrl-C cannot tear it."""
@@ -194,8 +235,11 @@ class WorkerSession:
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              stream_at: tuple[str, Any] | None = None, stream: Iterable[Any] | None = None, *,
              render: str | None = None, decoder: Decoder | None = None, skip: int = 0,
-             options: dict[str, Any] | None = None) -> CallStream:
+             options: dict[str, Any] | None = None, limits: Limits | None = None) -> CallStream:
         """Start one call; values come from the returned ``CallStream``.
+
+        ``limits``: its time limits, enforced by the worker (the CALL carries them), and by this
+        side too when the worker does not answer in time (see ``CallStream.overdue``).
 
         ``options``: more of the CALL's options (``{"ray": {...}}``: run it as a Ray task).
 
@@ -210,7 +254,7 @@ class WorkerSession:
             raise RuntimeError("a call is already running on this worker; close it first")
         self._call_id = self._call_id % 0xFFFFFFFF + 1
         call = CallStream(self, fn, args, kwargs, stream_at, stream, render=render,
-                          decoder=decoder or Decoder(self.label), skip=skip, options=options)
+                          decoder=decoder or Decoder(self.label), skip=skip, options=options, limits=limits)
         call.id = self._call_id
         self._current = call
         self._writer.call = call.id  # before CALL goes: every frame of the call carries its id
@@ -222,6 +266,9 @@ class WorkerSession:
         if self._pipes is not None and self._current is not None and not self._current.ended:
             self._current.close()  # before the pipes go: it sends CANCEL (its ``finally`` runs)
         self._closed.set()
+        dropping = self._dropping
+        if dropping is not None:  # a worker given up is being ended: wait for it (a daemon thread dies
+            dropping.wait(DROP_WAIT)  # with this process, and a worker stuck holding its GIL would be left)
         pipes, self._pipes = self._pipes, None
         if pipes is None:
             return
@@ -309,12 +356,14 @@ class WorkerSession:
         if kind is Kind.CREDIT:
             items, nbytes = wire.unpack_credit(payload)
             if call.outbox is not None and not call.terminal:
+                call.progress_at = time.monotonic()  # the worker took input
                 call.starved_since = None
                 call.outbox.grant(items, nbytes)
             return  # also after the call's end: the worker flushes what it owes behind its last frame
         if call.terminal:
             raise wire.ProtocolError(f"a {kind.name} frame after the call had ended")
         if kind is Kind.ITEMS_OUT:
+            call.progress_at = time.monotonic()
             call.check_batch(payload)
             call.inbox.push(payload)  # raises CreditOverrun for a worker that ignores its credit
             return
@@ -332,6 +381,17 @@ class WorkerSession:
                 raise wire.ProtocolError(f"a CANCELLED frame with {len(payload)} bytes of payload")
         call.terminal = True
         call.inbox.end((kind, payload))
+
+
+def _drop(pipes: Any, done: threading.Event | None) -> None:
+    """End a worker given up (EOF, then signals), from a thread of its own; ``done`` once it is."""
+    try:
+        pipes.close()
+    except BaseException:  # noqa: BLE001 - ended as far as it could be
+        pass
+    finally:
+        if done is not None:
+            done.set()
 
 
 #: the frames a worker may send
@@ -354,10 +414,17 @@ class CallStream:
     def __init__(self, session: WorkerSession, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], stream_at: tuple[str, Any] | None, stream: Iterable[Any] | None,
                  *, render: str | None = None, decoder: Decoder | None = None, skip: int = 0,
-                 options: dict[str, Any] | None = None) -> None:
+                 options: dict[str, Any] | None = None, limits: Limits | None = None) -> None:
         self._session = session
         window = (flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
+        self.limits = limits or Limits()
         options = {**(options or {}), "render": render, "shipped": sorted(shipped_modules()), "skip": skip}
+        if self.limits.timeout is not None:
+            options["timeout"] = self.limits.timeout
+        if self.limits.idle is not None:
+            options["idle_timeout"] = self.limits.idle
+        #: ``time.monotonic()`` when the call started, and when a value last came or input was last taken
+        self.started_at = self.progress_at = time.monotonic()
         self._request = (fn, args, kwargs, stream_at, window, options)
         self._stream = stream
         self._render = render
@@ -376,6 +443,21 @@ class CallStream:
         #: since when the worker has said it waits for input while this side waits for its credit
         self.starved_since: float | None = None
         self._values = self._iterate()
+
+    def overdue(self, interval: float) -> TimedOut | None:
+        """The error when the worker has not answered a limit that passed: it ends a timed-out
+        call itself within ``TIMEOUT_GRACE`` s; past that (and two heartbeat intervals and a
+        second for the answer's way) it is stopped or stuck, and this side ends the connection.
+        Not the liveness bound: a stopped worker would be taken for a lost one (exit 6) first."""
+        limits = self.limits
+        if limits.timeout is None and limits.idle is None:
+            return None
+        now, slack = time.monotonic(), TIMEOUT_GRACE + 2 * interval + 1.0
+        if limits.timeout is not None and now - self.started_at > limits.timeout + slack:
+            return limits.error(self._session.label, False, "; the worker did not answer, its connection was ended")
+        if limits.idle is not None and now - self.progress_at > limits.idle + slack:
+            return limits.error(self._session.label, True, "; the worker did not answer, its connection was ended")
+        return None
 
     # -- checks of the reader thread -----------------------------------------
     def check_starved(self, starved: bool, bound: float) -> None:
@@ -559,9 +641,14 @@ class CallStream:
                 except Exception as exc:  # noqa: BLE001 - bytes from a remote that is not trusted
                     raise self._session.broke(f"a RETURN that does not decode ({type(exc).__name__}: {exc})") from None
         elif kind is Kind.RAISE:
+            info, _ = wire.unpack_raise(payload)
+            if info.get("failure") == "timeout":  # the worker ended the function at its limit
+                error = self.limits.error(self._session.label, info.get("kind") == "idle")
+                error.details = with_source_lines(info.get("traceback") or "")
+                raise error
             raise remote_failure(payload, self._session.label, None if self._render else self._decoder)
         elif kind is None:
-            if isinstance(payload, ConnectionLost):  # the transport knows why (keepalives went unanswered)
+            if isinstance(payload, (ConnectionLost, TimedOut)):  # the transport knows why (keepalives went unanswered)
                 raise payload
             raise ConnectionLost(
                 f"lost the worker on {self._session.label} during the call ({payload})",

@@ -707,7 +707,7 @@ class TestCommandHost:
             ("argv: [x]\nshell: sometimes\n", "'shell' must be true or false, got 'sometimes'", None),
             ("argv: [x]\nargs: [y]\n", "unknown key 'args'", "did you mean 'argv'?"),
             ("argv: [x]\nuser: me\n", "'user' is only for ssh hosts; this host is command",
-             "a command host takes: type, python, workdir, env, pip, connect_timeout, keepalive, keepalive_count, trust, allow, argv, shell"),
+             "a command host takes: type, python, workdir, env, pip, connect_timeout, keepalive, keepalive_count, timeout, trust, allow, argv, shell"),
             ("argv: [x]\nhost: h\n", "'host' is set but 'type' is command",
              "a command host has no 'host': remove it, or remove 'type: command'"),
         ],

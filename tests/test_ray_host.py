@@ -349,3 +349,12 @@ def test_a_lost_chunk_runs_again_on_the_same_slot() -> None:
     assert not stats.dead and stats.chunks == 3 and stats.reruns == 1
     assert warnings == ["box: chunk 2: the Ray task was lost: WorkerCrashedError; it runs again, "
                         "skipping the values already written"]
+
+
+def test_a_timeout_cancels_the_task_and_its_finally_runs(ray_config: Path, tmp_path: Path) -> None:
+    """``--timeout`` on a ray host: the driver cancels the task at the limit (``ray.cancel``), exit 124."""
+    r = sky(ray_config, "run", f"{T}:forever", "-a", f"workdir={tmp_path}", "-H", "cluster", "--timeout", "30")
+    assert r.returncode == 124, r.stderr
+    assert r.stdout.startswith("started "), r.stdout
+    assert "timed out after 30s (--timeout)" in r.stderr
+    wait_for((tmp_path / "finally").exists, timeout=60, what="the task's finally")

@@ -30,6 +30,43 @@ TRUST_LEVELS = ("data", "full")
 #: what a ray host's ``resources:`` may hold, as Ray's task options name them
 RAY_RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources")
 
+#: what a duration looks like, for hints
+DURATION_FORMS = "a number of seconds or a duration such as 90, 30s, 5m, 2h, 1h30m"
+
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``1.5``, ``30s``, ``5m``, ``2h`` or ``1h30m`` (units in that order, each once);
+    ``ValueError`` for anything else, or for a duration that is not greater than 0."""
+    import re
+
+    raw = text.strip().lower()
+    if not raw:
+        raise ValueError("empty")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        match = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", raw)
+        if match is None or not any(match.groups()):
+            raise ValueError(f"not a duration: {text!r}") from None
+        seconds = sum(float(part) * unit for part, unit in zip(match.groups(), _DURATION_UNITS.values()) if part)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"not greater than 0: {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``30s``, ``5m``, ``1h30m``, ``1.5s``: how messages name a limit."""
+    if seconds < 60 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    whole, out = int(seconds), ""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size:
+            out += f"{whole // size}{unit}"
+            whole %= size
+    return out
+
 _PASSWORD_KEYS = frozenset({"password", "passwd", "passphrase", "key_passphrase"})
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
@@ -290,6 +327,18 @@ class Checker:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             self.fail(f"{key!r} must be a number of seconds greater than 0, got {describe(value)}")
         return float(value)
+
+    def check_duration(self, key: str, raw: Any, local: bool) -> float:
+        """Seconds, from a number or text such as ``30s``, ``5m``, ``2h``, ``1h30m`` (``${VAR}`` expanded)."""
+        if isinstance(raw, bool):
+            self.fail(f"{key!r} must be a duration, got {describe(raw)}", DURATION_FORMS)
+        if isinstance(raw, (int, float)):
+            raw = str(raw)
+        text = self.scalar_text(key, raw)
+        try:
+            return parse_duration(text if text is not None else "")
+        except ValueError:
+            self.fail(f"{key!r} must be a duration greater than 0, got {describe(raw)}", DURATION_FORMS)
 
     def check_count(self, key: str, raw: Any, local: bool) -> int:
         """A whole number, at least 1 (``${VAR}`` expanded, so ``keepalive_count: ${N}`` works)."""

@@ -171,6 +171,10 @@ class HostProfile:
         3, check=Checker.check_count, takes=_NOT_RAY, normalize=at_least_one,
         doc="unanswered keepalives in a row after which the connection is lost (like ServerAliveCountMax)",
         examples={SSH: ("3", "unanswered keepalives in a row before the connection counts as lost")})
+    timeout: float | None = key(
+        None, check=Checker.check_duration, takes=_ALL,
+        doc="how long a call may run (per chunk attempt in a distributed pipe): 90, 30s, 5m, 2h (None: no limit)",
+        examples={SSH: ("1h", "a call (a pipe's chunk) running longer is ended: exit 124 (--timeout)")})
     reuse: bool = key(
         True, check=Checker.check_bool, takes=(SSH,), doc="keep the SSH connection for later calls",
         examples={SSH: ("true", "keep the SSH connection for later calls (like ControlPersist)")})

@@ -145,7 +145,7 @@ class LongRun:
             self.blocks.finished(chunk.number, about.number if about is not None else chunk.number, entry)
             return
         self.log.write(entry)
-        if status == "lost":
+        if status in ("lost", "timeout"):  # it runs again (a timeout whose runs are used up ends the run)
             self.blocks.restart(chunk.number)
         else:
             self.blocks.failed(chunk.number, about.number if about is not None else chunk.number)

@@ -260,6 +260,11 @@ class Outbox:
             self._credit.notify_all()
 
     @property
+    def sent(self) -> int:
+        """Items written so far (a call's progress, for an idle limit)."""
+        return self._sent_items
+
+    @property
     def cancelled(self) -> bool:
         return self._cancelled
 

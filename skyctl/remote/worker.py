@@ -9,7 +9,8 @@ can never corrupt the stream.
 
 Threads: the main thread runs calls (the user's code, and so the producer of
 ITEMS_OUT); a reader thread dispatches incoming frames; an Outbox sender
-thread writes batches; two log threads forward fds 1/2.
+thread writes batches; two log threads forward fds 1/2; a watchdog thread per
+call that has a time limit (``Worker.watch``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from .wire import Kind
 
 #: seconds the worker waits for the running call to wind down once the client is gone
 EXIT_GRACE = 5.0
+
+#: seconds a timed-out function has, once interrupted (and its processes sent SIGTERM), to end
+#: (its ``finally``) before its processes get SIGKILL and the worker answers without it, then exits
+TIMEOUT_GRACE = 5.0
 
 #: a read of at least this many bytes (a frame payload: a batch of input items)
 #: gets its own anonymous mapping (see ``payload_reader``): above it, rounding
@@ -190,12 +195,22 @@ class CallState:
         self.in_user_code = False
         #: called (from the reader thread) when the call is cancelled: a Ray task is cancelled so
         self.on_cancel: Callable[[], None] | None = None
+        #: ``(timeout, idle_timeout)`` in seconds (None: no limit), from the CALL's options
+        self.limits: tuple[float | None, float | None] = (None, None)
+        #: set by the watchdog when a limit passed: ``"timeout"`` or ``"idle"``
+        self.timed_out: str | None = None
+        #: the function's run has ended (``_execute`` returned); guards ``timed_out`` against a late watchdog
+        self.executed = threading.Event()
+        self.settle = threading.Lock()
+        #: where the function was when a limit stopped it (for the client's message)
+        self.timeout_traceback = ""
 
     def configure(self, options: dict[str, Any]) -> None:
         render = options.get("render")
         self.render = render if render in values.MODES else None
         self.dumps = _value_dumps(tuple(options.get("shipped", ())))
         self.skip = int(options.get("skip") or 0)
+        self.limits = (_seconds(options.get("timeout")), _seconds(options.get("idle_timeout")))
 
     def _dumps_items(self, items: Any) -> bytes:
         return self.dumps(items)
@@ -210,6 +225,14 @@ class CallState:
         if self.render is not None and value is None:
             return Kind.RETURN, flow.pack_rendered(b"", 0)
         return Kind.RETURN, self._pack([value])
+
+    def timeout_frame(self, traceback_text: str = "") -> tuple[int, bytes]:
+        """RAISE for a call that ran past a limit (``failure: timeout``): the client raises ``TimedOut``."""
+        idle = self.timed_out == "idle"
+        limit = self.limits[1 if idle else 0] or 0.0
+        info = {"type": "TimedOut", "failure": "timeout", "kind": "idle" if idle else "timeout",
+                "message": f"{'no progress' if idle else 'timed out'} after {limit:g}s", "traceback": traceback_text}
+        return Kind.RAISE, wire.pack_raise(info, b"")
 
     def raise_frame(self, exc: BaseException, where: str) -> tuple[int, bytes]:
         return _raise_frame(exc, where, None if self.render is not None else self.dumps)
@@ -243,6 +266,7 @@ class CallState:
             except BaseException:
                 pass
         if self.in_user_code:  # interrupt user code blocked in sleep, I/O or a long loop
+            # (a timed-out call: ``CallTimedOut`` is raised there, see ``_on_sigint``)
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
 
@@ -359,6 +383,53 @@ class Worker:
                 self.leave()
                 return
 
+    # -- watchdog thread (a call with a time limit) ------------------------------
+    def watch(self, call: CallState) -> None:
+        """End ``call`` when it runs past its ``timeout``, or sends no value and takes no input
+        for its ``idle_timeout``: the function is interrupted (``CallTimedOut`` in it, its
+        ``finally`` runs), its processes get SIGTERM, then SIGKILL after ``TIMEOUT_GRACE``; a
+        function still running then (stuck where no signal reaches it) is given up: the worker
+        answers the call with the timeout frame itself and exits."""
+        timeout, idle = call.limits
+        started = last = time.monotonic()
+        seen: tuple[int, int] = (-1, -1)
+        step = min(0.25, (idle or 1.0) / 4, (timeout or 1.0) / 4)
+        while not call.executed.wait(step):
+            now = time.monotonic()
+            progress = (call.outbox.sent, call.inbox.taken)
+            if progress != seen:
+                seen, last = progress, now
+            if timeout is not None and now - started >= timeout:
+                kind = "timeout"
+            elif idle is not None and now - last >= idle:
+                kind = "idle"
+            else:
+                continue
+            with call.settle:
+                if call.executed.is_set():
+                    return
+                call.timed_out = kind
+            self._time_out(call)
+            return
+
+    def _time_out(self, call: CallState) -> None:
+        deadline = time.monotonic() + TIMEOUT_GRACE
+        call.cancel()  # the function is interrupted where it is; a Ray task is cancelled
+        reaper.end_descendants(TIMEOUT_GRACE)  # SIGTERM to its processes, SIGKILL to those left after the grace
+        if call.executed.wait(max(0.0, deadline - time.monotonic())):
+            return  # it ended: the main thread answers the call
+        try:
+            os.write(2, f"skyctl worker: the timed-out function did not end within {TIMEOUT_GRACE:g}s: "
+                        "answering without it and exiting\n".encode())
+        except OSError:
+            pass
+        _end_leftovers()
+        if self.logs:
+            self.logs.drain()
+        call.outbox.finish(call.timeout_frame("(the function did not stop when interrupted)\n"))
+        call.outbox.join(TIMEOUT_GRACE)
+        os._exit(0)
+
     # -- main thread ---------------------------------------------------
     def serve(self) -> None:
         while True:
@@ -368,7 +439,7 @@ class Worker:
             self.run_call(call)
 
     def run_call(self, call: CallState) -> None:
-        terminal = self._execute(call)
+        terminal = self._execute_within_limits(call)
         call.in_user_code = False
         _end_leftovers(warn=True)  # before the last frame: when the client sees the end, they are gone
         if self.logs:
@@ -377,6 +448,17 @@ class Worker:
         call.outbox.join()
         call.finished = True  # its last frame is written: heartbeats say IDLE from now on
 
+    def _execute_within_limits(self, call: CallState) -> tuple[int, bytes]:
+        """``_execute``, watched by a thread of its own when the call has a time limit: a call
+        that timed out is answered with the timeout frame, whatever the function ended with."""
+        terminal = self._execute(call)
+        with call.settle:
+            call.executed.set()
+            timed_out = call.timed_out
+        if timed_out is None:
+            return terminal
+        return call.timeout_frame(call.timeout_traceback)
+
     def _execute(self, call: CallState) -> tuple[int, bytes]:
         """Run the call; returns the frame that ends it."""
         try:
@@ -384,6 +466,8 @@ class Worker:
             call.configure(options)
         except BaseException as exc:
             return call.raise_frame(exc, "load")
+        if call.limits != (None, None):
+            threading.Thread(target=self.watch, args=(call,), name="watchdog", daemon=True).start()
         call.outbox.grant(*credit)
         ray_options = options.get("ray") if isinstance(options, dict) else None
         if ray_options is not None:  # a ``type: ray`` host: this worker is the Ray driver
@@ -420,6 +504,8 @@ class Worker:
                     return call.result_frame(returned[0] if returned else None)
         except BaseException as exc:
             call.in_user_code = False
+            if isinstance(exc, CallTimedOut) or call.timed_out is not None:
+                call.timeout_traceback = _user_traceback(exc)
             # a value that did not pickle cancels the outbox, which then ends the call with that error
             unsendable = isinstance(exc, flow.Cancelled) and call.outbox.unsendable is not None
             if call.cancelled or isinstance(exc, InputFailed) or unsendable:
@@ -427,6 +513,28 @@ class Worker:
                 _close_quietly(gen)
                 return Kind.CANCELLED, b""
             return call.raise_frame(exc, "call")
+
+
+class CallTimedOut(BaseException):
+    """Raised in the function when its call ran past its time limit (a ``BaseException``, as
+    ``KeyboardInterrupt``: an ``except Exception`` does not swallow it; ``finally`` runs)."""
+
+
+def _seconds(value: Any) -> float | None:
+    """A limit from the CALL's options: seconds greater than 0, else None (no limit)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and seconds > 0 else None
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """Where the function was when it was stopped: its traceback, skyctl's frames removed."""
+    try:
+        return str(raytask.error_info(exc, "call", _is_own)["traceback"])
+    except BaseException:  # noqa: BLE001 - only for the message
+        return ""
 
 
 #: the inbox ending that INPUT_FAILED puts after the last good input item
@@ -539,6 +647,8 @@ def _raise_frame(exc: BaseException, where: str, dumps: Callable[[Any], bytes] |
 def _on_sigint(signum: int, frame: Any) -> None:
     call = _worker.current if _worker else None
     if call is not None and call.cancelled and call.in_user_code:
+        if call.timed_out is not None:
+            raise CallTimedOut(f"the call ran past its {'idle ' if call.timed_out == 'idle' else ''}time limit")
         raise KeyboardInterrupt()
 
 
