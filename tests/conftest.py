@@ -15,10 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-try:
-    from sshd import SshdUnavailable, SshServer, ensure_user, start_sshd
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.sshd import SshdUnavailable, SshServer, ensure_user, start_sshd
+from sshd import SshdUnavailable, SshServer, ensure_user, start_sshd
 
 #: the non-root login created for ``sshd_user`` when the suite runs as root
 NON_ROOT_USER = "skyctltest"
@@ -82,10 +79,7 @@ def sshd_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer
 
 
 # -- end-to-end: one config per transport -----------------------------------------
-try:
-    from helpers import write_config
-except ModuleNotFoundError:
-    from tests.helpers import write_config
+from helpers import write_config
 
 
 @pytest.fixture(scope="session")

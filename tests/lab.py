@@ -57,10 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-try:
-    from sshd import SshdUnavailable, SshServer, start_sshd, stop_process
-except ModuleNotFoundError:  # imported as tests.lab (benchmarks)
-    from tests.sshd import SshdUnavailable, SshServer, start_sshd, stop_process
+from sshd import SshdUnavailable, SshServer, start_sshd, stop_process
 
 __all__ = ["Lab", "LabHost", "LabUnavailable", "lab_available", "start_lab", "PREFIX"]
 

@@ -10,10 +10,7 @@ import subprocess
 import time
 from typing import Any
 
-try:
-    from helpers import REPO, TARGETS, run_skyctl
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.helpers import REPO, TARGETS, run_skyctl
+from helpers import REPO, TARGETS, run_skyctl
 
 #: the target module, as a TARGET string prefix
 PIPES = "tests/targets/pipes.py"

@@ -10,10 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-try:
-    from helpers import REPO, clean_env, skyctl_argv, ssh_host_yaml
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.helpers import REPO, clean_env, skyctl_argv, ssh_host_yaml
+from helpers import REPO, clean_env, skyctl_argv, ssh_host_yaml
 
 #: the functions these tests ship, as a file TARGET relative to the repo root
 TARGETS = "tests/targets/remote_env.py"

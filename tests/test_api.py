@@ -15,12 +15,8 @@ import pytest
 import skyctl
 from skyctl.remote import flow
 
-try:
-    from helpers import REPO, pid_alive, wait_for
-    from targets import api_funcs
-except ModuleNotFoundError:
-    from tests.helpers import REPO, pid_alive, wait_for
-    from tests.targets import api_funcs
+from helpers import REPO, pid_alive, wait_for
+from targets import api_funcs
 
 #: the host named ``default:`` in each config of the ``host_config`` fixture
 HOST_NAMES = {"local": "local", "ssh": "box"}

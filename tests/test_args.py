@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-try:
-    from helpers import run_skyctl
-except ModuleNotFoundError:
-    from tests.helpers import run_skyctl
+from helpers import run_skyctl
 
 ARGS = "tests/targets/args.py"
 #: frames of skyctl's own machinery, never shown for a usage error

@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
-except ModuleNotFoundError:
-    from tests.helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
+from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
 
 T = "tests/targets/chunk_sizes.py"
 pytestmark = pytest.mark.timeout(240)

@@ -30,16 +30,10 @@ import yaml
 
 import skyctl
 
-try:
-    from helpers import REPO, clean_env, pid_alive, skyctl_argv, start_skyctl, wait_for
-    from sshd import SshdUnavailable, ensure_user
-    from targets import api_funcs
-    from test_run import read_line
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.helpers import REPO, clean_env, pid_alive, skyctl_argv, start_skyctl, wait_for
-    from tests.sshd import SshdUnavailable, ensure_user
-    from tests.targets import api_funcs
-    from tests.test_run import read_line
+from helpers import REPO, clean_env, pid_alive, skyctl_argv, start_skyctl, wait_for
+from sshd import SshdUnavailable, ensure_user
+from targets import api_funcs
+from test_run import read_line
 
 CMD = "tests/targets/command_targets.py"
 STREAMS = "tests/targets/streams.py"

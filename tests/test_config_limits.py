@@ -18,10 +18,7 @@ from skyctl import config
 from skyctl.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_NODES, load_config, parse_config
 from skyctl.errors import ConfigError
 
-try:
-    from helpers import run_skyctl
-except ModuleNotFoundError:
-    from tests.helpers import run_skyctl
+from helpers import run_skyctl
 
 #: 13 lines; 9**9 (about 387 million) values once the aliases are expanded
 BILLION_LAUGHS = """\

@@ -17,10 +17,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, start_skyctl, wait_for
-except ModuleNotFoundError:
-    from tests.helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, start_skyctl, wait_for
+from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, start_skyctl, wait_for
 
 T = "tests/targets/groups.py"
 pytestmark = pytest.mark.timeout(240)

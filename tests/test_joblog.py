@@ -18,10 +18,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from helpers import REPO, run_skyctl, ssh_host_yaml, start_skyctl, wait_for
-except ModuleNotFoundError:
-    from tests.helpers import REPO, run_skyctl, ssh_host_yaml, start_skyctl, wait_for
+from helpers import REPO, run_skyctl, ssh_host_yaml, start_skyctl, wait_for
 
 T = "tests/targets/longjobs.py"
 pytestmark = pytest.mark.timeout(300)

@@ -37,12 +37,8 @@ from typing import Iterator
 
 import pytest
 
-try:
-    from helpers import REPO, clean_env, pid_alive, skyctl_argv, wait_for
-    from lab import Lab, LabUnavailable, lab_available, start_lab
-except ModuleNotFoundError:
-    from tests.helpers import REPO, clean_env, pid_alive, skyctl_argv, wait_for
-    from tests.lab import Lab, LabUnavailable, lab_available, start_lab
+from helpers import REPO, clean_env, pid_alive, skyctl_argv, wait_for
+from lab import Lab, LabUnavailable, lab_available, start_lab
 
 pytestmark = pytest.mark.timeout(180)
 

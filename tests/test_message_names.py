@@ -11,14 +11,9 @@ import pytest
 import skyctl
 from skyctl.errors import ConnectionLost
 
-try:
-    from helpers import REPO, ssh_host_yaml
-    from ssh_e2e import assert_failure, free_port, skyctl as run
-    from targets import lost_worker
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.helpers import REPO, ssh_host_yaml
-    from tests.ssh_e2e import assert_failure, free_port, skyctl as run
-    from tests.targets import lost_worker
+from helpers import REPO, ssh_host_yaml
+from ssh_e2e import assert_failure, free_port, skyctl as run
+from targets import lost_worker
 
 if TYPE_CHECKING:
     from sshd import SshServer

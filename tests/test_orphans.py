@@ -24,14 +24,9 @@ import pytest
 
 import skyctl
 
-try:
-    from helpers import REPO, pid_alive, run_skyctl, start_skyctl, wait_for
-    from pipetools import read_line
-    from targets import orphans
-except ModuleNotFoundError:
-    from tests.helpers import REPO, pid_alive, run_skyctl, start_skyctl, wait_for
-    from tests.pipetools import read_line
-    from tests.targets import orphans
+from helpers import REPO, pid_alive, run_skyctl, start_skyctl, wait_for
+from pipetools import read_line
+from targets import orphans
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -21,12 +21,8 @@ from typing import Any, Iterator
 
 import pytest
 
-try:
-    from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, start_skyctl, wait_for
-    from rayhead import RAY_ENV, RayHead, RayUnavailable, ray_python, start_ray_head
-except ModuleNotFoundError:
-    from tests.helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, start_skyctl, wait_for
-    from tests.rayhead import RAY_ENV, RayHead, RayUnavailable, ray_python, start_ray_head
+from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, start_skyctl, wait_for
+from rayhead import RAY_ENV, RayHead, RayUnavailable, ray_python, start_ray_head
 
 T = "tests/targets/ray_targets.py"
 pytestmark = pytest.mark.timeout(400)

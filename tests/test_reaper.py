@@ -22,12 +22,8 @@ import pytest
 
 from skyctl.remote import reaper
 
-try:
-    from helpers import REPO, wait_for
-    from targets.orphans import DAEMON
-except ModuleNotFoundError:
-    from tests.helpers import REPO, wait_for
-    from tests.targets.orphans import DAEMON
+from helpers import REPO, wait_for
+from targets.orphans import DAEMON
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")]
 

@@ -22,12 +22,8 @@ from typing import Any
 
 import pytest
 
-try:
-    from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
-    from schema_check import errors as schema_errors
-except ModuleNotFoundError:
-    from tests.helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
-    from tests.schema_check import errors as schema_errors
+from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
+from schema_check import errors as schema_errors
 
 T = "tests/targets/report_targets.py"
 F = "tests/targets/group_faults.py"

@@ -20,10 +20,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from helpers import REPO, clean_env, pid_alive, run_skyctl, skyctl_argv, start_skyctl, wait_for
-except ModuleNotFoundError:
-    from tests.helpers import REPO, clean_env, pid_alive, run_skyctl, skyctl_argv, start_skyctl, wait_for
+from helpers import REPO, clean_env, pid_alive, run_skyctl, skyctl_argv, start_skyctl, wait_for
 
 STREAMS = "tests/targets/streams.py"
 OWN_FRAMES = ("skyctl/remote/worker.py", "skyctl/session.py", "skyctl/api.py", "skyctl/cli.py", "cloudpickle")

@@ -22,10 +22,7 @@ from skyctl.errors import ConnectionLost, ExitStatus
 from skyctl.remote.flow import Rendered
 from skyctl.render import check_json_lines, tagged
 
-try:
-    from helpers import REPO, TARGETS, run_skyctl, ssh_host_yaml
-except ModuleNotFoundError:
-    from tests.helpers import REPO, TARGETS, run_skyctl, ssh_host_yaml
+from helpers import REPO, TARGETS, run_skyctl, ssh_host_yaml
 
 T = "tests/targets/tag_targets.py"
 pytestmark = pytest.mark.timeout(180)

@@ -15,15 +15,9 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from helpers import REPO, pid_alive, run_skyctl, ssh_host_yaml, start_skyctl, wait_for
-except ModuleNotFoundError:
-    from tests.helpers import REPO, pid_alive, run_skyctl, ssh_host_yaml, start_skyctl, wait_for
+from helpers import REPO, pid_alive, run_skyctl, ssh_host_yaml, start_skyctl, wait_for
 
-try:
-    from schema_check import errors as schema_errors
-except ModuleNotFoundError:
-    from tests.schema_check import errors as schema_errors
+from schema_check import errors as schema_errors
 
 T = "tests/targets/timeouts.py"
 SCHEMA = json.loads((Path(__file__).parent / "report.schema.json").read_text())

@@ -23,10 +23,7 @@ import pytest
 import skyctl
 from skyctl.trust import RefusedValue
 
-try:
-    from helpers import REPO, TARGETS, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml
-except ModuleNotFoundError:
-    from tests.helpers import REPO, TARGETS, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml
+from helpers import REPO, TARGETS, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml
 
 T = "tests/targets/trust_targets.py"
 REMOTE_PY = "/usr/bin/python3"
