@@ -132,7 +132,7 @@ def run(
             loaded = load_target(target)
             kwargs = bind_arguments(loaded.function, arg)
             return broadcast(loaded.function, kwargs, group, config, no_reuse, output.value, stderr,
-                              tag=not no_tag, fail_fast=fail_fast, quiet=quiet, calls=calls)
+                             tag=not no_tag, fail_fast=fail_fast, quiet=quiet, calls=calls)
         with make_host(host, config, no_reuse, stderr) as remote:
             loaded = load_target(target)
             kwargs = bind_arguments(loaded.function, arg)
