@@ -14,7 +14,7 @@ from helpers import run_skyctl
 
 ARGS = "tests/targets/args.py"
 #: frames of skyctl's own machinery, never shown for a usage error
-OWN_FRAMES = ("importlib", "skyctl/cli.py", "skyctl/target.py", "skyctl/coerce/", "click/", "typer/")
+OWN_FRAMES = ("importlib", "skyctl/cli.py", "skyctl/commands/", "skyctl/target.py", "skyctl/coerce/", "click/", "typer/")
 
 
 def run(config, *argv: str):

@@ -1,0 +1,62 @@
+"""``skyctl check``: connect to and bootstrap each host (every member of a group, concurrently),
+one report line per host in the order named."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import typer
+
+from ..errors import ExitStatus, SkyctlError
+from ..trust import escape_controls
+
+
+def check_hosts(host: Sequence[str] | None, config: Optional[Path], no_reuse: bool) -> int:
+    """Check every host named (the default host when none); the first failure's exit status, else 0."""
+    from ..api import Host
+    from ..config import load_config
+
+    cfg = load_config(config)
+    names: list[str] = []
+    for name in (list(host) if host else [None]):
+        for profile in cfg.resolve(name).profiles:  # every name valid before connecting anywhere
+            if profile.name not in names:
+                names.append(profile.name)
+    lines: dict[str, list[str]] = {}
+    statuses: dict[str, int] = {}
+
+    def one(index: int, name: str) -> None:
+        time.sleep(min(index, 50) * 0.005)  # not every login in the same millisecond (sshd MaxStartups)
+        started = time.monotonic()
+        target = Host(name, config, reuse=False if no_reuse else None)
+        try:
+            info = target.check()
+        except SkyctlError as err:
+            lines[name] = [f"{name}: FAILED ({err.exit_status.value}) {escape_controls(err.message)}"]
+            if err.hint:
+                lines[name].append(f"  hint: {escape_controls(err.hint)}")
+            statuses[name] = err.exit_status
+            return
+        finally:
+            target.close()
+        ms = (time.monotonic() - started) * 1000
+        bundle = ", bundle sent" if info["sent_bundle"] else ""
+        lines[name] = [f"{name}: ok  python {info['python']}  ready in {ms:.0f} ms  round trip {info['rtt_ms']:.1f} ms{bundle}"]
+        ray = info.get("ray")
+        if isinstance(ray, dict):
+            lines[name].append(escape_controls(f"  ray {ray.get('ray')} at {ray.get('address')}: {ray.get('nodes')} nodes, "
+                                               f"{ray.get('cpus', 0):g} CPUs, {ray.get('gpus', 0):g} GPUs"))
+
+    threads = [threading.Thread(target=one, args=(i, n), name=f"skyctl-check-{n}", daemon=True) for i, n in enumerate(names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in names:  # in the order named
+        for line in lines.get(name, [f"{name}: FAILED (1) the check did not finish"]):
+            typer.echo(line)
+    failed = [statuses[n] for n in names if statuses.get(n)]
+    return failed[0] if failed else ExitStatus.OK
