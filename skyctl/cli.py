@@ -358,7 +358,7 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
     """``run`` on a group: the call on every host at once, values tagged by host; a summary line per host."""
     import threading
 
-    from .pool import HostStats, broadcast, plural
+    from .many import HostStats, broadcast, plural
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -400,7 +400,7 @@ def _broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None,
 def _as_output(batch: Any, host: str, output: str, tag: bool) -> Any:
     """A batch of one host's values (or its return value) as the lines to write, tagged ``HOST<TAB>`` if asked."""
     from .remote.flow import Rendered
-    from .pool import Result
+    from .many import Result
     from .render import tagged
 
     if type(batch) is Result:  # rendered by the worker; a value the client decoded itself is one of a batch
@@ -412,7 +412,7 @@ def _report_hosts(stderr: Stderr, stats: Any, *, show: bool, parts: Any, where: 
                   totals: str | None = None) -> None:
     """After a many-host call: each remote traceback under ``[HOST]``, then (``show``) one summary line
     per host (``where(stat)``: what to add to its outcome, e.g. the chunk that failed) and ``totals``."""
-    from .pool import describe, plural
+    from .many import describe, plural
     from .render import summary_line
 
     stderr.stop()
@@ -439,7 +439,7 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
     ``chunk``: a ``skyctl.chunking`` sizer (or, with ``long_run``, the job log's lines per chunk).
     ``long_run`` (``--joblog``): a ``joblog.LongRun`` cuts the chunks, logs them and holds each one's values
     until it ends."""
-    from .pool import Distributor, Slot, describe, exit_status_of, plural, slots_for
+    from .many import Distributor, Slot, describe, exit_status_of, plural, slots_for
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -526,7 +526,7 @@ def _distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: 
 def _totals_line(totals: Any, failed: bool = False) -> str:
     """The distributed summary's last line: the per-host counts summed, what was cancelled, and
     (``failed``: ``--keep-going``) the chunks whose function raised."""
-    from .pool import plural
+    from .many import plural
 
     line = (f"total: {plural(totals.chunks, 'chunk')}, {plural(totals.records, 'record')} in, "
             f"{plural(totals.values, 'value')} out, {plural(totals.reruns, 're-run')}")
@@ -541,7 +541,7 @@ def _totals_line(totals: Any, failed: bool = False) -> str:
 def _stall_warning() -> float | None:
     """Seconds before a chunk the run waits for alone is named in a warning: ``SKYCTL_STALL_WARNING``
     (0 or less: never), else ``pool.STALL_WARNING``."""
-    from .pool import STALL_WARNING
+    from .many import STALL_WARNING
 
     text = os.environ.get("SKYCTL_STALL_WARNING", "").strip()
     try:
@@ -608,7 +608,7 @@ def _stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stde
                  written: Any = None) -> int:
     """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status.
     ``written(writer)`` is given the value writer (``run --joblog`` counts its values)."""
-    from .pool import HostStats
+    from .many import HostStats
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
