@@ -11,7 +11,7 @@
 
 from .api import Host, RemoteIterator
 from .calls import Call, RemoteFunction, function, host
-from .pool import GroupError, HostStats
+from .many.stats import HostStats
 from .pools import Pool, pool
 from .trust import OversizedValue, RefusedValue
 from .errors import (
@@ -20,6 +20,7 @@ from .errors import (
     ConfigError,
     ConnectError,
     ConnectionLost,
+    GroupError,
     RemoteEnvironmentError,
     RemoteError,
     RemoteTraceback,

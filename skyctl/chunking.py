@@ -2,7 +2,7 @@
 
 A sizer is asked for a chunk's size when a worker takes the chunk, so the
 size can depend on that worker's host; it is told each chunk's records and
-seconds once the chunk has run. The ``Distributor`` (``skyctl/pool.py``) does
+seconds once the chunk has run. The ``Distributor`` (``skyctl/many/distributor.py``) does
 the cutting; a sizer only does arithmetic, so it is tested without hosts:
 
 - ``FixedChunks(n)``: ``--chunk N``, every chunk ``n`` records.

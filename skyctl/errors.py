@@ -2,12 +2,14 @@
 
 Every failure a user can cause is a ``SkyctlError`` subclass carrying a one-line
 message and an optional hint; ``cli.main`` turns it into that line on stderr and
-the exit status below. Nothing here imports the rest of skyctl.
+the exit status below. ``Interrupted``/``Cancelled`` (at the end) are no failures
+but the signals that cancel a call in a group run. Nothing here imports the rest of skyctl.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum, unique
+from typing import Any
 
 
 @unique
@@ -201,3 +203,23 @@ def did_you_mean(word: str, choices: "list[str] | tuple[str, ...] | set[str]") -
 
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+class GroupError(SkyctlError):
+    """A call on several hosts failed on some: ``results`` holds, per host in
+    group order, its value or the exception it ended with."""
+
+    def __init__(self, message: str, results: dict[str, Any], hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.results = results
+        first = next((r for r in results.values() if isinstance(r, SkyctlError)), None)
+        self.exit_status = first.exit_status if first is not None else ExitStatus.REMOTE_RAISED
+
+
+class Interrupted(Exception):
+    """Raised in a host's thread to make it cancel its call (Ctrl-C, ``--fail-fast``, a fatal error elsewhere)."""
+
+
+class Cancelled(Interrupted):
+    """A call cancelled because of a failure elsewhere (``--fail-fast``, or a chunk after a failed one
+    with ``--keep-order``): the host did not fail, and its exit status is not the run's."""

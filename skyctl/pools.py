@@ -1,7 +1,7 @@
 """The Python API for many hosts: ``skyctl.pool(...)``, ``call >> pool``, ``call @ pool``, ``pool.map``.
 
 A ``Pool`` holds one ``api.Host`` per worker (hosts × workers); the scheduling
-is ``skyctl.pool``'s (broadcast, and the chunked, re-run-safe distribution).
+is ``skyctl.many``'s (broadcast, and the chunked, re-run-safe distribution).
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .api import Host, RemoteIterator, log_to_stderr
 from .errors import RemoteError, RemoteTraceback, SkyctlError
-from .pool import Distributor, GroupError, HostStats, Interrupted, Result, Slot, broadcast, slots_for
+from .errors import GroupError, Interrupted
+from .many.broadcast import broadcast
+from .many.chunks import Result, Slot, slots_for
+from .many.distributor import Distributor
+from .many.stats import HostStats
 from .session import Hooks
 
 _DONE = object()

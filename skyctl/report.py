@@ -1,7 +1,7 @@
 """The run's account for machines: ``--report FILE`` (one JSON document) and ``--junit FILE`` (JUnit XML).
 
 A ``RunAccount`` is made when ``run`` or ``pipe`` starts; the command hands it
-the live per-host counters (``pool.HostStats``, the very numbers the summary
+the live per-host counters (``many.stats.HostStats``, the very numbers the summary
 on stderr prints, so the two agree) and ``cli.main`` writes the files once the
 process's exit status is known: after success, a failure, Ctrl-C or a timeout
 alike. The document's fields are listed in the README ("Reports for CI") and
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import BadRecord, ExitStatus, RemoteError, SkyctlError, TimedOut, UsageError
-from .pool import Failure, HostStats, Interrupted, Totals, exit_status_of
+from .errors import Interrupted
+from .many.stats import Failure, HostStats, Totals, exit_status_of
 
 #: the report's layout version: bumped when a field changes meaning or goes away (new fields may appear)
 REPORT_VERSION = 1

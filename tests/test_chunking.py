@@ -114,7 +114,7 @@ def test_a_distributor_follows_recorded_boundaries_and_knows_each_chunks_lines()
     from typing import Any, Iterator
 
     from skyctl.remote.flow import LineBatch
-    from skyctl.pool import Distributor, Slot
+    from skyctl.many import Distributor, Slot
 
     class Stream:
         def __init__(self, feed: Any) -> None:
@@ -190,7 +190,7 @@ class _FakeHost:
 
 def _cut_run(source: object, sizer: object, *, twin: bool = False, observer: object = None):  # type: ignore[no-untyped-def]
     """Run a Distributor over ``source`` on one fake slot; each chunk's (about, records) in chunk order."""
-    from skyctl.pool import Distributor, Slot
+    from skyctl.many import Distributor, Slot
 
     chunks: dict[int, object] = {}
     got: dict[int, list[object]] = {}
@@ -210,7 +210,7 @@ def _cut_run(source: object, sizer: object, *, twin: bool = False, observer: obj
 def test_a_cut_ends_the_chunk_below_its_size_and_its_about_goes_to_the_chunks_after_it() -> None:
     """No chunk takes records across a ``Cut``, whatever its sizer says; a cut that follows another with
     nothing between them leaves no empty chunk (the later one's ``about`` counts)."""
-    from skyctl.pool import Cut
+    from skyctl.many import Cut
 
     source = [Cut("a"), list(range(0, 30)), Cut("x"), Cut("b"), list(range(30, 55)), list(range(55, 80)),
               Cut("c"), list(range(80, 90))]
@@ -225,7 +225,7 @@ def test_with_a_sizer_that_never_fills_a_chunk_the_chunks_are_the_cut_ranges() -
     chunk is taken (the cut then ends the chunk being filled), and with pipelining twins."""
     import threading
 
-    from skyctl.pool import Cut
+    from skyctl.many import Cut
 
     for twin in (False, True):
         taken = threading.Event()

@@ -246,7 +246,7 @@ def test_keep_order_counts_the_first_failing_chunk_in_input_order_even_when_it_f
     import time
     from typing import Any, Iterator
 
-    from skyctl.pool import Distributor, Slot
+    from skyctl.many import Distributor, Slot
 
     distributor: Distributor
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 import platform
 import sys
 
-from skyctl.pool import Distributor, keep_chunk_buffers_off_the_heap
-
-#: the module (``skyctl.pool`` as an attribute is the pool API's function)
-pool = sys.modules["skyctl.pool"]
+from skyctl.many import Distributor, chunks, keep_chunk_buffers_off_the_heap
 
 
 def test_the_threshold_is_fixed_with_glibc_and_left_alone_elsewhere() -> None:
@@ -22,6 +19,6 @@ def test_the_threshold_is_fixed_with_glibc_and_left_alone_elsewhere() -> None:
 
 
 def test_a_distributor_makes_the_setting() -> None:
-    pool._heap_kept_flat = None  # not tried yet
+    chunks._heap_kept_flat = None  # not tried yet
     Distributor([], lambda slot, feed, skip: None, [], lambda chunk, host, batch: None)
-    assert pool._heap_kept_flat is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+    assert chunks._heap_kept_flat is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")

@@ -300,7 +300,7 @@ def test_bad_ray_hosts_are_config_errors(tmp_path: Path, host: str, message: str
 
 def test_a_lost_chunk_runs_again_on_the_same_slot() -> None:
     from skyctl.errors import ChunkLost
-    from skyctl.pool import Distributor, Slot
+    from skyctl.many import Distributor, Slot
 
     class Stream:
         def __init__(self, feed: Any, skip: int, lose: bool) -> None:

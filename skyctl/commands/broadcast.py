@@ -17,8 +17,8 @@ def broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None, 
               stderr: Stderr, *, tag: bool, fail_fast: bool, quiet: bool, calls: Any = None) -> int:
     """Run the call on every host of ``group``; returns the first failed host's exit status, else 0.
     ``calls`` (``--joblog``) logs a line per host's call."""
-    from ..pool import HostStats, plural
-    from ..pool import broadcast as broadcast_on
+    from ..many import HostStats, plural
+    from ..many import broadcast as broadcast_on
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))

@@ -26,7 +26,7 @@ def distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: A
     ``chunk``: a ``skyctl.chunking`` sizer (or, with ``long_run``, the job log's lines per chunk).
     ``long_run`` (``--joblog``): a ``joblog.LongRun`` cuts the chunks, logs them and holds each one's values
     until it ends."""
-    from ..pool import Distributor, Slot, describe, exit_status_of, plural, slots_for
+    from ..many import Distributor, Slot, describe, exit_status_of, plural, slots_for
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))
@@ -119,7 +119,7 @@ def _pipelining() -> bool:
 def totals_line(totals: Any, failed: bool = False) -> str:
     """The distributed summary's last line: the per-host counts summed, what was cancelled, and
     (``failed``: ``--keep-going``) the chunks whose function raised."""
-    from ..pool import plural
+    from ..many import plural
 
     line = (f"total: {plural(totals.chunks, 'chunk')}, {plural(totals.records, 'record')} in, "
             f"{plural(totals.values, 'value')} out, {plural(totals.reruns, 're-run')}")
@@ -134,7 +134,7 @@ def totals_line(totals: Any, failed: bool = False) -> str:
 def stall_warning() -> float | None:
     """Seconds before a chunk the run waits for alone is named in a warning: ``SKYCTL_STALL_WARNING``
     (0 or less: never), else ``pool.STALL_WARNING``."""
-    from ..pool import STALL_WARNING
+    from ..many import STALL_WARNING
 
     text = os.environ.get("SKYCTL_STALL_WARNING", "").strip()
     try:

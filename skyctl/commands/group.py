@@ -41,7 +41,7 @@ def host_for(profile: Any, config: Path | None, no_reuse: bool, stderr: Stderr) 
 
 def as_output(batch: Any, host: str, output: str, tag: bool) -> Any:
     """A batch of one host's values (or its return value) as the lines to write, tagged ``HOST<TAB>`` if asked."""
-    from ..pool import Result
+    from ..many import Result
     from ..remote.flow import Rendered
     from ..render import tagged
 
@@ -54,7 +54,7 @@ def report_hosts(stderr: Stderr, stats: Collection[Any], *, show: bool, parts: C
                  where: Callable[[Any], str | None] | None = None, totals: str | None = None) -> None:
     """After a many-host call: each remote traceback under ``[HOST]``, then (``show``) one summary line
     per host (``where(stat)``: what to add to its outcome, e.g. the chunk that failed) and ``totals``."""
-    from ..pool import describe, plural
+    from ..many import describe, plural
     from ..render import summary_line
 
     stderr.stop()

@@ -34,7 +34,7 @@ def stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stder
                 written: Any = None) -> int:
     """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status.
     ``written(writer)`` is given the value writer (``run --joblog`` counts its values)."""
-    from ..pool import HostStats
+    from ..many import HostStats
 
     env = stderr.env
     writer = ValueWriter(env.stdout, output, guard=stderr.guard_for(env.stdout))

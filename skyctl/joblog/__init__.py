@@ -3,9 +3,9 @@ results file (``--results``) and the stdin cutter that makes chunks a pure
 function of the input (README, "Long jobs"; docs/architecture.md).
 
 Why a package: each job below is one module, importing only those above it
-in this list (no circle); the distributed pipe (``pool.Distributor``) knows
+in this list (no circle); the distributed pipe (``many.Distributor``) knows
 none of them, it calls ``LongRun`` as its observer and follows the
-``pool.Cut`` marks of its source.
+``many.Cut`` marks of its source.
 
 - ``log``: the job log file, its lock, and what a line holds.
 - ``cutter``: ``CutStream``, ``chunked_source``, ``chunked_items``: chunks

@@ -63,7 +63,7 @@ class CallLog:
             self.log.write(entry)
 
     def hosts(self, stats: Iterable[Any]) -> None:
-        """A broadcast's calls, from each host's ``pool.HostStats``."""
+        """A broadcast's calls, from each host's ``many.stats.HostStats``."""
         worst = 0
         for stat in stats:
             status = int(stat.status)

@@ -1,8 +1,8 @@
 """``LongRun``: one distributed ``pipe --joblog`` (or ``pool.map(joblog=...)``) run, wiring the job log,
 the resume plan, the cutter and the results writer to the Distributor.
 
-Why apart: ``pool.Distributor`` only calls an observer at each chunk attempt's start and
-end and follows the ``pool.Cut`` marks of its source; this is that observer, and the only
+Why apart: ``many.Distributor`` only calls an observer at each chunk attempt's start and
+end and follows the ``many.Cut`` marks of its source; this is that observer, and the only
 module here that knows the Distributor.
 """
 
@@ -69,10 +69,11 @@ class LongRun:
     def distributor(self, slots: list[Any], start: Callable[..., Any], reader: Any,
                     shape: Callable[[Any, str], Any], *, retries: int, warn: Callable[[str], None],
                     chunk: int = 0, **more: Any) -> Any:
-        """The run's ``pool.Distributor``: chunks cut by ``reader``'s ``CutStream`` (or, for the API, ``reader``
+        """The run's ``many.Distributor``: chunks cut by ``reader``'s ``CutStream`` (or, for the API, ``reader``
         is an iterable of items, cut every ``chunk`` items), values held here; ``shape(batch, host)`` makes a
         batch what is held (the CLI: the lines to write, tagged or not)."""
-        from ..pool import Cut, Distributor, Result
+        from ..many.chunks import Cut, Result
+        from ..many.distributor import Distributor
 
         def emit(chunk: Any, host: str, batch: Any) -> None:
             self.emit(chunk, shape(batch, host), 1 if type(batch) is Result else len(batch))

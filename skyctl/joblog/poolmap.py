@@ -23,7 +23,7 @@ class _Values:
         self.values: list[Any] = []
 
     def write_batch(self, batch: Any) -> None:
-        from ..pool import Result
+        from ..many.chunks import Result
 
         if type(batch) is Result:
             self.values.append(batch.value)
@@ -41,7 +41,7 @@ def map_logged(slots: list[Any], start: Callable[..., Any], items: Iterable[Any]
     import queue
     import warnings
 
-    from ..pool import Interrupted
+    from ..errors import Interrupted
 
     done_marker = object()
     out: queue.Queue[Any] = queue.Queue(maxsize=2)
