@@ -41,7 +41,7 @@ def distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: A
 
     def twin(slot: Slot) -> Any:
         """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks).
-        With a job log too: each chunk is still one cut range of stdin lines (``pool.Cut``)."""
+        With a job log too: each chunk is still one cut range of stdin lines (``many.Cut``)."""
         profile = slot.host.profile
         if profile.type == "ray" or not _pipelining():
             return None
@@ -133,7 +133,7 @@ def totals_line(totals: Any, failed: bool = False) -> str:
 
 def stall_warning() -> float | None:
     """Seconds before a chunk the run waits for alone is named in a warning: ``SKYCTL_STALL_WARNING``
-    (0 or less: never), else ``pool.STALL_WARNING``."""
+    (0 or less: never), else ``many.STALL_WARNING``."""
     from ..many import STALL_WARNING
 
     text = os.environ.get("SKYCTL_STALL_WARNING", "").strip()

@@ -467,7 +467,7 @@ class Worker:
         except BaseException as exc:
             return call.raise_frame(exc, "load")
         if call.limits != (None, None):
-            threading.Thread(target=self.watch, args=(call,), name="watchdog", daemon=True).start()
+            threading.Thread(target=self.watch, args=(call,), name="skyctl-watchdog", daemon=True).start()
         call.outbox.grant(*credit)
         ray_options = options.get("ray") if isinstance(options, dict) else None
         if ray_options is not None:  # a ``type: ray`` host: this worker is the Ray driver
