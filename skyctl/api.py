@@ -13,7 +13,8 @@ from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from . import transports
 from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
-from .session import CallStream, Hooks, Limits, WorkerSession, WorkerSpec, liveness_of
+from .callstream import CallStream, Limits
+from .session import Hooks, WorkerSession, WorkerSpec, liveness_of
 from .trust import Decoder
 
 T = TypeVar("T")

@@ -42,7 +42,8 @@ SH = ["sh", "-c", 'exec "$@"', "sh"]
 #: the non-root user of the suite (see conftest.NON_ROOT_USER)
 OTHER_USER = "skyctltest"
 #: a user's own frames only in a traceback
-OWN_FRAMES = ("skyctl/remote/worker.py", "skyctl/session.py", "skyctl/api.py", "skyctl/cli.py", "skyctl/commands/", "cloudpickle")
+OWN_FRAMES = ("skyctl/remote/worker.py", "skyctl/session.py", "skyctl/callstream.py", "skyctl/failures.py", "skyctl/api.py",
+              "skyctl/cli.py", "skyctl/commands/", "cloudpickle")
 
 
 # --------------------------------------------------------------------------- helpers

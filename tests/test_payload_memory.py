@@ -12,7 +12,7 @@ import weakref
 
 import pytest
 
-from skyctl.remote import flow, wire, worker
+from skyctl.remote import flow, wire
 from skyctl.remote.wire import Kind
 
 
@@ -31,11 +31,11 @@ def _pipe_with(data: bytes, piece: int = 4096, close: bool = True) -> int:
 
 
 def test_payload_reader_maps_large_reads_and_keeps_small_ones_bytes() -> None:
-    big = os.urandom(worker.MAP_PAYLOAD * 3 + 123)
+    big = os.urandom(wire.MAP_PAYLOAD * 3 + 123)
     small = b"abc" * 10
     r = _pipe_with(small + big + small)
     try:
-        read = worker.payload_reader(r)
+        read = wire.payload_reader(r)
         first = read(len(small))
         assert type(first) is bytes and first == small
         payload = read(len(big))
@@ -48,12 +48,12 @@ def test_payload_reader_maps_large_reads_and_keeps_small_ones_bytes() -> None:
 
 
 def test_payload_reader_short_read_at_eof_is_a_protocol_error() -> None:
-    n = worker.MAP_PAYLOAD * 2
+    n = wire.MAP_PAYLOAD * 2
     frame = wire.encode(Kind.ITEMS_IN, b"P" + b"x" * (n - 1))
     r = _pipe_with(frame[: len(frame) - 10])
     try:
         with pytest.raises(wire.ProtocolError, match="inside a frame"):
-            wire.read_frame(worker.payload_reader(r))
+            wire.read_frame(wire.payload_reader(r))
     finally:
         os.close(r)
 
@@ -61,10 +61,10 @@ def test_payload_reader_short_read_at_eof_is_a_protocol_error() -> None:
 @pytest.mark.parametrize("items", [["line %d" % i for i in range(20000)], [bytes([i % 256]) * 1023 for i in range(200)]])
 def test_mapped_batch_round_trips_through_the_inbox(items: list[object]) -> None:
     payload = flow.pack_batch(items, pickle.dumps)
-    assert len(payload) >= worker.MAP_PAYLOAD
+    assert len(payload) >= wire.MAP_PAYLOAD
     r = _pipe_with(wire.encode(Kind.ITEMS_IN, payload))
     try:
-        kind, got = wire.read_frame(worker.payload_reader(r))
+        kind, got = wire.read_frame(wire.payload_reader(r))
     finally:
         os.close(r)
     assert kind is Kind.ITEMS_IN and isinstance(got, mmap.mmap)

@@ -23,7 +23,8 @@ import pytest
 from helpers import REPO, clean_env, pid_alive, run_skyctl, skyctl_argv, start_skyctl, wait_for
 
 STREAMS = "tests/targets/streams.py"
-OWN_FRAMES = ("skyctl/remote/worker.py", "skyctl/session.py", "skyctl/api.py", "skyctl/cli.py", "skyctl/commands/", "cloudpickle")
+OWN_FRAMES = ("skyctl/remote/worker.py", "skyctl/session.py", "skyctl/callstream.py", "skyctl/failures.py", "skyctl/api.py",
+              "skyctl/cli.py", "skyctl/commands/", "cloudpickle")
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:

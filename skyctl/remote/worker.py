@@ -16,7 +16,6 @@ call that has a time limit (``Worker.watch``).
 from __future__ import annotations
 
 import io
-import mmap
 import os
 import pickle
 import queue
@@ -39,11 +38,6 @@ EXIT_GRACE = 5.0
 #: (its ``finally``) before its processes get SIGKILL and the worker answers without it, then exits
 TIMEOUT_GRACE = 5.0
 
-#: a read of at least this many bytes (a frame payload: a batch of input items)
-#: gets its own anonymous mapping (see ``payload_reader``): above it, rounding
-#: to whole pages wastes under 1/8 and the mapping costs a few µs a batch
-MAP_PAYLOAD = 32 << 10
-
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: frames under these paths are skyctl's (inside the bundle: cloudpickle's too), not the user's;
 #: the bundle's precompiled modules name themselves ``<skyctl bundle>/...`` (bundle.BUNDLE_FILENAME_PREFIX)
@@ -60,7 +54,7 @@ class Connection:
     def __init__(self, in_fd: int, out_fd: int) -> None:
         #: ``time.monotonic()`` when bytes last came from the client (its liveness)
         self.heard = time.monotonic()
-        self.read = payload_reader(in_fd, self._touch)
+        self.read = wire.payload_reader(in_fd, self._touch)
         self.writer = wire.FrameWriter(lambda data: wire.write_all(out_fd, data))
         self.grant = self.writer.grant
         self.gone = False
@@ -74,44 +68,6 @@ class Connection:
         except OSError:
             self.gone = True
             raise
-
-
-def payload_reader(fd: int, touch: Callable[[], None] = lambda: None) -> Callable[[int], Any]:
-    """``read(n)`` over a raw fd, as ``wire.fd_reader`` (exactly n bytes, fewer
-    only at EOF), except that ``n >= MAP_PAYLOAD`` is read straight into an
-    anonymous ``mmap`` of exactly ``n`` bytes, returned as it is (bytes-like:
-    ``len``, slicing, ``memoryview``, ``pickle.loads``).
-
-    Why: input batches are read here on the reader thread, wait in the Inbox
-    (a few MiB of them, as much as the credit allows, of sizes that vary from
-    batch to batch) and are freed on the main thread once decoded. From malloc
-    they came from the reader thread's arena, where this churn of
-    variable-size blocks left holes that made the arena keep growing for
-    hundreds of MB of input (peak RSS ~5 MiB higher after 1 GB than after
-    100 MB). A mapping goes back to the OS whole, the moment its batch is
-    decoded, so memory follows what is in flight. Reading into it directly
-    also saves joining the pipe-sized chunks into a copy.
-    """
-    small = wire.fd_reader(fd)
-    readinto = io.FileIO(fd, "rb", closefd=False).readinto
-
-    def read(n: int) -> Any:
-        if n < MAP_PAYLOAD:
-            data = small(n)
-            touch()
-            return data
-        buf = mmap.mmap(-1, n)
-        with memoryview(buf) as view:
-            got = 0
-            while got < n:
-                k = readinto(view[got:])
-                if not k:  # EOF inside the payload: hand back what came
-                    return buf[:got]
-                got += k
-                touch()  # a long payload on a slow link is not silence
-        return buf
-
-    return read
 
 
 class LogForwarder:
@@ -301,6 +257,24 @@ def _value_dumps(shipped: tuple[str, ...]) -> Callable[[Any], bytes]:
     return dumps
 
 
+def _of_current_call(act: Callable[[CallState, bytes], object]) -> Callable[[Worker, int, bytes], bool]:
+    """The handler of a frame kind that speaks of a call: ``act`` on it when it is the current one.
+
+    A frame of a call that has ended (credit, a late CANCEL, input the function no
+    longer reads) is ignored, by design: the client sends it before it can know that
+    the call ended, and the call id keeps it from touching the next call. (The client,
+    by contrast, takes a frame of a call not current for a protocol error: the worker
+    does not send after a call's end, but for the credit it owes.)"""
+
+    def handle(worker: Worker, call_id: int, payload: bytes) -> bool:
+        call = worker.current
+        if call is not None and call_id == call.id:
+            act(call, payload)
+        return True
+
+    return handle
+
+
 class Worker:
     """Runs calls one after another until BYE or the client goes away."""
 
@@ -315,31 +289,37 @@ class Worker:
 
     # -- reader thread -------------------------------------------------
     def read_frames(self) -> None:
+        """Reader thread: each frame goes to its kind's handler (``_HANDLERS``) until BYE. A
+        kind the client never sends is, like garbage, a protocol error: the worker leaves."""
         try:
             while True:
                 kind, call_id, payload = wire.read_call_frame(self.conn.read)
-                call = self.current
-                if kind is Kind.CALL:
-                    self.conn.writer.call = call_id  # what this call's frames carry
-                    self.current = CallState(self.conn, payload, call_id)
-                    self.calls.put(self.current)
-                elif kind is Kind.BYE:
+                handler = self._HANDLERS.get(kind)
+                if handler is None:
+                    raise wire.ProtocolError(f"a {kind.name} frame, which only the worker sends")
+                if not handler(self, call_id, payload):
                     break
-                elif call is None or call_id != call.id:
-                    continue  # a stale frame of a call that has ended (credit, a late CANCEL)
-                elif kind is Kind.ITEMS_IN:
-                    call.inbox.push(payload)
-                elif kind is Kind.END_IN:
-                    call.inbox.end(None)
-                elif kind is Kind.INPUT_FAILED:
-                    call.inbox.end(_INPUT_FAILED)
-                elif kind is Kind.CREDIT:
-                    call.outbox.grant(*wire.unpack_credit(payload))
-                elif kind is Kind.CANCEL:
-                    call.cancel()
         except BaseException:  # noqa: BLE001 - EOF, garbage, anything: the client is gone either way
             pass
         self.leave()
+
+    def _on_call(self, call_id: int, payload: bytes) -> bool:
+        self.conn.writer.call = call_id  # what this call's frames carry
+        self.current = CallState(self.conn, payload, call_id)
+        self.calls.put(self.current)
+        return True
+
+    _HANDLERS: dict[Kind, Callable[[Worker, int, bytes], bool]] = {
+        Kind.CALL: _on_call,
+        Kind.BYE: lambda worker, call_id, payload: False,  # the loop ends: the worker leaves
+        Kind.ITEMS_IN: _of_current_call(lambda call, payload: call.inbox.push(payload)),
+        Kind.END_IN: _of_current_call(lambda call, payload: call.inbox.end(None)),
+        Kind.INPUT_FAILED: _of_current_call(lambda call, payload: call.inbox.end(_INPUT_FAILED)),
+        Kind.CREDIT: _of_current_call(lambda call, payload: call.outbox.grant(*wire.unpack_credit(payload))),
+        Kind.CANCEL: _of_current_call(lambda call, payload: call.cancel()),
+        # the client is still there: its bytes were counted as they were read (``Connection.heard``)
+        Kind.HEARTBEAT: _of_current_call(lambda call, payload: None),
+    }
 
     def leave(self) -> None:
         """The client said goodbye or is gone: stop what runs, then exit (at the latest ``EXIT_GRACE`` s later)."""
