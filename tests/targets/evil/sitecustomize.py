@@ -127,10 +127,10 @@ def _patch(worker):
     elif MODE in ("bigframe", "overrun"):
         def run_call(self, call):
             if MODE == "bigframe":
-                header = wire.HEADER.pack(wire.PROTOCOL_VERSION, Kind.ITEMS_OUT, 0xFFFFFFF0)
-                self.conn._writer._write(header + b"x" * 1024)
-            else:
-                self.conn.send(Kind.ITEMS_OUT, flow.RENDERED + count(2_000_000) + b"flood\n")
+                header = wire.HEADER.pack(wire.PROTOCOL_VERSION, Kind.ITEMS_OUT, call.id, 0xFFFFFFF0)
+                self.conn.writer._write(header + b"x" * 1024)
+            else:  # a well-formed batch (its lines match its count), past the items granted
+                self.conn.send(Kind.ITEMS_OUT, flow.RENDERED + count(2_000_000) + b"flood\n" * 2_000_000)
             time.sleep(600)
 
         worker.Worker.run_call = run_call
