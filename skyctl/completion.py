@@ -19,7 +19,7 @@ What completes:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["SHELLS", "Spec", "command_spec", "script"]
 
@@ -142,15 +142,24 @@ def _value_arms(spec: Spec, host: str, file: str, choice: str, other: str) -> li
     return arms
 
 
+def _by_kind(kind: str | None, choices: Any, host: str, file: str, choice: Callable[[Any], str]) -> str | None:
+    """In one shell's words, what completes a value of ``kind`` (host, file, choice); None for nothing."""
+    if kind == "host":
+        return host
+    if kind == "file":
+        return file
+    if kind == "choice":
+        return choice(choices)
+    return None
+
+
 def _positional_arms(spec: Spec, host: str, file: str, choice: str) -> list[str]:
     arms = []
     for command in spec.commands:
-        if command.arguments == "host":
-            arms.append(f"        {command.name}) {host} ;;")
-        elif command.arguments == "file":
-            arms.append(f"        {command.name}) {file} ;;")
-        elif command.arguments == "choice":
-            arms.append(f"        {command.name}) {choice.replace('{choices}', _words(command.choices))} ;;")
+        what = _by_kind(command.arguments, command.choices, host, file,
+                        lambda choices: choice.replace("{choices}", _words(choices)))
+        if what is not None:
+            arms.append(f"        {command.name}) {what} ;;")
     return arms
 
 
@@ -305,12 +314,10 @@ def _fish(spec: Spec, prog: str) -> str:
             elif option.value:
                 what = " -x"
             lines.append(f"complete -c {prog} {when} {_fish_names(option)}{what} -d {_fish_quote(option.help)}")
-        if command.arguments == "host":
-            lines.append(f"complete -c {prog} {when} -a '(__skyctl_hosts)'")
-        elif command.arguments == "file":
-            lines.append(f"complete -c {prog} {when} -F")
-        elif command.arguments == "choice":
-            lines.append(f"complete -c {prog} {when} -a {_fish_quote(_words(command.choices))}")
+        what = _by_kind(command.arguments, command.choices, "-a '(__skyctl_hosts)'", "-F",
+                        lambda choices: f"-a {_fish_quote(_words(choices))}")
+        if what is not None:
+            lines.append(f"complete -c {prog} {when} {what}")
     return "\n".join(lines) + "\n"
 
 
