@@ -209,9 +209,9 @@ class GroupError(SkyctlError):
     """A call on several hosts failed on some: ``results`` holds, per host in
     group order, its value or the exception it ended with."""
 
-    def __init__(self, message: str, results: dict[str, Any], hint: str | None = None) -> None:
+    def __init__(self, message: str, results: dict[str, Any] | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint)
-        self.results = results
+        self.results = results = results if results is not None else {}
         first = next((r for r in results.values() if isinstance(r, SkyctlError)), None)
         self.exit_status = first.exit_status if first is not None else ExitStatus.REMOTE_RAISED
 
