@@ -43,6 +43,8 @@ from typing import Callable
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "tests") not in sys.path:  # tests/ modules import their siblings by name (pytest's pythonpath)
+    sys.path.insert(0, str(REPO / "tests"))
 
 from benchmarks.run import log, skyctl_argv  # noqa: E402
 from tests.lab import Lab, start_lab  # noqa: E402

@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "tests") not in sys.path:  # tests/ modules import their siblings by name (pytest's pythonpath)
+    sys.path.insert(0, str(REPO / "tests"))
 
 from benchmarks.run import REMOTE_PY, skyctl_argv  # noqa: E402
 

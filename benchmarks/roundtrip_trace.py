@@ -36,6 +36,8 @@ from typing import Any, Iterator
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "tests") not in sys.path:  # tests/ modules import their siblings by name (pytest's pythonpath)
+    sys.path.insert(0, str(REPO / "tests"))
 
 LEGS = ("caller → feeder", "feeder → function", "function → client reader", "reader → caller", "total")
 
