@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 records, 3 runs")
     parser.add_argument("--repeat", type=int, default=0, help="runs of each (default 5, --quick 3)")
     parser.add_argument("--records", type=int, default=0, help="records per run (default 8,000, --quick 2,000)")
-    parser.add_argument("--chunk", type=int, default=200, help="records per chunk (default 200, as row 9a)")
+    parser.add_argument("--chunk", default="200", help="records per chunk, or auto (default 200)")
     parser.add_argument("--rtt-ms", type=float, default=2000 * ONE_WAY, help="round trip added by the proxies (0: none)")
     args = parser.parse_args(argv)
     repeat = args.repeat or (3 if args.quick else 5)
