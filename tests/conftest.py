@@ -12,6 +12,7 @@ import getpass
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,22 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
         for stream in (proc.stdout, proc.stderr):
             if stream and not stream.closed:
                 stream.close()
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """An ``XDG_RUNTIME_DIR`` of this test's own (0700, short: a socket path must fit);
+    the kept connections (holders) started in it are stopped afterwards, by their pid."""
+    import shutil
+    import tempfile
+
+    from helpers import stop_holders
+
+    path = Path(tempfile.mkdtemp(prefix="skr-", dir="/tmp"))
+    path.chmod(0o700)
+    try:
+        yield path
+    finally:
+        stop_holders(path)
+        shutil.rmtree(path, ignore_errors=True)
+

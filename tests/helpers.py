@@ -93,3 +93,27 @@ def write_config(path: Path, server: Any | None = None, *, default: str = "local
         text += ssh_host_yaml(server, **host_kw)
     path.write_text(text)
     return path
+
+
+def holder_pid(pid_file: Path) -> int:
+    """The pid in a kept connection's pid file, if that process is still a skyctl holder; else 0."""
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return 0
+    return pid if b"skyctl.holder" in cmdline else 0
+
+
+def stop_holders(run_dir: Path) -> None:
+    """SIGTERM every holder that wrote its pid under ``run_dir`` (an ``XDG_RUNTIME_DIR``), and wait for each."""
+    import contextlib
+    import signal
+
+    pids = [pid for pid in map(holder_pid, run_dir.glob("skyctl/*.pid")) if pid]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        wait_for(lambda: not pid_alive(pid), timeout=30, what=f"holder {pid} to exit")
+

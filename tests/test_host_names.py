@@ -11,21 +11,17 @@ before they are looked up again.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
-import shutil
-import signal
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import paramiko
 import pytest
 
-from helpers import pid_alive, ssh_host_yaml, wait_for
+from helpers import ssh_host_yaml
 from ssh_e2e import assert_failure, config, skyctl
 
 from skyctl.config import HostProfile, hostname_problem, parse_config, user_problem
@@ -214,21 +210,6 @@ def home(tmp_path: Path) -> Path:
     return home
 
 
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    """An ``XDG_RUNTIME_DIR`` of this test's own; holders started in it are stopped afterwards (by their pid)."""
-    path = Path(tempfile.mkdtemp(prefix="skh-", dir="/tmp"))
-    path.chmod(0o700)
-    try:
-        yield path
-    finally:
-        for pid_file in path.glob("skyctl/*.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(pid_file.read_text())
-                if b"skyctl.holder" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.kill(pid, signal.SIGTERM)
-                    wait_for(lambda: not pid_alive(pid), timeout=30, what=f"holder {pid} to exit")
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def run_as(home: Path, run_dir: Path, cfg: str, *flags: str) -> object:

@@ -25,10 +25,7 @@ import contextlib
 import os
 import re
 import select
-import shutil
-import signal
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -37,7 +34,7 @@ from typing import Iterator
 
 import pytest
 
-from helpers import REPO, clean_env, pid_alive, skyctl_argv, wait_for
+from helpers import REPO, clean_env, holder_pid, skyctl_argv, wait_for
 from lab import Lab, LabUnavailable, lab_available, start_lab
 
 pytestmark = pytest.mark.timeout(180)
@@ -87,32 +84,11 @@ def _healed(lab: Lab) -> Iterator[None]:
     lab.reset()
 
 
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    """An ``XDG_RUNTIME_DIR`` of this test's own: its kept connections (holders) are stopped afterwards, by pid."""
-    path = Path(tempfile.mkdtemp(prefix="skl-", dir="/tmp"))
-    path.chmod(0o700)
-    try:
-        yield path
-    finally:
-        pids = [pid for pid in map(holder_pid, path.glob("skyctl/*.pid")) if pid]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in pids:
-            wait_for(lambda: not pid_alive(pid), timeout=30, what=f"holder {pid} to exit")
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def holder_pid(pid_file: Path) -> int:
-    try:
-        pid = int(pid_file.read_text())
-        return pid if b"skyctl.holder" in Path(f"/proc/{pid}/cmdline").read_bytes() else 0
-    except (OSError, ValueError):
-        return 0
 
 
 def write_config(lab: Lab, path: Path, extra: str = "") -> Path:

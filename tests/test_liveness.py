@@ -15,20 +15,16 @@ events (a value printed, a process gone), never on sleeps.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from helpers import pid_alive, skyctl_argv, wait_for
+from helpers import holder_pid, pid_alive, skyctl_argv, wait_for
 from ssh_e2e import REPO, assert_failure, box, clean_env
 from stall import stalled
 
@@ -62,21 +58,6 @@ def server(request: pytest.FixtureRequest) -> SshServer:
         pytest.fail(f"the liveness tests need a real sshd: {exc}", pytrace=False)
 
 
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    """An ``XDG_RUNTIME_DIR`` of this test's own; holders started in it are stopped afterwards (by their pid)."""
-    path = Path(tempfile.mkdtemp(prefix="skl-", dir="/tmp"))
-    path.chmod(0o700)
-    try:
-        yield path
-    finally:
-        pids = [pid for pid in map(holder_pid, path.glob("skyctl/*.pid")) if pid]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in pids:
-            wait_for(lambda: not pid_alive(pid), timeout=30, what=f"holder {pid} to exit")
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -87,14 +68,6 @@ def _no_agent(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- helpers --------------------------------------------------------------------------
 
 
-def holder_pid(pid_file: Path) -> int:
-    """The pid in a holder's pid file, if that process is still a skyctl holder."""
-    try:
-        pid = int(pid_file.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return 0
-    return pid if b"skyctl.holder" in cmdline else 0
 
 
 def the_holder(run_dir: Path) -> int:

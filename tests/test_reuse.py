@@ -9,7 +9,6 @@ exactly like direct ones; an unsafe socket directory is never used.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
@@ -17,14 +16,13 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from helpers import pid_alive, skyctl_argv, ssh_host_yaml, wait_for
+from helpers import holder_pid, pid_alive, skyctl_argv, ssh_host_yaml, wait_for
 from ssh_e2e import REPO, box, clean_env, config, free_port, skyctl
 
 if TYPE_CHECKING:
@@ -42,34 +40,8 @@ def target(name: str) -> str:
 # -- fixtures and helpers ----------------------------------------------------------
 
 
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    """An ``XDG_RUNTIME_DIR`` of this test's own (short: socket paths are limited to 107 bytes).
-
-    Holders started in it are stopped afterwards, each by the pid it wrote.
-    """
-    path = Path(tempfile.mkdtemp(prefix="skr-", dir="/tmp"))
-    path.chmod(0o700)
-    try:
-        yield path
-    finally:
-        pids = [pid for pid in map(_holder_pid, path.glob("skyctl/*.pid")) if pid]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in pids:
-            wait_for(lambda: not pid_alive(pid), timeout=30, what=f"holder {pid} to exit")
-        shutil.rmtree(path, ignore_errors=True)
 
 
-def _holder_pid(pid_file: Path) -> int:
-    """The pid in a holder's pid file, if that process is still a skyctl holder."""
-    try:
-        pid = int(pid_file.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return 0
-    return pid if b"skyctl.holder" in cmdline else 0
 
 
 def sky(run_dir: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -259,7 +231,7 @@ def test_holder_killed_mid_call_is_a_lost_connection(sshd: SshServer, run_dir: P
     try:
         pid = int(read_line(proc))
         [pid_file] = (run_dir / "skyctl").glob("*.pid")
-        holder = _holder_pid(pid_file)
+        holder = holder_pid(pid_file)
         assert holder
         os.kill(holder, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
