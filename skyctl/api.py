@@ -96,12 +96,15 @@ class Host:
         overlaps what the caller does before the first call (the CLI imports
         the target meanwhile). An error surfaces at the first call.
 
-        Only for the built-in ``local`` host: starting it cannot hang on the
-        network, so ``close()`` may always wait for it.
+        Only for a ``local`` host (or a ray host whose driver runs on one):
+        starting it cannot hang on the network, so ``close()`` may always wait for it.
         """
         import threading
 
-        if self._early is not None or self._session is not None or self.profile.type != "local":
+        profile = self.profile
+        if profile.type == "ray":  # the Ray driver's host
+            profile = self._config.hosts.get(profile.via, profile)
+        if self._early is not None or self._session is not None or profile.type != "local":
             return
 
         def start() -> None:
@@ -152,13 +155,15 @@ class Host:
             self._transport = transports.make_transport(profile, self._config, reuse=self._reuse,
                                              warn=lambda m: self.hooks.log(2, f"warning: {m}\n".encode()))
         name = None
+        env = {}
         if profile.type == "ray":  # the worker is the Ray driver, started on the via host exactly as for it
             name = f"{profile.name} (Ray driver on {profile.via})"
+            env = {"SKYCTL_RAY": _ray_warm(profile)}  # it connects to the cluster while the first call comes
             profile = self._config.hosts[profile.via]
         spec = WorkerSpec(
             python=profile.python or (sys.executable if profile.type == "local" else "python3"),
             workdir=profile.workdir,
-            env=dict(profile.env),
+            env={**profile.env, **env},
             pip=tuple(getattr(profile, "pip", ())),
             timeout=profile.connect_timeout,
             liveness=liveness_of(profile),
@@ -379,6 +384,13 @@ def _split_stream(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
         return tuple(new_args), new_kwargs, ("arg", position), stream
     new_kwargs[name] = None
     return tuple(new_args), new_kwargs, ("kw", name), stream
+
+
+def _ray_warm(profile: Any) -> str:
+    """``SKYCTL_RAY`` for a ray host's driver: where it connects as it starts (``raydriver.warm``)."""
+    import json
+
+    return json.dumps({"address": profile.ray_address, "connect_timeout": profile.connect_timeout})
 
 
 def _plain(value: Any) -> Any:

@@ -8,25 +8,23 @@ One call, seen from here (the worker's main thread):
 
 1. ``ray.init(address)`` once per worker process, with a deadline (an
    unreachable address makes Ray retry for minutes): exit 4 when it fails.
-2. A stream parameter's records (a ``pipe`` chunk) stream into the task as
-   they arrive: the task is submitted at once, and a feeder thread puts each
-   batch from the Inbox on this driver's input queue (a
-   ``ray.util.queue.Queue`` actor, one per driver process, made at its first
-   such call), tagged with the call's number; the task takes them from there.
-   The queue's bound pauses the feeder, which stops taking from the Inbox,
-   which stops the client's credit.
-3. The task is ``raytask.run_task``, submitted as a streaming generator
-   (``num_returns="streaming"``) with Ray's generator backpressure
-   (``_generator_backpressure_num_objects``: the task pauses when that many
-   of its results are not yet taken here) and ``max_retries=0`` (skyctl
-   re-runs chunks itself, with the same rules as any host).
-4. Each result taken from the generator goes into the call's normal Outbox:
-   the client's credit still paces everything, so a slow reader stops this
-   loop, which stops taking results, which pauses the task.
-5. A cancel (Ctrl-C, ``| head``, ``close()``, the client gone) calls
-   ``ray.cancel`` on the task (its ``finally`` runs there), then waits here
+   A worker the client started as a Ray driver (``SKYCTL_RAY`` in its
+   environment) begins importing ``ray`` and connecting at once (``warm``),
+   while the client sends its first call.
+2. The call is submitted as ``raytask.run_task``, a plain Ray task
+   (``max_retries=0``: skyctl re-runs chunks itself, with the same rules as
+   any host) whose arguments carry the address and one-time token of a
+   ``raylink.Link``: the task connects back and the call's records and
+   values go over that link in skyctl's own frames and credit, not as Ray
+   objects. The link takes the place of the call's Inbox and Outbox, so the
+   client's credit paces the task end to end and a slow reader pauses it.
+   A stream parameter's records flow as soon as the task is submitted.
+3. The call ends with the task's last frame once Ray reports the task ended.
+4. A cancel (Ctrl-C, ``| head``, ``close()``, a time limit, the client
+   gone) sends CANCEL over the link and calls ``ray.cancel`` (a
+   ``KeyboardInterrupt`` in the task: its ``finally`` runs), then waits here
    until Ray reports the task ended before the call ends CANCELLED.
-6. A task that Ray lost (its worker process or node died) ends the call with
+5. A task that Ray lost (its worker process or node died) ends the call with
    a RAISE marked ``failure: lost``: the client raises ``ChunkLost`` and a
    distributed ``pipe`` runs that chunk again, keeping the host.
 """
@@ -40,20 +38,13 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from . import flow, raytask
+from . import flow, raylink, raytask
 from .wire import Kind
 
 #: the Ray versions skyctl's tests ran against (2.40.0 is the one CI installs; benchmarks ran on it too)
 CHECKED_RAY = ("2.40.0", "2.60.0")
 #: older than this is refused (streaming generators with backpressure)
 MIN_RAY = (2, 10)
-#: results (Ray objects) a task may have waiting here before it pauses: one value each for a ``run``,
-#: a batch of values each for a call whose input was collected (a ``pipe`` chunk)
-BACKPRESSURE_VALUES = 16
-BACKPRESSURE_BATCHES = 4
-#: batches an input queue holds before the driver's feeder waits (each up to flow.BATCH_ITEMS records)
-INPUT_QUEUE_BATCHES = 16
-
 #: the hint of every "ray is missing or unusable" error
 INSTALL_HINT = ("install ray into that host's python (the cluster's version; skyctl is checked with ray %s), "
                 "or point the via host's 'python:' at an interpreter that has it; skyctl never installs Ray"
@@ -62,7 +53,7 @@ INSTALL_HINT = ("install ray into that host's python (the cluster's version; sky
 _lock = threading.Lock()
 #: per worker process: ray once imported, the address connected to, the connecting thread and its outcome
 _state: dict[str, Any] = {"ray": None, "address": None, "thread": None, "error": None, "remote": None,
-                          "queue": None, "calls": 0}
+                          "node": None, "code": None}
 
 
 class Failure(Exception):
@@ -99,6 +90,26 @@ def _import_ray() -> Any:
         lambda record: "SIGTERM handler is not set" not in str(record.getMessage()))
     _state["ray"] = ray
     return ray
+
+
+#: the environment variable that makes a worker a Ray driver from its start (JSON: address, connect_timeout)
+WARM_ENV = "SKYCTL_RAY"
+
+
+def warm(spec: str) -> None:
+    """Start importing ``ray`` and connecting to the cluster now, in the background (the worker's
+    start, told by ``SKYCTL_RAY``): the first call finds it done or under way. Failures wait for it."""
+    import json
+
+    def start() -> None:
+        try:
+            opts = json.loads(spec)
+            if isinstance(opts, dict):
+                connect(opts, lambda: True)
+        except BaseException:  # noqa: BLE001 - the first call reports it
+            pass
+
+    threading.Thread(target=start, name="skyctl-ray-warm", daemon=True).start()
 
 
 def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
@@ -150,7 +161,8 @@ def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
 
 
 def _remote(ray: Any) -> Any:
-    """``raytask.run_task`` as a Ray remote function (made once per process); it travels by value."""
+    """``raytask.run_task`` as a Ray remote function (made once per process); it travels by value (Ray's
+    worker processes have no skyctl) and is exported once."""
     if _state["remote"] is None:
         import ray.cloudpickle
 
@@ -159,15 +171,27 @@ def _remote(ray: Any) -> Any:
     return _state["remote"]
 
 
-def task_options(opts: dict[str, Any], fn: Any, batched: bool) -> dict[str, Any]:
-    """The ``.options()`` of one call's task: streaming, Ray's backpressure, no Ray retries, the profile's resources."""
+def _code(ray: Any) -> tuple[str, list[Any]]:
+    """The sources of the modules a task builds (``raytask.MODULES``), put in Ray's object store once per
+    process: their digest and, in a list (Ray then hands the task the reference, not the text), the reference."""
+    with _lock:
+        if _state["code"] is None:
+            import hashlib
+            import importlib
+
+            sources = {}
+            for name in raytask.MODULES:
+                module = importlib.import_module(f"{__package__}.{name}")
+                sources[name] = module.__loader__.get_source(module.__name__)  # type: ignore[union-attr]
+            digest = hashlib.sha256("\0".join(sources[n] for n in raytask.MODULES).encode()).hexdigest()
+            _state["code"] = (digest, [ray.put(sources)])
+        return _state["code"]  # type: ignore[no-any-return]
+
+
+def task_options(opts: dict[str, Any], fn: Any) -> dict[str, Any]:
+    """The ``.options()`` of one call's task: no Ray retries (skyctl re-runs chunks itself), the profile's resources."""
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "skyctl_task"
-    options: dict[str, Any] = {
-        "num_returns": "streaming",
-        "_generator_backpressure_num_objects": BACKPRESSURE_BATCHES if batched else BACKPRESSURE_VALUES,
-        "max_retries": 0,
-        "name": str(name),
-    }
+    options: dict[str, Any] = {"max_retries": 0, "name": str(name)}
     resources = opts.get("resources") or {}
     for key in ("num_cpus", "num_gpus", "memory"):
         if key in resources:
@@ -179,9 +203,10 @@ def task_options(opts: dict[str, Any], fn: Any, batched: bool) -> dict[str, Any]
     return options
 
 
-def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: dict[str, Any],
-            grant_input: Callable[[], None], input_failed: Any) -> tuple[int, bytes]:
+def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, credit: tuple[int, int],
+            options: dict[str, Any], input_failed: Any) -> tuple[int, bytes]:
     """Run one call as a Ray task (see the module's docstring); returns the frame that ends it."""
+    opts = options["ray"]
     try:
         ray = connect(opts, lambda: call.cancelled)
     except Failure as failure:
@@ -193,146 +218,76 @@ def execute(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, opts: di
             return call.result_frame(fn(*args, **kwargs))
         except Exception as exc:
             return call.raise_frame(exc, "call")
-    source: tuple[Any, int] | None = None
-    if stream_at is not None:
-        try:
-            source = (_input_queue(ray), _next_call())
-        except Exception as exc:
-            return call.info_frame(Failure("environment", f"Ray refused the input queue: {type(exc).__name__}: {exc}",
-                                           "check the cluster: the queue is an actor with num_cpus=0").info)
     try:
         import ray.cloudpickle
 
         payload = ray.cloudpickle.dumps((fn, args, kwargs, stream_at))
     except Exception as exc:
         return call.raise_frame(flow.with_note(exc, "skyctl: the call could not be pickled for its Ray task"), "load")
-    batched = stream_at is not None
     try:
-        gen = _remote(ray).options(**task_options(opts, fn, batched)).remote(payload, None, False, batched, source)
+        link = raylink.Link(conn.send, conn.grant, credit, input_failed, _node_address(ray))
+    except OSError as exc:
+        return call.info_frame(Failure("environment", f"the Ray driver could not listen for its task: {exc}").info)
+    link.attach(call)
+    try:
+        return _run(ray, call, link, payload, fn, opts, stream_at is not None,
+                    {key: options.get(key) for key in ("render", "shipped", "skip")})
+    finally:
+        call.on_cancel = None
+        link.close()
+
+
+def _run(ray: Any, call: Any, link: raylink.Link, payload: bytes, fn: Any, opts: dict[str, Any], streams: bool,
+         task_opts: dict[str, Any]) -> tuple[int, bytes]:
+    """Submit the task, let the link carry its call, and wait for both to end."""
+    if call.cancelled:
+        return Kind.CANCELLED, b""
+    try:
+        ref = _remote(ray).options(**task_options(opts, fn)).remote(payload, (*link.address, link.token), task_opts,
+                                                                      _code(ray))
     except Exception as exc:
         return call.info_frame(Failure("environment", f"Ray refused the task: {type(exc).__name__}: {exc}",
                                        "check 'resources:' and 'runtime_env:' in the ray host's profile").info)
     del payload
-    feeding = threading.Event()
-    if source is not None:
-        grant_input()
-        feeding.set()
-        threading.Thread(target=_feed, args=(call, source, feeding, input_failed), name="skyctl-ray-input",
-                         daemon=True).start()
+    if streams:
+        link.open_input()  # records flow from now on: into the link until the task connects, then on to it
 
     def cancel() -> None:
+        link.cancel()
         try:
-            ray.cancel(gen)
+            ray.cancel(ref)
         except Exception:
             pass
 
     call.on_cancel = cancel
     if call.cancelled:
         cancel()
-    returned: list[Any] = []
-    ending: list[tuple[Any, ...]] = []
-
-    def values() -> Iterator[Any]:
-        for ref in gen:
-            item = ray.get(ref)
-            tag = item[0]
-            if tag == raytask.VALUE:
-                yield item[1]
-            elif tag == raytask.BATCH:
-                yield from item[1]
-            elif tag == raytask.RETURN:
-                returned.append(item[1])
-            else:
-                ending.append(item)
-
-    try:
-        delivered = values()
-        flow.skip_written(delivered, call.skip)
-        _deliver(call, delivered)
-    except flow.Cancelled:  # the client cancelled, or a value could not be sent back (the outbox says which)
-        cancel()
-        _drain(ray, gen)
+    ended = threading.Event()
+    link.when_done(ended.set)
+    ref.future().add_done_callback(lambda _: ended.set())
+    ended.wait()
+    try:  # the task has sent its last frame (or Ray knows what became of it): wait for it to end
+        ray.get(ref)
+        failure = None
+    except Exception as exc:
+        failure = exc
+    if link.terminal is None:
+        link.done.wait(raylink.TOKEN_SECONDS)  # a task that ended well has sent its last frame: it is on its way
+    if call.cancelled:
         return Kind.CANCELLED, b""
-    except flow.ChunkMismatch as exc:
-        cancel()
-        _drain(ray, gen)
-        return call.raise_frame(exc, "call")
-    except Exception as exc:  # from Ray: the task was cancelled, lost, or could not run
-        if call.cancelled:
-            _drain(ray, gen)
-            return Kind.CANCELLED, b""
-        return call.info_frame(_ray_failure(ray, exc).info)
-    finally:
-        call.on_cancel = None
-        if feeding.is_set():  # the task has ended: what is still coming for it is not needed
-            feeding.clear()
-            call.inbox.end(flow.Cancelled())
-    if ending and ending[0][0] == raytask.RAISE:
-        return call.info_frame(ending[0][1], ending[0][2])
-    if ending and ending[0][0] == raytask.STOPPED:
-        return Kind.CANCELLED, b""
-    return call.result_frame(returned[0] if returned else None)
+    if link.terminal is not None:
+        return link.terminal
+    if failure is None:
+        return call.info_frame(Failure("lost", "the Ray task ended without finishing its stream to the driver").info)
+    return call.info_frame(_ray_failure(ray, failure).info)
 
 
-def _input_queue(ray: Any) -> Any:
-    """This driver's input queue (made once per process): an actor that needs no CPU, so that it
-    is placed even when every CPU runs a task."""
+def _node_address(ray: Any) -> str:
+    """Where a task reaches this driver: the address its Ray node registered."""
     with _lock:
-        if _state["queue"] is None:
-            from ray.util.queue import Queue
-
-            _state["queue"] = Queue(maxsize=INPUT_QUEUE_BATCHES, actor_options={"num_cpus": 0})
-        return _state["queue"]
-
-
-def _next_call() -> int:
-    with _lock:
-        _state["calls"] += 1
-        return int(_state["calls"])
-
-
-def _feed(call: Any, source: tuple[Any, int], feeding: threading.Event, input_failed: Any) -> None:
-    """Feeder thread: the call's input batches onto the queue as they arrive, then how it ended;
-    stops once ``feeding`` is cleared (the task ended, or was cancelled)."""
-    queue, number = source
-    for batch in call.inbox.batches():
-        if not _put(queue, (number, list(batch)), feeding):
-            return
-    ending = call.inbox.ending
-    if call.cancelled or isinstance(ending, flow.Cancelled):
-        return  # the task is cancelled: it reads no more
-    _put(queue, (number, raytask.INPUT_BROKE if ending is input_failed else raytask.INPUT_END), feeding)
-
-
-def _put(queue: Any, item: Any, feeding: threading.Event) -> bool:
-    """Put ``item`` on the queue, waiting while it is full; False once ``feeding`` is cleared."""
-    from ray.util.queue import Full
-
-    while feeding.is_set():
-        try:
-            queue.put(item, block=True, timeout=0.5)
-            return True
-        except Full:
-            continue
-    return False
-
-
-def _deliver(call: Any, values: Iterator[Any]) -> None:
-    """Values into the call's Outbox as its credit allows."""
-    outbox = call.outbox
-    while True:
-        outbox.wait_for_room()
-        if not outbox.put_run(values):
-            return
-
-
-def _drain(ray: Any, gen: Any) -> None:
-    """Take the task's remaining results until it ends: after ``ray.cancel``, its ``finally`` has then run."""
-    try:
-        for ref in gen:
-            ray.get(ref)
-    except Exception:
-        pass
+        if _state["node"] is None:
+            _state["node"] = ray.util.get_node_ip_address()
+        return str(_state["node"])
 
 
 def _ray_failure(ray: Any, exc: BaseException) -> Failure:
@@ -345,6 +300,10 @@ def _ray_failure(ray: Any, exc: BaseException) -> Failure:
     if isinstance(exc, environment):
         return Failure("environment", f"Ray could not run the task: {name}: {first}",
                        "check 'resources:' and 'runtime_env:' in the ray host's profile", name)
+    if isinstance(exc, errors.RayTaskError) and raytask.UNREACHABLE in str(exc):
+        return Failure("environment", f"{raytask.UNREACHABLE}: {first}",
+                       "the driver listens on the address of its Ray node (ray.util.get_node_ip_address()): "
+                       "the cluster's nodes must be able to reach it, as Ray's own servers", name)
     if isinstance(exc, errors.RayTaskError) and not isinstance(exc, errors.TaskCancelledError):
         # raised in the task outside the user's code (which run_task reports itself): e.g. a value Ray could not
         # serialize; the function's failure, not the host's

@@ -453,8 +453,7 @@ class Worker:
         if ray_options is not None:  # a ``type: ray`` host: this worker is the Ray driver
             from . import raydriver
 
-            return raydriver.execute(call, fn, args, kwargs, stream_at, ray_options,
-                                     lambda: self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES), _INPUT_FAILED)
+            return raydriver.execute(call, self.conn, fn, args, kwargs, stream_at, credit, options, _INPUT_FAILED)
         if stream_at is not None:
             where, key = stream_at
             if where == "arg":
@@ -664,6 +663,10 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     )
     reaper.become_subreaper()  # after HELLO: the client is busy with it meanwhile; before any user code
     worker.logs = LogForwarder(conn)
+    if os.environ.get("SKYCTL_RAY"):  # a Ray driver: connect while the first call comes (raydriver.warm)
+        from . import raydriver
+
+        raydriver.warm(os.environ["SKYCTL_RAY"])
     threading.Thread(target=worker.read_frames, name="skyctl-reader", daemon=True).start()
     interval, bound = wire.liveness(os.environ.get("SKYCTL_LIVENESS"))
     threading.Thread(target=worker.keep_alive, args=(interval, bound), name="skyctl-heartbeat", daemon=True).start()

@@ -1,0 +1,236 @@
+"""The Ray driver's end of the direct link to one call's task (the task's end is ``raytask``).
+
+Ray places and schedules a call's task; its data does not go through Ray
+objects (a cost per object that was most of a chunk's time) but over a TCP
+connection the task opens back to the driver: the driver listens on its own
+node's address (the one its Ray node registered, so the task can reach it),
+a port of the system's choice, for this call only, and takes the first
+connection that sends the 16 random bytes the task was given in its
+arguments (anything else is closed unanswered).
+
+A ``Link`` stands in for the call's Inbox and Outbox in the worker's
+``CallState`` (``attach``): the worker's reader thread hands it the client's
+frames (``push``, ``end``, ``grant``, ``cancel``) and it relays them to the
+task as they are; the task's value batches go to the client as they came
+(the client checks them as any worker's: the driver decodes nothing), its
+input credit goes back as the worker's own, and its last frame is kept for
+``raydriver`` to end the call with. The count of values a terminal frame
+carries is the one the link relayed (``finish``). So credit runs end to end,
+client to task, and a slow reader pauses the task; the driver holds at most
+what the client's input window allows.
+
+Threads, per call: ``skyctl-ray-link`` accepts the task's connection and then
+reads its frames; ``skyctl-ray-input`` writes the driver's frames to it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import queue
+import socket
+import threading
+from typing import Any, Callable
+
+from . import flow, wire
+from .raytask import TOKEN_BYTES
+from .wire import Kind
+
+#: seconds a connection has to send the token once accepted
+TOKEN_SECONDS = 10.0
+#: seconds between two looks at whether the call ended while no task has connected
+ACCEPT_POLL = 0.5
+
+_STOP = object()
+
+
+class Link:
+    """One call's link to its task; stands in for the call's ``inbox`` and ``outbox`` (see the module's docstring).
+
+    Args:
+        send: writes one frame of the call to the client (the worker's ``Connection.send``).
+        grant: grants the client input credit (the worker's ``Connection.grant``).
+        credit: the value credit the client gave with its CALL.
+        input_failed: the inbox ending the worker's INPUT_FAILED handler puts.
+        host: the address to listen on (the driver's Ray node's).
+    """
+
+    def __init__(self, send: Callable[[int, bytes], None], grant: Callable[[int, int], None],
+                 credit: tuple[int, int], input_failed: Any, host: str) -> None:
+        self._send = send
+        self._grant_client = grant
+        self._input_failed = input_failed
+        self.token = os.urandom(TOKEN_BYTES)
+        self._listener = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self._listener.settimeout(ACCEPT_POLL)
+        self.address = (host, int(self._listener.getsockname()[1]))
+        self._sock: socket.socket | None = None
+        #: what the input thread writes to the task: frames, or a header and its payload (one copy, in the write)
+        self._frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._frames.put(wire.encode(Kind.CREDIT, wire.pack_credit(*credit)))
+        self._relaying = threading.Lock()
+        self._finished = False
+        self._closed = False
+        self._ended_input = False
+        #: values relayed to the client; input batches relayed to the task (progress, for the idle watchdog)
+        self.sent = 0
+        self.taken = 0
+        #: as an Inbox's and an Outbox's: what ended the input, whether the call was cancelled
+        self.ending: Any = None
+        self.cancelled = False
+        self.waiting = False
+        self.unsendable = None
+        #: the task's last frame (RETURN, RAISE or CANCELLED, without the count), once it came
+        self.terminal: tuple[Kind, bytes] | None = None
+        #: set when the task's last frame came or its link ended without one
+        self.done = threading.Event()
+        self._on_done: list[Callable[[], None]] = []
+        threading.Thread(target=self._run, name="skyctl-ray-link", daemon=True).start()
+
+    def attach(self, call: Any) -> None:
+        """Take the place of ``call``'s Inbox and Outbox (before any input was granted or value sent);
+        the outbox's idle sender thread ends."""
+        old = call.outbox
+        call.inbox = call.outbox = self
+        old.finish()
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        self._on_done.append(callback)
+        if self.done.is_set():
+            callback()
+
+    def open_input(self) -> None:
+        """Grant the client the input window: its records come into the link, and on to the task once it
+        connects; the task's Inbox returns credit as it takes them, relayed as the worker's own."""
+        self._grant_client(flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
+
+    # -- as the call's Inbox (from the worker's reader thread) -------------------------------
+    def push(self, payload: Any) -> None:
+        self.taken += 1
+        self._frames.put(wire.HEADER.pack(wire.PROTOCOL_VERSION, Kind.ITEMS_IN, 0, len(payload)))
+        self._frames.put(payload)  # as it was read (a large one is a mapping): copied once, in the write
+
+    def end(self, ending: Any) -> None:
+        if self._ended_input:
+            return
+        self._ended_input = True
+        self.ending = ending
+        if ending is None:
+            self._frames.put(wire.encode(Kind.END_IN))
+        elif ending is self._input_failed:
+            self._frames.put(wire.encode(Kind.INPUT_FAILED))
+        else:  # cancelled
+            self.cancel()
+
+    # -- as the call's Outbox ----------------------------------------------------------------
+    def grant(self, items: int, nbytes: int) -> None:
+        self._frames.put(wire.encode(Kind.CREDIT, wire.pack_credit(items, nbytes)))
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self._frames.put(wire.encode(Kind.CANCEL))
+
+    def finish(self, *frames: tuple[int, bytes]) -> None:
+        """The call's last frame(s), sealed with the count of values relayed; nothing is relayed after."""
+        with self._relaying:
+            if self._finished:
+                return
+            self._finished = True
+            for kind, payload in frames:
+                self._send(kind, wire.seal(payload, self.sent))
+        self.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return True
+
+    # -- the link ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop relaying: the listener and the connection go, both threads end."""
+        self._closed = True
+        self._frames.put(_STOP)
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _run(self) -> None:
+        """Link thread: accept the task, start the input thread, relay the task's frames until its last."""
+        try:
+            sock = self._accept()
+            if sock is None:
+                return
+            self._sock = sock
+            if self._closed:  # closed while it connected
+                sock.shutdown(socket.SHUT_RDWR)
+                return
+            threading.Thread(target=self._write, args=(sock,), name="skyctl-ray-input", daemon=True).start()
+            self._relay(wire.fd_reader(sock.fileno()))
+        except BaseException:  # noqa: BLE001 - a broken link: raydriver asks Ray what became of the task
+            pass
+        finally:
+            self._listener.close()
+            self.done.set()
+            for callback in self._on_done:
+                callback()
+
+    def _accept(self) -> socket.socket | None:
+        while not self._closed:
+            try:
+                sock, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            try:
+                sock.settimeout(TOKEN_SECONDS)
+                token = b""
+                while len(token) < TOKEN_BYTES:
+                    piece = sock.recv(TOKEN_BYTES - len(token))
+                    if not piece:
+                        break
+                    token += piece
+                if hmac.compare_digest(token, self.token):
+                    sock.settimeout(None)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    return sock
+            except OSError:
+                pass
+            sock.close()  # not our task
+        return None
+
+    def _relay(self, read: Callable[[int], bytes]) -> None:
+        while True:
+            kind, _, payload = wire.read_call_frame(read)
+            if kind == Kind.ITEMS_OUT:
+                with self._relaying:
+                    if self._finished:
+                        continue
+                    self._send(kind, payload)
+                    self.sent += flow.batch_size(payload)
+            elif kind == Kind.CREDIT:
+                self._grant_client(*wire.unpack_credit(payload))
+            elif kind in (Kind.RETURN, Kind.RAISE, Kind.CANCELLED):
+                self.terminal = (kind, payload)
+                return
+            else:
+                raise wire.ProtocolError(f"a {kind.name} frame from the Ray task")
+
+    def _write(self, sock: socket.socket) -> None:
+        """Input thread: the driver's frames to the task, what piled up in one write."""
+        get, qsize = self._frames.get, self._frames.qsize
+        try:
+            while True:
+                frames = [get()]
+                frames.extend(get() for _ in range(qsize()))
+                stop = any(frame is _STOP for frame in frames)
+                data = b"".join(frame for frame in frames if frame is not _STOP)
+                if data:
+                    sock.sendall(data)
+                if stop:
+                    return
+        except OSError:
+            pass
+        finally:
+            self.done.wait(TOKEN_SECONDS)  # the link thread has stopped reading it (``close`` shut it down)
+            sock.close()
