@@ -42,6 +42,8 @@ from .wire import Kind
 
 #: seconds the task tries to reach its driver
 CONNECT_SECONDS = 30.0
+#: seconds the task waits for its driver to close its end after the last frame
+CLOSE_SECONDS = 10.0
 
 #: the inbox ending the driver's INPUT_FAILED puts after the last good batch
 _BROKE = "input broke"
@@ -87,10 +89,15 @@ class _Task:
         self._reader.start()
 
     def _read(self, read: Callable[[int], bytes]) -> None:
-        """Reader thread: the driver's frames to the Inbox and Outbox; EOF or garbage: cancelled."""
+        """Reader thread: the driver's frames to the Inbox and Outbox until EOF (the driver closes its end
+        once it has the last frame); a CANCEL, EOF or garbage cancels the call. It reads to the end, so
+        that closing the socket never resets the connection under frames the driver has yet to read."""
+        cancelled = False
         try:
             while True:
                 kind, _, payload = wire.read_call_frame(read)
+                if cancelled:
+                    continue
                 if kind == Kind.ITEMS_IN:
                     self.inbox.push(payload)
                 elif kind == Kind.END_IN:
@@ -100,9 +107,13 @@ class _Task:
                 elif kind == Kind.CREDIT:
                     self.outbox.grant(*wire.unpack_credit(payload))
                 else:  # CANCEL
-                    break
-        except BaseException:  # noqa: BLE001 - the driver is gone: the same as a cancel
+                    cancelled = True
+                    self._cancel()
+        except BaseException:  # noqa: BLE001 - EOF: the driver is done, or gone
             pass
+        self._cancel()
+
+    def _cancel(self) -> None:
         self.outbox.cancel()
         self.inbox.end(flow.Cancelled())
 
@@ -152,13 +163,14 @@ class _Task:
         self.outbox.join()
 
     def close(self) -> None:
-        """Wake the reader (shutdown) and let the socket go: the Ray worker process runs other tasks after."""
-        self.outbox.cancel()
+        """After the last frame: FIN, then wait for the driver's EOF before the socket goes (the Ray
+        worker process runs other tasks after this one: nothing of the call may stay)."""
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        self._reader.join(5.0)
+        self._reader.join(CLOSE_SECONDS)
+        self.outbox.cancel()
         self._sock.close()
 
     def _pack(self, items: list[Any]) -> bytes:

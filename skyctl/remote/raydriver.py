@@ -115,6 +115,7 @@ def warm(spec: str) -> None:
 def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
     """``ray`` connected to ``opts["address"]`` (once per process); raises ``Failure``."""
     ray = _import_ray()
+    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('imported', __import__("time").time(), __import__("os").getpid()))
     address = str(opts.get("address") or "auto")
     timeout = float(opts.get("connect_timeout") or 30.0)
     with _lock:
@@ -132,6 +133,7 @@ def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
                              ignore_reinit_error=True)
                     _state["address"] = address
+                    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('inited', __import__("time").time(), __import__("os").getpid()))
                     _state["error"] = None
                 except BaseException as exc:  # noqa: BLE001 - reported to the call
                     _state["error"] = exc
@@ -249,6 +251,7 @@ def _run(ray: Any, call: Any, link: raylink.Link, payload: bytes, fn: Any, opts:
         return call.info_frame(Failure("environment", f"Ray refused the task: {type(exc).__name__}: {exc}",
                                        "check 'resources:' and 'runtime_env:' in the ray host's profile").info)
     del payload
+    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('submitted', __import__("time").time(), __import__("os").getpid()))
     if streams:
         link.open_input()  # records flow from now on: into the link until the task connects, then on to it
 
@@ -266,7 +269,9 @@ def _run(ray: Any, call: Any, link: raylink.Link, payload: bytes, fn: Any, opts:
     link.when_done(ended.set)
     ref.future().add_done_callback(lambda _: ended.set())
     ended.wait()
-    try:  # the task has sent its last frame (or Ray knows what became of it): wait for it to end
+    if link.terminal is not None and not call.cancelled:
+        return link.terminal  # the function has ended; its task only closes the link now
+    try:  # Ray knows what became of the task (after a cancel: its finally has run)
         ray.get(ref)
         failure = None
     except Exception as exc:

@@ -163,6 +163,7 @@ class Link:
             if sock is None:
                 return
             self._sock = sock
+            __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('connected', __import__("time").time(), __import__("os").getpid()))
             if self._closed:  # closed while it connected
                 sock.shutdown(socket.SHUT_RDWR)
                 return
@@ -170,8 +171,9 @@ class Link:
             self._relay(wire.fd_reader(sock.fileno()))
         except BaseException:  # noqa: BLE001 - a broken link: raydriver asks Ray what became of the task
             pass
-        finally:
+        finally:  # nothing more is read (after the last frame the task reads to EOF: it may close now)
             self._listener.close()
+            self.close()
             self.done.set()
             for callback in self._on_done:
                 callback()
@@ -207,11 +209,13 @@ class Link:
                     if self._finished:
                         continue
                     self._send(kind, payload)
+                    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('relayed', __import__("time").time(), __import__("os").getpid()))
                     self.sent += flow.batch_size(payload)
             elif kind == Kind.CREDIT:
                 self._grant_client(*wire.unpack_credit(payload))
             elif kind in (Kind.RETURN, Kind.RAISE, Kind.CANCELLED):
                 self.terminal = (kind, payload)
+                __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T terminal %.4f %d\n" % (__import__("time").time(), __import__("os").getpid()))
                 return
             else:
                 raise wire.ProtocolError(f"a {kind.name} frame from the Ray task")

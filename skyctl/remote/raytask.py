@@ -32,7 +32,11 @@ def run_task(payload: bytes, link: tuple[str, int, bytes], options: dict[str, An
              code: tuple[str, list[Any]]) -> None:
     """Run the call ``payload`` here (``raycall.run``); ``code``: the digest of the modules' sources and,
     in a list (so that Ray does not fetch it for every task), the reference to them."""
-    load(code)["raycall"].run(payload, link, options)
+    import time as _t, os as _o
+    open("/tmp/raydev/t.log", "a").write("T task-start %.4f %d\n" % (_t.time(), _o.getpid()))
+    m = load(code)
+    open("/tmp/raydev/t.log", "a").write("T task-loaded %.4f\n" % (_t.time()))
+    m["raycall"].run(payload, link, options)
 
 
 def load(code: tuple[str, list[Any]]) -> dict[str, types.ModuleType]:
@@ -42,7 +46,10 @@ def load(code: tuple[str, list[Any]]) -> dict[str, types.ModuleType]:
     if package not in sys.modules:
         import ray
 
+        import time as _t
+        _a = _t.time()
         sources = ray.get(holder[0])
+        open("/tmp/raydev/t.log", "a").write("T task-got-sources %.4f\n" % (_t.time()))
         root = types.ModuleType(package)
         root.__path__ = []  # type: ignore[attr-defined]
         sys.modules[package] = root
