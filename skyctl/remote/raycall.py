@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import queue
 import socket
 import sys
 import threading
@@ -42,6 +43,10 @@ from .wire import Kind
 
 #: seconds the task tries to reach its driver
 CONNECT_SECONDS = 30.0
+#: seconds a task waits for its first call, and for the next one after a call (the driver hands a task
+#: a call only well within them: ``raysubmit``)
+STANDBY_SECONDS = 30.0
+LINGER_SECONDS = 5.0
 #: seconds the task waits for its driver to close its end after the last frame
 CLOSE_SECONDS = 10.0
 
@@ -53,10 +58,12 @@ class InputBroke(GeneratorExit):
     """Raised where the function reads past the last good record when the input broke."""
 
 
-def run(payload: bytes, link: tuple[str, int, bytes], options: dict[str, Any]) -> None:
-    """Run the call ``payload`` (pickled ``(fn, args, kwargs, stream_at)``) here, its stream
-    parameter and its values over a link to the driver at ``link`` (host, port, token);
-    ``options``: ``render``, ``shipped``, ``skip`` as in a CALL."""
+def run(link: tuple[str, int, bytes]) -> None:
+    """Connect to the driver at ``link`` (host, port, token) and run the calls it sends, one after another:
+    each a CALL frame (the pickled ``(payload, options)``: ``payload`` the pickled ``(fn, args, kwargs,
+    stream_at)``, ``options`` the CALL's ``render``, ``shipped``, ``skip``) and that call's frames. The
+    task ends when the driver closes the link, when no call came for ``STANDBY_SECONDS`` (the first) or
+    ``LINGER_SECONDS`` (after one), or when a call is cancelled by ``ray.cancel``."""
     try:
         sock = socket.create_connection(link[:2], timeout=CONNECT_SECONDS)
         sock.sendall(link[2])
@@ -64,58 +71,107 @@ def run(payload: bytes, link: tuple[str, int, bytes], options: dict[str, Any]) -
         raise ConnectionError(f"{raytask.UNREACHABLE} at {link[0]}:{link[1]}: {exc}") from None
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    task = _Task(sock, options)
+    conn = _Link(sock)
     try:
-        task.run(payload)
+        wait = STANDBY_SECONDS
+        while True:
+            got = conn.next_call(wait)
+            if got is None:
+                return
+            call, payload = got
+            call.run(payload)
+            wait = LINGER_SECONDS
     finally:
-        task.close()
+        conn.close()
 
 
-class _Task:
-    """The task's end of its link: an Outbox for values, an Inbox for records, a reader thread."""
+class _Link:
+    """The task's end of its link: a reader thread that queues CALLs and hands the current call its frames."""
 
-    def __init__(self, sock: socket.socket, options: dict[str, Any]) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        render = options.get("render")
-        self.render = render if render in values.MODES else None
-        self.skip = int(options.get("skip") or 0)
-        self.dumps = _value_dumps(tuple(options.get("shipped", ())))
         self.writer = wire.FrameWriter(sock.sendall)
-        self.outbox = flow.Outbox(self.writer.send, Kind.ITEMS_OUT, self.dumps, on_unsendable=self._unsendable,
-                                  pack=self._pack, max_payload=wire.MAX_FRAME)
-        self.inbox = flow.Inbox(self.writer.grant, _loads)
+        self.current: _Call | None = None
+        self._calls: queue.SimpleQueue[tuple[_Call, bytes] | None] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read, args=(wire.fd_reader(sock.fileno()),),
                                         name="skyctl-ray-task-link", daemon=True)
         self._reader.start()
 
+    def next_call(self, wait: float) -> tuple[_Call, bytes] | None:
+        """The next call and its payload; None when the link ended or none came within ``wait`` s."""
+        try:
+            return self._calls.get(timeout=wait)
+        except queue.Empty:
+            return None
+
     def _read(self, read: Callable[[int], bytes]) -> None:
-        """Reader thread: the driver's frames to the Inbox and Outbox until EOF (the driver closes its end
-        once it has the last frame); a CANCEL, EOF or garbage cancels the call. It reads to the end, so
-        that closing the socket never resets the connection under frames the driver has yet to read."""
-        cancelled = False
+        """Reader thread: CALLs queued, the current call's frames to it (a frame of an ended call is ignored,
+        as the worker does) until EOF: the driver closes its end when it is done with the task. It reads
+        to the end, so that closing the socket never resets the connection under frames the driver has
+        yet to read."""
         try:
             while True:
-                kind, _, payload = wire.read_call_frame(read)
-                if cancelled:
+                kind, call_id, payload = wire.read_call_frame(read)
+                if kind == Kind.CALL:  # its frames follow at once: it is current from here
+                    payload, options = pickle.loads(payload)
+                    self.current = _Call(self, call_id, options)
+                    self._calls.put((self.current, payload))
                     continue
-                if kind == Kind.ITEMS_IN:
-                    self.inbox.push(payload)
-                elif kind == Kind.END_IN:
-                    self.inbox.end(None)
-                elif kind == Kind.INPUT_FAILED:
-                    self.inbox.end(_BROKE)
-                elif kind == Kind.CREDIT:
-                    self.outbox.grant(*wire.unpack_credit(payload))
-                else:  # CANCEL
-                    cancelled = True
-                    self._cancel()
-        except BaseException:  # noqa: BLE001 - EOF: the driver is done, or gone
+                call = self.current
+                if call is not None and call.id == call_id:
+                    call.take(kind, payload)
+        except BaseException:  # noqa: BLE001 - EOF: the driver is done with the task, or gone
             pass
-        self._cancel()
+        self._calls.put(None)
+        call = self.current
+        if call is not None:
+            call.cancel()
 
-    def _cancel(self) -> None:
-        self.outbox.cancel()
-        self.inbox.end(flow.Cancelled())
+    def close(self) -> None:
+        """FIN, then wait for the driver's EOF before the socket goes (the Ray worker process runs other
+        tasks after this one: nothing of it may stay)."""
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self._reader.join(CLOSE_SECONDS)
+        self._sock.close()
+
+
+class _Call:
+    """One call in the task: an Outbox for its values, an Inbox for its records."""
+
+    def __init__(self, link: _Link, call_id: int, options: dict[str, Any]) -> None:
+        self.id = call_id
+        render = options.get("render")
+        self.render = render if render in values.MODES else None
+        self.skip = int(options.get("skip") or 0)
+        self.dumps = _value_dumps(tuple(options.get("shipped", ())))
+        writer = link.writer
+        writer.call = call_id
+        self.outbox = flow.Outbox(writer.send, Kind.ITEMS_OUT, self.dumps, on_unsendable=self._unsendable,
+                                  pack=self._pack, max_payload=wire.MAX_FRAME)
+        self.inbox = flow.Inbox(writer.grant, _loads)
+        self._cancelled = False
+
+    def take(self, kind: int, payload: bytes) -> None:
+        """A frame of this call from the driver (the link's reader thread)."""
+        if kind == Kind.ITEMS_IN:
+            self.inbox.push(payload)
+        elif kind == Kind.END_IN:
+            self.inbox.end(None)
+        elif kind == Kind.INPUT_FAILED:
+            self.inbox.end(_BROKE)
+        elif kind == Kind.CREDIT:
+            self.outbox.grant(*wire.unpack_credit(payload))
+        elif kind == Kind.CANCEL:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self.outbox.cancel()
+            self.inbox.end(flow.Cancelled())
 
     def run(self, payload: bytes) -> None:
         try:
@@ -161,17 +217,6 @@ class _Task:
         """The values queued, then the call's last frame (the outbox's unsendable RAISE instead, if any)."""
         self.outbox.finish(frame)
         self.outbox.join()
-
-    def close(self) -> None:
-        """After the last frame: FIN, then wait for the driver's EOF before the socket goes (the Ray
-        worker process runs other tasks after this one: nothing of the call may stay)."""
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        self._reader.join(CLOSE_SECONDS)
-        self.outbox.cancel()
-        self._sock.close()
 
     def _pack(self, items: list[Any]) -> bytes:
         if self.render is not None:

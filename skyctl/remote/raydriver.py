@@ -38,7 +38,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from . import flow, raylink, raytask
+from . import flow, raylink, raysubmit, raytask
 from .wire import Kind
 
 #: the Ray versions skyctl's tests ran against (2.40.0 is the one CI installs; benchmarks ran on it too)
@@ -52,8 +52,7 @@ INSTALL_HINT = ("install ray into that host's python (the cluster's version; sky
 
 _lock = threading.Lock()
 #: per worker process: ray once imported, the address connected to, the connecting thread and its outcome
-_state: dict[str, Any] = {"ray": None, "address": None, "thread": None, "error": None, "remote": None,
-                          "node": None, "code": None}
+_state: dict[str, Any] = {"ray": None, "address": None, "thread": None, "error": None, "node": None}
 
 
 class Failure(Exception):
@@ -162,34 +161,6 @@ def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
     return ray
 
 
-def _remote(ray: Any) -> Any:
-    """``raytask.run_task`` as a Ray remote function (made once per process); it travels by value (Ray's
-    worker processes have no skyctl) and is exported once."""
-    if _state["remote"] is None:
-        import ray.cloudpickle
-
-        ray.cloudpickle.register_pickle_by_value(raytask)
-        _state["remote"] = ray.remote(raytask.run_task)
-    return _state["remote"]
-
-
-def _code(ray: Any) -> tuple[str, list[Any]]:
-    """The sources of the modules a task builds (``raytask.MODULES``), put in Ray's object store once per
-    process: their digest and, in a list (Ray then hands the task the reference, not the text), the reference."""
-    with _lock:
-        if _state["code"] is None:
-            import hashlib
-            import importlib
-
-            sources = {}
-            for name in raytask.MODULES:
-                module = importlib.import_module(f"{__package__}.{name}")
-                sources[name] = module.__loader__.get_source(module.__name__)  # type: ignore[union-attr]
-            digest = hashlib.sha256("\0".join(sources[n] for n in raytask.MODULES).encode()).hexdigest()
-            _state["code"] = (digest, [ray.put(sources)])
-        return _state["code"]  # type: ignore[no-any-return]
-
-
 def task_options(opts: dict[str, Any], fn: Any) -> dict[str, Any]:
     """The ``.options()`` of one call's task: no Ray retries (skyctl re-runs chunks itself), the profile's resources."""
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "skyctl_task"
@@ -223,40 +194,42 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
     try:
         import ray.cloudpickle
 
-        payload = ray.cloudpickle.dumps((fn, args, kwargs, stream_at))
+        payload = ray.cloudpickle.dumps((ray.cloudpickle.dumps((fn, args, kwargs, stream_at)),
+                                         {key: options.get(key) for key in ("render", "shipped", "skip")}))
     except Exception as exc:
         return call.raise_frame(flow.with_note(exc, "skyctl: the call could not be pickled for its Ray task"), "load")
+    tasks = raysubmit.Tasks.of(ray, conn, input_failed, _node_address(ray))
+    submit_options = task_options(opts, fn)
     try:
-        link = raylink.Link(conn.send, conn.grant, credit, input_failed, _node_address(ray))
+        link, ref = tasks.take(submit_options)
     except OSError as exc:
         return call.info_frame(Failure("environment", f"the Ray driver could not listen for its task: {exc}").info)
-    link.attach(call)
-    try:
-        return _run(ray, call, link, payload, fn, opts, stream_at is not None,
-                    {key: options.get(key) for key in ("render", "shipped", "skip")})
-    finally:
-        call.on_cancel = None
-        link.close()
-
-
-def _run(ray: Any, call: Any, link: raylink.Link, payload: bytes, fn: Any, opts: dict[str, Any], streams: bool,
-         task_opts: dict[str, Any]) -> tuple[int, bytes]:
-    """Submit the task, let the link carry its call, and wait for both to end."""
-    if call.cancelled:
-        return Kind.CANCELLED, b""
-    try:
-        ref = _remote(ray).options(**task_options(opts, fn)).remote(payload, (*link.address, link.token), task_opts,
-                                                                      _code(ray))
     except Exception as exc:
         return call.info_frame(Failure("environment", f"Ray refused the task: {type(exc).__name__}: {exc}",
                                        "check 'resources:' and 'runtime_env:' in the ray host's profile").info)
+    port = link.attach(call, payload, credit)
     del payload
-    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('submitted', __import__("time").time(), __import__("os").getpid()))
-    if streams:
-        link.open_input()  # records flow from now on: into the link until the task connects, then on to it
+    if stream_at is not None:
+        port.open_input()  # records flow from now on: into the link until the task connects, then on to it
+    kept = False
+    try:
+        frame = _wait(ray, call, port, ref)
+        kept = frame is port.terminal and not call.cancelled
+        return frame
+    finally:
+        call.on_cancel = None
+        if kept:
+            tasks.keep(submit_options, link, ref)
+        else:
+            tasks.drop(link, ref)
+
+
+def _wait(ray: Any, call: Any, port: raylink.Port, ref: Any) -> tuple[int, bytes]:
+    """Let the link carry the call, and wait for the task's last frame of it (or for Ray to say what
+    became of the task)."""
 
     def cancel() -> None:
-        link.cancel()
+        port.cancel()
         try:
             ray.cancel(ref)
         except Exception:
@@ -266,22 +239,22 @@ def _run(ray: Any, call: Any, link: raylink.Link, payload: bytes, fn: Any, opts:
     if call.cancelled:
         cancel()
     ended = threading.Event()
-    link.when_done(ended.set)
     ref.future().add_done_callback(lambda _: ended.set())
+    port.when_ended(ended.set)
     ended.wait()
-    if link.terminal is not None and not call.cancelled:
-        return link.terminal  # the function has ended; its task only closes the link now
+    if port.terminal is not None and not call.cancelled:
+        return port.terminal  # the function has ended; the task waits for the next call
     try:  # Ray knows what became of the task (after a cancel: its finally has run)
         ray.get(ref)
         failure = None
     except Exception as exc:
         failure = exc
-    if link.terminal is None:
-        link.done.wait(raylink.TOKEN_SECONDS)  # a task that ended well has sent its last frame: it is on its way
+    if port.terminal is None:
+        port.ended.wait(raylink.TOKEN_SECONDS)  # a task that ended well has sent its last frame: it is on its way
     if call.cancelled:
         return Kind.CANCELLED, b""
-    if link.terminal is not None:
-        return link.terminal
+    if port.terminal is not None:
+        return port.terminal
     if failure is None:
         return call.info_frame(Failure("lost", "the Ray task ended without finishing its stream to the driver").info)
     return call.info_frame(_ray_failure(ray, failure).info)

@@ -45,20 +45,20 @@ _STOP = object()
 
 
 class Link:
-    """One call's link to its task; stands in for the call's ``inbox`` and ``outbox`` (see the module's docstring).
+    """The connection to one task (see the module's docstring): it carries the task's calls one at a time,
+    each through a ``Port`` (``attach``).
 
     Args:
-        send: writes one frame of the call to the client (the worker's ``Connection.send``).
+        send: writes one frame of the current call to the client (the worker's ``Connection.send``).
         grant: grants the client input credit (the worker's ``Connection.grant``).
-        credit: the value credit the client gave with its CALL.
         input_failed: the inbox ending the worker's INPUT_FAILED handler puts.
         host: the address to listen on (the driver's Ray node's).
     """
 
     def __init__(self, send: Callable[[int, bytes], None], grant: Callable[[int, int], None],
-                 credit: tuple[int, int], input_failed: Any, host: str) -> None:
+                 input_failed: Any, host: str) -> None:
         self._send = send
-        self._grant_client = grant
+        self._grant = grant
         self._input_failed = input_failed
         self.token = os.urandom(TOKEN_BYTES)
         self._listener = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -67,86 +67,36 @@ class Link:
         self._sock: socket.socket | None = None
         #: what the input thread writes to the task: frames, or a header and its payload (one copy, in the write)
         self._frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._frames.put(wire.encode(Kind.CREDIT, wire.pack_credit(*credit)))
-        self._relaying = threading.Lock()
-        self._finished = False
         self._closed = False
-        self._ended_input = False
-        #: values relayed to the client; input batches relayed to the task (progress, for the idle watchdog)
-        self.sent = 0
-        self.taken = 0
-        #: as an Inbox's and an Outbox's: what ended the input, whether the call was cancelled
-        self.ending: Any = None
-        self.cancelled = False
-        self.waiting = False
-        self.unsendable = None
-        #: the task's last frame (RETURN, RAISE or CANCELLED, without the count), once it came
-        self.terminal: tuple[Kind, bytes] | None = None
-        #: set when the task's last frame came or its link ended without one
+        self._calls = 0
+        #: the call it carries now
+        self.port: Port | None = None
+        #: set once the connection has ended (the task's end, or ``close``)
         self.done = threading.Event()
-        self._on_done: list[Callable[[], None]] = []
         threading.Thread(target=self._run, name="skyctl-ray-link", daemon=True).start()
 
-    def attach(self, call: Any) -> None:
-        """Take the place of ``call``'s Inbox and Outbox (before any input was granted or value sent);
-        the outbox's idle sender thread ends."""
+    def attach(self, call: Any, payload: bytes, credit: tuple[int, int]) -> Port:
+        """Give the task ``call`` (``payload``: what ``raycall.run`` reads as a CALL) and the client's credit
+        for values; the ``Port`` takes the place of the call's Inbox and Outbox (before any input was
+        granted or value sent), and the call's own outbox's idle sender thread ends."""
+        self._calls += 1
+        port = Port(self, self._calls)
+        self.port = port
+        self.put(Kind.CALL, port.id, payload)
+        self.put(Kind.CREDIT, port.id, wire.pack_credit(*credit))
         old = call.outbox
-        call.inbox = call.outbox = self
+        call.inbox = call.outbox = port
         old.finish()
+        return port
 
-    def when_done(self, callback: Callable[[], None]) -> None:
-        self._on_done.append(callback)
-        if self.done.is_set():
-            callback()
+    def put(self, kind: int, call_id: int, payload: Any = b"") -> None:
+        """Queue a frame for the task (a large payload as it is: copied once, in the write)."""
+        self._frames.put(wire.HEADER.pack(wire.PROTOCOL_VERSION, kind, call_id, len(payload)))
+        if len(payload):
+            self._frames.put(payload)
 
-    def open_input(self) -> None:
-        """Grant the client the input window: its records come into the link, and on to the task once it
-        connects; the task's Inbox returns credit as it takes them, relayed as the worker's own."""
-        self._grant_client(flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
-
-    # -- as the call's Inbox (from the worker's reader thread) -------------------------------
-    def push(self, payload: Any) -> None:
-        self.taken += 1
-        self._frames.put(wire.HEADER.pack(wire.PROTOCOL_VERSION, Kind.ITEMS_IN, 0, len(payload)))
-        self._frames.put(payload)  # as it was read (a large one is a mapping): copied once, in the write
-
-    def end(self, ending: Any) -> None:
-        if self._ended_input:
-            return
-        self._ended_input = True
-        self.ending = ending
-        if ending is None:
-            self._frames.put(wire.encode(Kind.END_IN))
-        elif ending is self._input_failed:
-            self._frames.put(wire.encode(Kind.INPUT_FAILED))
-        else:  # cancelled
-            self.cancel()
-
-    # -- as the call's Outbox ----------------------------------------------------------------
-    def grant(self, items: int, nbytes: int) -> None:
-        self._frames.put(wire.encode(Kind.CREDIT, wire.pack_credit(items, nbytes)))
-
-    def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self._frames.put(wire.encode(Kind.CANCEL))
-
-    def finish(self, *frames: tuple[int, bytes]) -> None:
-        """The call's last frame(s), sealed with the count of values relayed; nothing is relayed after."""
-        with self._relaying:
-            if self._finished:
-                return
-            self._finished = True
-            for kind, payload in frames:
-                self._send(kind, wire.seal(payload, self.sent))
-        self.close()
-
-    def join(self, timeout: float | None = None) -> bool:
-        return True
-
-    # -- the link ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop relaying: the listener and the connection go, both threads end."""
+        """End the connection: the task sees EOF (and ends, its call cancelled if one ran); both threads end."""
         self._closed = True
         self._frames.put(_STOP)
         sock = self._sock
@@ -157,13 +107,12 @@ class Link:
                 pass
 
     def _run(self) -> None:
-        """Link thread: accept the task, start the input thread, relay the task's frames until its last."""
+        """Link thread: accept the task, start the input thread, relay the task's frames until EOF."""
         try:
             sock = self._accept()
             if sock is None:
                 return
             self._sock = sock
-            __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('connected', __import__("time").time(), __import__("os").getpid()))
             if self._closed:  # closed while it connected
                 sock.shutdown(socket.SHUT_RDWR)
                 return
@@ -171,12 +120,13 @@ class Link:
             self._relay(wire.fd_reader(sock.fileno()))
         except BaseException:  # noqa: BLE001 - a broken link: raydriver asks Ray what became of the task
             pass
-        finally:  # nothing more is read (after the last frame the task reads to EOF: it may close now)
+        finally:
             self._listener.close()
             self.close()
             self.done.set()
-            for callback in self._on_done:
-                callback()
+            port = self.port
+            if port is not None:
+                port.end_with(None)
 
     def _accept(self) -> socket.socket | None:
         while not self._closed:
@@ -202,21 +152,19 @@ class Link:
         return None
 
     def _relay(self, read: Callable[[int], bytes]) -> None:
+        """The task's frames: the current call's values to the client, its input credit back as the
+        worker's own, its last frame to its port; a frame of another call is not the task's to send."""
         while True:
-            kind, _, payload = wire.read_call_frame(read)
+            kind, call_id, payload = wire.read_call_frame(read)
+            port = self.port
+            if port is None or call_id != port.id:
+                raise wire.ProtocolError(f"a {kind.name} frame of call {call_id} from the Ray task")
             if kind == Kind.ITEMS_OUT:
-                with self._relaying:
-                    if self._finished:
-                        continue
-                    self._send(kind, payload)
-                    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('relayed', __import__("time").time(), __import__("os").getpid()))
-                    self.sent += flow.batch_size(payload)
+                port.relay(payload)
             elif kind == Kind.CREDIT:
-                self._grant_client(*wire.unpack_credit(payload))
+                self._grant(*wire.unpack_credit(payload))
             elif kind in (Kind.RETURN, Kind.RAISE, Kind.CANCELLED):
-                self.terminal = (kind, payload)
-                __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T terminal %.4f %d\n" % (__import__("time").time(), __import__("os").getpid()))
-                return
+                port.end_with((kind, payload))
             else:
                 raise wire.ProtocolError(f"a {kind.name} frame from the Ray task")
 
@@ -238,3 +186,95 @@ class Link:
         finally:
             self.done.wait(TOKEN_SECONDS)  # the link thread has stopped reading it (``close`` shut it down)
             sock.close()
+
+
+class Port:
+    """One call on a link: stands in for the call's Inbox and Outbox in the worker's ``CallState``. Once
+    the call has ended (``finish``) it passes nothing on: a late frame of the client's for it is dropped."""
+
+    def __init__(self, link: Link, call_id: int) -> None:
+        self._link = link
+        self.id = call_id
+        self._relaying = threading.Lock()
+        self._finished = False
+        self._ended_input = False
+        #: values relayed to the client; input batches relayed to the task (progress, for the idle watchdog)
+        self.sent = 0
+        self.taken = 0
+        #: as an Inbox's and an Outbox's: what ended the input, whether the call was cancelled
+        self.ending: Any = None
+        self.cancelled = False
+        self.waiting = False
+        self.unsendable = None
+        #: the task's last frame for the call (RETURN, RAISE or CANCELLED, without the count), once it came
+        self.terminal: tuple[Kind, bytes] | None = None
+        #: set when that frame came or the link ended without it
+        self.ended = threading.Event()
+        self._on_ended: list[Callable[[], None]] = []
+
+    def when_ended(self, callback: Callable[[], None]) -> None:
+        """``callback()`` once ``ended`` is set (at once if it is)."""
+        self._on_ended.append(callback)
+        if self.ended.is_set():
+            callback()
+
+    def end_with(self, terminal: tuple[Kind, bytes] | None) -> None:
+        """The call's last frame came (or, None, the link ended without it): the link thread."""
+        if terminal is not None:
+            self.terminal = terminal
+        self.ended.set()
+        for callback in self._on_ended:
+            callback()
+
+    def open_input(self) -> None:
+        """Grant the client the input window: its records come into the link, and on to the task once it
+        connects; the task's Inbox returns credit as it takes them, relayed as the worker's own."""
+        self._link._grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
+
+    def relay(self, payload: bytes) -> None:
+        """A batch of values from the task to the client (the link thread)."""
+        with self._relaying:
+            if not self._finished:
+                self._link._send(Kind.ITEMS_OUT, payload)
+                self.sent += flow.batch_size(payload)
+
+    # -- as the call's Inbox (from the worker's reader thread) -------------------------------
+    def push(self, payload: Any) -> None:
+        if not self._finished:
+            self.taken += 1
+            self._link.put(Kind.ITEMS_IN, self.id, payload)
+
+    def end(self, ending: Any) -> None:
+        if self._ended_input or self._finished:
+            return
+        self._ended_input = True
+        self.ending = ending
+        if ending is None:
+            self._link.put(Kind.END_IN, self.id)
+        elif ending is self._link._input_failed:
+            self._link.put(Kind.INPUT_FAILED, self.id)
+        else:  # cancelled
+            self.cancel()
+
+    # -- as the call's Outbox ----------------------------------------------------------------
+    def grant(self, items: int, nbytes: int) -> None:
+        if not self._finished:
+            self._link.put(Kind.CREDIT, self.id, wire.pack_credit(items, nbytes))
+
+    def cancel(self) -> None:
+        if not self.cancelled and not self._finished:
+            self.cancelled = True
+            self._link.put(Kind.CANCEL, self.id)
+
+    def finish(self, *frames: tuple[int, bytes]) -> None:
+        """The call's last frame(s) to the client, sealed with the count of values relayed; nothing is
+        relayed after."""
+        with self._relaying:
+            if self._finished:
+                return
+            self._finished = True
+            for kind, payload in frames:
+                self._link._send(kind, wire.seal(payload, self.sent))
+
+    def join(self, timeout: float | None = None) -> bool:
+        return True

@@ -28,15 +28,11 @@ UNREACHABLE = "skyctl: the Ray task could not connect back to its driver"
 MODULES = ("wire", "flow", "values", "raytask", "raycall")
 
 
-def run_task(payload: bytes, link: tuple[str, int, bytes], options: dict[str, Any],
-             code: tuple[str, list[Any]]) -> None:
-    """Run the call ``payload`` here (``raycall.run``); ``code``: the digest of the modules' sources and,
-    in a list (so that Ray does not fetch it for every task), the reference to them."""
-    import time as _t, os as _o
-    open("/tmp/raydev/t.log", "a").write("T task-start %.4f %d\n" % (_t.time(), _o.getpid()))
-    m = load(code)
-    open("/tmp/raydev/t.log", "a").write("T task-loaded %.4f\n" % (_t.time()))
-    m["raycall"].run(payload, link, options)
+def run_task(link: tuple[str, int, bytes], code: tuple[str, list[Any]]) -> None:
+    """Run a call here (``raycall.run``: it comes over the link to the driver at ``link``); ``code``: the
+    digest of the modules' sources and, in a list (so that Ray does not fetch it for every task), the
+    reference to them."""
+    load(code)["raycall"].run(link)
 
 
 def load(code: tuple[str, list[Any]]) -> dict[str, types.ModuleType]:
@@ -46,10 +42,7 @@ def load(code: tuple[str, list[Any]]) -> dict[str, types.ModuleType]:
     if package not in sys.modules:
         import ray
 
-        import time as _t
-        _a = _t.time()
         sources = ray.get(holder[0])
-        open("/tmp/raydev/t.log", "a").write("T task-got-sources %.4f\n" % (_t.time()))
         root = types.ModuleType(package)
         root.__path__ = []  # type: ignore[attr-defined]
         sys.modules[package] = root

@@ -1,0 +1,110 @@
+"""How the Ray driver gets a task for a call: the remote function, the modules it builds, the task kept.
+
+- The remote function is ``raytask.run_task``, registered with Ray's
+  cloudpickle to travel by value and exported once per driver process; the
+  modules it builds (``raytask.MODULES``) are put in Ray's object store once,
+  as source text.
+- A task gets only its link's address and token (``raylink.Link``); its
+  calls come over the link (``Link.attach``). A task whose call ended well is
+  kept (``keep``) and the driver's next call with the same ``.options()``
+  runs in it (``take``): a ``pipe`` slot's chunks follow one another in one
+  task, each a call of the function of its own, without a lease, a start
+  and a connection per chunk. A kept task waits at most
+  ``raycall.LINGER_SECONDS`` for its next call (holding its resources
+  meanwhile) and is used only well within that; one of other options is
+  dropped (its link closed, ``ray.cancel``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from . import raylink, raytask
+from .raycall import LINGER_SECONDS
+
+#: a kept task is used only this soon after its last call (it gives up waiting at LINGER_SECONDS)
+USE_WITHIN = LINGER_SECONDS / 2
+
+
+class Tasks:
+    """This driver process's task submission (one: ``of``)."""
+
+    _one: Tasks | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def of(cls, ray: Any, conn: Any, input_failed: Any, host: str) -> Tasks:
+        with cls._lock:
+            if cls._one is None:
+                cls._one = cls(ray, conn, input_failed, host)
+            return cls._one
+
+    def __init__(self, ray: Any, conn: Any, input_failed: Any, host: str) -> None:
+        import ray.cloudpickle
+
+        ray.cloudpickle.register_pickle_by_value(raytask)
+        self._ray = ray
+        self._remote = ray.remote(raytask.run_task)
+        self._conn = conn
+        self._input_failed = input_failed
+        self._host = host
+        self._code: tuple[str, list[Any]] | None = None
+        #: the task kept after a call: ``(its options' key, when, link, ref)``
+        self._kept: tuple[str, float, raylink.Link, Any] | None = None
+
+    def take(self, options: dict[str, Any]) -> tuple[raylink.Link, Any]:
+        """A task for a call with these ``.options()``: the one kept when it fits, else a new one."""
+        with self._lock:
+            kept, self._kept = self._kept, None
+        if kept is not None:
+            key, when, link, ref = kept
+            if key == _key(options) and time.monotonic() - when < USE_WITHIN and not link.done.is_set():
+                return link, ref
+            self.drop(link, ref)
+        return self._submit(options)
+
+    def keep(self, options: dict[str, Any], link: raylink.Link, ref: Any) -> None:
+        """A task whose call ended well: the next call may run in it."""
+        with self._lock:
+            old, self._kept = self._kept, (_key(options), time.monotonic(), link, ref)
+        if old is not None:
+            self.drop(old[2], old[3])
+
+    def _submit(self, options: dict[str, Any]) -> tuple[raylink.Link, Any]:
+        link = raylink.Link(self._conn.send, self._conn.grant, self._input_failed, self._host)
+        try:
+            ref = self._remote.options(**options).remote((*link.address, link.token), self._code_ref())
+        except BaseException:
+            link.close()
+            raise
+        return link, ref
+
+    def drop(self, link: raylink.Link, ref: Any) -> None:
+        """Let the task go: its link closed (it ends), ``ray.cancel`` (if it had not started)."""
+        link.close()
+        try:
+            self._ray.cancel(ref)
+        except Exception:
+            pass
+
+    def _code_ref(self) -> tuple[str, list[Any]]:
+        """The modules' sources in Ray's object store (once): their digest and, in a list (Ray then hands the
+        task the reference, not the text), the reference."""
+        if self._code is None:
+            import hashlib
+            import importlib
+
+            sources = {}
+            for name in raytask.MODULES:
+                module = importlib.import_module(f"{__package__}.{name}")
+                sources[name] = module.__loader__.get_source(module.__name__)  # type: ignore[union-attr]
+            digest = hashlib.sha256("\0".join(sources[n] for n in raytask.MODULES).encode()).hexdigest()
+            self._code = (digest, [self._ray.put(sources)])
+        return self._code
+
+
+def _key(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True, default=repr)
