@@ -390,7 +390,9 @@ def _ray_warm(profile: Any) -> str:
     """``SKYCTL_RAY`` for a ray host's driver: where it connects as it starts (``raydriver.warm``)."""
     import json
 
-    return json.dumps({"address": profile.ray_address, "connect_timeout": profile.connect_timeout})
+    return json.dumps({"address": profile.ray_address, "connect_timeout": profile.connect_timeout,
+                       "resources": _plain(profile.resources),
+                       "runtime_env": _plain(profile.runtime_env) if profile.runtime_env is not None else None})
 
 
 def _plain(value: Any) -> Any:

@@ -52,7 +52,8 @@ INSTALL_HINT = ("install ray into that host's python (the cluster's version; sky
 
 _lock = threading.Lock()
 #: per worker process: ray once imported, the address connected to, the connecting thread and its outcome
-_state: dict[str, Any] = {"ray": None, "address": None, "thread": None, "error": None, "node": None}
+_state: dict[str, Any] = {"ray": None, "address": None, "thread": None, "error": None, "node": None,
+                          "warming": None}
 
 
 class Failure(Exception):
@@ -95,18 +96,26 @@ def _import_ray() -> Any:
 WARM_ENV = "SKYCTL_RAY"
 
 
-def warm(spec: str) -> None:
-    """Start importing ``ray`` and connecting to the cluster now, in the background (the worker's
-    start, told by ``SKYCTL_RAY``): the first call finds it done or under way. Failures wait for it."""
+def warm(spec: str, conn: Any, input_failed: Any) -> None:
+    """Import ``ray``, connect to the cluster and submit a task ahead of the first call, in the background
+    (the worker's start, told by ``SKYCTL_RAY``: the address, ``connect_timeout`` and the task's
+    ``resources`` and ``runtime_env``): the first call finds them done or under way. Failures are the
+    first call's to see."""
     import json
+
+    warming = _state["warming"] = threading.Event()
 
     def start() -> None:
         try:
             opts = json.loads(spec)
             if isinstance(opts, dict):
-                connect(opts, lambda: True)
+                ray = connect(opts, lambda: False)
+                tasks = raysubmit.Tasks.of(ray, conn, input_failed, _node_address(ray))
+                tasks.ahead(task_options(opts, None))
         except BaseException:  # noqa: BLE001 - the first call reports it
             pass
+        finally:
+            warming.set()
 
     threading.Thread(target=start, name="skyctl-ray-warm", daemon=True).start()
 
@@ -163,7 +172,7 @@ def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
 
 def task_options(opts: dict[str, Any], fn: Any) -> dict[str, Any]:
     """The ``.options()`` of one call's task: no Ray retries (skyctl re-runs chunks itself), the profile's resources."""
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "skyctl_task"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "skyctl"
     options: dict[str, Any] = {"max_retries": 0, "name": str(name)}
     resources = opts.get("resources") or {}
     for key in ("num_cpus", "num_gpus", "memory"):
@@ -198,6 +207,9 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
                                          {key: options.get(key) for key in ("render", "shipped", "skip")}))
     except Exception as exc:
         return call.raise_frame(flow.with_note(exc, "skyctl: the call could not be pickled for its Ray task"), "load")
+    warming = _state["warming"]
+    if warming is not None:  # the task it submits ahead is this call's
+        warming.wait(float(opts.get("connect_timeout") or 30.0))
     tasks = raysubmit.Tasks.of(ray, conn, input_failed, _node_address(ray))
     submit_options = task_options(opts, fn)
     try:

@@ -13,6 +13,9 @@
   ``raycall.LINGER_SECONDS`` for its next call (holding its resources
   meanwhile) and is used only well within that; one of other options is
   dropped (its link closed, ``ray.cancel``).
+- A driver told its host's resources at its start (``raydriver.warm``)
+  submits a task ahead of its first call (``ahead``), so that Ray starts a
+  worker process for it while the call is on its way.
 """
 
 from __future__ import annotations
@@ -23,11 +26,7 @@ import time
 from typing import Any
 
 from . import raylink, raytask
-from .raycall import LINGER_SECONDS
-
-#: a kept task is used only this soon after its last call (it gives up waiting at LINGER_SECONDS)
-USE_WITHIN = LINGER_SECONDS / 2
-
+from .raycall import LINGER_SECONDS, STANDBY_SECONDS
 
 class Tasks:
     """This driver process's task submission (one: ``of``)."""
@@ -52,7 +51,8 @@ class Tasks:
         self._input_failed = input_failed
         self._host = host
         self._code: tuple[str, list[Any]] | None = None
-        #: the task kept after a call: ``(its options' key, when, link, ref)``
+        #: the task kept for the next call: ``(its options' key, used until, link, ref)``; it is used only
+        #: well within the time it waits (``raycall.STANDBY_SECONDS``, ``LINGER_SECONDS``)
         self._kept: tuple[str, float, raylink.Link, Any] | None = None
 
     def take(self, options: dict[str, Any]) -> tuple[raylink.Link, Any]:
@@ -60,18 +60,28 @@ class Tasks:
         with self._lock:
             kept, self._kept = self._kept, None
         if kept is not None:
-            key, when, link, ref = kept
-            if key == _key(options) and time.monotonic() - when < USE_WITHIN and not link.done.is_set():
+            key, until, link, ref = kept
+            if key == _key(options) and time.monotonic() < until and not link.done.is_set():
                 return link, ref
             self.drop(link, ref)
         return self._submit(options)
 
-    def keep(self, options: dict[str, Any], link: raylink.Link, ref: Any) -> None:
-        """A task whose call ended well: the next call may run in it."""
+    def keep(self, options: dict[str, Any], link: raylink.Link, ref: Any, first: bool = False) -> None:
+        """A task for the next call: one whose call ended well, or (``first``) one submitted ahead of any."""
+        until = time.monotonic() + (STANDBY_SECONDS if first else LINGER_SECONDS) / 2
         with self._lock:
-            old, self._kept = self._kept, (_key(options), time.monotonic(), link, ref)
+            old, self._kept = self._kept, (_key(options), until, link, ref)
         if old is not None:
             self.drop(old[2], old[3])
+
+    def ahead(self, options: dict[str, Any]) -> None:
+        """Submit a task before any call (the driver's start): Ray leases and starts its worker process
+        while the first call is on its way. A failure is the first call's to see."""
+        try:
+            link, ref = self._submit(options)
+        except Exception:
+            return
+        self.keep(options, link, ref, first=True)
 
     def _submit(self, options: dict[str, Any]) -> tuple[raylink.Link, Any]:
         link = raylink.Link(self._conn.send, self._conn.grant, self._input_failed, self._host)
@@ -107,4 +117,5 @@ class Tasks:
 
 
 def _key(options: dict[str, Any]) -> str:
-    return json.dumps(options, sort_keys=True, default=repr)
+    """What a task's options must share with a call's to run it: all but the name (Ray's display only)."""
+    return json.dumps({k: v for k, v in options.items() if k != "name"}, sort_keys=True, default=repr)

@@ -669,7 +669,7 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     if os.environ.get("SKYCTL_RAY"):  # a Ray driver: connect while the first call comes (raydriver.warm)
         from . import raydriver
 
-        raydriver.warm(os.environ["SKYCTL_RAY"])
+        raydriver.warm(os.environ["SKYCTL_RAY"], conn, _INPUT_FAILED)
     threading.Thread(target=worker.read_frames, name="skyctl-reader", daemon=True).start()
     interval, bound = wire.liveness(os.environ.get("SKYCTL_LIVENESS"))
     threading.Thread(target=worker.keep_alive, args=(interval, bound), name="skyctl-heartbeat", daemon=True).start()
