@@ -5,7 +5,6 @@ one-line message (with ``--verbose`` or ``SKYCTL_DEBUG=1`` it re-raises).
 """
 
 from __future__ import annotations
-__import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('cli-import', __import__("time").time(), __import__("os").getpid()))
 
 import contextlib
 import os

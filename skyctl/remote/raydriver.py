@@ -123,7 +123,6 @@ def warm(spec: str, conn: Any, input_failed: Any) -> None:
 def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
     """``ray`` connected to ``opts["address"]`` (once per process); raises ``Failure``."""
     ray = _import_ray()
-    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('imported', __import__("time").time(), __import__("os").getpid()))
     address = str(opts.get("address") or "auto")
     timeout = float(opts.get("connect_timeout") or 30.0)
     with _lock:
@@ -141,7 +140,6 @@ def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
                              ignore_reinit_error=True)
                     _state["address"] = address
-                    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('inited', __import__("time").time(), __import__("os").getpid()))
                     _state["error"] = None
                 except BaseException as exc:  # noqa: BLE001 - reported to the call
                     _state["error"] = exc

@@ -305,7 +305,6 @@ class Worker:
 
     def _on_call(self, call_id: int, payload: bytes) -> bool:
         self.conn.writer.call = call_id  # what this call's frames carry
-        __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('CALL', __import__("time").time(), __import__("os").getpid()))
         self.current = CallState(self.conn, payload, call_id)
         self.calls.put(self.current)
         return True
@@ -639,7 +638,6 @@ _leaving = threading.Lock()
 def main(in_fd: int = 0, out_fd: int = 1) -> None:
     """Serve calls over ``in_fd``/``out_fd`` (the bootstrap stub's stdin/stdout)."""
     global _worker
-    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('worker-main', __import__("time").time(), __import__("os").getpid()))
     proto_in, proto_out = os.dup(in_fd), os.dup(out_fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # user code reading stdin must not eat frames
@@ -665,7 +663,6 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     )
     reaper.become_subreaper()  # after HELLO: the client is busy with it meanwhile; before any user code
     worker.logs = LogForwarder(conn)
-    __import__("os").environ.get("SKYCTL_TRACE_FILE") and open(__import__("os").environ["SKYCTL_TRACE_FILE"],"a").write("T %s %.4f %d\n" % ('logs', __import__("time").time(), __import__("os").getpid()))
     if os.environ.get("SKYCTL_RAY"):  # a Ray driver: connect while the first call comes (raydriver.warm)
         from . import raydriver
 
