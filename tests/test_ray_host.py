@@ -204,6 +204,17 @@ def test_a_chunk_task_gets_its_first_record_before_stdin_has_its_last(ray_config
     assert "cluster: ok, 1 chunk, 5 records in, 5 values out" in err.decode()
 
 
+def test_a_slots_back_to_back_chunks_run_in_one_kept_task(ray_config: Path) -> None:
+    """The driver keeps a task whose call ended well for its next call: one Ray task runs a slot's chunks,
+    each chunk still a call of the function of its own (its iterator ends with the chunk)."""
+    result = sky(ray_config, "pipe", f"{T}:task_of_chunk", "-H", "cluster", "-j", "1", "--chunk", "100",
+                 "--keep-order", input="".join(f"{i}\n" for i in range(1, 1001)))
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert [int(first) for _, first in lines] == list(range(1, 1001, 100))  # a call per chunk
+    assert len({task for task, _ in lines}) == 1, lines  # all in one task
+
+
 def test_a_killed_ray_worker_reruns_its_chunk_on_the_same_host(ray_config: Path, tmp_path: Path) -> None:
     n, gate_at = 6000, 3600  # chunk 4 (records 3001..4000) stops at its 600th record
     stderr = tmp_path / "stderr"

@@ -86,3 +86,13 @@ def first_seen(records: Iterator[int], workdir: str) -> Iterator[int]:
             Path(workdir, f"first-{x}").write_text("seen")
             first = False
         yield 2 * x
+
+
+def task_of_chunk(records: Iterator[int]) -> Iterator[str]:
+    """One line per chunk: the Ray task it ran in and its first record."""
+    import ray
+
+    first = next(records)
+    for _ in records:
+        pass
+    yield f"{ray.get_runtime_context().get_task_id()} {first}"
