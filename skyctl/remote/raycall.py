@@ -1,4 +1,4 @@
-"""The call inside a Ray task for a ``type: ray`` host, streamed over a direct link to its driver.
+"""The calls inside a Ray task for a ``type: ray`` host, streamed over a direct link to its driver.
 
 Runs in a Ray worker process of the cluster, where skyctl is not installed:
 ``raytask.run_task`` (which travels by value) builds this module and the ones
@@ -11,14 +11,17 @@ the task opens back to its driver (``raylink``), first sending the one-time
 token it was given in its arguments. Over it the two speak skyctl's frames
 and credit (``wire``, ``flow``) as the client and a worker do:
 
-- driver → task: ITEMS_IN (the stream parameter's batches, as the client
-  sent them), END_IN / INPUT_FAILED, CREDIT (the client's, for values),
-  CANCEL;
+- driver → task: CALL (the call), ITEMS_IN (the stream parameter's batches,
+  as the client sent them), END_IN / INPUT_FAILED, CREDIT (the client's, for
+  values), CANCEL;
 - task → driver: ITEMS_OUT (batches encoded exactly as a worker encodes them:
   rendered text for the CLI, a pickle for the API; the driver relays them to
   the client untouched, and the client checks them as any worker's), CREDIT
   (for input, as the task's Inbox takes it), then one RETURN, RAISE or
   CANCELLED (the driver adds the count of values sent).
+
+A task runs its driver's calls one after another (``run``): after one ends
+well it waits for the next, so a ``pipe`` slot's chunks share one task.
 
 A cancel comes two ways: a CANCEL frame (the task's Outbox and Inbox stop:
 the function is closed where it waits) and ``ray.cancel`` (a
@@ -268,8 +271,6 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "cloudpickle" or module.startswith("cloudpickle."):
-            import ray.cloudpickle
-
             module = "ray." + module
             if module not in sys.modules:
                 __import__(module)

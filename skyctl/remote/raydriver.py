@@ -11,15 +11,17 @@ One call, seen from here (the worker's main thread):
    A worker the client started as a Ray driver (``SKYCTL_RAY`` in its
    environment) begins importing ``ray`` and connecting at once (``warm``),
    while the client sends its first call.
-2. The call is submitted as ``raytask.run_task``, a plain Ray task
+2. The call runs in ``raytask.run_task``, a plain Ray task
    (``max_retries=0``: skyctl re-runs chunks itself, with the same rules as
    any host) whose arguments carry the address and one-time token of a
-   ``raylink.Link``: the task connects back and the call's records and
+   ``raylink.Link``: the task connects back and the call, its records and
    values go over that link in skyctl's own frames and credit, not as Ray
    objects. The link takes the place of the call's Inbox and Outbox, so the
    client's credit paces the task end to end and a slow reader pauses it.
    A stream parameter's records flow as soon as the task is submitted.
-3. The call ends with the task's last frame once Ray reports the task ended.
+   The call goes to the task kept from this driver's last call when it fits
+   (``raysubmit``): a ``pipe`` slot's chunks run in one task.
+3. The call ends with the task's last frame.
 4. A cancel (Ctrl-C, ``| head``, ``close()``, a time limit, the client
    gone) sends CANCEL over the link and calls ``ray.cancel`` (a
    ``KeyboardInterrupt`` in the task: its ``finally`` runs), then waits here
@@ -36,7 +38,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import flow, raylink, raysubmit, raytask
 from .wire import Kind

@@ -1,25 +1,27 @@
-"""The Ray driver's end of the direct link to one call's task (the task's end is ``raytask``).
+"""The Ray driver's end of the direct link to a task (the task's end is ``raycall``).
 
 Ray places and schedules a call's task; its data does not go through Ray
 objects (a cost per object that was most of a chunk's time) but over a TCP
 connection the task opens back to the driver: the driver listens on its own
 node's address (the one its Ray node registered, so the task can reach it),
-a port of the system's choice, for this call only, and takes the first
+a port of the system's choice, for this task only, and takes the first
 connection that sends the 16 random bytes the task was given in its
 arguments (anything else is closed unanswered).
 
-A ``Link`` stands in for the call's Inbox and Outbox in the worker's
-``CallState`` (``attach``): the worker's reader thread hands it the client's
-frames (``push``, ``end``, ``grant``, ``cancel``) and it relays them to the
-task as they are; the task's value batches go to the client as they came
-(the client checks them as any worker's: the driver decodes nothing), its
-input credit goes back as the worker's own, and its last frame is kept for
-``raydriver`` to end the call with. The count of values a terminal frame
-carries is the one the link relayed (``finish``). So credit runs end to end,
-client to task, and a slow reader pauses the task; the driver holds at most
-what the client's input window allows.
+A ``Link`` carries the task's calls one at a time (``attach``: a CALL frame
+with the call, then its frames, each with the link's call id). Each call has
+a ``Port``, which stands in for the call's Inbox and Outbox in the worker's
+``CallState``: the worker's reader thread hands it the client's frames
+(``push``, ``end``, ``grant``, ``cancel``) and it relays them to the task as
+they are; the task's value batches go to the client as they came (the client
+checks them as any worker's: the driver decodes nothing), its input credit
+goes back as the worker's own, and its last frame is kept for ``raydriver``
+to end the call with, sealed with the count of values the port relayed
+(``finish``). So credit runs end to end, client to task, and a slow reader
+pauses the task; the driver holds at most what the client's input window
+allows.
 
-Threads, per call: ``skyctl-ray-link`` accepts the task's connection and then
+Threads, per link: ``skyctl-ray-link`` accepts the task's connection and then
 reads its frames; ``skyctl-ray-input`` writes the driver's frames to it.
 """
 
