@@ -47,6 +47,9 @@ from .wire import Kind
 CHECKED_RAY = ("2.40.0", "2.60.0")
 #: older than this is refused (streaming generators with backpressure)
 MIN_RAY = (2, 10)
+#: seconds a leaving driver waits for its kept task to end
+LEAVE_SECONDS = 2.0
+
 #: the hint of every "ray is missing or unusable" error
 INSTALL_HINT = ("install ray into that host's python (the cluster's version; skyctl is checked with ray %s), "
                 "or point the via host's 'python:' at an interpreter that has it; skyctl never installs Ray"
@@ -270,6 +273,13 @@ def _wait(ray: Any, call: Any, port: raylink.Port, ref: Any) -> tuple[int, bytes
     if failure is None:
         return call.info_frame(Failure("lost", "the Ray task ended without finishing its stream to the driver").info)
     return call.info_frame(_ray_failure(ray, failure).info)
+
+
+def leave() -> None:
+    """The worker is leaving (BYE, or its client gone): the task kept for a next call ends first."""
+    tasks = raysubmit.Tasks._one
+    if tasks is not None:
+        tasks.leave(LEAVE_SECONDS)
 
 
 def _node_address(ray: Any) -> str:

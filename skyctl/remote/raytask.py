@@ -4,7 +4,7 @@ The driver (``raydriver``) registers this module with Ray's cloudpickle to
 travel *by value* (Ray's worker processes have no skyctl), so it is
 self-contained: stdlib only, no other skyctl module at import. The modules
 the call needs (``raycall`` and what it imports: ``wire``, ``flow``,
-``values``, this one) travel as source text, put in Ray's object store once
+``values``, this one) travel as source text and its bytecode, put in Ray's object store once
 per driver process: a task gets a reference to them and their digest, and a
 Ray worker process builds them once per digest (a private package in
 ``sys.modules``), so later tasks there start at once.
@@ -35,6 +35,11 @@ def run_task(link: tuple[str, int, bytes], code: tuple[str, list[Any]]) -> None:
     load(code)["raycall"].run(link)
 
 
+def filename(name: str) -> str:
+    """The file a built module's frames name (skyctl's, as in the bundle: left out of user tracebacks)."""
+    return f"<skyctl bundle>/skyctl/remote/{name}.py"
+
+
 def load(code: tuple[str, list[Any]]) -> dict[str, types.ModuleType]:
     """The modules of ``code``, built once per process under a package named by their digest."""
     digest, holder = code
@@ -42,16 +47,21 @@ def load(code: tuple[str, list[Any]]) -> dict[str, types.ModuleType]:
     if package not in sys.modules:
         import ray
 
-        sources = ray.get(holder[0])
+        import importlib.util
+        import marshal
+
+        sources, magic, compiled = ray.get(holder[0])
+        same = magic == importlib.util.MAGIC_NUMBER
         root = types.ModuleType(package)
         root.__path__ = []  # type: ignore[attr-defined]
         sys.modules[package] = root
         for name in MODULES:
             module = types.ModuleType(f"{package}.{name}")
             module.__package__ = package
-            module.__file__ = f"<skyctl bundle>/skyctl/remote/{name}.py"
+            module.__file__ = filename(name)
             sys.modules[module.__name__] = module
-            exec(compile(sources[name], module.__file__, "exec"), module.__dict__)
+            code = marshal.loads(compiled[name]) if same else compile(sources[name], module.__file__, "exec")
+            exec(code, module.__dict__)
             setattr(root, name, module)
     root = sys.modules[package]
     return {name: getattr(root, name) for name in MODULES}

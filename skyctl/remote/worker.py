@@ -673,6 +673,8 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     try:
         worker.serve()
     finally:
+        if __package__ + ".raydriver" in sys.modules:  # a Ray driver: its kept task ends before the driver does
+            sys.modules[__package__ + ".raydriver"].leave()
         _end_leftovers()  # also what threads the function left behind started after its call
         if worker.logs:
             worker.logs.drain()
