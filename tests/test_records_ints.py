@@ -65,3 +65,26 @@ def test_ints_plain_block_is_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(sys.modules["skyctl.records.lines"], "int", Counting, raising=False)
     assert ints(data) == list(range(-50, 5000))
     assert calls == []
+
+
+@pytest.mark.parametrize("item_type", [int, float, bool])
+@pytest.mark.parametrize("data", [b"1\n2\n3\n", b"1\n\n3\n4", b"1\nx\n3\n", b"7", b"1\r\n2\r\n"])
+def test_lines_span_of_a_converted_block(item_type: type, data: bytes) -> None:
+    """A block's physical line range is the same whether it converted at once or line by line:
+    from its first line to the one its newlines say."""
+    import io
+
+    from skyctl.records import RecordReader
+
+    def reader() -> RecordReader:
+        return RecordReader(io.BufferedReader(io.BytesIO(data)), item_type, on_bad_line="skip", warn=lambda _: None)
+
+    expected = [(first, first + block.count(b"\n")) for first, block in reader()._line_chunks(decode=False, whole=True)]
+    got = []
+    r = reader()
+    for batch in r.batches():
+        got.append(r.lines_span)
+    # a block that gave no value (all blank or bad) is not handed on: compare those handed on
+    assert set(got) <= set(expected) and got == sorted(got)
+    assert got == [span for span in expected if span in got]
+    assert got or item_type is bool, "every case has a good int and float value"
