@@ -18,6 +18,7 @@ def check_hosts(host: Sequence[str] | None, config: Optional[Path], no_reuse: bo
     """Check every host named (the default host when none); the first failure's exit status, else 0."""
     from ..api import Host
     from ..config import load_config
+    from ..hosttypes import host_type
 
     cfg = load_config(config)
     names: list[str] = []
@@ -45,10 +46,7 @@ def check_hosts(host: Sequence[str] | None, config: Optional[Path], no_reuse: bo
         ms = (time.monotonic() - started) * 1000
         bundle = ", bundle sent" if info["sent_bundle"] else ""
         lines[name] = [f"{name}: ok  python {info['python']}  ready in {ms:.0f} ms  round trip {info['rtt_ms']:.1f} ms{bundle}"]
-        ray = info.get("ray")
-        if isinstance(ray, dict):
-            lines[name].append(escape_controls(f"  ray {ray.get('ray')} at {ray.get('address')}: {ray.get('nodes')} nodes, "
-                                               f"{ray.get('cpus', 0):g} CPUs, {ray.get('gpus', 0):g} GPUs"))
+        lines[name] += [escape_controls(line) for line in host_type(target.profile).check_lines(info["about"])]
 
     threads = [threading.Thread(target=one, args=(i, n), name=f"skyctl-check-{n}", daemon=True) for i, n in enumerate(names)]
     for thread in threads:
