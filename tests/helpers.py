@@ -59,29 +59,30 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20, what: str = "con
         time.sleep(0.02)
 
 
-def pipe_killing_a_worker(config: Path, workdir: Path, n: int, gate_at: int, *args: str) -> tuple[list[int], str, str]:
-    """``skyctl pipe tests/targets/groups.py:double_with_gate`` over the numbers 1..n on the group ``farm``
-    of ``config`` (more flags in ``args``): the first worker to reach record ``gate_at`` is SIGKILLed there,
-    the others let through. Asserts exit 0; returns the values written, the host killed and stderr."""
-    proc = subprocess.Popen(
-        skyctl_argv("pipe", "tests/targets/groups.py:double_with_gate", "-a", f"gate_at={gate_at}",
-                    "-a", f"workdir={workdir}", "-H", "farm", *args, "-c", str(config)),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
+def pipe_killing_a_worker(config: Path, workdir: Path, n: int, target: str, *args: str, marker: str = "blocked-*",
+                          status: int = 0) -> tuple[list[int], str, str]:
+    """``skyctl pipe TARGET ARGS -H farm -c CONFIG`` over the numbers 1..n, where TARGET's function, at
+    its gate, writes ``workdir/<marker>`` (the pid second in its name, its host inside) and waits for
+    ``workdir/gate``: the first worker there is SIGKILLed, the others let through. Asserts the exit
+    ``status``; returns the values written, the host killed and stderr."""
+    proc = subprocess.Popen(skyctl_argv("pipe", target, *args, "-H", "farm", "-c", str(config)),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            env=clean_env())
     try:
         assert proc.stdin is not None
         proc.stdin.write("".join(f"{i}\n" for i in range(1, n + 1)).encode())  # the reader takes it as chunks go
         proc.stdin.close()
         proc.stdin = None
-        blocked = wait_for(lambda: list(workdir.glob("blocked-*")), timeout=120, what="a worker at the gate")
-        victim = int(blocked[0].name.split("-")[1])
-        host = blocked[0].read_text()
-        os.kill(victim, signal.SIGKILL)
+        found = wait_for(lambda: [m for m in workdir.glob(marker) if m.read_text()], timeout=120,
+                         what="a worker at the gate")  # its host's name written, not only the file made
+        host = found[0].read_text()
+        os.kill(int(found[0].name.split("-")[1]), signal.SIGKILL)
         (workdir / "gate").write_text("open")
         out, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == status, err.decode()
     return [int(v) for v in out.decode().split()], host, err.decode()
 
 

@@ -167,7 +167,8 @@ def farm_config(tmp_path_factory: pytest.TempPathFactory, sshd) -> Path:
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing_with_auto_chunks(farm_config: Path, tmp_path: Path,
                                                                            order: list[str]) -> None:
     n, gate_at = 20_000, 9_150  # 110 KB of stdin: the reader takes it as the chunks go
-    values, host, stderr = pipe_killing_a_worker(farm_config, tmp_path, n, gate_at, *order)
+    values, host, stderr = pipe_killing_a_worker(farm_config, tmp_path, n, "tests/targets/groups.py:double_with_gate",
+                                                 "-a", f"gate_at={gate_at}", "-a", f"workdir={tmp_path}", *order)
     expected = [2 * i for i in range(1, n + 1)]
     assert sorted(values) == expected  # each value exactly once
     if order:

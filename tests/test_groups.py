@@ -135,7 +135,8 @@ def test_ctrl_c_on_a_broadcast_closes_every_hosts_generator(groups_config: Path,
 @pytest.mark.parametrize("order", [[], ["--keep-order"]], ids=["as-they-come", "keep-order"])
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing(groups_config: Path, tmp_path: Path, order: list[str]) -> None:
     n, gate_at = 6000, 3150  # 30 KB of stdin: within the pipe's buffer
-    values, host, stderr = pipe_killing_a_worker(groups_config, tmp_path, n, gate_at, "--chunk", "200", *order)
+    values, host, stderr = pipe_killing_a_worker(groups_config, tmp_path, n, f"{T}:double_with_gate", "-a", f"gate_at={gate_at}",
+                                                 "-a", f"workdir={tmp_path}", "--chunk", "200", *order)
     expected = [2 * i for i in range(1, n + 1)]
     assert sorted(values) == expected  # each value exactly once
     if order:
