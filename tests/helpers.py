@@ -39,6 +39,16 @@ def run_skyctl(*args: str, input: str | bytes | None = None, timeout: float = 60
     )
 
 
+def sky(config: Path, *args: str, timeout: float = 180, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """``skyctl ARGS -c CONFIG`` from the repository, to completion (``run_skyctl``'s keywords)."""
+    return run_skyctl(*args, "-c", str(config), cwd=REPO, timeout=timeout, **kw)
+
+
+def numbers(n: int) -> str:
+    """The lines ``1`` … ``n``: a pipe's stdin."""
+    return "".join(f"{i}\n" for i in range(1, n + 1))
+
+
 def start_skyctl(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
                  **popen: Any) -> subprocess.Popen[bytes]:
     """Start skyctl in the background (stdout/stderr pipes unless given)."""

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, clean_env, pipe_killing_a_worker, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
+from helpers import (REPO, clean_env, numbers, pipe_killing_a_worker,
+                     run_skyctl, skyctl_argv, ssh_host_yaml, wait_for)
 
 T = "tests/targets/chunk_sizes.py"
 pytestmark = pytest.mark.timeout(240)
@@ -25,10 +26,6 @@ def locals_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.write_text("default: local\nhosts:\n  l1:\n    type: local\n  l2:\n    type: local\n"
                     "groups:\n  duo: [l1, l2]\n")
     return path
-
-
-def numbers(n: int) -> str:
-    return "".join(f"{i}\n" for i in range(1, n + 1))
 
 
 def chunks_logged(log: Path) -> list[tuple[int, int]]:

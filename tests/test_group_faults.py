@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, clean_env, pipe_killing_a_worker, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
+from helpers import REPO, clean_env, numbers, pipe_killing_a_worker, sky, skyctl_argv, ssh_host_yaml, wait_for
 
 T = "tests/targets/group_faults.py"
 pytestmark = pytest.mark.timeout(300)
@@ -38,14 +38,6 @@ def faults_config(tmp_path_factory: pytest.TempPathFactory, sshd) -> Path:
     path = tmp_path_factory.mktemp("faults") / "skyward.yaml"
     path.write_text(text)
     return path
-
-
-def sky(config: Path, *args: str, **kw):
-    return run_skyctl(*args, "-c", str(config), cwd=REPO, timeout=kw.pop("timeout", 180), **kw)
-
-
-def numbers(n: int) -> str:
-    return "".join(f"{i}\n" for i in range(1, n + 1))
 
 
 def summary(stderr: str) -> tuple[dict[str, tuple[str, int, int, int, int]], tuple[int, ...]]:

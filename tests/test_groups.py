@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, pipe_killing_a_worker, run_skyctl, ssh_host_yaml, start_skyctl, wait_for
+from helpers import REPO, numbers, pipe_killing_a_worker, sky, ssh_host_yaml, start_skyctl, wait_for
 
 T = "tests/targets/groups.py"
 pytestmark = pytest.mark.timeout(240)
@@ -44,14 +44,6 @@ def groups_config(tmp_path_factory: pytest.TempPathFactory, sshd) -> Path:
     path = root / "skyward.yaml"
     path.write_text(text)
     return path
-
-
-def sky(config: Path, *args: str, **kw):
-    return run_skyctl(*args, "-c", str(config), cwd=REPO, timeout=kw.pop("timeout", 180), **kw)
-
-
-def numbers(n: int) -> str:
-    return "".join(f"{i}\n" for i in range(1, n + 1))
 
 
 # -- config and listing ------------------------------------------------------------

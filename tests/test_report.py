@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from helpers import REPO, clean_env, pipe_killing_a_worker, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
+from helpers import REPO, clean_env, numbers, pipe_killing_a_worker, sky, skyctl_argv, ssh_host_yaml, wait_for
 from schema_check import errors as schema_errors
 
 T = "tests/targets/report_targets.py"
@@ -50,14 +50,6 @@ def config(tmp_path_factory: pytest.TempPathFactory, sshd) -> Path:
     path = tmp_path_factory.mktemp("report") / "skyward.yaml"
     path.write_text(text)
     return path
-
-
-def sky(config: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return run_skyctl(*args, "-c", str(config), cwd=REPO, timeout=kw.pop("timeout", 180), **kw)
-
-
-def numbers(n: int) -> str:
-    return "".join(f"{i}\n" for i in range(1, n + 1))
 
 
 def report_of(path: Path) -> dict[str, Any]:
