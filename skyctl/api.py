@@ -1,7 +1,8 @@
 """The Python API's ``Host``: one host profile, ready to run calls (``call >> host`` lands here).
 
-The CLI goes through the same ``Host.start`` as ``call >> host``: one path
-from a function and its arguments to a running ``CallStream``.
+The CLI goes through the same ``start_call`` as ``call >> host`` (``Host.start``): one path
+from a function and its arguments to a running ``CallStream``; ``start_call`` adds what the
+CLI and the scheduler ask of a call (``render``, ``skip``) outside the public ``Host``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
-from . import transports
+from .hosttypes import host_type, make_transport
 from .errors import RemoteError, RemoteTraceback, SkyctlError, UsageError
 from .callstream import CallStream, Limits
 from .session import Hooks, WorkerSession, WorkerSpec, liveness_of
@@ -101,10 +102,9 @@ class Host:
         """
         import threading
 
-        profile = self.profile
-        if profile.type == "ray":  # the Ray driver's host
-            profile = self._config.hosts.get(profile.via, profile)
-        if self._early is not None or self._session is not None or profile.type != "local":
+        kind = host_type(self.profile)
+        reached = kind.reached_via(self.profile, self._config)  # a ray host: where its driver starts
+        if self._early is not None or self._session is not None or not host_type(reached).starts_early:
             return
 
         def start() -> None:
@@ -150,24 +150,21 @@ class Host:
         if self._session is not None:
             self._session.close()
         profile = self.profile
+        kind = host_type(profile)
         if self._transport is None:
             self.hooks.status("connecting")
-            self._transport = transports.make_transport(profile, self._config, reuse=self._reuse,
+            self._transport = make_transport(profile, self._config, reuse=self._reuse,
                                              warn=lambda m: self.hooks.log(2, f"warning: {m}\n".encode()))
-        name = None
-        env = {}
-        if profile.type == "ray":  # the worker is the Ray driver, started on the via host exactly as for it
-            name = f"{profile.name} (Ray driver on {profile.via})"
-            env = {"SKYCTL_RAY": _ray_warm(profile)}  # it connects to the cluster while the first call comes
-            profile = self._config.hosts[profile.via]
+        name = kind.worker_name(profile)
+        reached = kind.reached_via(profile, self._config)  # a ray host's driver: started on the via host as for it
         spec = WorkerSpec(
-            python=profile.python or (sys.executable if profile.type == "local" else "python3"),
-            workdir=profile.workdir,
-            env={**profile.env, **env},
-            pip=tuple(getattr(profile, "pip", ())),
-            timeout=profile.connect_timeout,
-            liveness=liveness_of(profile),
-            slack=float(profile.keepalive) + 1.0 if profile.type == "ssh" else 0.0,
+            python=reached.python or host_type(reached).default_python(),
+            workdir=reached.workdir,
+            env={**reached.env, **kind.worker_env(profile)},  # a ray driver: where it connects as it starts
+            pip=tuple(getattr(reached, "pip", ())),
+            timeout=reached.connect_timeout,
+            liveness=liveness_of(reached),
+            slack=host_type(reached).liveness_slack(reached),
         )
         session = WorkerSession(self._transport, spec, self.hooks, name=name)
         session.start()
@@ -180,14 +177,7 @@ class Host:
         import time
 
         session = self._worker()
-        ray = None
-        if self.profile.type == "ray":  # connect the driver to the cluster and ask it what it is
-            from .remote.raydriver import cluster_info
-
-            call = session.call(cluster_info, (), {}, options=self._call_options(in_driver=True))
-            for _ in call:
-                pass
-            ray = call.result
+        about = host_type(self.profile).check_info(session, self.profile)
         started = time.monotonic()
         call = session.call(os.getpid, (), {})
         for _ in call:
@@ -197,21 +187,8 @@ class Host:
             "pid": call.result,
             "rtt_ms": (time.monotonic() - started) * 1000,
             "sent_bundle": session.sent_bundle,
-            "ray": ray,
+            "about": about,
         }
-
-    def _call_options(self, in_driver: bool = False) -> dict[str, Any] | None:
-        """The CALL options a ``type: ray`` host adds (plain data: the worker has no skyctl.config)."""
-        profile = self.profile
-        if profile.type != "ray":
-            return None
-        return {"ray": {
-            "address": profile.ray_address,
-            "resources": _plain(profile.resources),
-            "runtime_env": _plain(profile.runtime_env) if profile.runtime_env is not None else None,
-            "connect_timeout": profile.connect_timeout,
-            "in_driver": in_driver,
-        }}
 
     def limits(self, timeout: float | str | None = None, idle_timeout: float | str | None = None) -> Limits:
         """A call's time limits: ``timeout``/``idle_timeout`` given for the call, else this host's
@@ -238,26 +215,15 @@ class Host:
 
     # -- calls ---------------------------------------------------------------
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-              *, stream: str | None = None, render: str | None = None, skip: int = 0,
-              timeout: float | str | None = None, idle_timeout: float | str | None = None) -> CallStream:
+              *, stream: str | None = None, timeout: float | str | None = None,
+              idle_timeout: float | str | None = None) -> CallStream:
         """Start ``fn(*args, **kwargs)`` on this host; an iterable given to an
         ``Iterator[T]`` parameter is streamed lazily (only the one named
-        ``stream`` when given: the others are sent whole).
-
-        ``render`` ("text" or "json", the CLI's ``--output``): values come as
-        the lines to print, rendered by the worker; otherwise they are decoded
-        with this host's ``decoder``. ``skip``: the worker drops that many
-        values first (a chunk re-run whose first values were already written). ``timeout``,
-        ``idle_timeout``: this call's limits (see ``limits``).
+        ``stream`` when given: the others are sent whole). Values are decoded
+        with this host's ``decoder``. ``timeout``, ``idle_timeout``: this call's
+        limits (see ``limits``).
         """
-        fn = getattr(fn, "__skyctl_function__", fn)
-        args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
-        limits = self.limits(timeout, idle_timeout)
-        _ship_project_modules(fn)
-        session = self._worker()
-        call = session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=self.decoder, skip=skip,
-                            options=self._call_options(), limits=limits)
-        return call
+        return start_call(self, fn, args, kwargs, stream=stream, timeout=timeout, idle_timeout=idle_timeout)
 
     @property
     def decoder(self) -> Decoder:
@@ -280,6 +246,22 @@ class Host:
             for _ in results:
                 pass
         return stream.result
+
+
+def start_call(host: Host, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+               *, stream: str | None = None, render: str | None = None, skip: int = 0,
+               timeout: float | str | None = None, idle_timeout: float | str | None = None) -> CallStream:
+    """``host.start`` with the CLI's and the scheduler's knobs, which are not the API's:
+    ``render`` ("text" or "json", the CLI's ``--output``): values come as the lines to print,
+    rendered by the worker; ``skip``: the worker drops that many values first (a chunk re-run
+    whose first values were already written)."""
+    fn = getattr(fn, "__skyctl_function__", fn)
+    args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
+    limits = host.limits(timeout, idle_timeout)
+    _ship_project_modules(fn)
+    session = host._worker()
+    return session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=host.decoder, skip=skip,
+                        options=host_type(host.profile).call_options(host.profile), limits=limits)
 
 
 class RemoteIterator(Generic[T]):
@@ -386,26 +368,6 @@ def _split_stream(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
     return tuple(new_args), new_kwargs, ("kw", name), stream
 
 
-def _ray_warm(profile: Any) -> str:
-    """``SKYCTL_RAY`` for a ray host's driver: where it connects as it starts (``raydriver.warm``)."""
-    import json
-
-    return json.dumps({"address": profile.ray_address, "connect_timeout": profile.connect_timeout,
-                       "resources": _plain(profile.resources),
-                       "runtime_env": _plain(profile.runtime_env) if profile.runtime_env is not None else None})
-
-
-def _plain(value: Any) -> Any:
-    """A config value as plain dicts and lists (to pickle for a worker that has no ``skyctl.config``)."""
-    from collections.abc import Mapping
-
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _is_stream(value: Any) -> bool:
     if isinstance(value, (str, bytes, bytearray, dict)):
         return False
@@ -443,4 +405,4 @@ def log_to_stderr(fd: int, data: bytes) -> None:
     stream.flush()
 
 
-__all__ = ["Host", "RemoteIterator", "SkyctlError", "log_to_stderr"]
+__all__ = ["Host", "RemoteIterator", "SkyctlError", "log_to_stderr", "start_call"]

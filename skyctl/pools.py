@@ -14,9 +14,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .api import Host, RemoteIterator, log_to_stderr
+from .api import Host, RemoteIterator, log_to_stderr, start_call
 from .errors import RemoteError, RemoteTraceback, SkyctlError
 from .errors import GroupError, Interrupted
+from .hosttypes import host_type
 from .many.broadcast import broadcast
 from .many.chunks import Result, Slot, slots_for
 from .many.distributor import Distributor
@@ -196,12 +197,12 @@ class Pool:
             out.put([batch.value] if type(batch) is Result else batch)
 
         def start(slot: Slot, feed: Any, skip: int) -> Any:
-            return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, skip=skip, timeout=timeout,
+            return start_call(slot.host, fn, (), {**kwargs, name: feed}, stream=name, skip=skip, timeout=timeout,
                                    idle_timeout=idle_timeout)
 
         def twin(slot: Slot) -> Host | None:
             """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks)."""
-            return None if slot.host.profile.type == "ray" or not pipelining() else self._host(slot.name)
+            return None if not host_type(slot.host.profile).pipelines or not pipelining() else self._host(slot.name)
 
         if joblog is not None:
             from .joblog import map_logged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,16 @@ def run_skyctl(*args: str, input: str | bytes | None = None, timeout: float = 60
     )
 
 
+def sky(config: Path, *args: str, timeout: float = 180, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """``skyctl ARGS -c CONFIG`` from the repository, to completion (``run_skyctl``'s keywords)."""
+    return run_skyctl(*args, "-c", str(config), cwd=REPO, timeout=timeout, **kw)
+
+
+def numbers(n: int) -> str:
+    """The lines ``1`` … ``n``: a pipe's stdin."""
+    return "".join(f"{i}\n" for i in range(1, n + 1))
+
+
 def start_skyctl(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
                  **popen: Any) -> subprocess.Popen[bytes]:
     """Start skyctl in the background (stdout/stderr pipes unless given)."""
@@ -56,6 +67,33 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def pipe_killing_a_worker(config: Path, workdir: Path, n: int, target: str, *args: str, marker: str = "blocked-*",
+                          status: int = 0) -> tuple[list[int], str, str]:
+    """``skyctl pipe TARGET ARGS -H farm -c CONFIG`` over the numbers 1..n, where TARGET's function, at
+    its gate, writes ``workdir/<marker>`` (the pid second in its name, its host inside) and waits for
+    ``workdir/gate``: the first worker there is SIGKILLed, the others let through. Asserts the exit
+    ``status``; returns the values written, the host killed and stderr."""
+    proc = subprocess.Popen(skyctl_argv("pipe", target, *args, "-H", "farm", "-c", str(config)),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            env=clean_env())
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("".join(f"{i}\n" for i in range(1, n + 1)).encode())  # the reader takes it as chunks go
+        proc.stdin.close()
+        proc.stdin = None
+        found = wait_for(lambda: [m for m in workdir.glob(marker) if m.read_text()], timeout=120,
+                         what="a worker at the gate")  # its host's name written, not only the file made
+        host = found[0].read_text()
+        os.kill(int(found[0].name.split("-")[1]), signal.SIGKILL)
+        (workdir / "gate").write_text("open")
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, err.decode()
+    return [int(v) for v in out.decode().split()], host, err.decode()
 
 
 def pid_alive(pid: int) -> bool:

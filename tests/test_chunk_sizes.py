@@ -8,14 +8,13 @@ that only the growth cap bounds the sizes.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
+from helpers import (REPO, clean_env, numbers, pipe_killing_a_worker,
+                     run_skyctl, skyctl_argv, ssh_host_yaml, wait_for)
 
 T = "tests/targets/chunk_sizes.py"
 pytestmark = pytest.mark.timeout(240)
@@ -27,10 +26,6 @@ def locals_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.write_text("default: local\nhosts:\n  l1:\n    type: local\n  l2:\n    type: local\n"
                     "groups:\n  duo: [l1, l2]\n")
     return path
-
-
-def numbers(n: int) -> str:
-    return "".join(f"{i}\n" for i in range(1, n + 1))
 
 
 def chunks_logged(log: Path) -> list[tuple[int, int]]:
@@ -168,30 +163,11 @@ def farm_config(tmp_path_factory: pytest.TempPathFactory, sshd) -> Path:
 @pytest.mark.parametrize("order", [[], ["--keep-order"]], ids=["as-they-come", "keep-order"])
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing_with_auto_chunks(farm_config: Path, tmp_path: Path,
                                                                            order: list[str]) -> None:
-    n, gate_at = 20_000, 9_150
-    proc = subprocess.Popen(
-        skyctl_argv("pipe", "tests/targets/groups.py:double_with_gate", "-a", f"gate_at={gate_at}",
-                    "-a", f"workdir={tmp_path}", "-H", "farm", *order, "-c", str(farm_config)),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
-    try:
-        assert proc.stdin is not None
-        proc.stdin.write(numbers(n).encode())  # 110 KB: the reader takes it as the chunks go
-        proc.stdin.close()
-        proc.stdin = None
-        blocked = wait_for(lambda: list(tmp_path.glob("blocked-*")), timeout=120, what="a worker at the gate")
-        victim = int(blocked[0].name.split("-")[1])
-        host = blocked[0].read_text()
-        os.kill(victim, signal.SIGKILL)
-        (tmp_path / "gate").write_text("open")
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err.decode()
-    values = [int(v) for v in out.decode().split()]
+    n, gate_at = 20_000, 9_150  # 110 KB of stdin: the reader takes it as the chunks go
+    values, host, stderr = pipe_killing_a_worker(farm_config, tmp_path, n, "tests/targets/groups.py:double_with_gate",
+                                                 "-a", f"gate_at={gate_at}", "-a", f"workdir={tmp_path}", *order)
     expected = [2 * i for i in range(1, n + 1)]
     assert sorted(values) == expected  # each value exactly once
     if order:
         assert values == expected
-    stderr = err.decode()
     assert f"warning: {host}:" in stderr and "runs again on another worker" in stderr, stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
+from helpers import REPO, clean_env, numbers, pipe_killing_a_worker, sky, skyctl_argv, ssh_host_yaml, wait_for
 
 T = "tests/targets/group_faults.py"
 pytestmark = pytest.mark.timeout(300)
@@ -38,14 +38,6 @@ def faults_config(tmp_path_factory: pytest.TempPathFactory, sshd) -> Path:
     path = tmp_path_factory.mktemp("faults") / "skyward.yaml"
     path.write_text(text)
     return path
-
-
-def sky(config: Path, *args: str, **kw):
-    return run_skyctl(*args, "-c", str(config), cwd=REPO, timeout=kw.pop("timeout", 180), **kw)
-
-
-def numbers(n: int) -> str:
-    return "".join(f"{i}\n" for i in range(1, n + 1))
 
 
 def summary(stderr: str) -> tuple[dict[str, tuple[str, int, int, int, int]], tuple[int, ...]]:
@@ -112,26 +104,9 @@ def test_failure_without_keep_order_writes_every_finished_chunk_and_names_the_fa
 
 def test_the_summary_adds_up_after_a_killed_worker(faults_config: Path, tmp_path: Path) -> None:
     n = 6000
-    proc = subprocess.Popen(
-        skyctl_argv("pipe", f"{T}:gate_at", "-a", "at=3150", "-a", f"workdir={tmp_path}", "-H", "farm", "--chunk", "200",
-                    "-c", str(faults_config)),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
-    try:
-        assert proc.stdin is not None
-        proc.stdin.write(numbers(n).encode())
-        proc.stdin.close()
-        proc.stdin = None
-        marker = wait_for(lambda: list(tmp_path.glob("at-*")), timeout=120, what="a worker at the gate")[0]
-        host = marker.read_text()
-        os.kill(int(marker.name.split("-")[1]), signal.SIGKILL)
-        (tmp_path / "gate").write_text("open")
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    stderr = err.decode()
-    assert proc.returncode == 0, stderr
-    assert sorted(map(int, out.split())) == [2 * i for i in range(1, n + 1)]
+    values, host, stderr = pipe_killing_a_worker(faults_config, tmp_path, n, f"{T}:gate_at", "-a", "at=3150",
+                                                 "-a", f"workdir={tmp_path}", "--chunk", "200", marker="at-*")
+    assert sorted(values) == [2 * i for i in range(1, n + 1)]
     hosts, (chunks, records, values, reruns) = adds_up(stderr, n)
     assert (chunks, records, reruns) == (30, n, 1), stderr
     assert ", 1 re-run, " in stderr and "1 re-runs" not in stderr

@@ -9,15 +9,13 @@ record where the function waits for the test (no timing involved).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, start_skyctl, wait_for
+from helpers import REPO, numbers, pipe_killing_a_worker, sky, ssh_host_yaml, start_skyctl, wait_for
 
 T = "tests/targets/groups.py"
 pytestmark = pytest.mark.timeout(240)
@@ -46,14 +44,6 @@ def groups_config(tmp_path_factory: pytest.TempPathFactory, sshd) -> Path:
     path = root / "skyward.yaml"
     path.write_text(text)
     return path
-
-
-def sky(config: Path, *args: str, **kw):
-    return run_skyctl(*args, "-c", str(config), cwd=REPO, timeout=kw.pop("timeout", 180), **kw)
-
-
-def numbers(n: int) -> str:
-    return "".join(f"{i}\n" for i in range(1, n + 1))
 
 
 # -- config and listing ------------------------------------------------------------
@@ -136,32 +126,13 @@ def test_ctrl_c_on_a_broadcast_closes_every_hosts_generator(groups_config: Path,
 
 @pytest.mark.parametrize("order", [[], ["--keep-order"]], ids=["as-they-come", "keep-order"])
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing(groups_config: Path, tmp_path: Path, order: list[str]) -> None:
-    n, gate_at = 6000, 3150
-    proc = subprocess.Popen(
-        skyctl_argv("pipe", f"{T}:double_with_gate", "-a", f"gate_at={gate_at}", "-a", f"workdir={tmp_path}",
-                    "-H", "farm", "--chunk", "200", *order, "-c", str(groups_config)),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
-    try:
-        assert proc.stdin is not None
-        proc.stdin.write(numbers(n).encode())  # 30 KB: within the pipe's buffer
-        proc.stdin.close()
-        proc.stdin = None
-        blocked = wait_for(lambda: list(tmp_path.glob("blocked-*")), timeout=120, what="a worker at the gate")
-        victim = int(blocked[0].name.split("-")[1])
-        host = blocked[0].read_text()
-        os.kill(victim, signal.SIGKILL)
-        (tmp_path / "gate").write_text("open")
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err.decode()
-    values = [int(v) for v in out.decode().split()]
+    n, gate_at = 6000, 3150  # 30 KB of stdin: within the pipe's buffer
+    values, host, stderr = pipe_killing_a_worker(groups_config, tmp_path, n, f"{T}:double_with_gate", "-a", f"gate_at={gate_at}",
+                                                 "-a", f"workdir={tmp_path}", "--chunk", "200", *order)
     expected = [2 * i for i in range(1, n + 1)]
     assert sorted(values) == expected  # each value exactly once
     if order:
         assert values == expected
-    stderr = err.decode()
     assert f"warning: {host}:" in stderr and "runs again on another worker" in stderr, stderr
     assert "skipping the values already written" in stderr or order, stderr
 

@@ -11,7 +11,6 @@ function running: no timing involved. Every report is checked against
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, wait_for
+from helpers import REPO, clean_env, numbers, pipe_killing_a_worker, sky, skyctl_argv, ssh_host_yaml, wait_for
 from schema_check import errors as schema_errors
 
 T = "tests/targets/report_targets.py"
@@ -51,14 +50,6 @@ def config(tmp_path_factory: pytest.TempPathFactory, sshd) -> Path:
     path = tmp_path_factory.mktemp("report") / "skyward.yaml"
     path.write_text(text)
     return path
-
-
-def sky(config: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return run_skyctl(*args, "-c", str(config), cwd=REPO, timeout=kw.pop("timeout", 180), **kw)
-
-
-def numbers(n: int) -> str:
-    return "".join(f"{i}\n" for i in range(1, n + 1))
 
 
 def report_of(path: Path) -> dict[str, Any]:
@@ -154,27 +145,10 @@ def test_keep_going_contradicts_fail_fast(config: Path) -> None:
 
 def test_strict_fails_a_run_that_recovered_from_a_killed_host(config: Path, tmp_path: Path) -> None:
     n = 4000
-    proc = subprocess.Popen(
-        skyctl_argv("pipe", f"{F}:gate_at", "-a", "at=2150", "-a", f"workdir={tmp_path}", "-H", "farm", "--chunk", "200",
-                    "--strict", "--report", str(tmp_path / "r.json"), "-c", str(config)),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
-    try:
-        assert proc.stdin is not None
-        proc.stdin.write(numbers(n).encode())
-        proc.stdin.close()
-        proc.stdin = None
-        marker = wait_for(lambda: [m for m in tmp_path.glob("at-*") if m.read_text()], timeout=120,
-                          what="a worker at the gate")[0]  # its host's name written, not only the file made
-        host = marker.read_text()
-        os.kill(int(marker.name.split("-")[1]), signal.SIGKILL)
-        (tmp_path / "gate").write_text("open")
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    stderr = err.decode()
-    assert proc.returncode == 6, stderr  # without --strict: 0 (test_group_faults)
-    assert sorted(map(int, out.split())) == [2 * i for i in range(1, n + 1)]  # the output is complete all the same
+    values, host, stderr = pipe_killing_a_worker(
+        config, tmp_path, n, f"{F}:gate_at", "-a", "at=2150", "-a", f"workdir={tmp_path}", "--chunk", "200",
+        "--strict", "--report", str(tmp_path / "r.json"), marker="at-*", status=6)  # without --strict: 0 (test_group_faults)
+    assert sorted(values) == [2 * i for i in range(1, n + 1)]  # the output is complete all the same
     assert f"error: --strict: {host} failed first (exit 6, connection lost" in stderr, stderr
     document = report_of(tmp_path / "r.json")
     assert document["exit_status"] == 6

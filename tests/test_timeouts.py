@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, pid_alive, run_skyctl, ssh_host_yaml, start_skyctl, wait_for
+from helpers import REPO, pid_alive, run_skyctl, sky, ssh_host_yaml, start_skyctl, wait_for
 
 from schema_check import errors as schema_errors
 
@@ -35,10 +35,6 @@ def config(tmp_path_factory: pytest.TempPathFactory, sshd) -> Path:
     path = tmp_path_factory.mktemp("timeouts") / "skyward.yaml"
     path.write_text(text)
     return path
-
-
-def sky(config: Path, *args: str, **kw):
-    return run_skyctl(*args, "-c", str(config), cwd=REPO, timeout=kw.pop("timeout", 180), **kw)
 
 
 @pytest.mark.parametrize("host", ["local", "b1"])

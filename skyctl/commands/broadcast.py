@@ -17,6 +17,7 @@ def broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None, 
               stderr: Stderr, *, tag: bool, fail_fast: bool, quiet: bool, calls: Any = None) -> int:
     """Run the call on every host of ``group``; returns the first failed host's exit status, else 0.
     ``calls`` (``--joblog``) logs a line per host's call."""
+    from ..api import start_call
     from ..many import HostStats, plural
     from ..many import broadcast as broadcast_on
 
@@ -33,7 +34,7 @@ def broadcast(fn: Any, kwargs: dict[str, Any], group: Any, config: Path | None, 
             writer.write_batch(batch)
 
     def start(host: Any) -> Any:
-        return host.start(fn, (), kwargs, render=output)
+        return start_call(host, fn, (), kwargs, render=output)
 
     stderr.phase(f"running on {len(hosts)} hosts")
     live: dict[str, Any] = {p.name: HostStats(p.name) for p in group.profiles}

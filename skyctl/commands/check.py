@@ -1,9 +1,8 @@
-"""``skyctl check``: connect to and bootstrap each host (every member of a group, concurrently),
-one report line per host in the order named."""
+"""``skyctl check``: connect to and bootstrap each host (every member of a group, concurrently, on the
+group runner ``many.on_every_host``), one report line per host in the order named."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,6 +17,8 @@ def check_hosts(host: Sequence[str] | None, config: Optional[Path], no_reuse: bo
     """Check every host named (the default host when none); the first failure's exit status, else 0."""
     from ..api import Host
     from ..config import load_config
+    from ..hosttypes import host_type
+    from ..many import on_every_host
 
     cfg = load_config(config)
     names: list[str] = []
@@ -29,7 +30,6 @@ def check_hosts(host: Sequence[str] | None, config: Optional[Path], no_reuse: bo
     statuses: dict[str, int] = {}
 
     def one(index: int, name: str) -> None:
-        time.sleep(min(index, 50) * 0.005)  # not every login in the same millisecond (sshd MaxStartups)
         started = time.monotonic()
         target = Host(name, config, reuse=False if no_reuse else None)
         try:
@@ -45,16 +45,10 @@ def check_hosts(host: Sequence[str] | None, config: Optional[Path], no_reuse: bo
         ms = (time.monotonic() - started) * 1000
         bundle = ", bundle sent" if info["sent_bundle"] else ""
         lines[name] = [f"{name}: ok  python {info['python']}  ready in {ms:.0f} ms  round trip {info['rtt_ms']:.1f} ms{bundle}"]
-        ray = info.get("ray")
-        if isinstance(ray, dict):
-            lines[name].append(escape_controls(f"  ray {ray.get('ray')} at {ray.get('address')}: {ray.get('nodes')} nodes, "
-                                               f"{ray.get('cpus', 0):g} CPUs, {ray.get('gpus', 0):g} GPUs"))
+        lines[name] += [escape_controls(line) for line in host_type(target.profile).check_lines(info["about"])]
 
-    threads = [threading.Thread(target=one, args=(i, n), name=f"skyctl-check-{n}", daemon=True) for i, n in enumerate(names)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # a check has nothing to cancel: Ctrl-C leaves at once, as the checks' threads are daemons
+    on_every_host(names, one, label=str, interrupt_wait=0)
     for name in names:  # in the order named
         for line in lines.get(name, [f"{name}: FAILED (1) the check did not finish"]):
             typer.echo(line)

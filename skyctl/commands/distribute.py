@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import ExitStatus, RemoteError, SkyctlError, UsageError
+from ..hosttypes import host_type
 from ..render import Stderr, ValueWriter, error_lines
 from ..trust import escape_controls
 from .group import as_output, host_for, report_hosts
@@ -26,6 +27,7 @@ def distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: A
     ``chunk``: a ``skyctl.chunking`` sizer (or, with ``long_run``, the job log's lines per chunk).
     ``long_run`` (``--joblog``): a ``joblog.LongRun`` cuts the chunks, logs them and holds each one's values
     until it ends."""
+    from ..api import start_call
     from ..many import Distributor, Slot, describe, exit_status_of, plural, slots_for
 
     env = stderr.env
@@ -37,13 +39,13 @@ def distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: A
         writer.write_batch(as_output(batch, host, output, tag))
 
     def start(slot: Slot, feed: Any, skip: int) -> Any:
-        return slot.host.start(fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
+        return start_call(slot.host, fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
 
     def twin(slot: Slot) -> Any:
         """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks).
         With a job log too: each chunk is still one cut range of stdin lines (``many.Cut``)."""
         profile = slot.host.profile
-        if profile.type == "ray" or not _pipelining():
+        if not host_type(profile).pipelines or not _pipelining():
             return None
         return host_for(profile, config, no_reuse, stderr)
 

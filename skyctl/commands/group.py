@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection
 
 from ..errors import RemoteError, SkyctlError
+from ..hosttypes import host_type
 from ..render import Stderr
 from ..trust import escape_controls
 from .state import time_limits
@@ -25,7 +26,7 @@ def resolve_group(host: str | None, config: Path | None, jobs: int | None = None
         if jobs is not None:
             raise
         return None
-    if distribute and any(p.type == "ray" for p in target.profiles):
+    if distribute and any(host_type(p).distributed_alone for p in target.profiles):
         return target
     return target if target.is_group or jobs is not None else None
 

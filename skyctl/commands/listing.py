@@ -14,6 +14,7 @@ from ..errors import ExitStatus
 def list_hosts(config: Optional[Path], names: bool) -> int:
     """Print the table (or the names) on stdout and the config file's path on stderr."""
     from ..config import load_config
+    from ..hosttypes import host_type
 
     cfg = load_config(config)
     if names:
@@ -23,11 +24,7 @@ def list_hosts(config: Optional[Path], names: bool) -> int:
     rows = [("NAME", "TYPE", "ADDRESS", "PYTHON")]
     for name, profile in cfg.hosts.items():
         mark = " (default)" if name == cfg.default else ""
-        python = profile.effective_python
-        if profile.type == "ray":  # the driver's: the via host's
-            via = cfg.hosts.get(profile.via or "")
-            python = f"{via.effective_python} (on {profile.via})" if via is not None else ""
-        rows.append((name + mark, profile.type, profile.address, python))
+        rows.append((name + mark, profile.type, profile.address, host_type(profile).listed_python(profile, cfg)))
     for name, group in cfg.groups.items():
         mark = " (default)" if name == cfg.default else ""
         workers = f" × {group.workers} workers" if group.workers > 1 else ""

@@ -34,6 +34,7 @@ def stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stder
                 written: Any = None) -> int:
     """Run one call on ``target`` (a ``Host``) and write its values as they arrive; returns the exit status.
     ``written(writer)`` is given the value writer (``run --joblog`` counts its values)."""
+    from ..api import start_call
     from ..many import HostStats
 
     env = stderr.env
@@ -46,7 +47,7 @@ def stream_call(fn: Any, kwargs: dict[str, Any], target: Any, output: str, stder
         target.profile  # config errors before anything else
         stat = HostStats(target.label)
         track("single", lambda: [stat])
-        stream = target.start(fn, (), kwargs, stream=stream_param, render=output)
+        stream = start_call(target, fn, (), kwargs, stream=stream_param, render=output)
         stat.connected = True
         call = stream
         stderr.watch(lambda: (call.items_in, writer.written), records=stream_param is not None, fraction=fraction)

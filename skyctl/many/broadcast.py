@@ -1,5 +1,7 @@
-"""The same call on every host of a group, concurrently; each host's values are
-handed on as they arrive, tagged with the host (one ``skyctl-host-<name>`` thread per host)."""
+"""The group runner: something done on every host of a group at once, one ``skyctl-host-<name>``
+thread per host (``on_every_host``); ``broadcast``, the same call on every host, each host's values
+handed on as they arrive, is the CLI's ``run`` on a group and the pool API's ``call @ pool``;
+``skyctl check`` runs its checks on it too."""
 
 from __future__ import annotations
 
@@ -45,7 +47,6 @@ def broadcast(hosts: Sequence[Any], start: Callable[[Any], Any], emit: Callable[
         stat = stats[host.label]
         stream = None
         try:
-            time.sleep(min(index, 50) * 0.005)  # not every login in the same millisecond (sshd MaxStartups)
             if cancelled.is_set():
                 raise (reasons[0] if reasons else Interrupted)()
             stream = start(host)
@@ -76,18 +77,42 @@ def broadcast(hosts: Sequence[Any], start: Callable[[Any], Any], emit: Callable[
             except BaseException:  # noqa: BLE001
                 pass
 
-    threads = [threading.Thread(target=one, args=(i, h), name=f"skyctl-host-{h.label}", daemon=True) for i, h in enumerate(hosts)]
+    on_every_host(hosts, one, cancel=lambda: cancel_all(Interrupted()),
+                  stop=None if stop is None else lambda: stop.is_set() and not cancelled.is_set())
+    return {h.label: stats[h.label] for h in hosts}
+
+
+def on_every_host(hosts: Sequence[Any], one: Callable[[int, Any], None], *, cancel: Callable[[], None] | None = None,
+                  stop: Callable[[], bool] | None = None, interrupt_wait: float = 30.0,
+                  label: Callable[[Any], str] = lambda host: host.label) -> None:
+    """Run ``one(index, host)`` for every host at once, one ``skyctl-host-<label(host)>`` thread each, after
+    a pause of 5 ms per index (at most 0.25 s: not every login in the same millisecond, sshd's MaxStartups);
+    return when every one has. ``one`` must not raise (a host's end is its own to record).
+
+    ``cancel()`` is called once when ``stop()`` turns true while they run, and on Ctrl-C
+    (``KeyboardInterrupt`` in the calling thread), which then waits up to ``interrupt_wait`` s for
+    every host to end (their calls' ``finally`` run) and is raised again.
+    """
+    def staggered(index: int, host: Any) -> None:
+        time.sleep(min(index, 50) * 0.005)
+        one(index, host)
+
+    threads = [threading.Thread(target=staggered, args=(i, h), name=f"skyctl-host-{label(h)}", daemon=True)
+               for i, h in enumerate(hosts)]
     for thread in threads:
         thread.start()
+    stopped = False
     try:
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.2)
-                if stop is not None and stop.is_set() and not cancelled.is_set():
-                    cancel_all(Interrupted())
+                if not stopped and stop is not None and stop():
+                    stopped = True
+                    if cancel is not None:
+                        cancel()
     except KeyboardInterrupt:
-        cancel_all(Interrupted())
+        if cancel is not None:
+            cancel()
         for thread in threads:
-            thread.join(30)
+            thread.join(interrupt_wait)
         raise
-    return {h.label: stats[h.label] for h in hosts}

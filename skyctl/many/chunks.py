@@ -11,17 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..errors import Cancelled, Interrupted
+from ..hosttypes import host_type
 from ..remote.flow import LineBatch
 
 
 def slots_for(profile: Any, jobs: int | None, workers: int) -> int:
-    """How many slots (worker processes) a host gets: ``-j``, else a ray host's own ``workers:``
-    (chunk tasks in flight), else the group's ``workers``."""
-    if jobs:
-        return jobs
-    if getattr(profile, "type", None) == "ray":
-        return int(getattr(profile, "workers", 1))
-    return workers
+    """How many slots (worker processes) a host gets: ``-j``, else its type's answer (the group's
+    ``workers``; a ray host's own ``workers:``, chunk tasks in flight)."""
+    return jobs or host_type(profile).slots(profile, workers)
 
 
 @dataclass

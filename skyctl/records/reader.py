@@ -223,7 +223,6 @@ class RecordReader:
         chunk with a blank or bad line is redone line by line (for its line
         numbers and the bad-record policy)."""
         for first_line, data in self._line_chunks(decode=False, whole=True):
-            self.lines_span = (first_line, first_line + data.count(b"\n"))
             values: list[object] = []
             try:
                 if convert is int:
@@ -236,7 +235,10 @@ class RecordReader:
                     if "\r" in text:
                         lines = [line.removesuffix("\r") for line in lines]
                     values = list(map(convert, lines))
+                # one value per line: the span without another pass over the bytes
+                self.lines_span = (first_line, first_line + len(values) - 1)
             except Exception:
+                self.lines_span = (first_line, first_line + data.count(b"\n"))
                 values = []
                 try:
                     self._convert_one_by_one(data, first_line, convert, values)

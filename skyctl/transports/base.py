@@ -7,9 +7,14 @@ bootstrap and the session speak the protocol over the pipes it returns.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Callable, Protocol, TypeVar
 
 _Self = TypeVar("_Self", bound="ClosedOnExit")
+
+#: seconds ``close`` gives a worker to exit after EOF on its stdin before SIGTERM
+CLOSE_GRACE = 2.0
+#: seconds after SIGTERM before SIGKILL
+KILL_GRACE = 1.0
 
 
 class WorkerPipes(Protocol):
@@ -68,6 +73,37 @@ class ClosedOnExit:
 
     def __exit__(self, *exc: object) -> None:
         self.close()  # type: ignore[attr-defined]
+
+
+def end_command(pipes: WorkerPipes, signal: Callable[[str], None], *, kill_grace: float = KILL_GRACE) -> bool:
+    """How every transport's ``close`` ends a started command: EOF on its stdin, up to ``CLOSE_GRACE``
+    seconds to exit, then ``signal("TERM")`` (the worker ends what the function started), up to
+    ``kill_grace`` seconds, then ``signal("KILL")``. True when it exited before the KILL."""
+    pipes.close_stdin()
+    for name, grace in (("TERM", CLOSE_GRACE), ("KILL", kill_grace)):
+        if pipes.exit_status(timeout=grace) is not None:
+            return True
+        signal(name)
+    return False
+
+
+def read_exact(recv: Callable[[int], bytes], n: int) -> bytes:
+    """Exactly ``n`` bytes from ``recv`` (a socket's or a channel's: up to n bytes, ``b""`` at EOF);
+    fewer only at EOF. One ``recv`` when it gives them all (the common case: no join)."""
+    if n <= 0:
+        return b""
+    first = recv(n)
+    if len(first) == n or not first:
+        return first
+    parts = [first]
+    got = len(first)
+    while got < n:
+        chunk = recv(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
 
 def describe(transport: Transport) -> str:

@@ -38,13 +38,12 @@ import subprocess
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import ConnectError, RemoteEnvironmentError, SkyctlError
+from .base import CLOSE_GRACE, end_command
 from .local import ProcessPipes
 
 if TYPE_CHECKING:
     from ..config import HostProfile
 
-#: seconds the program has to exit after EOF on its stdin before SIGTERM (then as long again before SIGKILL)
-CLOSE_GRACE = 2.0
 #: stderr lines shown when the program failed before the worker started
 TAIL_LINES = 20
 #: what a shell, ``env``, ``setpriv``, ``docker`` or ``kubectl`` says when the interpreter is missing or unusable
@@ -58,12 +57,9 @@ class CommandPipes(ProcessPipes):
         if self._closed:
             return
         self._closed = True
-        self.close_stdin()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.exit_status(timeout=CLOSE_GRACE) is not None:
-                break
-            _signal_group(self._proc.pid, sig)
-        else:
+        # the program has CLOSE_GRACE to exit after EOF, then as long again after SIGTERM before SIGKILL
+        signals = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
+        if not end_command(self, lambda name: _signal_group(self._proc.pid, signals[name]), kill_grace=CLOSE_GRACE):
             self._proc.wait()
         # what the program left in its group (a helper it forked) goes with it;
         # the group's id cannot be reused while any member is alive

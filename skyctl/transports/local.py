@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING
 
 from ..errors import RemoteEnvironmentError
 from ..remote.wire import write_all
+from .base import end_command
 
 if TYPE_CHECKING:
     from ..config import HostProfile
-
-#: seconds ``close`` gives the worker to exit on EOF before signalling it
-CLOSE_GRACE = 2.0
 
 
 class ProcessPipes:
@@ -60,13 +58,10 @@ class ProcessPipes:
         if self._closed:
             return
         self._closed = True
-        self.close_stdin()
         # as over ssh: EOF, a grace, then SIGTERM (the worker ends what the function started) and SIGKILL
-        if self.exit_status(timeout=CLOSE_GRACE) is None:
-            self._proc.terminate()
-            if self.exit_status(timeout=1.0) is None:
-                self._proc.kill()
-                self._proc.wait()
+        signals = {"TERM": self._proc.terminate, "KILL": self._proc.kill}
+        if not end_command(self, lambda name: signals[name]()):
+            self._proc.wait()
         self._stdout.close()
 
     def stderr_text(self) -> str:

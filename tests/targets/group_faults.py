@@ -7,13 +7,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-
-def _wait_for(path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
+from gates import wait_for  # a sibling module: this folder is on sys.path for a file target and the tests
 
 
 def fails_at(records: Iterator[int], bad: int) -> Iterator[int]:
@@ -31,7 +25,7 @@ def gate_at(records: Iterator[int], at: int, workdir: str) -> Iterator[int]:
     for x in records:
         if x == at:
             (work / f"at-{os.getpid()}").write_text(os.environ.get("SKYCTL_TEST_HOST", "?"))
-            _wait_for(work / "gate")
+            wait_for(work / "gate")
         yield x * 2
 
 

@@ -7,13 +7,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-
-def _wait_for(path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
+from gates import wait_for  # a sibling module: this folder is on sys.path for a file target and the tests
 
 
 def double_with_gate(records: Iterator[int], gate_at: int, workdir: str) -> Iterator[int]:
@@ -23,7 +17,7 @@ def double_with_gate(records: Iterator[int], gate_at: int, workdir: str) -> Iter
     for x in records:
         if x == gate_at:
             (work / f"blocked-{os.getpid()}").write_text(os.environ.get("SKYCTL_TEST_HOST", "?"))
-            _wait_for(work / "gate")
+            wait_for(work / "gate")
         yield x * 2
 
 

@@ -12,17 +12,11 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from gates import wait_for  # a sibling module: this folder is on sys.path for a file target and the tests
+
 
 def _host() -> str:
     return os.environ.get("SKYCTL_TEST_HOST", "?")
-
-
-def _wait_for(path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
 
 
 def double_with_gate(records: Iterator[int], gate_at: int, workdir: str) -> Iterator[int]:
@@ -32,7 +26,7 @@ def double_with_gate(records: Iterator[int], gate_at: int, workdir: str) -> Iter
     for x in records:
         if x == gate_at:
             (work / f"at-{_host()}-{os.getpid()}").write_text(_host())
-            _wait_for(work / "gate")
+            wait_for(work / "gate")
         yield x * 2
 
 
@@ -43,7 +37,7 @@ def sleeper_with_gate(workdir: str) -> Iterator[str]:
     try:
         (work / f"started-{_host()}-{os.getpid()}").write_text(_host())
         yield f"started {_host()}"
-        _wait_for(work / "gate", timeout=600)
+        wait_for(work / "gate", timeout=600)
         yield f"done {_host()}"
     finally:
         (work / f"finally-{_host()}").write_text("ran")
@@ -63,7 +57,7 @@ def busy_with_child(workdir: str, busy_on: str) -> Iterator[str]:
         if _host() == busy_on:
             while True:
                 time.sleep(0.05)
-        _wait_for(work / "gate", timeout=600)
+        wait_for(work / "gate", timeout=600)
         yield f"done {_host()}"
     finally:
         child.kill()

@@ -11,17 +11,10 @@ call writes ``stalled-<pid>`` at its first record and waits for ``release``;
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Iterator
 
-
-def _wait_for(path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
+from gates import wait_for  # a sibling module: this folder is on sys.path for a file target and the tests
 
 
 def _number(path: Path) -> int | None:
@@ -39,7 +32,7 @@ def steered(records: Iterator[int], workdir: str) -> Iterator[str]:
     for x in records:
         if first and (work / "stall").exists():
             (work / f"stalled-{os.getpid()}").write_text(str(x))
-            _wait_for(work / "release")
+            wait_for(work / "release")
         first = False
         if x == hold:
             try:
@@ -49,7 +42,7 @@ def steered(records: Iterator[int], workdir: str) -> Iterator[str]:
             else:
                 os.write(fd, f"{os.getpid()} {os.environ.get('SKYCTL_TEST_HOST', '?')}".encode())
                 os.close(fd)
-                _wait_for(work / "release")
+                wait_for(work / "release")
         if x == fail and (work / "fail").exists():
             raise ValueError(f"record {x} fails")
         yield f"{x},{x * x}"

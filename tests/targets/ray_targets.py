@@ -8,13 +8,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-
-def _wait_for(path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
+from gates import wait_for  # a sibling module: this folder is on sys.path for a file target and the tests
 
 
 def in_task() -> bool:
@@ -27,7 +21,7 @@ def in_task() -> bool:
 def gated(workdir: str) -> Iterator[str]:
     """Yields once, then waits for ``workdir/go`` (the test creates it after reading that value)."""
     yield f"first in_task={in_task()}"
-    _wait_for(Path(workdir, "go"))
+    wait_for(Path(workdir, "go"))
     yield "second"
 
 
@@ -70,7 +64,7 @@ def double_with_gate(records: Iterator[int], gate_at: int, workdir: str) -> Iter
     for x in records:
         if x == gate_at:
             (work / f"blocked-{os.getpid()}").write_text("")
-            _wait_for(work / "gate")
+            wait_for(work / "gate")
         yield x * 2
 
 

@@ -27,6 +27,7 @@ from enum import IntEnum, unique
 from typing import Any, Iterator
 
 from ...errors import ConnectError, SkyctlError, error_from_info, error_info
+from ..base import read_exact
 
 __all__ = ["FRAME", "PROTOCOL", "FrameBuffer", "Kind", "ProtocolError", "error_from_payload", "error_payload",
            "pack_json", "recv_frame", "send_frame", "unpack_json"]
@@ -86,14 +87,10 @@ def _send(sock: socket.socket, header: bytes, payload: bytes) -> None:
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    parts = []
-    while n:
-        chunk = sock.recv(n)
-        if not chunk:
-            raise EOFError
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
+    data = read_exact(sock.recv, n)
+    if len(data) < n:
+        raise EOFError
+    return data
 
 
 def recv_frame(sock: socket.socket) -> tuple[Kind, bytes]:

@@ -16,15 +16,13 @@ from typing import Callable
 
 import paramiko
 
-from ..base import ClosedOnExit
+from ..base import CLOSE_GRACE, ClosedOnExit, end_command, read_exact
 from ...errors import ConnectionLost
 
 __all__ = ["CLOSE_GRACE", "STDERR_TAIL", "SshPipes"]
 
 #: how much of the command's own stderr ``stderr_text`` keeps
 STDERR_TAIL = 8 * 1024
-#: seconds ``SshPipes.close`` gives a command to exit on EOF before signalling it
-CLOSE_GRACE = 2.0
 
 
 class SshPipes(ClosedOnExit):
@@ -97,20 +95,7 @@ class SshPipes(ClosedOnExit):
 
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes from the command's stdout; fewer only at EOF (or when the connection is gone)."""
-        if n <= 0:
-            return b""
-        first = self._recv(n)
-        if len(first) == n or not first:
-            return first
-        parts = [first]
-        got = len(first)
-        while got < n:
-            chunk = self._recv(n - got)
-            if not chunk:
-                break
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts)
+        return read_exact(self._recv, n)
 
     def read1(self, n: int) -> bytes:
         """Up to ``n`` bytes of stdout, as soon as any have come; ``b""`` at EOF or on any failure (for relaying)."""
@@ -163,11 +148,7 @@ class SshPipes(ClosedOnExit):
         chan = self._chan
         transport = chan.get_transport()
         if transport is not None and transport.is_active() and not chan.closed:
-            self.close_stdin()
-            for sig, grace in (("TERM", CLOSE_GRACE), ("KILL", 1.0)):
-                if self.exit_status(timeout=grace) is not None:
-                    break
-                _send_signal(chan, sig)
+            end_command(self, lambda name: _send_signal(chan, name))
         with contextlib.suppress(Exception):
             chan.close()
         self._stderr_thread.join(1.0)
