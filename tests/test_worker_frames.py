@@ -53,7 +53,7 @@ def test_frames_of_an_ended_call_are_ignored_and_the_next_call_is_taken() -> Non
     os.close(w)
     assert not thread.is_alive() and left == [True]
     assert call is not None and call.id == 4 and not call.cancelled
-    assert wk.conn.writer.call == 4
+    assert list(wk.open_calls) == [4]
 
 
 @pytest.mark.parametrize("kind", [Kind.HELLO, Kind.ITEMS_OUT, Kind.RETURN, Kind.RAISE, Kind.LOG, Kind.CANCELLED])
