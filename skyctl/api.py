@@ -115,8 +115,7 @@ class Host:
         self._early.start()
 
     def connect(self) -> None:
-        """Start the worker now (blocking), so that the first call finds it ready: a
-        distributed pipe's second worker per slot connects while the first works."""
+        """Start the worker now (blocking), so that the first call finds it ready."""
         self._worker()
 
     def _join_early(self) -> None:
@@ -187,6 +186,12 @@ class Host:
             "sent_bundle": session.sent_bundle,
             "about": about,
         }
+
+    @property
+    def pipelines(self) -> bool:
+        """Whether this host's worker takes a call while another runs (a distributed ``pipe`` starts
+        the next chunk's call there before the current one ends): its type's (``hosttypes``)."""
+        return host_type(self.profile).pipelines
 
     def limits(self, timeout: float | str | None = None, idle_timeout: float | str | None = None) -> Limits:
         """A call's time limits: ``timeout``/``idle_timeout`` given for the call, else this host's

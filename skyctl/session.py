@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from .bootstrap import start_worker
 from .callstream import CallStream, Limits
-from .errors import ConnectionLost, SkyctlError
+from .errors import ChunkLost, ConnectionLost, SkyctlError, TimedOut
 from .failures import protocol_error
 from .remote import flow, wire
 from .remote.wire import Kind
@@ -162,8 +162,9 @@ class WorkerSession:
         pipes = self._pipes
         if pipes is not None:  # before the call ends: ``close`` (which its end may lead to) waits for this
             self._dropping = threading.Event()
+        head = self._head()
         for call in self._in_flight():  # first, so that they end with ``error``, not with the EOF the drop causes
-            call.inbox.end((None, error))
+            call.inbox.end((None, error if call is head else _behind(error, self.label)))
         if pipes is not None:  # unblocks the reader; the worker is ended (EOF, then signals)
             threading.Thread(target=_drop, args=(pipes, self._dropping), name="skyctl-drop", daemon=True).start()
 
@@ -403,6 +404,18 @@ class WorkerSession:
             head.queued = False
             head.started_at = head.progress_at = time.monotonic()
         call.inbox.end((kind, payload))
+
+
+def _behind(error: SkyctlError, label: str) -> SkyctlError:
+    """What ends a call queued behind the one that made this side give its worker up: the same
+    error, but for a time limit (the call ahead did not answer its own): a ``ChunkLost``, the call
+    lost and not the host, which a distributed ``pipe`` runs again on a new worker."""
+    if not isinstance(error, TimedOut):
+        return error
+    lost = ChunkLost(f"lost the call on {label}: the call before it on that worker did not answer its time "
+                     "limit, and the worker was ended", hint="values printed so far are complete")
+    lost.reason = "the call before it on that worker did not answer its time limit (the worker was ended)"
+    return lost
 
 
 def _drop(pipes: Any, done: threading.Event | None) -> None:
