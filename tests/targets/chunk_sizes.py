@@ -24,26 +24,62 @@ def sized(records: Iterator[int], log: str, delay: float = 0.0) -> Iterator[int]
             out.write(f"{first} {size}\n")
 
 
-def overlapping(records: Iterator[int], workdir: str, wait_at: int = 2, patience: float = 60.0) -> Iterator[int]:
-    """Each record doubled. Each call takes the next free number N as it starts (a file ``enter-N``,
-    written before it reads a record); call ``wait_at`` holds its first record until call
-    ``wait_at + 1`` has started, which happens only if a slot starts its next chunk's call while the
-    current chunk runs (else it raises after ``patience`` seconds)."""
-    work = Path(workdir)
+def _enter(work: Path) -> int:
+    """The next free call number N, taken as the call starts (a file ``enter-N`` holding the pid)."""
     number = 0
     while True:
         try:
             fd = os.open(work / f"enter-{number}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             os.write(fd, str(os.getpid()).encode())  # before the close: the test reads it only after the run
             os.close(fd)
-            break
+            return number
         except FileExistsError:
             number += 1
+
+
+def _next_call_has_records(patience: float) -> bool:
+    """On the worker, from inside a call: whether the call queued behind this one (the next chunk's)
+    has records waiting there (pipelining); False after ``patience`` seconds without."""
+    import sys
+
+    worker = sys.modules["skyctl.remote.worker"]._worker
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        for call in list(worker.open_calls.values()):
+            if call.state == "queued" and call.inbox._queue.qsize():
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def pipelined(records: Iterator[int], workdir: str, wait_at: int = 2, patience: float = 60.0) -> Iterator[int]:
+    """Each record doubled. Call ``wait_at`` holds its first record until the next call, queued behind
+    it on the same worker, has records there (else it raises after ``patience`` seconds), then writes
+    ``seen`` with whether the next call's function had been entered meanwhile (it must not be)."""
+    work = Path(workdir)
+    number = _enter(work)
     for x in records:
         if number == wait_at:
+            seen = _next_call_has_records(patience)
+            (work / "seen").write_text(f"{seen} {(work / f'enter-{wait_at + 1}').exists()}")
+            if not seen:
+                raise TimeoutError("the next chunk's records did not reach the worker while this one ran")
+            wait_at = -1
+        yield x * 2
+
+
+def dies_with_two_in_flight(records: Iterator[int], workdir: str, wait_at: int = 2, patience: float = 60.0) -> Iterator[int]:
+    """Each record doubled. Call ``wait_at``, after 5 values, waits until the next call has records
+    queued on its worker, then writes ``blocked-PID`` (the test kills that worker) and waits for a
+    ``gate`` file; a re-run of its chunk takes a new number and does not wait."""
+    work = Path(workdir)
+    number = _enter(work)
+    for i, x in enumerate(records):
+        if number == wait_at and i == 5:
+            if not _next_call_has_records(patience):
+                raise TimeoutError("the next chunk's records did not reach the worker while this one ran")
+            (work / f"blocked-{os.getpid()}").write_text(os.environ.get("SKYCTL_TEST_HOST", "?"))
             deadline = time.monotonic() + patience
-            while not (work / f"enter-{wait_at + 1}").exists():
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the next chunk's call did not start while this one ran")
+            while not (work / "gate").exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
         yield x * 2
