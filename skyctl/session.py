@@ -90,6 +90,8 @@ class WorkerSession:
         self._pipes: Any = None
         #: the calls in flight (their last frame not yet read), oldest (the running one) first
         self._calls: dict[int, CallStream] = {}
+        #: held while a call is added, or one ends and the next is promoted (which one is queued)
+        self._calls_lock = threading.Lock()
         #: the ids of the last calls that ended (a CREDIT the worker flushed behind a call's end is ignored)
         self._ended_ids: tuple[int, ...] = ()
         self.dead: str | None = None
@@ -212,13 +214,15 @@ class WorkerSession:
         call = CallStream(self, fn, args, kwargs, stream_at, stream, render=render,
                           decoder=decoder or Decoder(self.label), skip=skip, options=options, limits=limits)
         call.id = self._call_id
-        call.queued = bool(self._calls)  # its time limits count from when the call before it ends
-        self._calls[call.id] = call  # before CALL goes: the worker's answer may come at once
+        with self._calls_lock:  # before CALL goes: the worker's answer may come at once
+            call.queued = bool(self._calls)  # its values and time limits come once the call before it ends
+            self._calls[call.id] = call
         self._writer.call = call.id  # the id of frames that are no call's (HEARTBEAT)
         try:
             call.start()
         except BaseException:
-            self._calls.pop(call.id, None)
+            with self._calls_lock:
+                self._calls.pop(call.id, None)
             raise
         return call
 
@@ -346,7 +350,7 @@ class WorkerSession:
         call = self._running_call(Kind.CANCELLED, call_id)
         if not call.cancel_sent and call.input_error is None:
             raise wire.ProtocolError("a CANCELLED frame, but the call was not cancelled")
-        if call is not self._head() and not call.cancel_sent:  # a queued call never ran: only a CANCEL ends it
+        if call.queued and not call.cancel_sent:  # a queued call never ran: only a CANCEL ends it
             raise wire.ProtocolError(f"a CANCELLED frame for call {call_id}, queued behind call {self._head_id()}")
         payload = self._unsealed(call, Kind.CANCELLED, payload)
         if payload:
@@ -380,7 +384,7 @@ class WorkerSession:
         call = self._call_of(kind, call_id)
         if call.terminal:
             raise wire.ProtocolError(f"a {kind.name} frame after the call had ended")
-        if running and call is not self._head():
+        if running and call.queued:
             raise wire.ProtocolError(f"a {kind.name} frame for call {call_id}, queued behind call {self._head_id()} "
                                      "that has not ended")
         return call
@@ -397,12 +401,13 @@ class WorkerSession:
         """The frame that ends ``call`` has come (checked): its consumer takes it after the values; the
         call queued behind it (if any) runs from now (its time limits count from here)."""
         call.terminal = True
-        self._calls.pop(call.id, None)
-        self._ended_ids = (*self._ended_ids[-(MAX_IN_FLIGHT - 1):], call.id)
-        head = self._head()
-        if head is not None and head.queued:
-            head.queued = False
-            head.started_at = head.progress_at = time.monotonic()
+        with self._calls_lock:
+            self._calls.pop(call.id, None)
+            self._ended_ids = (*self._ended_ids[-(MAX_IN_FLIGHT - 1):], call.id)
+            head = self._head()
+            if head is not None and head.queued:
+                head.queued = False
+                head.started_at = head.progress_at = time.monotonic()
         call.inbox.end((kind, payload))
 
 
