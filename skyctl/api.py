@@ -253,18 +253,20 @@ class Host:
 
 def start_call(host: Host, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                *, stream: str | None = None, render: str | None = None, skip: int = 0,
-               timeout: float | str | None = None, idle_timeout: float | str | None = None) -> CallStream:
+               timeout: float | str | None = None, idle_timeout: float | str | None = None,
+               queue: bool = False) -> CallStream:
     """``host.start`` with the CLI's and the scheduler's knobs, which are not the API's:
     ``render`` ("text" or "json", the CLI's ``--output``): values come as the lines to print,
     rendered by the worker; ``skip``: the worker drops that many values first (a chunk re-run
-    whose first values were already written)."""
+    whose first values were already written); ``queue``: it may start while another call runs
+    on the host's worker, and waits there (a distributed ``pipe``'s next chunk: ``WorkerSession.call``)."""
     fn = getattr(fn, "__skyctl_function__", fn)
     args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
     limits = host.limits(timeout, idle_timeout)
     _ship_project_modules(fn)
     session = host._worker()
     return session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=host.decoder, skip=skip,
-                        options=host_type(host.profile).call_options(host.profile), limits=limits)
+                        options=host_type(host.profile).call_options(host.profile), limits=limits, queue=queue)
 
 
 class RemoteIterator(Generic[T]):

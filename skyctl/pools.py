@@ -197,7 +197,7 @@ class Pool:
 
         def start(slot: Slot, feed: Any, skip: int) -> Any:
             return start_call(slot.host, fn, (), {**kwargs, name: feed}, stream=name, skip=skip, timeout=timeout,
-                                   idle_timeout=idle_timeout)
+                              idle_timeout=idle_timeout, queue=True)
 
         if joblog is not None:
             from .joblog import map_logged

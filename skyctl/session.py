@@ -193,8 +193,13 @@ class WorkerSession:
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              stream_at: tuple[str, Any] | None = None, stream: Iterable[Any] | None = None, *,
              render: str | None = None, decoder: Decoder | None = None, skip: int = 0,
-             options: dict[str, Any] | None = None, limits: Limits | None = None) -> CallStream:
+             options: dict[str, Any] | None = None, limits: Limits | None = None, queue: bool = False) -> CallStream:
         """Start one call; values come from the returned ``CallStream``.
+
+        ``queue``: it may be started while another call is in flight (at most ``MAX_IN_FLIGHT``):
+        it waits on the worker, its input streamed there, and runs once that one ends (a distributed
+        ``pipe``'s next chunk). Without it, a call in flight is an error (an API caller who has not
+        finished the call before would wait for ever on the new one).
 
         ``limits``: its time limits, enforced by the worker (the CALL carries them), and by this
         side too when the worker does not answer in time (see ``CallStream.overdue``).
@@ -208,8 +213,8 @@ class WorkerSession:
         """
         if self.dead:
             raise ConnectionLost(f"the worker on {self.label} is gone: {self.dead}")
-        if len(self._calls) >= MAX_IN_FLIGHT:
-            raise RuntimeError(f"{MAX_IN_FLIGHT} calls are already in flight on this worker; end one first")
+        if self._calls and not (queue and len(self._calls) < MAX_IN_FLIGHT):
+            raise RuntimeError("a call is already running on this worker; close it first")
         self._call_id = self._call_id % 0xFFFFFFFF + 1
         call = CallStream(self, fn, args, kwargs, stream_at, stream, render=render,
                           decoder=decoder or Decoder(self.label), skip=skip, options=options, limits=limits)

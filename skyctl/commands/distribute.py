@@ -38,7 +38,8 @@ def distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: A
         writer.write_batch(as_output(batch, host, output, tag))
 
     def start(slot: Slot, feed: Any, skip: int) -> Any:
-        return start_call(slot.host, fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
+        return start_call(slot.host, fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip,
+                          queue=True)
 
     def chunk_failed(chunk: Any, host: str, error: BaseException) -> None:  # --keep-going: reported now, the run goes on
         if isinstance(error, RemoteError):
