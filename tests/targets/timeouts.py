@@ -90,3 +90,24 @@ def holds_the_gil(work: str) -> Iterator[int]:
     Path(work, "pid").write_text(str(os.getpid()))
     re.match(r"(a+)+$", "a" * 64 + "b")
     yield 2
+
+
+def upper_then_hold_the_gil(records: Iterator[str], work: str, hang: str) -> Iterator[str]:
+    """Each record upper-cased; at the record ``hang`` (the first time: a marker ``work/hung``), once
+    the next chunk's call waits queued on this worker with its records, it holds the GIL for ever:
+    the client's deadline ends the worker, with that queued call on it."""
+    import re
+    import sys
+
+    for record in records:
+        if record == hang and not Path(work, "hung").exists():
+            Path(work, "hung").write_text(os.environ.get("SKYCTL_TEST_HOST", "?"))
+            worker = sys.modules["skyctl.remote.worker"]._worker
+            deadline = time.monotonic() + 60
+            while not any(c.state == "queued" and c.inbox._queue.qsize() for c in list(worker.open_calls.values())):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no call queued behind this one")
+                time.sleep(0.01)
+            Path(work, "queued").write_text("yes")
+            re.match(r"(a+)+$", "a" * 64 + "b")
+        yield record.upper()
