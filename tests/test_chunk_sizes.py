@@ -8,6 +8,8 @@ that only the growth cap bounds the sizes.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
