@@ -233,10 +233,12 @@ class WorkerSession:
 
     def close(self) -> None:
         """Say goodbye, let the worker exit, release the pipes. Safe to call twice."""
-        if self._pipes is not None:
+        if self._pipes is not None and not self.dead:
             for call in reversed(self._in_flight()):  # before the pipes go: CANCEL (their ``finally`` runs)
                 if not call.ended:
                     call.close()
+        # (a worker given up has ended its calls already: their consumers, maybe on other threads, take
+        # that ending; closing them here would take it from under them)
         self._closed.set()
         dropping = self._dropping
         if dropping is not None:  # a worker given up is being ended: wait for it (a daemon thread dies
