@@ -165,6 +165,11 @@ class Slot:
     #: its thread has ended (the last lane of a worker closes it)
     done: bool = False
 
+    @property
+    def suffix(self) -> str:
+        """What its thread's name adds to its worker's: ``-next`` for a second lane."""
+        return "-next" if self.lane else ""
+
 
 #: glibc's ``M_MMAP_THRESHOLD`` (malloc.h), and its default value
 _M_MMAP_THRESHOLD, _MMAP_THRESHOLD = -3, 128 * 1024

@@ -136,9 +136,8 @@ class Distributor(ChunkReading, ChunkOutcomes):
     def run(self) -> None:
         """Until every chunk is done, a fatal error, or Ctrl-C (re-raised after every call is cancelled)."""
         reader = threading.Thread(target=self._read, name="skyctl-chunk-reader", daemon=True)
-        workers = [threading.Thread(target=self._work, args=(slot,), daemon=True,
-                                    name=f"skyctl-slot-{slot.name}-{slot.index}{'-next' if slot.lane else ''}")
-                   for slot in self.slots]
+        workers = [threading.Thread(target=self._work, args=(slot,), name=f"skyctl-slot-{slot.name}-{slot.index}{slot.suffix}",
+                                    daemon=True) for slot in self.slots]
         reader.start()
         for i, thread in enumerate(workers):
             thread.start()

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from gates import next_call_has_records  # a sibling module (see gates.py)
+
 
 def sized(records: Iterator[int], log: str, delay: float = 0.0) -> Iterator[int]:
     """Each record doubled (after ``delay`` seconds); at the end of the call, ``FIRST SIZE`` appended to ``log``."""
@@ -37,21 +39,6 @@ def _enter(work: Path) -> int:
             number += 1
 
 
-def _next_call_has_records(patience: float) -> bool:
-    """On the worker, from inside a call: whether the call queued behind this one (the next chunk's)
-    has records waiting there (pipelining); False after ``patience`` seconds without."""
-    import sys
-
-    worker = sys.modules["skyctl.remote.worker"]._worker
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        for call in list(worker.open_calls.values()):
-            if call.state == "queued" and call.inbox._queue.qsize():
-                return True
-        time.sleep(0.01)
-    return False
-
-
 def pipelined(records: Iterator[int], workdir: str, wait_at: int = 2, patience: float = 60.0) -> Iterator[int]:
     """Each record doubled. Call ``wait_at`` holds its first record until the next call, queued behind
     it on the same worker, has records there (else it raises after ``patience`` seconds), then writes
@@ -60,7 +47,7 @@ def pipelined(records: Iterator[int], workdir: str, wait_at: int = 2, patience: 
     number = _enter(work)
     for x in records:
         if number == wait_at:
-            seen = _next_call_has_records(patience)
+            seen = next_call_has_records(patience)
             (work / "seen").write_text(f"{seen} {(work / f'enter-{wait_at + 1}').exists()}")
             if not seen:
                 raise TimeoutError("the next chunk's records did not reach the worker while this one ran")
@@ -76,7 +63,7 @@ def dies_with_two_in_flight(records: Iterator[int], workdir: str, wait_at: int =
     number = _enter(work)
     for i, x in enumerate(records):
         if number == wait_at and i == 5:
-            if not _next_call_has_records(patience):
+            if not next_call_has_records(patience):
                 raise TimeoutError("the next chunk's records did not reach the worker while this one ran")
             (work / f"blocked-{os.getpid()}").write_text(os.environ.get("SKYCTL_TEST_HOST", "?"))
             deadline = time.monotonic() + patience

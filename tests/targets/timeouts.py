@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from gates import next_call_has_records  # a sibling module: shipped with this one (see gates.py)
+
 
 def values_then_hang(work: str) -> Iterator[int]:
     """Starts a child (``sleep 600``, its pid in ``work/child``), yields 1, 2, 3, then waits for ever;
@@ -97,17 +99,12 @@ def upper_then_hold_the_gil(records: Iterator[str], work: str, hang: str) -> Ite
     the next chunk's call waits queued on this worker with its records, it holds the GIL for ever:
     the client's deadline ends the worker, with that queued call on it."""
     import re
-    import sys
 
     for record in records:
         if record == hang and not Path(work, "hung").exists():
             Path(work, "hung").write_text(os.environ.get("SKYCTL_TEST_HOST", "?"))
-            worker = sys.modules["skyctl.remote.worker"]._worker
-            deadline = time.monotonic() + 60
-            while not any(c.state == "queued" and c.inbox._queue.qsize() for c in list(worker.open_calls.values())):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("no call queued behind this one")
-                time.sleep(0.01)
+            if not next_call_has_records(60):
+                raise TimeoutError("no call queued behind this one")
             Path(work, "queued").write_text("yes")
             re.match(r"(a+)+$", "a" * 64 + "b")
         yield record.upper()
