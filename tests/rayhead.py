@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: the Ray version skyctl is checked with; .ci/run installs exactly this
@@ -62,6 +64,11 @@ class RayHead:
     address: str
     temp_dir: Path
     version: str
+    #: the session ``ray start`` ran in (its own, ``start_new_session``): the head's daemons and the raylet's
+    #: workers all stay in it, so ``stop`` ends exactly these and no other Ray cluster on the machine
+    session: int = 0
+    #: every pid seen as this head's while it ran (``pids()``), so that ``stop`` finds a straggler that left the session
+    seen: set[int] = field(default_factory=set)
 
     @property
     def ray_cli(self) -> str:
@@ -70,12 +77,65 @@ class RayHead:
     def env(self) -> dict[str, str]:
         return {**os.environ, **RAY_ENV}
 
-    def stop(self) -> None:
-        """``ray stop``, then the head's temp dir goes."""
+    def pids(self) -> set[int]:
+        """The live processes of this head: those in its session, those whose command line names its temp dir,
+        and those whose ``RAY_RAYLET_PID`` is one of them (a worker the raylet started). Never ``ray stop``:
+        that ends every Ray cluster on the machine, other sessions' too."""
+        found: set[int] = set()
+        envs: dict[int, str] = {}
+        marker = str(self.temp_dir).encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            pid = int(entry)
+            try:
+                if self.session and os.getsid(pid) == self.session:
+                    found.add(pid)
+                    continue
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if marker in f.read():
+                        found.add(pid)
+                        continue
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    for item in f.read().split(b"\0"):
+                        if item.startswith(b"RAY_RAYLET_PID="):
+                            envs[pid] = item.split(b"=", 1)[1].decode(errors="replace")
+            except (OSError, ProcessLookupError):
+                continue
+        found |= {pid for pid, raylet in envs.items() if raylet.isdigit() and int(raylet) in found | self.seen}
+        self.seen |= found
+        return found
+
+    def stop(self, deadline: float = 60.0) -> None:
+        """End this head's processes only (SIGTERM, then SIGKILL for what is left at ``deadline``), and wait until
+        none is left; then its temp dir goes. Raises ``RuntimeError`` if some process would not go."""
         try:
-            subprocess.run([self.ray_cli, "stop"], env=self.env(), capture_output=True, timeout=120)
+            pids = self.pids()
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                for pid in pids:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                end = time.monotonic() + (deadline if sig == signal.SIGTERM else 30.0)
+                while pids and time.monotonic() < end:
+                    pids = {pid for pid in self.pids() if _alive(pid)}
+                    if pids:
+                        time.sleep(0.05)  # polling the process table against a deadline, not a synchronisation
+                if not pids:
+                    return
+            raise RuntimeError(f"the Ray head in {self.temp_dir} left processes running: {sorted(pids)}")
         finally:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent (a daemon whose parent is init is reaped by it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 def start_ray_head(python: str) -> RayHead:
@@ -89,11 +149,18 @@ def start_ray_head(python: str) -> RayHead:
             "--node-ip-address", "127.0.0.1", "--port", str(port),
             "--dashboard-agent-listen-port", str(free_port()), "--object-store-memory", str(200 * 1024 * 1024),
             "--temp-dir", str(temp_dir)]
+    # a session of its own: the daemons ``ray start`` leaves behind, and the workers their raylet starts, stay in it
+    proc = subprocess.Popen(argv, env=head.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    head.session = proc.pid
     try:
-        started = subprocess.run(argv, env=head.env(), capture_output=True, text=True, timeout=300)
+        out, err = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         head.stop()
         raise RayUnavailable("ray start --head did not finish within 300 s") from None
+    started = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     if started.returncode != 0:
         head.stop()
         raise RayUnavailable(f"ray start --head failed: {(started.stdout + started.stderr).strip()[-800:]}")

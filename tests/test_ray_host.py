@@ -36,7 +36,7 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[RayHead]:
-    """One local Ray head for the session (``ray start --head``), stopped with ``ray stop`` at the end."""
+    """One local Ray head for the session (``ray start --head``), stopped at the end (its own processes only: never ``ray stop``)."""
     try:
         head = start_ray_head(ray_python())
     except RayUnavailable as exc:
@@ -365,3 +365,47 @@ def test_a_timeout_cancels_the_task_and_its_finally_runs(ray_config: Path, tmp_p
     assert r.stdout.startswith("started "), r.stdout
     assert "timed out after 30s (--timeout)" in r.stderr
     wait_for((tmp_path / "finally").exists, timeout=60, what="the task's finally")
+
+
+def test_stopping_a_head_ends_its_processes_only(ray_head: RayHead) -> None:
+    """``RayHead.stop`` never runs ``ray stop`` (which ends every cluster on the machine): a second head, with a
+    worker its raylet started, goes entirely; the session's head keeps running."""
+    other = start_ray_head(ray_head.python)
+    driver = None
+    try:
+        # the driver stays attached (until its stdin closes) so that its task's worker is alive at the stop
+        driver = subprocess.Popen(
+            [other.python, "-c", "import os, sys, ray; ray.init(address=%r, logging_level='ERROR'); "
+             "print(ray.get(ray.remote(lambda: os.getpid()).options(max_retries=0).remote()), flush=True); "
+             "sys.stdin.read()" % other.address],
+            env=other.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        line = Lines(driver.stdout).next(300)
+        worker = int(line)
+        before = other.pids()
+        assert worker in before and driver.pid not in before
+        kept = ray_head.pids()
+        assert kept and not kept & before
+    finally:
+        other.stop()
+        if driver is not None:
+            driver.kill()
+            driver.wait(timeout=60)
+    assert not [pid for pid in before if os.path.exists(f"/proc/{pid}") and _running(pid)]
+    assert not other.temp_dir.exists()
+    assert ray_head.pids() and sky_ok_on(ray_head)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def sky_ok_on(head: RayHead) -> bool:
+    """The head still answers: a plain driver gets a task's value."""
+    done = subprocess.run([head.python, "-c", "import ray; ray.init(address=%r, logging_level='ERROR'); "
+                           "print(ray.get(ray.remote(lambda: 41 + 1).options(max_retries=0).remote()))" % head.address],
+                          env=head.env(), capture_output=True, text=True, timeout=300)
+    return done.returncode == 0 and done.stdout.split()[-1:] == ["42"]
