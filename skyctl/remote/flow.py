@@ -29,6 +29,8 @@ from itertools import chain, groupby, islice, repeat, starmap, takewhile
 from operator import is_
 from typing import Any, Callable, Iterator
 
+from . import values
+
 #: default credit a receiver grants: items and pickled bytes in flight
 WINDOW_ITEMS = 1 << 20
 WINDOW_BYTES = 4 << 20
@@ -417,6 +419,37 @@ def pack_batch(items: list[Any], dumps: Callable[[Any], bytes]) -> bytes:
 def pack_rendered(text: bytes, count: int) -> bytes:
     """``count`` items already rendered as the CLI prints them."""
     return RENDERED + COUNT.pack(count) + text
+
+
+def pack_values(items: list[Any], render: Any, dumps: Callable[[Any], bytes]) -> bytes:
+    """A call's batch of values: rendered as the CLI prints them (``render``: ``values.render``'s
+    options), else as the API's pickles."""
+    if render is not None:
+        return pack_rendered(values.render(items, render), len(items))
+    return pack_batch(items, dumps)
+
+
+def pack_return(value: Any, render: Any, dumps: Callable[[Any], bytes]) -> bytes:
+    """RETURN's payload: the value as a batch of one (rendered: none for None, which the CLI does not print)."""
+    if render is not None and value is None:
+        return pack_rendered(b"", 0)
+    return pack_values([value], render, dumps)
+
+
+def pickled_error(exc: BaseException | None, render: Any, dumps: Callable[[Any], bytes]) -> bytes:
+    """A failure's exception pickled for the API's client (RAISE's second part); nothing for the
+    CLI (it prints the formatted failure) or when it does not pickle."""
+    if exc is None or render is not None:
+        return b""
+    try:
+        return dumps(exc)
+    except BaseException:
+        return b""
+
+
+def unsendable_note(render: Any) -> str:
+    """What a value that could not be sent back is told (the RAISE that ends its call)."""
+    return "skyctl: a value the function yielded could not be " + ("sent back" if render else "pickled to send it back")
 
 
 def batch_size(payload: bytes) -> int:

@@ -222,29 +222,18 @@ class _Call:
         self.outbox.join()
 
     def _pack(self, items: list[Any]) -> bytes:
-        if self.render is not None:
-            return flow.pack_rendered(values.render(items, self.render), len(items))
-        return flow.pack_batch(items, self.dumps)
+        return flow.pack_values(items, self.render, self.dumps)
 
     def _result(self, value: Any) -> tuple[int, bytes]:
-        if self.render is not None and value is None:
-            return Kind.RETURN, flow.pack_rendered(b"", 0)
-        return Kind.RETURN, self._pack([value])
+        return Kind.RETURN, flow.pack_return(value, self.render, self.dumps)
 
     def _raise(self, exc: BaseException, where: str) -> tuple[int, bytes]:
         own = os.path.dirname(run.__code__.co_filename)
         info = raytask.error_info(exc, where, lambda filename: filename.startswith(own))
-        pickled = b""
-        if self.render is None:
-            try:
-                pickled = self.dumps(exc)
-            except BaseException:
-                pickled = b""
-        return Kind.RAISE, wire.pack_raise(info, pickled)
+        return Kind.RAISE, wire.pack_raise(info, flow.pickled_error(exc, self.render, self.dumps))
 
     def _unsendable(self, exc: BaseException) -> tuple[int, bytes]:
-        note = "skyctl: a value the function yielded could not be " + ("sent back" if self.render else "pickled to send it back")
-        return self._raise(flow.with_note(exc, note), "call")
+        return self._raise(flow.with_note(exc, flow.unsendable_note(self.render)), "call")
 
 
 def _input_batches(inbox: flow.Inbox) -> Iterator[Any]:
@@ -289,21 +278,7 @@ def _value_dumps(shipped: tuple[str, ...]) -> Callable[[Any], bytes]:
 
     if not shipped:
         return lambda obj: cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stand_in = _shipped_stand_in()
-    names = frozenset(shipped)
-
-    class ValuePickler(cloudpickle.Pickler):
-        def reducer_override(self, obj: Any) -> Any:
-            if isinstance(obj, type) and obj.__module__ in names:
-                return stand_in, (obj.__module__, obj.__qualname__)
-            return super().reducer_override(obj)
-
-    def dumps(obj: Any) -> bytes:
-        buf = io.BytesIO()
-        ValuePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-        return buf.getvalue()
-
-    return dumps
+    return values.reference_dumps(cloudpickle.Pickler, frozenset(shipped), _shipped_stand_in())
 
 
 def _shipped_stand_in() -> Any:

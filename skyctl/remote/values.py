@@ -26,9 +26,11 @@ record into something else):
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import json.encoder
 import math
+import pickle
 import sys
 from typing import Any, Callable, Sequence
 
@@ -216,3 +218,23 @@ def shipped_class(module: str, qualname: str) -> type:
     (``skyctl.trust.defined_class``: never through what the module imports).
     Never called itself."""
     raise RuntimeError(f"{module}.{qualname}: resolved only by the client's decoder")
+
+
+def reference_dumps(pickler: Any, shipped: frozenset[str], reference: Callable[[str, str], type]) -> Callable[[Any], bytes]:
+    """Pickles values for the API's client with ``pickler`` (a cloudpickle ``Pickler`` class): a class
+    from a module the client shipped goes as ``reference(module, qualname)`` (``shipped_class``), never
+    by value, so the client's decoder resolves it in its own copy of the module instead of rebuilding
+    code the remote sent."""
+
+    class ValuePickler(pickler):  # type: ignore[misc, valid-type]
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, type) and obj.__module__ in shipped:
+                return reference, (obj.__module__, obj.__qualname__)
+            return super().reducer_override(obj)
+
+    def dumps(obj: Any) -> bytes:
+        buf = io.BytesIO()
+        ValuePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        return buf.getvalue()
+
+    return dumps

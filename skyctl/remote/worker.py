@@ -16,7 +16,6 @@ call that has a time limit (``Worker.watch``).
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import queue
@@ -133,15 +132,11 @@ class CallState:
         return self.dumps(items)
 
     def _pack(self, items: list[Any]) -> bytes:
-        if self.render is not None:
-            return flow.pack_rendered(values.render(items, self.render), len(items))
-        return flow.pack_batch(items, self.dumps)
+        return flow.pack_values(items, self.render, self.dumps)
 
     def result_frame(self, value: Any) -> tuple[int, bytes]:
-        """RETURN: the value as a batch of one (rendered: none for None, which the CLI does not print)."""
-        if self.render is not None and value is None:
-            return Kind.RETURN, flow.pack_rendered(b"", 0)
-        return Kind.RETURN, self._pack([value])
+        """RETURN: the value as a batch of one (``flow.pack_return``)."""
+        return Kind.RETURN, flow.pack_return(value, self.render, self.dumps)
 
     def timeout_frame(self, traceback_text: str = "") -> tuple[int, bytes]:
         """RAISE for a call that ran past a limit (``failure: timeout``): the client raises ``TimedOut``."""
@@ -157,18 +152,11 @@ class CallState:
     def info_frame(self, info: dict[str, Any], exc: BaseException | None = None) -> tuple[int, bytes]:
         """RAISE from an already formatted failure (a Ray task's, or the Ray driver's own);
         ``exc`` is pickled too for the API, never for the CLI."""
-        pickled = b""
-        if exc is not None and self.render is None:
-            try:
-                pickled = self.dumps(exc)
-            except BaseException:
-                pickled = b""
-        return Kind.RAISE, wire.pack_raise(info, pickled)
+        return Kind.RAISE, wire.pack_raise(info, flow.pickled_error(exc, self.render, self.dumps))
 
     def _unsendable_value(self, exc: BaseException) -> tuple[int, bytes]:
         """The frame that ends a call whose yielded value could not be sent back."""
-        note = "skyctl: a value the function yielded could not be " + ("sent back" if self.render else "pickled to send it back")
-        return self.raise_frame(flow.with_note(exc, note), "call")
+        return self.raise_frame(flow.with_note(exc, flow.unsendable_note(self.render)), "call")
 
     def cancel(self) -> None:
         if self.cancelled:
@@ -202,20 +190,7 @@ def _value_dumps(shipped: tuple[str, ...]) -> Callable[[Any], bytes]:
         return _dumps
     import cloudpickle
 
-    names = frozenset(shipped)
-
-    class ValuePickler(cloudpickle.Pickler):
-        def reducer_override(self, obj: Any) -> Any:
-            if isinstance(obj, type) and obj.__module__ in names:
-                return values.shipped_class, (obj.__module__, obj.__qualname__)
-            return super().reducer_override(obj)
-
-    def dumps(obj: Any) -> bytes:
-        buf = io.BytesIO()
-        ValuePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-        return buf.getvalue()
-
-    return dumps
+    return values.reference_dumps(cloudpickle.Pickler, frozenset(shipped), values.shipped_class)
 
 
 #: a call's states: waiting for the call before it to end, run by the main thread, answered
