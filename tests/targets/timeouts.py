@@ -106,5 +106,6 @@ def upper_then_hold_the_gil(records: Iterator[str], work: str, hang: str) -> Ite
             if not next_call_has_records(60):
                 raise TimeoutError("no call queued behind this one")
             Path(work, "queued").write_text("yes")
+            Path(work, "hung.pid").write_text(str(os.getpid()))
             re.match(r"(a+)+$", "a" * 64 + "b")
         yield record.upper()
