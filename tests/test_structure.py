@@ -140,3 +140,16 @@ def test_no_module_reaches_into_another_modules_private_names() -> None:
                     if alias.name.startswith("_") and not alias.name.startswith("__"):
                         reach.append(f"{name}: {node.module}.{alias.name}")
     assert reach == []
+
+
+def test_a_ray_tasks_modules_are_built_in_import_order() -> None:
+    """``raytask.MODULES`` is the order a Ray task builds its modules in: each may import only those before it."""
+    from skyctl.remote import raytask
+
+    for i, name in enumerate(raytask.MODULES):
+        tree = ast.parse((Path(raytask.__file__).parent / f"{name}.py").read_text())
+        siblings = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+                    and node.module is None for alias in node.names}
+        siblings |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+                     and node.module}
+        assert siblings <= set(raytask.MODULES[:i]), (name, siblings - set(raytask.MODULES[:i]))

@@ -25,7 +25,7 @@ TOKEN_BYTES = 16
 #: what the task raises when it cannot reach its driver (the driver turns it into exit 5 with a hint)
 UNREACHABLE = "skyctl: the Ray task could not connect back to its driver"
 #: the modules a task builds, in import order (each imports only those before it)
-MODULES = ("wire", "flow", "values", "raytask", "raycall")
+MODULES = ("wire", "values", "flow", "raytask", "raycall")
 
 
 def run_task(link: tuple[str, int, bytes], code: tuple[str, list[Any]]) -> None:
