@@ -224,8 +224,8 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
                                        "check 'resources:' and 'runtime_env:' in the ray host's profile").info)
     port = link.attach(call, payload, credit)
     del payload
-    # the client's input window was granted as the CALL came (``Worker._on_call``): its records come into
-    # the link until the task connects, then on to it; the task's Inbox returns credit as it takes them
+    if stream_at is not None:
+        port.open_input()  # records flow from now on: into the link until the task connects, then on to it
     kept = False
     try:
         frame = _wait(ray, call, port, ref)

@@ -228,6 +228,11 @@ class Port:
         for callback in self._on_ended:
             callback()
 
+    def open_input(self) -> None:
+        """Grant the client the input window: its records come into the link, and on to the task once it
+        connects; the task's Inbox returns credit as it takes them, relayed as the worker's own."""
+        self._link._grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
+
     def relay(self, payload: bytes) -> None:
         """A batch of values from the task to the client (the link thread)."""
         with self._relaying:

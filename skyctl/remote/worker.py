@@ -99,6 +99,8 @@ class CallState:
         #: ``QUEUED`` until the main thread takes it (``RUNNING``), ``ENDED`` once answered
         self.state = QUEUED
         self.cancelled = False
+        #: the client may send its input: granted as it came when it queued behind another call, else as it starts
+        self.input_granted = False
         #: the call's last frame has been written
         self.finished = False
         self.in_user_code = False
@@ -260,8 +262,12 @@ class Worker:
             if call_id in self.open_calls or len(self.open_calls) >= MAX_CALLS:
                 raise wire.ProtocolError(f"a CALL {call_id} with calls {sorted(self.open_calls)} open")
             call = self.open_calls[call_id] = CallState(self.conn, payload, call_id, self._answered)
+            queued = len(self.open_calls) > 1
+        if queued:  # its records wait here for it (a call that runs at once is granted as it starts:
+            # a Ray driver first puts its link in place of the call's inbox, ``raylink.Link.attach``)
+            call.input_granted = True
+            self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES, call_id)  # unused by a call without a stream
         self.calls.put(call)
-        self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES, call_id)  # unused by a call without a stream
         return True
 
     def _on_cancel(self, call_id: int, payload: bytes) -> bool:
@@ -449,6 +455,9 @@ class Worker:
                 args[key] = _stream_input(call.inbox)
             else:
                 kwargs[key] = _stream_input(call.inbox)
+        if not call.input_granted:
+            call.input_granted = True
+            self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES, call.id)  # unused by a call without a stream
         gen = values = None
         try:
             call.in_user_code = True
