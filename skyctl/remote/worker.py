@@ -237,6 +237,9 @@ class Worker:
         #: the client went silent past the liveness bound (a partition): its sshd session goes too
         self.client_silent = False
         self.silence_bound = 0.0
+        #: a queued call's input is granted as its CALL comes, so its records wait here for it; not on a
+        #: Ray driver, which puts its link in place of the call's inbox as the call starts (``Link.attach``)
+        self.input_ahead = not os.environ.get("SKYCTL_RAY")
 
     # -- reader thread -------------------------------------------------
     def read_frames(self) -> None:
@@ -263,8 +266,8 @@ class Worker:
                 raise wire.ProtocolError(f"a CALL {call_id} with calls {sorted(self.open_calls)} open")
             call = self.open_calls[call_id] = CallState(self.conn, payload, call_id, self._answered)
             queued = len(self.open_calls) > 1
-        if queued:  # its records wait here for it (a call that runs at once is granted as it starts:
-            # a Ray driver first puts its link in place of the call's inbox, ``raylink.Link.attach``)
+        if queued and self.input_ahead:  # its records wait here for it (a call that runs at once is granted
+            # as it starts, when it has unpickled its payload)
             call.input_granted = True
             self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES, call_id)  # unused by a call without a stream
         self.calls.put(call)
