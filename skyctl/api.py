@@ -117,8 +117,7 @@ class Host:
         self._early.start()
 
     def connect(self) -> None:
-        """Start the worker now (blocking), so that the first call finds it ready: a
-        distributed pipe's second worker per slot connects while the first works."""
+        """Start the worker now (blocking), so that the first call finds it ready."""
         self._worker()
 
     def _join_early(self) -> None:
@@ -190,6 +189,12 @@ class Host:
             "about": about,
         }
 
+    @property
+    def pipelines(self) -> bool:
+        """Whether this host's worker takes a call while another runs (a distributed ``pipe`` starts
+        the next chunk's call there before the current one ends): its type's (``hosttypes``)."""
+        return host_type(self.profile).pipelines
+
     def limits(self, timeout: float | str | None = None, idle_timeout: float | str | None = None) -> Limits:
         """A call's time limits: ``timeout``/``idle_timeout`` given for the call, else this host's
         (the constructor's, e.g. ``--timeout``), else ``$SKYCTL_TIMEOUT``/``$SKYCTL_IDLE_TIMEOUT``,
@@ -250,18 +255,20 @@ class Host:
 
 def start_call(host: Host, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                *, stream: str | None = None, render: str | None = None, skip: int = 0,
-               timeout: float | str | None = None, idle_timeout: float | str | None = None) -> CallStream:
+               timeout: float | str | None = None, idle_timeout: float | str | None = None,
+               queue: bool = False) -> CallStream:
     """``host.start`` with the CLI's and the scheduler's knobs, which are not the API's:
     ``render`` ("text" or "json", the CLI's ``--output``): values come as the lines to print,
     rendered by the worker; ``skip``: the worker drops that many values first (a chunk re-run
-    whose first values were already written)."""
+    whose first values were already written); ``queue``: it may start while another call runs
+    on the host's worker, and waits there (a distributed ``pipe``'s next chunk: ``WorkerSession.call``)."""
     fn = getattr(fn, "__skyctl_function__", fn)
     args, kwargs, stream_at, stream = _split_stream(fn, args, kwargs or {}, stream)
     limits = host.limits(timeout, idle_timeout)
     _ship_project_modules(fn)
     session = host._worker()
     return session.call(fn, args, kwargs, stream_at, stream, render=render, decoder=host.decoder, skip=skip,
-                        options=host_type(host.profile).call_options(host.profile), limits=limits)
+                        options=host_type(host.profile).call_options(host.profile), limits=limits, queue=queue)
 
 
 class RemoteIterator(Generic[T]):

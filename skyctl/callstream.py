@@ -93,9 +93,9 @@ class CallOwner(Protocol):
     @property
     def hooks(self) -> Any: ...  # ``session.Hooks``
 
-    def send(self, kind: int, payload: bytes = b"") -> None: ...
+    def send(self, kind: int, payload: bytes = b"", call: int | None = None) -> None: ...
 
-    def grant(self, items: int, nbytes: int) -> None: ...
+    def grant(self, items: int, nbytes: int, call: int | None = None) -> None: ...
 
     def broke(self, what: str) -> ConnectionLost: ...
 
@@ -107,6 +107,9 @@ class CallStream:
 
     #: the call's id, carried by every frame of the call (set by ``WorkerSession.call``)
     id = 0
+    #: started while another call was in flight on its worker: it waits there (its input streamed
+    #: ahead) until that one ends, and its time limits count from then (``WorkerSession._ended``)
+    queued = False
 
     def __init__(self, session: CallOwner, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], stream_at: tuple[str, Any] | None, stream: Iterable[Any] | None,
@@ -224,22 +227,26 @@ class CallStream:
             self.ended = True
             raise SkyctlError(f"cannot send the call: {type(exc).__name__}: {exc}") from None
         if self._stream is not None:
-            self.outbox = flow.Outbox(self._session.send, Kind.ITEMS_IN, _dumps, on_unsendable=self._unsendable_input)
+            self.outbox = flow.Outbox(self._send_frame, Kind.ITEMS_IN, _dumps, on_unsendable=self._unsendable_input)
         self._send(Kind.CALL, payload)
         self._session.hooks.status("running")
         if self.outbox is not None:
             threading.Thread(target=self._feed, name="skyctl-feeder", daemon=True).start()
 
+    def _send_frame(self, kind: int, payload: bytes = b"") -> None:
+        """Write one frame of this call (its id in the header)."""
+        self._session.send(kind, payload, self.id)
+
     def _send(self, kind: int, payload: bytes = b"") -> None:
         try:
-            self._session.send(kind, payload)
+            self._send_frame(kind, payload)
         except OSError:
             pass  # the reader thread sees the same failure and ends the stream
 
     def _grant(self, items: int, nbytes: int) -> None:
         if not self.ended:
             try:
-                self._session.grant(items, nbytes)
+                self._session.grant(items, nbytes, self.id)
             except OSError:
                 pass  # the reader thread sees the same failure and ends the stream
 

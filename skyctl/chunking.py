@@ -208,7 +208,7 @@ def target_seconds(environ: Mapping[str, str]) -> float:
 
 
 def pipelining(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether each slot gets a second worker process that starts the next chunk while the current one
-    runs (``Distributor(twin=)``); ``SKYCTL_PIPELINE=0`` turns it off (one process per slot)."""
+    """Whether each slot starts the next chunk's call on its worker while the current one runs
+    (``Distributor(pipeline=)``); ``SKYCTL_PIPELINE=0`` turns it off (one call at a time per worker)."""
     text = (os.environ if environ is None else environ).get("SKYCTL_PIPELINE", "").strip().lower()
     return text not in ("0", "no", "off", "false")

@@ -96,8 +96,9 @@ class ConnectionLost(SkyctlError):
 
 
 class ChunkLost(ConnectionLost):
-    """The Ray task running a call (a ``pipe`` chunk) was lost, not the host:
-    its Ray worker process or node died. A distributed ``pipe`` runs the chunk
+    """A call (a ``pipe`` chunk) was lost, not the host: the Ray task running it
+    (its Ray worker process or node died), or a call queued on a worker that was
+    ended over the time limit of the call before it. A distributed ``pipe`` runs the chunk
     again (skipping the values already written) and keeps using the host; on
     its own, a call that ends so is exit 6 like any lost connection."""
 

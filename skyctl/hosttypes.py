@@ -28,7 +28,7 @@ class HostType:
     name = ""
     #: ``pipe`` on this host alone is a distributed run (its chunks run as tasks of their own)
     distributed_alone = False
-    #: a slot may take a second worker to start its next chunk while one runs (pipelining)
+    #: its worker takes a slot's next chunk's call while one runs (pipelining: ``api.Host.pipelines``)
     pipelines = True
     #: its worker may be started in the background while the CLI imports the target
     #: (it cannot hang on the network, so closing it may always wait for it)

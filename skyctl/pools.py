@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterable, Iterator
 from .api import Host, RemoteIterator, log_to_stderr, start_call
 from .errors import RemoteError, RemoteTraceback, SkyctlError
 from .errors import GroupError, Interrupted
-from .hosttypes import host_type
 from .many.broadcast import broadcast
 from .many.chunks import Result, Slot, slots_for
 from .many.distributor import Distributor
@@ -180,7 +179,7 @@ class Pool:
         the chunks the log has as done are checked (sha256 of the items'
         pickles) and skipped. ``timeout``/``idle_timeout``: each chunk attempt's limits (a chunk
         that times out runs again, at most ``retries`` times; then ``skyctl.TimedOut``)."""
-        from .chunking import JOBLOG_CHUNK, joblog_chunk, pipelining
+        from .chunking import JOBLOG_CHUNK, joblog_chunk
         from .coerce import stream_parameters
 
         fn = getattr(fn, "__skyctl_function__", fn)
@@ -198,11 +197,7 @@ class Pool:
 
         def start(slot: Slot, feed: Any, skip: int) -> Any:
             return start_call(slot.host, fn, (), {**kwargs, name: feed}, stream=name, skip=skip, timeout=timeout,
-                                   idle_timeout=idle_timeout)
-
-        def twin(slot: Slot) -> Host | None:
-            """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks)."""
-            return None if not host_type(slot.host.profile).pipelines or not pipelining() else self._host(slot.name)
+                              idle_timeout=idle_timeout, queue=True)
 
         if joblog is not None:
             from .joblog import map_logged
@@ -213,14 +208,14 @@ class Pool:
                 raise SkyctlError(f"pool.map(joblog=...): {exc}", hint="pass chunk=N, a number of items") from None
             yield from map_logged(slots, start, iterable, Path(joblog), fn=fn, chunk=size, ordered=ordered,
                                   retries=retries, resume=resume or resume_failed, resume_failed=resume_failed,
-                                  rebuild=_rebuilt, twin=twin)
+                                  rebuild=_rebuilt)
             return
         if resume or resume_failed:
             raise SkyctlError("pool.map(resume=True) needs joblog=FILE", hint="pass the job log of the run to resume")
         it = iter(iterable)
         source = iter(lambda: list(islice(it, 64)), [])
         distributor = Distributor(slots, start, source, emit, chunk=chunk, retries=retries, ordered=ordered,
-                                  warn=log.warning, twin=twin)
+                                  warn=log.warning)
         self.stats = distributor.stats
 
         def drive() -> None:

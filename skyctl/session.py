@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from .bootstrap import start_worker
 from .callstream import CallStream, Limits
-from .errors import ConnectionLost, SkyctlError
+from .errors import ChunkLost, ConnectionLost, SkyctlError, TimedOut
 from .failures import protocol_error
 from .remote import flow, wire
 from .remote.wire import Kind
@@ -28,6 +28,10 @@ __all__ = ["DROP_WAIT", "CallStream", "Hooks", "Limits", "WorkerSession", "Worke
 
 #: seconds ``close`` waits for a given-up worker to be ended (the transports' EOF grace, then SIGTERM, SIGKILL)
 DROP_WAIT = 10.0
+
+#: calls in flight on one worker: the running one and the next, queued behind it (pipelining;
+#: the worker refuses more, ``remote.worker.MAX_CALLS``)
+MAX_IN_FLIGHT = 2
 
 
 @dataclass
@@ -70,7 +74,9 @@ def liveness_of(profile: Any) -> tuple[float, float]:
 
 
 class WorkerSession:
-    """One worker process on one host, serving calls one at a time."""
+    """One worker process on one host, running calls one at a time; a second call may be
+    started while one runs (it waits on the worker, its input streamed ahead): its values
+    come once the first has ended."""
 
     def __init__(self, transport: Transport, spec: WorkerSpec, hooks: Hooks | None = None,
                  name: str | None = None) -> None:
@@ -82,7 +88,12 @@ class WorkerSession:
         self.hello: dict[str, Any] = {}
         self.sent_bundle = False
         self._pipes: Any = None
-        self._current: CallStream | None = None
+        #: the calls in flight (their last frame not yet read), oldest (the running one) first
+        self._calls: dict[int, CallStream] = {}
+        #: held while a call is added, or one ends and the next is promoted (which one is queued)
+        self._calls_lock = threading.Lock()
+        #: the ids of the last calls that ended (a CREDIT the worker flushed behind a call's end is ignored)
+        self._ended_ids: tuple[int, ...] = ()
         self.dead: str | None = None
         #: the last call's id (frames of a call carry it; 0 is no call)
         self._call_id = 0
@@ -130,7 +141,7 @@ class WorkerSession:
                 self._writer.heartbeat(interval)
             except BaseException:  # noqa: BLE001 - the reader sees the same failure
                 pass
-            call = self._current
+            call = self._head()
             overdue = call.overdue(interval) if call is not None and not call.terminal else None
             if overdue is not None:
                 self._give_up(overdue)
@@ -153,25 +164,42 @@ class WorkerSession:
         pipes = self._pipes
         if pipes is not None:  # before the call ends: ``close`` (which its end may lead to) waits for this
             self._dropping = threading.Event()
-        call = self._current
-        if call is not None:  # first, so that the call ends with ``error``, not with the EOF the drop causes
-            call.inbox.end((None, error))
+        head = self._head()
+        for call in self._in_flight():  # first, so that they end with ``error``, not with the EOF the drop causes
+            call.inbox.end((None, error if call is head else _behind(error, self.label)))
         if pipes is not None:  # unblocks the reader; the worker is ended (EOF, then signals)
             threading.Thread(target=_drop, args=(pipes, self._dropping), name="skyctl-drop", daemon=True).start()
 
-    def send(self, kind: int, payload: bytes = b"") -> None:
-        """Write one frame; thread-safe, and a Ctrl-C cannot tear it."""
-        self._writer.send(kind, payload)
+    def send(self, kind: int, payload: bytes = b"", call: int | None = None) -> None:
+        """Write one frame (of call ``call``: default the last one started); thread-safe, and a Ctrl-C cannot tear it."""
+        self._writer.send(kind, payload, call)
 
-    def grant(self, items: int, nbytes: int) -> None:
-        """Credit for the worker's output; never waits behind a batch being sent."""
-        self._writer.grant(items, nbytes)
+    def grant(self, items: int, nbytes: int, call: int | None = None) -> None:
+        """Credit for call ``call``'s output; never waits behind a batch being sent."""
+        self._writer.grant(items, nbytes, call)
+
+    def _head(self) -> CallStream | None:
+        """The oldest call in flight: the one the worker runs (or will run next)."""
+        return next(iter(list(self._calls.values())), None)
+
+    def _in_flight(self) -> list[CallStream]:
+        return list(self._calls.values())
+
+    @property
+    def in_flight(self) -> int:
+        """Calls started whose last frame has not come yet (at most ``MAX_IN_FLIGHT``)."""
+        return len(self._calls)
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              stream_at: tuple[str, Any] | None = None, stream: Iterable[Any] | None = None, *,
              render: str | None = None, decoder: Decoder | None = None, skip: int = 0,
-             options: dict[str, Any] | None = None, limits: Limits | None = None) -> CallStream:
+             options: dict[str, Any] | None = None, limits: Limits | None = None, queue: bool = False) -> CallStream:
         """Start one call; values come from the returned ``CallStream``.
+
+        ``queue``: it may be started while another call is in flight (at most ``MAX_IN_FLIGHT``):
+        it waits on the worker, its input streamed there, and runs once that one ends (a distributed
+        ``pipe``'s next chunk). Without it, a call in flight is an error (an API caller who has not
+        finished the call before would wait for ever on the new one).
 
         ``limits``: its time limits, enforced by the worker (the CALL carries them), and by this
         side too when the worker does not answer in time (see ``CallStream.overdue``).
@@ -185,21 +213,32 @@ class WorkerSession:
         """
         if self.dead:
             raise ConnectionLost(f"the worker on {self.label} is gone: {self.dead}")
-        if self._current is not None and not self._current.ended:
+        if self._calls and not (queue and len(self._calls) < MAX_IN_FLIGHT):
             raise RuntimeError("a call is already running on this worker; close it first")
         self._call_id = self._call_id % 0xFFFFFFFF + 1
         call = CallStream(self, fn, args, kwargs, stream_at, stream, render=render,
                           decoder=decoder or Decoder(self.label), skip=skip, options=options, limits=limits)
         call.id = self._call_id
-        self._current = call
-        self._writer.call = call.id  # before CALL goes: every frame of the call carries its id
-        call.start()
+        with self._calls_lock:  # before CALL goes: the worker's answer may come at once
+            call.queued = bool(self._calls)  # its values and time limits come once the call before it ends
+            self._calls[call.id] = call
+        self._writer.call = call.id  # the id of frames that are no call's (HEARTBEAT)
+        try:
+            call.start()
+        except BaseException:
+            with self._calls_lock:
+                self._calls.pop(call.id, None)
+            raise
         return call
 
     def close(self) -> None:
         """Say goodbye, let the worker exit, release the pipes. Safe to call twice."""
-        if self._pipes is not None and self._current is not None and not self._current.ended:
-            self._current.close()  # before the pipes go: it sends CANCEL (its ``finally`` runs)
+        if self._pipes is not None and not self.dead:
+            for call in reversed(self._in_flight()):  # before the pipes go: CANCEL (their ``finally`` runs)
+                if not call.ended:
+                    call.close()
+        # (a worker given up has ended its calls already: their consumers, maybe on other threads, take
+        # that ending; closing them here would take it from under them)
         self._closed.set()
         dropping = self._dropping
         if dropping is not None:  # a worker given up is being ended: wait for it (a daemon thread dies
@@ -259,8 +298,8 @@ class WorkerSession:
         if broken:  # the worker is not to be trusted further: it goes
             self._closed.set()
             threading.Thread(target=pipes.close, name="skyctl-drop", daemon=True).start()
-        if self._current is not None:
-            self._current.inbox.end((None, error or reason))
+        for call in self._in_flight():
+            call.inbox.end((None, error or reason))
 
     def _dispatch(self, kind: Kind, call_id: int, payload: bytes) -> None:
         """Check one frame against the state it arrives in, then act on it: one handler per
@@ -280,38 +319,36 @@ class WorkerSession:
     def _on_heartbeat(self, call_id: int, payload: bytes) -> None:
         if payload and payload not in (wire.STARVED, wire.IDLE):
             raise wire.ProtocolError(f"a HEARTBEAT frame with a payload of {len(payload)} bytes that says nothing")
-        call = self._current
+        call = self._calls.get(call_id)
         if call is not None and not call.terminal:
-            if payload == wire.IDLE and call_id == call.id:  # written after the call's last frame
+            if payload == wire.IDLE:  # written after the call's last frame
                 raise wire.ProtocolError(f"the worker says call {call_id} has ended, but its last frame never came")
             call.check_starved(payload == wire.STARVED, self.spec.liveness[1])
 
     def _on_credit(self, call_id: int, payload: bytes) -> None:
-        call = self._current
-        if call is not None and call_id == call.id - 1:
-            return  # credit for the call before may follow its end
-        call = self._call_of(Kind.CREDIT, call_id)
         items, nbytes = wire.unpack_credit(payload)
-        if call.outbox is not None and not call.terminal:
+        if call_id in self._ended_ids and call_id not in self._calls:
+            return  # the worker may flush the credit it owes a call behind the call's end
+        call = self._call_of(Kind.CREDIT, call_id)
+        if call.outbox is not None:
             call.progress_at = time.monotonic()  # the worker took input
             call.starved_since = None
             call.outbox.grant(items, nbytes)
-        # also after the call's end: the worker flushes what it owes behind its last frame
 
     def _on_items_out(self, call_id: int, payload: bytes) -> None:
-        call = self._running_call(Kind.ITEMS_OUT, call_id)
+        call = self._running_call(Kind.ITEMS_OUT, call_id, running=True)
         call.progress_at = time.monotonic()
         call.check_batch(payload)
         call.inbox.push(payload)  # raises CreditOverrun for a worker that ignores its credit
 
     def _on_return(self, call_id: int, payload: bytes) -> None:
-        call = self._running_call(Kind.RETURN, call_id)
+        call = self._running_call(Kind.RETURN, call_id, running=True)
         payload = self._unsealed(call, Kind.RETURN, payload)
         call.check_return(payload)
         self._ended(call, Kind.RETURN, payload)
 
     def _on_raise(self, call_id: int, payload: bytes) -> None:
-        call = self._running_call(Kind.RAISE, call_id)
+        call = self._running_call(Kind.RAISE, call_id, running=True)
         payload = self._unsealed(call, Kind.RAISE, payload)
         wire.unpack_raise(payload)  # checked whole here; decoded by the consumer
         self._ended(call, Kind.RAISE, payload)
@@ -320,6 +357,8 @@ class WorkerSession:
         call = self._running_call(Kind.CANCELLED, call_id)
         if not call.cancel_sent and call.input_error is None:
             raise wire.ProtocolError("a CANCELLED frame, but the call was not cancelled")
+        if call.queued and not call.cancel_sent:  # a queued call never ran: only a CANCEL ends it
+            raise wire.ProtocolError(f"a CANCELLED frame for call {call_id}, queued behind call {self._head_id()}")
         payload = self._unsealed(call, Kind.CANCELLED, payload)
         if payload:
             raise wire.ProtocolError(f"a CANCELLED frame with {len(payload)} bytes of payload")
@@ -331,19 +370,30 @@ class WorkerSession:
     }
 
     # -- the handlers' checks ------------------------------------------------
+    def _head_id(self) -> int:
+        head = self._head()
+        return head.id if head is not None else 0
+
     def _call_of(self, kind: Kind, call_id: int) -> CallStream:
-        """The current call, which a call-scoped frame must name."""
-        call = self._current
-        if call is None or call_id != call.id:
+        """The call in flight that a call-scoped frame names."""
+        call = self._calls.get(call_id)
+        if call is None:
+            if call_id in self._ended_ids:
+                raise wire.ProtocolError(f"a {kind.name} frame for call {call_id}, which had ended")
             raise wire.ProtocolError(f"a {kind.name} frame for call {call_id}, " +
-                                     (f"but call {call.id} is the current one" if call is not None else "but no call was made"))
+                                     (f"but calls {sorted(self._calls)} are in flight" if self._calls
+                                      else "but no call is in flight"))
         return call
 
-    def _running_call(self, kind: Kind, call_id: int) -> CallStream:
-        """The current call, named by the frame, and not ended yet."""
+    def _running_call(self, kind: Kind, call_id: int, running: bool = False) -> CallStream:
+        """The call in flight named by the frame, not ended yet; ``running``: the oldest one, the only
+        one the worker runs (a queued call's values before the call ahead of it ended are an error)."""
         call = self._call_of(kind, call_id)
         if call.terminal:
             raise wire.ProtocolError(f"a {kind.name} frame after the call had ended")
+        if running and call.queued:
+            raise wire.ProtocolError(f"a {kind.name} frame for call {call_id}, queued behind call {self._head_id()} "
+                                     "that has not ended")
         return call
 
     @staticmethod
@@ -354,11 +404,30 @@ class WorkerSession:
             raise wire.ProtocolError(f"a {kind.name} after {sent:,} values sent, but {call.inbox.received:,} arrived")
         return payload
 
-    @staticmethod
-    def _ended(call: CallStream, kind: Kind, payload: bytes) -> None:
-        """The frame that ends ``call`` has come (checked): its consumer takes it after the values."""
+    def _ended(self, call: CallStream, kind: Kind, payload: bytes) -> None:
+        """The frame that ends ``call`` has come (checked): its consumer takes it after the values; the
+        call queued behind it (if any) runs from now (its time limits count from here)."""
         call.terminal = True
+        with self._calls_lock:
+            self._calls.pop(call.id, None)
+            self._ended_ids = (*self._ended_ids[-(MAX_IN_FLIGHT - 1):], call.id)
+            head = self._head()
+            if head is not None and head.queued:
+                head.queued = False
+                head.started_at = head.progress_at = time.monotonic()
         call.inbox.end((kind, payload))
+
+
+def _behind(error: SkyctlError, label: str) -> SkyctlError:
+    """What ends a call queued behind the one that made this side give its worker up: the same
+    error, but for a time limit (the call ahead did not answer its own): a ``ChunkLost``, the call
+    lost and not the host, which a distributed ``pipe`` runs again on a new worker."""
+    if not isinstance(error, TimedOut):
+        return error
+    lost = ChunkLost(f"lost the call on {label}: the call before it on that worker did not answer its time "
+                     "limit, and the worker was ended", hint="values printed so far are complete")
+    lost.reason = "the call before it on that worker did not answer its time limit (the worker was ended)"
+    return lost
 
 
 def _drop(pipes: Any, done: threading.Event | None) -> None:

@@ -8,6 +8,8 @@ that only the growth cap bounds the sizes.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -97,21 +99,22 @@ def test_a_bad_chunk_seconds_is_a_usage_error(locals_config: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize("where", [["-H", "l1", "-j", "1"], ["-H", "b1", "-j", "1"]], ids=["local", "ssh"])
-def test_the_next_chunks_call_starts_while_the_current_chunk_runs(locals_config: Path, farm_config: Path,
-                                                                   tmp_path: Path, where: list[str]) -> None:
-    """One worker slot: chunk 6's call (the function entered, before its first record) starts while
-    chunk 5 still runs, once the host has finished four chunks in two seconds and stdin is still open."""
+def test_the_next_chunks_records_reach_the_worker_before_the_current_call_ends(locals_config: Path, farm_config: Path,
+                                                                               tmp_path: Path, where: list[str]) -> None:
+    """One worker slot: while chunk 5's call runs (held at its first record), chunk 6's call is
+    queued on the same worker with its records there, and its function is not entered before
+    chunk 5's has ended (one function at a time); stdin is still open (the run is not known to end)."""
     config = farm_config if where[1] == "b1" else locals_config
     proc = subprocess.Popen(
-        skyctl_argv("pipe", f"{T}:overlapping", "-a", f"workdir={tmp_path}", "-a", "wait_at=5", *where,
+        skyctl_argv("pipe", f"{T}:pipelined", "-a", f"workdir={tmp_path}", "-a", "wait_at=5", *where,
                     "--chunk", "10", "-c", str(config)),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
     try:
         assert proc.stdin is not None
         proc.stdin.write(numbers(80).encode())
         proc.stdin.flush()  # stdin stays open: the run is not known to end
-        wait_for(lambda: (tmp_path / "enter-6").exists() or proc.poll() is not None, timeout=120,
-                 what="the seventh call to start")
+        wait_for(lambda: (tmp_path / "seen").exists() or proc.poll() is not None, timeout=120,
+                 what="chunk 6's records on the worker")
         proc.stdin.close()
         proc.stdin = None
         out, err = proc.communicate(timeout=120)
@@ -119,17 +122,18 @@ def test_the_next_chunks_call_starts_while_the_current_chunk_runs(locals_config:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err.decode()
+    assert (tmp_path / "seen").read_text() == "True False"  # queued with its records, not entered
     assert sorted(map(int, out.split())) == [2 * i for i in range(1, 81)]
     assert sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("enter-*")) == list(range(8))  # one call a chunk
     assert ", 8 chunks, 80 records in, 80 values out, 0 re-runs" in err.decode()
-    assert len({p.read_text() for p in tmp_path.glob("enter-*")}) == 2  # the slot's two worker processes
+    assert len({p.read_text() for p in tmp_path.glob("enter-*")}) == 1  # one worker process: the slot's
 
 
 def test_without_pipelining_the_next_call_waits_for_the_current_one(locals_config: Path, tmp_path: Path) -> None:
-    """``SKYCTL_PIPELINE=0``: one worker process per slot, calls one after another (as before
-    pipelining): chunk 5 waits in vain for chunk 6's call and gives up after its patience."""
+    """``SKYCTL_PIPELINE=0``: calls one after another on the slot's worker (as before pipelining):
+    chunk 5 waits in vain for chunk 6's records and gives up after its patience."""
     proc = subprocess.Popen(
-        skyctl_argv("pipe", f"{T}:overlapping", "-a", f"workdir={tmp_path}", "-a", "wait_at=5", "-a", "patience=3",
+        skyctl_argv("pipe", f"{T}:pipelined", "-a", f"workdir={tmp_path}", "-a", "wait_at=5", "-a", "patience=3",
                     "-H", "l1", "-j", "1", "--chunk", "10", "-c", str(locals_config)),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
         env=clean_env({"SKYCTL_PIPELINE": "0"}))
@@ -142,9 +146,46 @@ def test_without_pipelining_the_next_call_waits_for_the_current_one(locals_confi
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, err.decode()
-    assert "the next chunk's call did not start while this one ran" in err.decode()
+    assert "the next chunk's records did not reach the worker while this one ran" in err.decode()
     assert not (tmp_path / "enter-6").exists()
     assert len({p.read_text() for p in tmp_path.glob("enter-*")}) == 1  # one worker process
+
+
+@pytest.mark.parametrize("order", [[], ["--keep-order"]], ids=["as-they-come", "keep-order"])
+def test_a_worker_dying_with_two_chunks_in_flight_reruns_both_exactly_once(locals_config: Path, tmp_path: Path,
+                                                                          order: list[str]) -> None:
+    """The third call's worker is killed after 5 of its values, while the next chunk's call waits
+    there with its records: both chunks run again on the other host, the first skipping the values
+    already written, and every value is written once."""
+    proc = subprocess.Popen(
+        skyctl_argv("pipe", f"{T}:dies_with_two_in_flight", "-a", f"workdir={tmp_path}", "-a", "wait_at=2",
+                    "-H", "duo", "-j", "1", "--chunk", "10", *order, "-c", str(locals_config)),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(numbers(80).encode())
+        proc.stdin.flush()  # stdin stays open until the kill: the next chunks are still to come
+        blocked = wait_for(lambda: list(tmp_path.glob("blocked-*")) or proc.poll() is not None, timeout=120,
+                           what="chunk 2 with chunk 3 queued behind it")
+        assert blocked is not True and proc.poll() is None, proc.communicate()[1].decode()
+        os.kill(int(blocked[0].name.split("-")[1]), signal.SIGKILL)
+        proc.stdin.close()
+        proc.stdin = None
+        out, err = proc.communicate(timeout=120)
+    finally:
+        (tmp_path / "gate").write_text("open")
+        if proc.poll() is None:
+            proc.kill()
+    stderr = err.decode()
+    assert proc.returncode == 0, stderr
+    values = [int(v) for v in out.decode().split()]
+    expected = [2 * i for i in range(1, 81)]
+    assert sorted(values) == expected  # each value exactly once
+    if order:
+        assert values == expected
+    # the queued chunk never ran on the dead worker: its run there is not counted (one re-run: chunk 2's)
+    assert "total: 8 chunks, 80 records in, 80 values out, 1 re-run\n" in stderr, stderr
+    assert "its unfinished chunk (chunk " in stderr and "another of its chunks (chunk " in stderr, stderr
 
 
 # -- exactly once, with adaptive chunks, over SSH ------------------------------------

@@ -181,14 +181,14 @@ class _FeedStream:
 
 
 class _FakeHost:
+    def __init__(self, pipelines: bool = False) -> None:
+        self.pipelines = pipelines
+
     def close(self) -> None:
         pass
 
-    def connect(self) -> None:
-        pass
 
-
-def _cut_run(source: object, sizer: object, *, twin: bool = False, observer: object = None):  # type: ignore[no-untyped-def]
+def _cut_run(source: object, sizer: object, *, pipeline: bool = False, observer: object = None):  # type: ignore[no-untyped-def]
     """Run a Distributor over ``source`` on one fake slot; each chunk's (about, records) in chunk order."""
     from skyctl.many import Distributor, Slot
 
@@ -199,9 +199,8 @@ def _cut_run(source: object, sizer: object, *, twin: bool = False, observer: obj
         chunks[chunk.number] = chunk
         got.setdefault(chunk.number, []).extend(batch)
 
-    distributor = Distributor([Slot(_FakeHost(), "box", 0)], lambda slot, feed, skip: _FeedStream(feed), source, emit,
-                              chunk=sizer, stall_warning=None, observer=observer,
-                              twin=(lambda slot: _FakeHost()) if twin else None, twin_after=(0, 0.0))
+    distributor = Distributor([Slot(_FakeHost(pipeline), "box", 0)], lambda slot, feed, skip: _FeedStream(feed),
+                              source, emit, chunk=sizer, stall_warning=None, observer=observer, pipeline=pipeline)
     distributor.run()
     assert distributor.error is None, distributor.error
     return [(chunks[n].about, got[n]) for n in sorted(chunks)]  # type: ignore[attr-defined]
@@ -222,12 +221,12 @@ def test_a_cut_ends_the_chunk_below_its_size_and_its_about_goes_to_the_chunks_af
 
 def test_with_a_sizer_that_never_fills_a_chunk_the_chunks_are_the_cut_ranges() -> None:
     """A job log's run (``1 << 62``): one chunk per range, also when the range is still being read when its
-    chunk is taken (the cut then ends the chunk being filled), and with pipelining twins."""
+    chunk is taken (the cut then ends the chunk being filled), and with a pipelining slot's two lanes."""
     import threading
 
     from skyctl.many import Cut
 
-    for twin in (False, True):
+    for pipeline in (False, True):
         taken = threading.Event()
 
         def source():  # type: ignore[no-untyped-def]
@@ -251,6 +250,6 @@ def test_with_a_sizer_that_never_fills_a_chunk_the_chunks_are_the_cut_ranges() -
                 self.log.append((chunk.about, status))
 
         observer = Observer()
-        got = _cut_run(source(), FixedChunks(1 << 62), twin=twin, observer=observer)
-        assert got == [(n, list(range(n * 10, n * 10 + 10))) for n in range(6)], twin
+        got = _cut_run(source(), FixedChunks(1 << 62), pipeline=pipeline, observer=observer)
+        assert got == [(n, list(range(n * 10, n * 10 + 10))) for n in range(6)], pipeline
         assert sorted(observer.log) == [(n, "ok") for n in range(6)]

@@ -90,6 +90,28 @@ def test_pipe_chunk_that_hangs_once_runs_again_exactly_once(config: Path, tmp_pa
     assert "--strict:" in r.stderr and "timed out after 2s" in r.stderr
 
 
+def test_a_chunk_queued_behind_one_whose_worker_is_ended_runs_again(config: Path, tmp_path: Path) -> None:
+    """Pipelining: a chunk holds the GIL (the client's deadline ends its worker) while the next chunk's
+    call waits queued on that worker: the first runs again as timed out, the queued one as lost (not
+    timed out: it never ran), and every value is written once."""
+    n = 200
+    try:
+        r = sky(config, "pipe", f"{T}:upper_then_hold_the_gil", "-H", "pair", "--chunk", "5", "--arg", f"work={tmp_path}",
+                "--arg", "hang=r17", "--timeout", "1", input=records(n))
+    finally:
+        # a worker that holds the GIL cannot end itself, and on an ssh host the client cannot kill it
+        # (docs/security.md, "Limits"): the test ends it, so that it does not spin on after the test
+        hung = tmp_path / "hung.pid"
+        if hung.exists() and pid_alive(int(hung.read_text())):
+            os.kill(int(hung.read_text()), signal.SIGKILL)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "queued").exists()
+    assert sorted(r.stdout.splitlines()) == sorted(f"R{i}" for i in range(1, n + 1))  # exactly once
+    assert "timed out after 1s (--timeout); the worker did not answer, its connection was ended" in r.stderr
+    assert "the call before it on that worker did not answer its time limit (the worker was ended); it runs again" \
+        in r.stderr, r.stderr
+
+
 def test_pipe_joblog_logs_the_timed_out_attempt(config: Path, tmp_path: Path) -> None:
     log = tmp_path / "job.log"
     r = sky(config, "pipe", f"{T}:upper", "-H", "pair", "--chunk", "5", "--arg", f"work={tmp_path}", "--arg", "hang=r7",

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import ExitStatus, RemoteError, SkyctlError, UsageError
-from ..hosttypes import host_type
 from ..render import Stderr, ValueWriter, error_lines
 from ..trust import escape_controls
 from .group import as_output, host_for, report_hosts
@@ -39,15 +38,8 @@ def distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: A
         writer.write_batch(as_output(batch, host, output, tag))
 
     def start(slot: Slot, feed: Any, skip: int) -> Any:
-        return start_call(slot.host, fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip)
-
-    def twin(slot: Slot) -> Any:
-        """The slot's second worker process (pipelining); none for a ray host (its chunks are Ray tasks).
-        With a job log too: each chunk is still one cut range of stdin lines (``many.Cut``)."""
-        profile = slot.host.profile
-        if not host_type(profile).pipelines or not _pipelining():
-            return None
-        return host_for(profile, config, no_reuse, stderr)
+        return start_call(slot.host, fn, (), {**kwargs, name: feed}, stream=name, render=output, skip=skip,
+                          queue=True)
 
     def chunk_failed(chunk: Any, host: str, error: BaseException) -> None:  # --keep-going: reported now, the run goes on
         if isinstance(error, RemoteError):
@@ -56,7 +48,7 @@ def distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: A
                     "the other chunks go on (--keep-going)")
 
     more = dict(warn=stderr.warn, lines=lambda: reader.lines_span, stall_warning=stall_warning(),
-                keep_going=keep_going, chunk_failed=chunk_failed, twin=twin)
+                keep_going=keep_going, chunk_failed=chunk_failed)
     if long_run is None:
         distributor = Distributor(slots, start, reader.batches(), emit, chunk=chunk, retries=retries,
                                   ordered=keep_order, **more)
@@ -110,12 +102,6 @@ def distribute(fn: Any, kwargs: dict[str, Any], name: str, reader: Any, group: A
     if fatal is not None:
         raise fatal
     return status
-
-
-def _pipelining() -> bool:
-    from ..chunking import pipelining
-
-    return pipelining()
 
 
 def totals_line(totals: Any, failed: bool = False) -> str:

@@ -37,7 +37,7 @@ def map_logged(slots: list[Any], start: Callable[..., Any], items: Iterable[Any]
     """``pool.map`` with a job log: each chunk's values once it has ended (in order with ``ordered``); a
     chunk is logged ``ok`` when the caller asks for the value after its last one. ``rebuild(error)``: what
     the run's error is raised as (the API's: a remote exception as its own type); ``more``: further
-    ``Distributor`` arguments (``twin``)."""
+    ``Distributor`` arguments."""
     import queue
     import warnings
 

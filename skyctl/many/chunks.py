@@ -7,10 +7,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 
-from ..errors import Cancelled, Interrupted
 from ..hosttypes import host_type
 from ..remote.flow import LineBatch
 
@@ -109,36 +108,23 @@ class Chunk:
         with self.cond:
             self.parts = []
 
-    def feed(self, stop: threading.Event, hold: threading.Event | None = None,
-             on_fed: Callable[[], None] | None = None) -> ChunkFeed:
-        return ChunkFeed(self, stop, hold, on_fed)
+    def feed(self, stop: threading.Event) -> ChunkFeed:
+        return ChunkFeed(self, stop)
 
 
 class ChunkFeed:
-    """A chunk's records as one call's stream parameter: from the first, as they are read.
+    """A chunk's records as one call's stream parameter: from the first, as they are read (also
+    while the call waits on its worker behind the one before it: they wait there with it)."""
 
-    ``hold``: the records wait until it is set (the run before it on the same slot has ended: the call
-    is set up meanwhile); ``on_fed``: called once every record has been handed over."""
-
-    def __init__(self, chunk: Chunk, stop: threading.Event, hold: threading.Event | None = None,
-                 on_fed: Callable[[], None] | None = None) -> None:
+    def __init__(self, chunk: Chunk, stop: threading.Event) -> None:
         self._chunk = chunk
         self._stop = stop
-        self._hold = hold
-        self._on_fed = on_fed
         #: every record of the chunk was handed out (not cut short by ``stop``)
         self.complete = False
 
     def batches(self) -> Iterator[Any]:
         """The chunk's parts (lists, or ``LineBatch``es) as they come."""
         chunk, at = self._chunk, 0
-        if self._hold is not None:
-            while not self._hold.wait(0.05):
-                if self._stop.is_set() or chunk.cancelled:  # the call is being cancelled: never a normal end
-                    raise Cancelled() if chunk.cancelled else Interrupted()
-            chunk.progress = time.monotonic()  # it waited for its turn, not for a stalled host
-            if chunk.runs == 1:  # its host's rate counts from here, not from the wait
-                chunk.started = chunk.progress
         while True:
             with chunk.cond:
                 while at == len(chunk.parts) and not chunk.closed and not self._stop.is_set():
@@ -150,8 +136,6 @@ class ChunkFeed:
             if self._stop.is_set():
                 return
             if closed and at == len(chunk.parts):
-                if self._on_fed is not None:
-                    self._on_fed()
                 if chunk.failure is not None:
                     raise chunk.failure
                 self.complete = True
@@ -164,25 +148,27 @@ class ChunkFeed:
 
 @dataclass
 class Slot:
-    """One worker process on one host: an ``api.Host`` kept open for many calls."""
+    """One lane of one worker process on one host (an ``api.Host`` kept open for many calls): a
+    thread that runs a chunk at a time. A worker that pipelines has two lanes (``partner``)."""
 
     host: Any
     name: str
     index: int
     stream: Any = None
-    #: the chunk it is running
+    #: the chunk it is running (or whose call waits on the worker behind the partner's)
     chunk: Chunk | None = None
-    #: pipelining: the other worker process of the same slot (``Distributor(twin=)``); while one runs
-    #: a chunk, the other starts the next chunk's call, whose records wait for the first's end
+    #: pipelining: the other lane on the same worker (``Distributor(pipeline=)``); while one's chunk
+    #: runs, the other starts the next chunk's call, which waits there with its records
     partner: Slot | None = None
-    #: a second process made for pipelining: not a worker of its own (read-ahead, end-of-input shares)
-    is_twin: bool = False
-    #: every record of the running chunk has been handed to its call (the partner may start the next)
-    fed: bool = False
-    #: set when the running chunk's run ends (a partner's chunk waiting on it then gets its records)
-    ended: threading.Event = field(default_factory=threading.Event)
-    #: the partner's run this chunk's records wait for (None: none)
-    hold: threading.Event | None = None
+    #: 0, or 1 for a worker's second lane: not a worker of its own (read-ahead, end-of-input shares)
+    lane: int = 0
+    #: its thread has ended (the last lane of a worker closes it)
+    done: bool = False
+
+    @property
+    def suffix(self) -> str:
+        """What its thread's name adds to its worker's: ``-next`` for a second lane."""
+        return "-next" if self.lane else ""
 
 
 #: glibc's ``M_MMAP_THRESHOLD`` (malloc.h), and its default value

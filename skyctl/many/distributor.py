@@ -7,8 +7,9 @@ size); a chunk's records are kept until it is done so that when its host
 dies it runs again elsewhere (at most ``retries`` times), the worker
 dropping the values already written (``skip``): every value is handed on
 exactly once, assuming a chunk yields the same values each time it runs.
-With ``twin``, each slot has a second worker process that starts the next
-chunk's call while the current chunk runs (no gap between chunks).
+Each slot pipelines (``Slot.partner``): while its chunk runs, the next chunk is
+cut and its call started on the same worker, where it waits with its records
+until the current call ends (no gap between chunks).
 Its reading half is ``reading.ChunkReading``, its output and failure
 bookkeeping ``outcomes.ChunkOutcomes``.
 
@@ -24,7 +25,7 @@ from collections import deque
 from typing import Any, Callable, Iterable
 
 from ..chunking import DEFAULT as DEFAULT_CHUNK
-from ..chunking import ChunkSizer, sizer_for
+from ..chunking import ChunkSizer, pipelining, sizer_for
 from ..errors import (BadRecord, Cancelled, ChunkLost, ConnectError, ConnectionLost, ExitStatus, RemoteEnvironmentError,
                       Interrupted, SkyctlError, TimedOut)
 from .chunks import Chunk, ChunkFeed, Result, Slot, keep_chunk_buffers_off_the_heap
@@ -34,12 +35,6 @@ from .stats import Failure, HostStats, Totals, describe
 
 #: failures of a host (or one worker on it), not of the function: its chunks run again elsewhere
 HOST_FAILURES = (ConnectError, ConnectionLost, RemoteEnvironmentError)
-
-#: pipelining: the second worker process of a host's slots is started once the host has finished this
-#: many chunks and the run has lasted this many seconds, with stdin still open: a worker's start costs
-#: about what a few dozen gaps between chunks do, so only a run that goes on pays for it
-TWIN_AFTER_CHUNKS = 4
-TWIN_AFTER_SECONDS = 2.0
 
 #: seconds a chunk may send nothing, once the run waits for it alone, before a warning names it
 #: (``SKYCTL_STALL_WARNING`` in the CLI)
@@ -65,12 +60,12 @@ class Distributor(ChunkReading, ChunkOutcomes):
             for the line ranges of chunks in messages.
         stall_warning: seconds without a value from a chunk, while no other chunk is left to run,
             after which ``warn`` names its host and chunk (once per run); None: never.
-        twin: pipelining: ``twin(slot)`` gives a second host (worker process) for ``slot``, or None.
-            The twin connects in the background once the run has gone on (``twin_after``: chunks
-            its host has finished, seconds); from then on the two take the slot's chunks in
-            turn: one starts its call (the function set up, the records cut) while the other's
-            chunk runs, and its records follow the moment that chunk ends. One function runs per
-            slot at a time; no chunk waits for a round trip and a call set-up.
+        pipeline: each slot whose host ``pipelines`` (its worker takes a second call while one
+            runs: not a Ray host's driver) gets a second lane, a thread of its own on the same
+            worker: while one lane's chunk runs, the other cuts the next chunk and starts its call,
+            whose records stream ahead and wait on the worker; it runs the moment the first ends.
+            One function runs per slot at a time; no chunk waits for a round trip and a call's
+            set-up. None: unless ``SKYCTL_PIPELINE=0`` (``chunking.pipelining``).
         keep_going: a chunk whose function raises ends there (its values up to the failure stay,
             in its place with ``ordered``), ``chunk_failed(chunk, host, error)`` is called, and the
             other chunks go on; the exit status is then 1.
@@ -94,20 +89,15 @@ class Distributor(ChunkReading, ChunkOutcomes):
                  lines: Callable[[], tuple[int, int] | None] | None = None,
                  stall_warning: float | None = STALL_WARNING, keep_going: bool = False,
                  chunk_failed: Callable[[Chunk, str, BaseException], None] | None = None,
-                 observer: Any = None, twin: Callable[[Slot], Any] | None = None,
-                 twin_after: tuple[int, float] = (TWIN_AFTER_CHUNKS, TWIN_AFTER_SECONDS)) -> None:
+                 observer: Any = None, pipeline: bool | None = None) -> None:
         keep_chunk_buffers_off_the_heap()
         slots = list(slots)
-        if twin is not None:  # pipelining: a second worker process per slot (see ``Slot.partner``)
+        if pipeline if pipeline is not None else pipelining():
             for slot in list(slots):
-                host = twin(slot)
-                if host is not None:
-                    other = Slot(host, slot.name, slot.index, partner=slot, is_twin=True)
-                    slot.partner = other
-                    slots.append(other)
+                if getattr(slot.host, "pipelines", False):  # a second lane on the same worker
+                    slot.partner = Slot(slot.host, slot.name, slot.index, partner=slot, lane=1)
+                    slots.append(slot.partner)
         self.slots = slots
-        self.twin_after = twin_after
-        self._started = time.monotonic()
         self._start = start
         #: decides each chunk's records when a worker takes it (``skyctl.chunking``)
         self.sizer = sizer_for(chunk)
@@ -139,15 +129,15 @@ class Distributor(ChunkReading, ChunkOutcomes):
         #: a bad record ended the input (exit 65 once the chunks before it are done)
         self.bad_record: BaseException | None = None
         self._live = len(slots)
-        #: live slots that are workers of their own (not pipelining twins)
-        self._workers = sum(1 for slot in slots if not slot.is_twin)
+        #: live workers (a slot's second lane is not one of its own)
+        self._workers = sum(1 for slot in slots if slot.lane == 0)
 
     # -- the run ---------------------------------------------------------------
     def run(self) -> None:
         """Until every chunk is done, a fatal error, or Ctrl-C (re-raised after every call is cancelled)."""
         reader = threading.Thread(target=self._read, name="skyctl-chunk-reader", daemon=True)
-        workers = [threading.Thread(target=self._work, args=(slot,), name=f"skyctl-slot-{slot.name}-{slot.index}", daemon=True)
-                   for slot in self.slots]
+        workers = [threading.Thread(target=self._work, args=(slot,), name=f"skyctl-slot-{slot.name}-{slot.index}{slot.suffix}",
+                                    daemon=True) for slot in self.slots]
         reader.start()
         for i, thread in enumerate(workers):
             thread.start()
@@ -203,13 +193,18 @@ class Distributor(ChunkReading, ChunkOutcomes):
 
     # -- the workers -----------------------------------------------------------
     def _take(self, slot: Slot) -> Chunk | None:
+        """The next chunk for ``slot`` (a re-run first), or None when the run is over for it. A lane
+        takes one while its partner's chunk runs only once that chunk has all its records and its
+        call has started: the calls reach the worker in the order of their chunks, and a re-run
+        does not wait behind a chunk still read from stdin when another slot could run it."""
         with self._cond:
             while True:
                 if self.stop.is_set() or self.stats[slot.name].dead:
                     return None
                 partner = slot.partner
-                if partner is not None and partner.chunk is not None and not partner.fed:
-                    self._cond.wait(0.1)  # the partner's chunk still takes records: not yet this slot's turn
+                if partner is not None and partner.chunk is not None and (
+                        not partner.chunk.closed or partner.stream is None):
+                    self._cond.wait(0.5)  # woken when it closes or its call starts
                     continue
                 chunk = None
                 if self._reruns:
@@ -220,18 +215,16 @@ class Distributor(ChunkReading, ChunkOutcomes):
                 elif self._pending_records and not self._stopping():
                     chunk = self._cut(slot)
                 if chunk is not None:
-                    slot.chunk, slot.fed, slot.ended = chunk, False, threading.Event()
-                    slot.hold = partner.ended if partner is not None and partner.chunk is not None else None
+                    slot.chunk = chunk
                     return chunk
                 if self._reading_done and self._in_flight == 0:
                     return None
-                self._cond.wait(0.1 if partner is not None else None)
+                self._cond.wait()
 
     def _work(self, slot: Slot) -> None:
         stat = self.stats[slot.name]
+        last = True
         try:
-            if slot.is_twin and not self._connect_twin(slot):
-                return
             while True:
                 chunk = self._take(slot)
                 if chunk is None:
@@ -244,39 +237,20 @@ class Distributor(ChunkReading, ChunkOutcomes):
         finally:
             with self._cond:
                 self._live -= 1
-                if not slot.is_twin:
+                if slot.lane == 0:
                     self._workers -= 1
+                slot.done = True
+                last = slot.partner is None or slot.partner.done  # the worker is shared by the lanes
                 left = self._live
                 self._cond.notify_all()
             if not left and not self.stop.is_set() and not self._all_done():
                 self.abort(self._no_workers_left())
-            try:
-                slot.host.close()
-            except BaseException:  # noqa: BLE001
-                pass
+            if last:
+                try:
+                    slot.host.close()
+                except BaseException:  # noqa: BLE001
+                    pass
             stat.ended = time.monotonic()
-
-    def _connect_twin(self, slot: Slot) -> bool:
-        """Start a pipelining twin's worker before it takes a chunk (its partner works meanwhile), once
-        it pays (``TWIN_AFTER_CHUNKS``, ``TWIN_AFTER_SECONDS``; a short run, or the end of a long one,
-        is not worth a worker's start). False when it is not started, or cannot be: the slot then
-        runs without it (a host failure shows on the partner)."""
-        chunks, seconds = self.twin_after
-        with self._cond:
-            while self.stats[slot.name].chunks < chunks or time.monotonic() - self._started < seconds:
-                if self.stop.is_set() or self.stats[slot.name].dead or self._reading_done:
-                    return False
-                self._cond.wait(0.25)
-            if self._reading_done:
-                return False
-        connect = getattr(slot.host, "connect", None)
-        if not callable(connect):
-            return True
-        try:
-            connect()
-        except BaseException:  # noqa: BLE001 - the partner's own calls report what is wrong with the host
-            return False
-        return not self.stop.is_set()
 
     def _all_done(self) -> bool:
         with self._cond:
@@ -309,16 +283,20 @@ class Distributor(ChunkReading, ChunkOutcomes):
             if self._observer is not None:
                 chunk.written, chunk.result_written = 0, False
                 self._observer.started(chunk, slot.name)
-            feed = chunk.feed(self.stop, slot.hold, lambda: self._fed(slot))
+            feed = chunk.feed(self.stop)
             stream = self._start(slot, feed, chunk.written)
             stat.connected = True
-            slot.stream = stream
+            with self._cond:
+                slot.stream = stream
+                self._cond.notify_all()  # the other lane may start the next chunk's call now
             if self.stop.is_set() or chunk.cancelled:
                 stream.interrupt(Cancelled() if chunk.cancelled else Interrupted())
             if rerun:
                 stat.reruns += 1
             for batch in stream.batches():
                 self._hand_on(chunk, slot.name, batch)
+            if not rerun:  # a call queued behind another runs from when that one ended (its host's rate)
+                chunk.started = max(chunk.started or 0.0, getattr(stream, "started_at", 0.0))
             if stream.result is not None and not chunk.result_written:
                 chunk.result_written = True
                 self._hand_on(chunk, slot.name, Result(stream.result))
@@ -333,8 +311,8 @@ class Distributor(ChunkReading, ChunkOutcomes):
             return not self.stop.is_set()
         except HOST_FAILURES as exc:
             self._observe(chunk, slot, "lost", exc)
-            if stream is None:
-                chunk.runs -= 1  # it never ran there
+            if stream is None or getattr(stream, "queued", False):
+                chunk.runs -= 1  # it never ran there (or waited behind the call before it)
             self._host_failed(slot, chunk, exc)
             return False
         except BadRecord as exc:  # the chunk reached the bad record: it ends there, as on one host
@@ -367,18 +345,11 @@ class Distributor(ChunkReading, ChunkOutcomes):
             with self._cond:
                 slot.stream = None
                 slot.chunk = None
-                slot.ended.set()  # a partner's chunk waiting on this run gets its records
                 self._cond.notify_all()
         # a call that ended because stopping cut its input short is not a whole chunk
         self._observe(chunk, slot, "ok" if feed.complete or not self.stop.is_set() else "interrupted", None)
         self._chunk_done(slot, chunk)
         return True
-
-    def _fed(self, slot: Slot) -> None:
-        """Every record of ``slot``'s chunk is in its call: its partner may start the next chunk."""
-        with self._cond:
-            slot.fed = True
-            self._cond.notify_all()
 
     def _observe(self, chunk: Chunk, slot: Slot, status: str, error: BaseException | None) -> None:
         """Tell the observer how the chunk's attempt ended; an observer that fails (its file) stops the run."""
@@ -399,11 +370,12 @@ class Distributor(ChunkReading, ChunkOutcomes):
                 return
         now = time.monotonic()
         for slot in self.slots:
-            chunk, hold = slot.chunk, slot.hold
-            if hold is not None and not hold.is_set():  # waiting for its turn after the partner's chunk
+            chunk, stream = slot.chunk, slot.stream
+            if getattr(stream, "queued", False):  # waiting for its turn behind the other lane's chunk
                 continue
-            if chunk is None or chunk.stall_reported or chunk.cancelled or now - chunk.progress < self.stall_warning:
+            since = max(chunk.progress, getattr(stream, "started_at", 0.0)) if chunk is not None else now
+            if chunk is None or chunk.stall_reported or chunk.cancelled or now - since < self.stall_warning:
                 continue
             chunk.stall_reported = True
-            self._warn(f"{slot.name}: no value from {chunk.where} for {now - chunk.progress:.0f} s, and no other "
+            self._warn(f"{slot.name}: no value from {chunk.where} for {now - since:.0f} s, and no other "
                        "chunk is left to run: the run waits for it (a stalled host or a slow record?)")

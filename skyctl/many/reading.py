@@ -117,6 +117,7 @@ class ChunkReading:
                                 self.records_read += entry.take(chunk, chunk.limit - chunk.size)
                                 if chunk.closed:
                                     self._current = None
+                                    self._cond.notify_all()  # a lane waiting for it to close may cut the next
                             continue
                         while (not self._stopping() and self._current is None
                                and (self._pending_records >= self._read_ahead()
@@ -166,12 +167,9 @@ class ChunkReading:
         chunk per live worker, at the size its host's chunks have now."""
         total = 0
         for slot in self.slots:
-            if not self.stats[slot.name].dead and not slot.is_twin:
+            if not self.stats[slot.name].dead and slot.lane == 0:
                 size = self._last_size.get(slot.name)
                 total += size if size is not None else self.sizer.size(slot.name, self._chunks, live=self._workers)
-            chunk, hold = slot.chunk, slot.hold
-            if chunk is not None and hold is not None and not hold.is_set():
-                total -= chunk.size  # a chunk waiting for its turn is read ahead too
         return max(1, total)
 
     def _cut(self, slot: Slot) -> Chunk:

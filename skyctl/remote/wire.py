@@ -294,7 +294,8 @@ class FrameWriter:
         self._write = write
         self._lock = threading.Lock()
         self._credit_lock = threading.Lock()
-        self._pending = [0, 0]
+        #: credit not yet written, per call id (each CREDIT frame carries the id of the call it is for)
+        self._pending: dict[int, list[int]] = {}
         self._main = threading.main_thread()
         self._current_thread = threading.current_thread
         #: the id frames carry when ``send`` is not given one (the current call's)
@@ -335,15 +336,16 @@ class FrameWriter:
             if on_main:
                 _block_sigint(False)
 
-    def grant(self, items: int, nbytes: int) -> None:
-        """Tell the peer it may send this many more items and bytes."""
+    def grant(self, items: int, nbytes: int, call: int | None = None) -> None:
+        """Tell the peer it may send this many more items and bytes for ``call`` (default: the current one)."""
         with self._credit_lock:
-            self._pending[0] += items
-            self._pending[1] += nbytes
+            owed = self._pending.setdefault(self.call if call is None else call, [0, 0])
+            owed[0] += items
+            owed[1] += nbytes
         self._try_flush_credit()
 
     def _try_flush_credit(self) -> None:
-        while self._pending[0] or self._pending[1]:
+        while self._pending:
             if not self._lock.acquire(blocking=False):
                 return  # the holder sends it when its write is done
             on_main = self._current_thread() is self._main
@@ -358,10 +360,10 @@ class FrameWriter:
 
     def _flush_credit_locked(self) -> None:
         with self._credit_lock:
-            items, nbytes = self._pending
-            self._pending = [0, 0]
-        if items or nbytes:
-            self._write(encode(Kind.CREDIT, pack_credit(items, nbytes), self.call))
+            pending, self._pending = self._pending, {}
+        for call, (items, nbytes) in pending.items():
+            if items or nbytes:
+                self._write(encode(Kind.CREDIT, pack_credit(items, nbytes), call))
 
 
 def _block_sigint(block: bool) -> None:

@@ -7,8 +7,9 @@ fds 0/1. Before any user code runs it moves the protocol to private fds and
 points fds 1/2 at pipes whose bytes travel as LOG frames, so a stray ``print``
 can never corrupt the stream.
 
-Threads: the main thread runs calls (the user's code, and so the producer of
-ITEMS_OUT); a reader thread dispatches incoming frames; an Outbox sender
+Threads: the main thread runs calls one at a time (the user's code, and so the
+producer of ITEMS_OUT); a reader thread dispatches incoming frames (a CALL that
+comes while another call runs waits, its input arriving meanwhile: pipelining); an Outbox sender
 thread writes batches; two log threads forward fds 1/2; a watchdog thread per
 call that has a time limit (``Worker.watch``).
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import os
 import pickle
 import queue
-import select
 import signal
 import sys
 import threading
@@ -28,6 +28,7 @@ from itertools import chain
 from typing import Any, Callable, Generator, Iterator
 
 from . import flow, raytask, reaper, values, wire
+from .logs import LogForwarder
 from .wire import Kind
 
 #: seconds the worker waits for the running call to wind down once the client is gone
@@ -61,65 +62,13 @@ class Connection:
     def _touch(self) -> None:
         self.heard = time.monotonic()
 
-    def send(self, kind: int, payload: bytes = b"") -> None:
+    def send(self, kind: int, payload: bytes = b"", call: int | None = None) -> None:
+        """Write one frame; ``call``: the id it carries (default: the running call's, ``writer.call``)."""
         try:
-            self.writer.send(kind, payload)
+            self.writer.send(kind, payload, call)
         except OSError:
             self.gone = True
             raise
-
-
-class LogForwarder:
-    """Points fds 1 and 2 at pipes and forwards what arrives there as LOG frames."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._pipes: list[tuple[int, int, threading.Lock]] = []
-        for fd in (1, 2):
-            r, w = os.pipe()
-            os.dup2(w, fd)
-            os.close(w)
-            os.set_blocking(r, False)
-            lock = threading.Lock()
-            self._pipes.append((fd, r, lock))
-            threading.Thread(target=self._pump, args=(fd, r, lock), name=f"skyctl-log-{fd}", daemon=True).start()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-            except (AttributeError, ValueError):
-                pass
-
-    def _forward(self, fd: int, r: int) -> bool:
-        """Send what is in the pipe now; False at EOF."""
-        while True:
-            try:
-                data = os.read(r, 65536)
-            except BlockingIOError:
-                return True
-            if not data:
-                return False
-            try:
-                self._conn.send(Kind.LOG, wire.LOG_FD.pack(fd) + data)
-            except OSError:
-                return False
-
-    def _pump(self, fd: int, r: int, lock: threading.Lock) -> None:
-        while True:
-            select.select([r], [], [])
-            with lock:
-                if not self._forward(fd, r):
-                    return
-
-    def drain(self) -> None:
-        """Forward everything user code has written so far (before a call's last frame)."""
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        for fd, r, lock in self._pipes:
-            with lock:
-                self._forward(fd, r)
 
 
 class CallState:
@@ -132,19 +81,26 @@ class CallState:
     travel as references to those modules, see ``ValuePickler``).
     """
 
-    def __init__(self, conn: Connection, payload: bytes, call_id: int = 0) -> None:
+    def __init__(self, conn: Connection, payload: bytes, call_id: int = 0,
+                 on_answer: Callable[[CallState], None] | None = None) -> None:
         self.payload = payload
+        #: called right before the call's last frame is written (the worker then takes the client's next CALL)
+        self.on_answer = on_answer
         #: the id every frame of this call carries
         self.id = call_id
         self.dumps: Callable[[Any], bytes] = _dumps
         self.render: str | None = None
         #: values to drop before sending (a re-run chunk whose first values the client already wrote)
         self.skip = 0
-        self.outbox = flow.Outbox(conn.send, Kind.ITEMS_OUT, self._dumps_items,
-                                  on_unsendable=self._unsendable_value, pack=self._pack,
-                                  max_payload=wire.MAX_FRAME, seal=wire.seal)
-        self.inbox = flow.Inbox(conn.grant, pickle.loads)
+        self.outbox = flow.Outbox(lambda kind, data: conn.send(kind, data, call_id), Kind.ITEMS_OUT,
+                                  self._dumps_items, on_unsendable=self._unsendable_value, pack=self._pack,
+                                  max_payload=wire.MAX_FRAME, seal=self._seal)
+        self.inbox = flow.Inbox(lambda items, nbytes: conn.grant(items, nbytes, call_id), pickle.loads)
+        #: ``QUEUED`` until the main thread takes it (``RUNNING``), ``ENDED`` once answered
+        self.state = QUEUED
         self.cancelled = False
+        #: the client may send its input: granted as it came when it queued behind another call, else as it starts
+        self.input_granted = False
         #: the call's last frame has been written
         self.finished = False
         self.in_user_code = False
@@ -166,6 +122,13 @@ class CallState:
         self.dumps = _value_dumps(tuple(options.get("shipped", ())))
         self.skip = int(options.get("skip") or 0)
         self.limits = (_seconds(options.get("timeout")), _seconds(options.get("idle_timeout")))
+
+    def _seal(self, payload: bytes, sent: int) -> bytes:
+        """The last frame's payload (``wire.seal``); the call is answered from here: the client,
+        which may start another call once it reads this frame, finds room for it on the worker."""
+        if self.on_answer is not None:
+            self.on_answer(self)
+        return wire.seal(payload, sent)
 
     def _dumps_items(self, items: Any) -> bytes:
         return self.dumps(items)
@@ -232,18 +195,26 @@ def _value_dumps(shipped: tuple[str, ...]) -> Callable[[Any], bytes]:
     return values.reference_dumps(cloudpickle.Pickler, frozenset(shipped), values.shipped_class)
 
 
-def _of_current_call(act: Callable[[CallState, bytes], object]) -> Callable[[Worker, int, bytes], bool]:
-    """The handler of a frame kind that speaks of a call: ``act`` on it when it is the current one.
+#: a call's states: waiting for the call before it to end, run by the main thread, answered
+QUEUED, RUNNING, ENDED = "queued", "running", "ended"
+
+#: calls a client may have on a worker at once: the running one and the one queued behind it
+MAX_CALLS = 2
+
+
+def _of_call(act: Callable[[CallState, bytes], object]) -> Callable[[Worker, int, bytes], bool]:
+    """The handler of a frame kind that speaks of a call: ``act`` on the call of the frame's id,
+    running or queued (its input is buffered under its own credit until it runs).
 
     A frame of a call that has ended (credit, a late CANCEL, input the function no
     longer reads) is ignored, by design: the client sends it before it can know that
-    the call ended, and the call id keeps it from touching the next call. (The client,
-    by contrast, takes a frame of a call not current for a protocol error: the worker
+    the call ended, and the call id keeps it from touching another call. (The client,
+    by contrast, takes a frame of a call not in flight for a protocol error: the worker
     does not send after a call's end, but for the credit it owes.)"""
 
     def handle(worker: Worker, call_id: int, payload: bytes) -> bool:
-        call = worker.current
-        if call is not None and call_id == call.id:
+        call = worker.open_calls.get(call_id)
+        if call is not None:
             act(call, payload)
         return True
 
@@ -256,11 +227,19 @@ class Worker:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.calls: queue.SimpleQueue[CallState | None] = queue.SimpleQueue()
+        #: the running call (None between calls)
         self.current: CallState | None = None
+        #: the calls taken and not yet answered, by id: the running one and at most one queued behind it
+        self.open_calls: dict[int, CallState] = {}
+        #: guards a call's ``state`` (a queued call cancelled by the reader, or started by the main thread)
+        self._lock = threading.Lock()
         self.logs: LogForwarder | None = None
         #: the client went silent past the liveness bound (a partition): its sshd session goes too
         self.client_silent = False
         self.silence_bound = 0.0
+        #: a queued call's input is granted as its CALL comes, so its records wait here for it; not on a
+        #: Ray driver, which puts its link in place of the call's inbox as the call starts (``Link.attach``)
+        self.input_ahead = not os.environ.get("SKYCTL_RAY")
 
     # -- reader thread -------------------------------------------------
     def read_frames(self) -> None:
@@ -279,21 +258,52 @@ class Worker:
         self.leave()
 
     def _on_call(self, call_id: int, payload: bytes) -> bool:
-        self.conn.writer.call = call_id  # what this call's frames carry
-        self.current = CallState(self.conn, payload, call_id)
-        self.calls.put(self.current)
+        """A CALL: queued for the main thread, which runs calls one at a time. Its input window is
+        granted now, so that a call queued behind a running one has its records here when it starts
+        (bounded: one window per queued call, and a client has at most ``MAX_CALLS`` open)."""
+        with self._lock:
+            if call_id in self.open_calls or len(self.open_calls) >= MAX_CALLS:
+                raise wire.ProtocolError(f"a CALL {call_id} with calls {sorted(self.open_calls)} open")
+            call = self.open_calls[call_id] = CallState(self.conn, payload, call_id, self._answered)
+            queued = len(self.open_calls) > 1
+        if queued and self.input_ahead:  # its records wait here for it (a call that runs at once is granted
+            # as it starts, when it has unpickled its payload)
+            call.input_granted = True
+            self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES, call_id)  # unused by a call without a stream
+        self.calls.put(call)
         return True
+
+    def _on_cancel(self, call_id: int, payload: bytes) -> bool:
+        """CANCEL: the running call is interrupted; a queued one is answered CANCELLED at once, never run."""
+        call = self.open_calls.get(call_id)
+        if call is not None:
+            self._cancel(call)
+        return True
+
+    def _answered(self, call: CallState) -> None:
+        with self._lock:
+            self.open_calls.pop(call.id, None)
+
+    def _cancel(self, call: CallState) -> None:
+        with self._lock:
+            queued = call.state == QUEUED
+            if queued:
+                call.state = ENDED
+                self.open_calls.pop(call.id, None)
+        call.cancel()
+        if queued:  # its sender thread writes it (the reader never waits on a pipe for it)
+            call.outbox.finish((Kind.CANCELLED, b""))
 
     _HANDLERS: dict[Kind, Callable[[Worker, int, bytes], bool]] = {
         Kind.CALL: _on_call,
         Kind.BYE: lambda worker, call_id, payload: False,  # the loop ends: the worker leaves
-        Kind.ITEMS_IN: _of_current_call(lambda call, payload: call.inbox.push(payload)),
-        Kind.END_IN: _of_current_call(lambda call, payload: call.inbox.end(None)),
-        Kind.INPUT_FAILED: _of_current_call(lambda call, payload: call.inbox.end(_INPUT_FAILED)),
-        Kind.CREDIT: _of_current_call(lambda call, payload: call.outbox.grant(*wire.unpack_credit(payload))),
-        Kind.CANCEL: _of_current_call(lambda call, payload: call.cancel()),
+        Kind.ITEMS_IN: _of_call(lambda call, payload: call.inbox.push(payload)),
+        Kind.END_IN: _of_call(lambda call, payload: call.inbox.end(None)),
+        Kind.INPUT_FAILED: _of_call(lambda call, payload: call.inbox.end(_INPUT_FAILED)),
+        Kind.CREDIT: _of_call(lambda call, payload: call.outbox.grant(*wire.unpack_credit(payload))),
+        Kind.CANCEL: _on_cancel,
         # the client is still there: its bytes were counted as they were read (``Connection.heard``)
-        Kind.HEARTBEAT: _of_current_call(lambda call, payload: None),
+        Kind.HEARTBEAT: lambda worker, call_id, payload: True,
     }
 
     def leave(self) -> None:
@@ -302,8 +312,8 @@ class Worker:
             if self.left:
                 return
             self.left = True
-        if self.current:
-            self.current.cancel()
+        for call in list(self.open_calls.values()):
+            self._cancel(call)
         self.calls.put(None)
         threading.Thread(target=_exit_after_grace, name="skyctl-exit-grace", daemon=True).start()
 
@@ -387,11 +397,23 @@ class Worker:
 
     # -- main thread ---------------------------------------------------
     def serve(self) -> None:
+        """Run the calls in the order they came, each once the one before it has been answered."""
         while True:
             call = self.calls.get()
             if call is None:
                 return
-            self.run_call(call)
+            with self._lock:
+                if call.state != QUEUED:  # cancelled while it waited: answered already
+                    continue
+                call.state = RUNNING
+                self.current = call
+            self.conn.writer.call = call.id  # what the frames it causes (LOG) carry
+            try:
+                self.run_call(call)
+            finally:
+                with self._lock:
+                    call.state = ENDED
+                    self.open_calls.pop(call.id, None)  # (answered: gone already, see ``CallState._seal``)
 
     def run_call(self, call: CallState) -> None:
         terminal = self._execute_within_limits(call)
@@ -423,7 +445,7 @@ class Worker:
             return call.raise_frame(exc, "load")
         if call.limits != (None, None):
             threading.Thread(target=self.watch, args=(call,), name="skyctl-watchdog", daemon=True).start()
-        call.outbox.grant(*credit)
+        call.outbox.grant(*credit)  # (its input window was granted when the CALL came: ``_on_call``)
         ray_options = options.get("ray") if isinstance(options, dict) else None
         if ray_options is not None:  # a ``type: ray`` host: this worker is the Ray driver
             from . import raydriver
@@ -436,7 +458,9 @@ class Worker:
                 args[key] = _stream_input(call.inbox)
             else:
                 kwargs[key] = _stream_input(call.inbox)
-            self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
+        if not call.input_granted:
+            call.input_granted = True
+            self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES, call.id)  # unused by a call without a stream
         gen = values = None
         try:
             call.in_user_code = True

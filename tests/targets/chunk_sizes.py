@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from gates import next_call_has_records  # a sibling module (see gates.py)
+
 
 def sized(records: Iterator[int], log: str, delay: float = 0.0) -> Iterator[int]:
     """Each record doubled (after ``delay`` seconds); at the end of the call, ``FIRST SIZE`` appended to ``log``."""
@@ -24,26 +26,47 @@ def sized(records: Iterator[int], log: str, delay: float = 0.0) -> Iterator[int]
             out.write(f"{first} {size}\n")
 
 
-def overlapping(records: Iterator[int], workdir: str, wait_at: int = 2, patience: float = 60.0) -> Iterator[int]:
-    """Each record doubled. Each call takes the next free number N as it starts (a file ``enter-N``,
-    written before it reads a record); call ``wait_at`` holds its first record until call
-    ``wait_at + 1`` has started, which happens only if a slot starts its next chunk's call while the
-    current chunk runs (else it raises after ``patience`` seconds)."""
-    work = Path(workdir)
+def _enter(work: Path) -> int:
+    """The next free call number N, taken as the call starts (a file ``enter-N`` holding the pid)."""
     number = 0
     while True:
         try:
             fd = os.open(work / f"enter-{number}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             os.write(fd, str(os.getpid()).encode())  # before the close: the test reads it only after the run
             os.close(fd)
-            break
+            return number
         except FileExistsError:
             number += 1
+
+
+def pipelined(records: Iterator[int], workdir: str, wait_at: int = 2, patience: float = 60.0) -> Iterator[int]:
+    """Each record doubled. Call ``wait_at`` holds its first record until the next call, queued behind
+    it on the same worker, has records there (else it raises after ``patience`` seconds), then writes
+    ``seen`` with whether the next call's function had been entered meanwhile (it must not be)."""
+    work = Path(workdir)
+    number = _enter(work)
     for x in records:
         if number == wait_at:
+            seen = next_call_has_records(patience)
+            (work / "seen").write_text(f"{seen} {(work / f'enter-{wait_at + 1}').exists()}")
+            if not seen:
+                raise TimeoutError("the next chunk's records did not reach the worker while this one ran")
+            wait_at = -1
+        yield x * 2
+
+
+def dies_with_two_in_flight(records: Iterator[int], workdir: str, wait_at: int = 2, patience: float = 60.0) -> Iterator[int]:
+    """Each record doubled. Call ``wait_at``, after 5 values, waits until the next call has records
+    queued on its worker, then writes ``blocked-PID`` (the test kills that worker) and waits for a
+    ``gate`` file; a re-run of its chunk takes a new number and does not wait."""
+    work = Path(workdir)
+    number = _enter(work)
+    for i, x in enumerate(records):
+        if number == wait_at and i == 5:
+            if not next_call_has_records(patience):
+                raise TimeoutError("the next chunk's records did not reach the worker while this one ran")
+            (work / f"blocked-{os.getpid()}").write_text(os.environ.get("SKYCTL_TEST_HOST", "?"))
             deadline = time.monotonic() + patience
-            while not (work / f"enter-{wait_at + 1}").exists():
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the next chunk's call did not start while this one ran")
+            while not (work / "gate").exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
         yield x * 2

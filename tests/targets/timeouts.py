@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from gates import next_call_has_records  # a sibling module: shipped with this one (see gates.py)
+
 
 def values_then_hang(work: str) -> Iterator[int]:
     """Starts a child (``sleep 600``, its pid in ``work/child``), yields 1, 2, 3, then waits for ever;
@@ -90,3 +92,20 @@ def holds_the_gil(work: str) -> Iterator[int]:
     Path(work, "pid").write_text(str(os.getpid()))
     re.match(r"(a+)+$", "a" * 64 + "b")
     yield 2
+
+
+def upper_then_hold_the_gil(records: Iterator[str], work: str, hang: str) -> Iterator[str]:
+    """Each record upper-cased; at the record ``hang`` (the first time: a marker ``work/hung``), once
+    the next chunk's call waits queued on this worker with its records, it holds the GIL for ever:
+    the client's deadline ends the worker, with that queued call on it."""
+    import re
+
+    for record in records:
+        if record == hang and not Path(work, "hung").exists():
+            Path(work, "hung").write_text(os.environ.get("SKYCTL_TEST_HOST", "?"))
+            if not next_call_has_records(60):
+                raise TimeoutError("no call queued behind this one")
+            Path(work, "queued").write_text("yes")
+            Path(work, "hung.pid").write_text(str(os.getpid()))
+            re.match(r"(a+)+$", "a" * 64 + "b")
+        yield record.upper()
