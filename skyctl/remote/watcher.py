@@ -12,7 +12,8 @@ so the watcher goes to init: it is no descendant of the worker, the reaper's swe
 neither sees nor ends it, and a worker without children still ends a call in one system call. The
 background job waits ``START_DELAY`` (1 s, a ``sleep``; none when the input is a socket, which may
 carry the output too and is held meanwhile), then, if the worker still runs, becomes the watcher:
-``python -I -S -c CODE`` (the worker's interpreter, the bundle's module, nothing of the environment's). It gets the protocol's input (to watch, never to read), a pidfd of the worker and
+``python -I -S -c CODE`` (the worker's interpreter, the bundle's module, nothing of the
+environment's). It gets the protocol's input (to watch, never to read), a pidfd of the worker and
 the ``Clock``; fds 0-2 are /dev/null (the client's streams end when the worker's do), and it holds
 no other fd. It leaves the worker's session, calls itself ``skyctl-watcher`` (its comm: ``top``,
 ``ps -o comm``) and sleeps in ``poll`` until
@@ -28,7 +29,8 @@ no other fd. It leaves the worker's session, calls itself ``skyctl-watcher`` (it
 The client gone, the worker has ``grace`` s to leave by itself (a healthy one does: on EOF, or on
 its own silence check); then its descendants are ended (``reaper.end_descendants``: SIGTERM, then
 SIGKILL), the worker gets SIGKILL, and after a silence (a partition) its sshd session is ended, as
-the worker would have done (``reaper.end_ssh_session_when_alone``). It writes nothing: no one reads.
+the worker would have done (``reaper.end_ssh_session_when_alone``; only while the worker is still
+that session's child). It writes nothing: no one reads.
 
 Cost: the worker spends about 1 ms spawning the shell (before HELLO; the shell's own work runs
 beside the worker's); the watcher's interpreter (about 10 ms of CPU) starts only after
@@ -202,9 +204,11 @@ class _Watch:
             return
         from . import reaper
 
+        found = reaper.process(self.worker)
+        in_session = found is not None and found.ppid == self.session  # (its parent then: that pid is the session)
         reaper.end_descendants(reaper.EXIT_GRACE, root=self.worker)  # first: with the worker gone they escape
         self._kill_worker()
-        if gone == "silence":  # a partition: sshd would hold the session until TCP gives up (about 15 min)
+        if gone == "silence" and in_session:  # a partition: sshd would hold the session until TCP gives up (~15 min)
             reaper.end_ssh_session_when_alone(self.bound or 0.0, session=self.session, me=self.worker)
 
     def _client_gone(self) -> str | None:
