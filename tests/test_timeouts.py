@@ -99,8 +99,8 @@ def test_a_chunk_queued_behind_one_whose_worker_is_ended_runs_again(config: Path
         r = sky(config, "pipe", f"{T}:upper_then_hold_the_gil", "-H", "pair", "--chunk", "5", "--arg", f"work={tmp_path}",
                 "--arg", "hang=r17", "--timeout", "1", input=records(n))
     finally:
-        # a worker that holds the GIL cannot end itself, and on an ssh host the client cannot kill it
-        # (docs/security.md, "Limits"): the test ends it, so that it does not spin on after the test
+        # a worker that holds the GIL cannot end itself; on an ssh host its watcher ends it some 10 s after
+        # the client dropped it (docs/security.md, "Limits"): the test ends it now, not to spin beside the next
         hung = tmp_path / "hung.pid"
         if hung.exists() and pid_alive(int(hung.read_text())):
             os.kill(int(hung.read_text()), signal.SIGKILL)

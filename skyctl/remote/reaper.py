@@ -99,6 +99,11 @@ def _proc_table() -> dict[int, Proc]:
     return table
 
 
+def process(pid: int) -> Proc | None:
+    """One process as ``/proc`` shows it now; None when it is gone (or where there is no ``/proc``)."""
+    return _read_stat(pid)
+
+
 def _read_stat(pid: int) -> Proc | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -145,15 +150,18 @@ def _ps_table() -> dict[int, Proc]:
 SSH_SESSION_NAMES = ("sshd", "sshd-session")
 
 
-def end_ssh_session_when_alone(wait: float) -> bool:
+def end_ssh_session_when_alone(wait: float, session: int | None = None, me: int | None = None) -> bool:
     """End the OpenSSH session this process runs under once no other process of it is left,
     waiting up to ``wait`` s for those (a kept connection's other calls keep it); True if signalled.
+    ``session``/``me``: that session's process and the process it served, when another process acts for
+    it (the watcher for a worker it ended; default: this process's parent and this process).
 
     For a worker whose client went silent (a partition): sshd would otherwise hold the
     session, and so the host's resources, until TCP gives up on its last unacknowledged
     packets (about 15 minutes). Only a parent named sshd, never init; Linux (``/proc``) only.
     """
-    parent, me = os.getppid(), os.getpid()
+    parent = os.getppid() if session is None else session
+    me = os.getpid() if me is None else me
     if parent <= 1 or not os.path.isdir("/proc/self"):
         return False
     deadline = time.monotonic() + wait

@@ -11,7 +11,8 @@ Threads: the main thread runs calls one at a time (the user's code, and so the
 producer of ITEMS_OUT); a reader thread dispatches incoming frames (a CALL that
 comes while another call runs waits, its input arriving meanwhile: pipelining); an Outbox sender
 thread writes batches; two log threads forward fds 1/2; a watchdog thread per
-call that has a time limit (``Worker.watch``).
+call that has a time limit (``Worker.watch``). Beside it, not its child, a watcher process
+(``watcher``) ends it when its client is gone and its threads cannot run to see it.
 """
 
 from __future__ import annotations
@@ -27,12 +28,17 @@ import types
 from itertools import chain
 from typing import Any, Callable, Generator, Iterator
 
-from . import flow, raytask, reaper, values, wire
+from . import flow, raytask, reaper, values, watcher, wire
 from .logs import LogForwarder
 from .wire import Kind
 
 #: seconds the worker waits for the running call to wind down once the client is gone
 EXIT_GRACE = 5.0
+
+#: seconds the watcher gives a worker whose client is gone to leave by itself before it ends it (``watcher``):
+#: the worker's own way out (``EXIT_GRACE``, then its leftovers ended: ``reaper.EXIT_GRACE`` + ``KILL_WAIT``),
+#: and 2 s more (its silence check may come a second after the watcher's, on a loaded machine later)
+WATCH_GRACE = EXIT_GRACE + reaper.EXIT_GRACE + reaper.KILL_WAIT + 2.0
 
 #: seconds a timed-out function has, once interrupted (and its processes sent SIGTERM), to end
 #: (its ``finally``) before its processes get SIGKILL and the worker answers without it, then exits
@@ -49,18 +55,20 @@ def _is_own(filename: str) -> bool:
 
 
 class Connection:
-    """The protocol fds: ``read(n)`` on one, a thread-safe ``FrameWriter`` on the other."""
+    """The protocol fds: ``read(n)`` on one, a thread-safe ``FrameWriter`` on the other;
+    ``clock``: where the watcher reads ``heard`` (``watcher.Clock.view``)."""
 
-    def __init__(self, in_fd: int, out_fd: int) -> None:
+    def __init__(self, in_fd: int, out_fd: int, clock: memoryview | None = None) -> None:
         #: ``time.monotonic()`` when bytes last came from the client (its liveness)
         self.heard = time.monotonic()
+        self._clock = clock if clock is not None else memoryview(bytearray(8)).cast("d")
         self.read = wire.payload_reader(in_fd, self._touch)
         self.writer = wire.FrameWriter(lambda data: wire.write_all(out_fd, data))
         self.grant = self.writer.grant
         self.gone = False
 
     def _touch(self) -> None:
-        self.heard = time.monotonic()
+        self.heard = self._clock[0] = time.monotonic()
 
     def send(self, kind: int, payload: bytes = b"", call: int | None = None) -> None:
         """Write one frame; ``call``: the id it carries (default: the running call's, ``writer.call``)."""
@@ -641,7 +649,12 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # user code reading stdin must not eat frames
     os.close(devnull)
-    conn = Connection(proto_in, proto_out)
+    clock = watcher.Clock()
+    interval, bound = wire.liveness(os.environ.get("SKYCTL_LIVENESS"))
+    # a process that ends the worker when its client is gone and its threads cannot run (a GIL held in C): the
+    # shell that starts it runs beside the import of cloudpickle and HELLO (``started`` reaps it)
+    watcher.start(proto_in, clock, bound, WATCH_GRACE)
+    conn = Connection(proto_in, proto_out, clock.view)
     worker = _worker = Worker(conn)
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -660,6 +673,7 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
             }
         ),
     )
+    watcher.started()  # its shell reaped: the watcher is init's, not the subreaper's below
     reaper.become_subreaper()  # after HELLO: the client is busy with it meanwhile; before any user code
     worker.logs = LogForwarder(conn)
     if os.environ.get("SKYCTL_RAY"):  # a Ray driver: connect while the first call comes (raydriver.warm)
@@ -667,7 +681,6 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
 
         raydriver.warm(os.environ["SKYCTL_RAY"], conn, _INPUT_FAILED)
     threading.Thread(target=worker.read_frames, name="skyctl-reader", daemon=True).start()
-    interval, bound = wire.liveness(os.environ.get("SKYCTL_LIVENESS"))
     threading.Thread(target=worker.keep_alive, args=(interval, bound), name="skyctl-heartbeat", daemon=True).start()
     try:
         worker.serve()
