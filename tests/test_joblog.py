@@ -230,7 +230,9 @@ def test_a_second_run_on_the_same_job_log_refuses(config: Path, tmp_path: Path) 
         (job.work / "release").write_text("")
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err.decode()
-    assert job.results.read_bytes() == expected(100)
+    # without --keep-order a chunk's block goes in as the client takes its end: the next chunk, pipelined
+    # on the same worker, is taken by a thread of its own and may be written first (the contract: same lines)
+    assert sorted(job.results.read_bytes().splitlines()) == sorted(expected(100).splitlines())
 
 
 def test_sigterm_logs_the_chunks_in_flight_as_interrupted(config: Path, tmp_path: Path) -> None:
