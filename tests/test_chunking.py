@@ -253,3 +253,44 @@ def test_with_a_sizer_that_never_fills_a_chunk_the_chunks_are_the_cut_ranges() -
         got = _cut_run(source(), FixedChunks(1 << 62), pipeline=pipeline, observer=observer)
         assert got == [(n, list(range(n * 10, n * 10 + 10))) for n in range(6)], pipeline
         assert sorted(observer.log) == [(n, "ok") for n in range(6)]
+
+
+def test_the_chunk_queued_on_the_same_worker_writes_after_the_one_ahead_of_it() -> None:
+    """Pipelining: the worker sends a chunk's values only after the chunk ahead of it has ended, but the
+    two lanes hand them on from threads of their own; the second lane waits for the first, so a slot's
+    values are written in the order the worker sent them (here the first lane is held until the second
+    lane has its batch: without the wait, the second chunk's values would be written first)."""
+    import threading
+
+    from skyctl.many import Distributor, Slot
+
+    second_has_values = threading.Event()
+    starts: list[int] = []
+    written: list[int] = []
+
+    class Stream(_FeedStream):
+        def __init__(self, feed: object, nth: int) -> None:
+            super().__init__(feed)
+            self.nth = nth
+
+        def batches(self):  # type: ignore[no-untyped-def]
+            for batch in super().batches():
+                if self.nth == 0:
+                    second_has_values.wait(10)  # the first lane is slow to take its values
+                else:
+                    second_has_values.set()
+                yield batch
+
+    def start(slot, feed, skip):  # type: ignore[no-untyped-def]
+        starts.append(len(starts))
+        return Stream(feed, starts[-1])
+
+    def emit(chunk, host, batch) -> None:  # type: ignore[no-untyped-def]
+        written.extend(batch)
+
+    distributor = Distributor([Slot(_FakeHost(True), "box", 0)], start, iter([list(range(10))]), emit,
+                              chunk=FixedChunks(5), stall_warning=None, pipeline=True)
+    distributor.run()
+    assert distributor.error is None, distributor.error
+    assert second_has_values.is_set(), "the second chunk's call did not run beside the first"
+    assert written == list(range(10))

@@ -230,8 +230,8 @@ def test_a_second_run_on_the_same_job_log_refuses(config: Path, tmp_path: Path) 
         (job.work / "release").write_text("")
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err.decode()
-    # without --keep-order a chunk's block goes in as the client takes its end: the next chunk, pipelined
-    # on the same worker, is taken by a thread of its own and may be written first (the contract: same lines)
+    # without --keep-order the contract promises the same lines, each once (their order on one worker:
+    # tests/test_chunking.py::test_the_chunk_queued_on_the_same_worker_writes_after_the_one_ahead_of_it)
     assert sorted(job.results.read_bytes().splitlines()) == sorted(expected(100).splitlines())
 
 
@@ -258,7 +258,7 @@ def test_one_ssh_host_with_a_job_log_runs_in_chunks_and_stdout_gets_the_values(c
     argv = ["pipe", f"{T}:upper", "-H", "b1", "--chunk", "4", "--joblog", str(joblog), "-c", str(config)]
     done = run_skyctl(*argv, input="a\nb\nc\nd\ne\nf\ng\n", timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "A\nB\nC\nD\nE\nF\nG\n"
+    assert done.stdout == "A\nB\nC\nD\nE\nF\nG\n", done.stderr
     logged = entries(joblog)
     assert logged[0]["joblog"] == 1 and logged[0]["chunk_size"] == 4 and logged[0]["command"][:2] == ["skyctl", "pipe"]
     chunks = [e for e in logged if "chunk" in e and "status" in e]

@@ -76,6 +76,9 @@ class Chunk:
         #: when its first run started, and sent its first value back (its host's rate and latency, for the sizer)
         self.started: float | None = None
         self.first_value: float | None = None
+        #: set once its current attempt has been handled to its end (the attempt taken after it on the
+        #: same worker writes its values after: ``Slot.after``)
+        self.handed = threading.Event()
 
     @property
     def records(self) -> list[Any]:
@@ -164,6 +167,9 @@ class Slot:
     lane: int = 0
     #: its thread has ended (the last lane of a worker closes it)
     done: bool = False
+    #: pipelining: the end of the chunk attempt taken before its current one on the same worker
+    #: (its values are written after that one's: ``Distributor._run_chunk``)
+    after: Any = None
 
     @property
     def suffix(self) -> str:

@@ -119,6 +119,8 @@ class Distributor(ChunkReading, ChunkOutcomes):
         for slot in slots:
             self.stats.setdefault(slot.name, HostStats(slot.name))
         self._cond = threading.Condition()
+        #: per worker (its ``Host``), the end of the chunk attempt taken last on it (``_take``)
+        self._worker_tail: dict[int, threading.Event] = {}
         self._start_reading(source, lines)
         self._start_output(emit, ordered, warn, chunk_failed)
         self._reruns: deque[Chunk] = deque()
@@ -216,6 +218,11 @@ class Distributor(ChunkReading, ChunkOutcomes):
                     chunk = self._cut(slot)
                 if chunk is not None:
                     slot.chunk = chunk
+                    # this attempt's end, and the end of the attempt taken before it on the same worker
+                    # (the other lane's, or this one's): its values are written after that one's
+                    chunk.handed = threading.Event()
+                    slot.after = self._worker_tail.get(id(slot.host))
+                    self._worker_tail[id(slot.host)] = chunk.handed
                     return chunk
                 if self._reading_done and self._in_flight == 0:
                     return None
@@ -270,7 +277,16 @@ class Distributor(ChunkReading, ChunkOutcomes):
                               "see the per-host summary for why each host ended")
 
     def _run_chunk(self, slot: Slot, chunk: Chunk) -> bool:
-        """Run one chunk on ``slot``; False when the slot is done for (its host failed, or a fatal error)."""
+        """Run one chunk on ``slot``; False when the slot is done for (its host failed, or a fatal error).
+        Its values are handed on only once the attempt taken before it on the same worker has ended
+        (``slot.after``): the worker sent that chunk's values first, so they are written first."""
+        handed = chunk.handed  # this attempt's (``_take``), for the chunk behind it on the worker
+        try:
+            return self._attempt(slot, chunk)
+        finally:
+            handed.set()
+
+    def _attempt(self, slot: Slot, chunk: Chunk) -> bool:
         stat = self.stats[slot.name]
         stream = None
         try:
@@ -284,6 +300,7 @@ class Distributor(ChunkReading, ChunkOutcomes):
                 chunk.written, chunk.result_written = 0, False
                 self._observer.started(chunk, slot.name)
             feed = chunk.feed(self.stop)
+            ahead = slot.after if slot.partner is not None and slot.after is not None and not slot.after.is_set() else None
             stream = self._start(slot, feed, chunk.written)
             stat.connected = True
             with self._cond:
@@ -294,10 +311,15 @@ class Distributor(ChunkReading, ChunkOutcomes):
             if rerun:
                 stat.reruns += 1
             for batch in stream.batches():
+                if ahead is not None:  # the chunk ahead has ended on the worker (its values came first)
+                    ahead.wait()  # and is handed on in a moment by its own lane
+                    ahead = None
                 self._hand_on(chunk, slot.name, batch)
             if not rerun:  # a call queued behind another runs from when that one ended (its host's rate)
                 chunk.started = max(chunk.started or 0.0, getattr(stream, "started_at", 0.0))
             if stream.result is not None and not chunk.result_written:
+                if ahead is not None:
+                    ahead.wait()
                 chunk.result_written = True
                 self._hand_on(chunk, slot.name, Result(stream.result))
         except TimedOut as exc:  # this attempt ran past its limit: a failure of the attempt; it runs again
