@@ -300,7 +300,7 @@ class Distributor(ChunkReading, ChunkOutcomes):
                 chunk.written, chunk.result_written = 0, False
                 self._observer.started(chunk, slot.name)
             feed = chunk.feed(self.stop)
-            ahead = slot.after if slot.partner is not None and slot.after is not None and not slot.after.is_set() else None
+            ahead = slot.after  # set already unless the other lane's chunk is still being handed on
             stream = self._start(slot, feed, chunk.written)
             stat.connected = True
             with self._cond:

@@ -96,8 +96,8 @@ class _Link:
         self.writer = wire.FrameWriter(sock.sendall)
         self.current: _Call | None = None
         self._calls: queue.SimpleQueue[tuple[_Call, bytes] | None] = queue.SimpleQueue()
-        self._reader = threading.Thread(target=self._read, args=(wire.fd_reader(sock.fileno()),),
-                                        name="skyctl-ray-task-link", daemon=True)
+        self._reader = threading.Thread(name="skyctl-ray-task-link", target=self._read,
+                                        args=(wire.fd_reader(sock.fileno()),), daemon=True)
         self._reader.start()
 
     def next_call(self, wait: float) -> tuple[_Call, bytes] | None:
