@@ -73,6 +73,8 @@ class DelayLine:
         #: per socket: (the direction it is the source of, the direction it is the destination of)
         self.ends: dict[socket.socket, tuple[_Direction, _Direction]] = {}
         self.connecting: set[socket.socket] = set()
+        #: every recv fills this one buffer (``recv(CHUNK)`` would map, shrink and unmap 256 KiB per packet)
+        self.buf = memoryview(bytearray(CHUNK))
 
     def serve_forever(self) -> None:
         """Block while nothing is in flight; while something is, wake every ``TICK`` and take what
@@ -119,7 +121,8 @@ class DelayLine:
             self.connecting.discard(sock)
         if events & selectors.EVENT_READ and source_of.reading:
             try:
-                data: bytes | None = sock.recv(CHUNK) or None
+                got = sock.recv_into(self.buf)
+                data: bytes | None = bytes(self.buf[:got]) if got else None
             except BlockingIOError:
                 return
             except OSError:

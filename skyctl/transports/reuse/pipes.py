@@ -43,6 +43,9 @@ class ReusePipes(ClosedOnExit):
         self._sock = sock
         self.label = label
         self._frames = FrameBuffer()  # socket bytes not yet split into frames
+        #: what each recv fills: one buffer for the call's life (a fresh ``recv(RECV_SIZE)`` would map,
+        #: shrink and unmap 256 KiB per frame, three system calls and a page fault for every value)
+        self._recv_buf = memoryview(bytearray(RECV_SIZE))
         self._out = bytearray()  # stdout bytes not yet read
         self._out_eof = False
         self._sock_eof = False
@@ -73,14 +76,14 @@ class ReusePipes(ClosedOnExit):
             if not ready:
                 return True
         try:
-            chunk = self._sock.recv(RECV_SIZE)
+            got = self._sock.recv_into(self._recv_buf)
         except OSError:
-            chunk = b""
-        if not chunk:
+            got = 0
+        if not got:
             self._end()
             return False
         try:
-            for kind, payload in self._frames.feed(chunk):
+            for kind, payload in self._frames.feed(self._recv_buf[:got]):
                 self._HANDLERS[kind](self, payload)
         except (ProtocolError, KeyError, ValueError) as exc:  # not the holder's protocol: as if it went away
             self._lost = ConnectionLost(f"the kept connection to {self.label} broke the protocol ({exc})",

@@ -47,6 +47,7 @@ from .failures import Explained, Facts, HostKeyRefused, OpenFailures, SshConnect
 from .hostkeys import SYSTEM_KNOWN_HOSTS, HostKeyCheck, preferred_key_types
 from .liveness import Liveness, set_user_timeout
 from .pipes import SshPipes
+from .readahead import ReadAheadSocket
 
 if TYPE_CHECKING:
     from ...config import HostProfile
@@ -310,7 +311,7 @@ class SshTransport(ClosedOnExit):
         liveness = Liveness(self.profile.keepalive, self.profile.keepalive_count, self._where())
 
         def transport_factory(sock: object, **kwargs: object) -> paramiko.Transport:
-            t = paramiko.Transport(sock, **kwargs)
+            t = paramiko.Transport(ReadAheadSocket(sock) if isinstance(sock, socket.socket) else sock, **kwargs)
             liveness.watch(t)
             # a logger of its own, so a failed direct-tcpip open's reason can be read back
             t.set_log_channel(f"paramiko.transport.skyctl-{next(_log_ids)}")
