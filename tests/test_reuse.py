@@ -168,10 +168,12 @@ def test_the_spare_worker_serves_the_next_call_with_the_same_python(sshd: SshSer
     first = sky(run_dir, "run", target("worker_pid"), "-c", cfg)
     assert first.returncode == 0, first.stderr
     used = int(first.stdout)
-    spare = wait_for(lambda: workers(marker) - {used}, timeout=60, what="a spare worker after the call")
+    # once the call has ended, two spares are kept (SPARES): a call right after the next still finds one
+    spare = wait_for(lambda: len(workers(marker) - {used}) == 2 and workers(marker) - {used}, timeout=60,
+                     what="two spare workers after the call")
     second = sky(run_dir, "run", target("worker_pid"), "-c", cfg)
     assert second.returncode == 0, second.stderr
-    assert {int(second.stdout)} == spare, "the identical call ran in the worker started ahead of it"
+    assert int(second.stdout) in spare, "the identical call ran in a worker started ahead of it"
 
     # another workdir (empty) and env: the spare learns them on its stdin; the bundle is sent and written there
     spare = wait_for(lambda: workers(marker) - {int(second.stdout)}, timeout=60, what="the next spare")
@@ -179,7 +181,7 @@ def test_the_spare_worker_serves_the_next_call_with_the_same_python(sshd: SshSer
     third = sky(run_dir, "run", target("env_and_pid"), "-a", "name=REUSE_TEST", "-c", other)
     assert third.returncode == 0, third.stderr
     value, pid = json.loads(third.stdout)
-    assert value == "changed" and {pid} == spare
+    assert value == "changed" and pid in spare
     assert [p.name for p in (tmp_path / "wd2").glob("bundle-*.zip")], "the empty workdir got the bundle"
 
     # another python: a new channel, not the spare (started for /…/bin/python3)

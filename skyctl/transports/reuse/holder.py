@@ -18,20 +18,25 @@ stdin/stdout/stderr/exit status are relayed as frames (see
 ``protocol``). When the client goes away (also SIGKILL) the channel
 is closed like ``SshPipes.close`` does it: EOF, then TERM and KILL.
 
-The spare: as soon as a call's command has got as far as ``SKYCTL ready``
-(the stub works), the holder starts the same argv again and keeps that one
-channel running, unused, for the next call: the remote exec and Python
-start-up are then off the next call's critical path (and the spare's exec
-happens while this call still runs, not after its client has gone). The
-argv names only the interpreter (the stub reads the call's workdir, env and
-pip from stdin), so one spare serves every workdir. A spare is used at most
-once (every call still gets a fresh interpreter); a different argv closes it. Set
+The spares: channels running a call's argv, unused, kept for the next
+calls: the remote exec and Python start-up (the login shell's rc files
+included) are then off the next call's critical path. Up to ``SPARES`` (2)
+are kept. They are started when a call whose command got as far as
+``SKYCTL ready`` (the stub works) ends, not while it runs: a spare's start
+costs the remote host CPU (a login shell that runs ``pyenv init`` or
+``conda`` takes 0.1-0.2 s), which a running call should not have to share.
+The second spare is what lets a call that comes right after another (or
+beside it) find one anyway. Only when no spare is kept nor being started does
+a call's ``ready`` start one at once. The argv names only the interpreter
+(the stub reads the call's workdir, env and pip from stdin), so a spare
+serves every workdir. A spare is used at most once (every call still gets a
+fresh interpreter); a different argv closes them. Set
 ``SKYCTL_REUSE_SPARE=0`` in the environment of the client that starts the
 holder to turn spares off.
 
 The holder exits after ``idle`` seconds without clients (each client's
 request carries its profile's ``reuse_idle``), when its SSH connection is
-gone, or on SIGTERM; it then closes the spare (the idle worker sees EOF and
+gone, or on SIGTERM; it then closes the spares (each idle worker sees EOF and
 exits) and the connection, and removes its socket and pid file.
 
 It uses the SSH transport's public surface only: ``connect``, ``start``,
@@ -40,8 +45,8 @@ It uses the SSH transport's public surface only: ``connect``, ``start``,
 
 Threads (all daemons): ``skyctl-holder-client`` (one per call: the client's
 stdin frames), ``skyctl-holder-stdout`` (one per call: stdout to the
-client), ``skyctl-holder-refill`` (starts the spare), ``skyctl-holder-spare``
-(the spare's heartbeat), ``skyctl-holder-close`` (closes a channel that is
+client), ``skyctl-holder-refill`` (starts spares), ``skyctl-holder-spare``
+(a spare's heartbeat), ``skyctl-holder-close`` (closes a channel that is
 no longer wanted), besides the SSH transport's.
 """
 
@@ -67,6 +72,8 @@ from .protocol import Kind, ProtocolError, error_payload, pack_json, recv_frame,
 ROUND_TRIP_TIMEOUT = 5.0
 #: bytes read from a channel per STDOUT frame
 CHUNK = 256 * 1024
+#: spares kept at most: a call takes one, and one is still there for a call that comes right after it
+SPARES = 2
 #: the stub's line saying the worker is about to start: a command that printed it is worth a spare
 READY_MARK = b"SKYCTL ready\n"
 #: how far into a command's stdout the mark is looked for
@@ -91,7 +98,7 @@ def _log(message: str) -> None:
 
 
 class Holder:
-    """Serves calls on one SSH connection: a socket, the calls running, the spare."""
+    """Serves calls on one SSH connection: a socket, the calls running, the spares."""
 
     def __init__(self, transport: SshTransport, sock_path: str, pid_file: str, idle: float, spares: bool) -> None:
         self.transport = transport
@@ -103,8 +110,11 @@ class Holder:
         self.lock = threading.Lock()
         self.active = 0
         self.last_used = time.monotonic()
-        self.spare: tuple[list[str], SshPipes] | None = None
+        #: spares kept (argv, channel), oldest first
+        self.kept: list[tuple[list[str], SshPipes]] = []
         self.refilling = False
+        #: how many spares the refill under way is to keep
+        self.wanted = 0
         self.closing = False
         self.stop = threading.Event()
         self.listener: socket.socket | None = None
@@ -211,9 +221,9 @@ class Holder:
     def shutdown(self) -> None:
         with self.lock:
             self.closing = True
-            spare, self.spare = self.spare, None
-        if spare is not None:
-            spare[1].close()  # EOF: the idle worker exits
+            kept, self.kept = self.kept, []
+        for _, spare in kept:
+            spare.close()  # EOF: the idle worker exits
         with contextlib.suppress(Exception):
             self.transport.close()
         with contextlib.suppress(OSError):
@@ -223,16 +233,17 @@ class Holder:
                 os.unlink(self.pid_file)
 
     def start(self, argv: list[str]) -> SshPipes:
-        """A new channel running ``argv``; when the server refuses one (MaxSessions), the spare's session is given up first."""
-        try:
-            return self.transport.start(argv)
-        except SessionRefused:
-            with self.lock:
-                spare, self.spare = self.spare, None
-            if spare is None:
-                raise
-        spare[1].close()
-        return self.transport.start(argv)
+        """A new channel running ``argv``; when the server refuses one (MaxSessions), the spares' sessions
+        are given up first, one at a time."""
+        while True:
+            try:
+                return self.transport.start(argv)
+            except SessionRefused:
+                with self.lock:
+                    spare = self.kept.pop(0) if self.kept else None
+                if spare is None:
+                    raise
+            spare[1].close()
 
     # -- the round trip before each call --------------------------------------
 
@@ -263,39 +274,56 @@ class Holder:
     # -- spares ---------------------------------------------------------------
 
     def take_spare(self, argv: list[str]) -> SshPipes | None:
+        """The oldest kept spare running ``argv``, or None; spares of another argv, or no longer
+        running, are closed."""
         with self.lock:
-            spare, self.spare = self.spare, None
-        if spare is None:
-            return None
-        if spare[0] == argv and spare[1].is_running:
-            return spare[1]
-        _debug(f"spare dropped: {'another command' if spare[0] != argv else 'it is no longer running'}")
-        _close_later(spare[1])
-        return None
+            dropped = self._drop_unusable(argv)
+            taken = self.kept.pop(0) if self.kept else None
+        for _, spare in dropped:
+            _close_later(spare)
+        return taken[1] if taken is not None else None
 
-    def refill(self, argv: list[str]) -> None:
-        """Start ``argv`` as the spare, unless one is already kept or being started."""
+    def _drop_unusable(self, argv: list[str]) -> list[tuple[list[str], SshPipes]]:
+        """Take the spares that cannot serve ``argv`` out of ``kept`` (``lock`` held); the caller closes them."""
+        dropped = [entry for entry in self.kept if entry[0] != argv or not entry[1].is_running]
+        if dropped:
+            self.kept = [entry for entry in self.kept if not any(entry is gone for gone in dropped)]
+            _debug(f"{len(dropped)} spare(s) dropped: another command, or no longer running")
+        return dropped
+
+    def refill(self, argv: list[str], want: int = 1) -> None:
+        """Start spares running ``argv`` until ``want`` are kept (one at a time, in this thread); nothing
+        when that many are kept already. A refill under way takes the larger ``want`` on."""
         if not self.spares:
             return
         with self.lock:
-            if self.closing or self.refilling or (self.spare is not None and self.spare[0] == argv and self.spare[1].is_running):
+            if self.closing:
                 return
-            self.refilling = True
-        try:
-            pipes = self.transport.start(argv)
-            _debug("spare started")
-        except Exception as exc:
-            _log(f"no spare: {exc}")
-            pipes = None
-        with self.lock:
-            self.refilling = False
-            old = None
-            if pipes is not None and not self.closing:
-                old, self.spare = self.spare, (argv, pipes)  # type: ignore[assignment]
-                threading.Thread(target=self._keep_spare, args=(argv, pipes), name="skyctl-holder-spare",
-                                 daemon=True).start()
-                pipes = None
-        for extra in (old[1] if old else None, pipes):
+            self.wanted = max(self.wanted, min(want, SPARES))
+            dropped = self._drop_unusable(argv)
+            go = not self.refilling and len(self.kept) < self.wanted
+            if go:
+                self.refilling = True
+        for _, spare in dropped:
+            _close_later(spare)
+        while go:
+            try:
+                started: SshPipes | None = self.transport.start(argv)
+                _debug("spare started")
+            except Exception as exc:
+                _log(f"no spare: {exc}")
+                started = None
+            extra = started
+            with self.lock:
+                if started is not None and not self.closing:
+                    self.kept.append((argv, started))
+                    threading.Thread(target=self._keep_spare, args=(argv, started), name="skyctl-holder-spare",
+                                     daemon=True).start()
+                    extra = None
+                go = started is not None and extra is None and len(self.kept) < self.wanted
+                if not go:
+                    self.refilling = False
+                    self.wanted = 0
             if extra is not None:
                 _close_later(extra)
 
@@ -315,7 +343,7 @@ class Holder:
         while True:
             time.sleep(interval)
             with self.lock:
-                if self.spare is None or self.spare[1] is not pipes:
+                if not any(kept is pipes for _, kept in self.kept):
                     return
                 try:
                     pipes.write(b"\n")
@@ -413,10 +441,14 @@ class Holder:
                 if not ready and len(seen) < READY_SCAN:
                     seen = (seen + data)[:READY_SCAN]
                     ready = READY_MARK in seen
-                    if ready:  # the command works: have the next identical call's channel on the way
-                        threading.Thread(target=self.refill, args=(argv,), name="skyctl-holder-refill",
+                    if ready and not self.kept and not self.refilling:  # the command works, and nothing is
+                        # kept for a call beside it: one spare now; the rest once this call ends
+                        threading.Thread(target=self.refill, args=(argv, 1), name="skyctl-holder-refill",
                                          daemon=True).start()
                 send(Kind.STDOUT, data)
+            if ready:  # its call is over (its output is): the spares for the next ones, off its time
+                threading.Thread(target=self.refill, args=(argv, SPARES), name="skyctl-holder-refill",
+                                 daemon=True).start()
             lost = pipes.lost()
             if lost is not None:  # why the channel ended, before its EOF: the client's error says it
                 send(Kind.LOST, error_payload(lost))
