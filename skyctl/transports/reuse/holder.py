@@ -285,9 +285,12 @@ class Holder:
 
     def _drop_unusable(self, argv: list[str]) -> list[tuple[list[str], SshPipes]]:
         """Take the spares that cannot serve ``argv`` out of ``kept`` (``lock`` held); the caller closes them."""
-        dropped = [entry for entry in self.kept if entry[0] != argv or not entry[1].is_running]
+        usable: list[tuple[list[str], SshPipes]] = []
+        dropped: list[tuple[list[str], SshPipes]] = []
+        for entry in self.kept:
+            (usable if entry[0] == argv and entry[1].is_running else dropped).append(entry)
+        self.kept = usable
         if dropped:
-            self.kept = [entry for entry in self.kept if not any(entry is gone for gone in dropped)]
             _debug(f"{len(dropped)} spare(s) dropped: another command, or no longer running")
         return dropped
 
@@ -313,19 +316,18 @@ class Holder:
             except Exception as exc:
                 _log(f"no spare: {exc}")
                 started = None
-            extra = started
             with self.lock:
-                if started is not None and not self.closing:
+                keep = started is not None and not self.closing
+                if keep:
                     self.kept.append((argv, started))
                     threading.Thread(target=self._keep_spare, args=(argv, started), name="skyctl-holder-spare",
                                      daemon=True).start()
-                    extra = None
-                go = started is not None and extra is None and len(self.kept) < self.wanted
+                go = keep and len(self.kept) < self.wanted
                 if not go:
                     self.refilling = False
                     self.wanted = 0
-            if extra is not None:
-                _close_later(extra)
+            if started is not None and not keep:
+                _close_later(started)
 
     def _keep_spare(self, argv: list[str], pipes: SshPipes) -> None:
         """Send the spare's stub a blank line (its heartbeat) every few seconds while it is
@@ -441,8 +443,8 @@ class Holder:
                 if not ready and len(seen) < READY_SCAN:
                     seen = (seen + data)[:READY_SCAN]
                     ready = READY_MARK in seen
-                    if ready and not self.kept and not self.refilling:  # the command works, and nothing is
-                        # kept for a call beside it: one spare now; the rest once this call ends
+                    if ready:  # the command works: one spare now if none is kept or starting (``refill``
+                        # does nothing then), the rest once this call ends
                         threading.Thread(target=self.refill, args=(argv, 1), name="skyctl-holder-refill",
                                          daemon=True).start()
                 send(Kind.STDOUT, data)
