@@ -945,11 +945,18 @@ def m_ray(b: Bench) -> None:
         ray_kw = {**b.run_kw(), "env": {**b.env, **RAY_ENV}}
         sky = b.sky("run", f"{TARGETS}:one", "-H", "cluster", config=config)
         driver = [head.python, "-c", RAY_DRIVER.format(address=head.address)]
-        for argv in (sky, driver):
-            first_line(argv, **ray_kw)
+        # each run of skyctl leaves spare drivers (warm, for the next runs): every measurement, skyctl's and the
+        # baseline's, starts once they are listening, on a machine no longer busy starting them
+        # (a run takes one and leaves one; the pipe's slots take two and leave two)
+        def settled(run: Callable[[], Any], count: int = 1) -> Any:
+            _spares_listening(b, count)
+            return run()
+
+        first_line(sky, **ray_kw)
+        settled(lambda: first_line(driver, **ray_kw))
         got = interleave(b.repeat, {
-            "sky": lambda: first_line(sky, **ray_kw),
-            "driver": lambda: first_line(driver, **ray_kw),
+            "sky": lambda: settled(lambda: first_line(sky, **ray_kw)),
+            "driver": lambda: settled(lambda: first_line(driver, **ray_kw)),
         })
         b.baselines["ray driver"] = ("a new Ray driver attached to the same running head printing one task's value: "
                                      "`python -c 'import ray; ray.init(address=…); "
@@ -961,7 +968,14 @@ def m_ray(b: Bench) -> None:
         seq = ["seq", "1", str(n)]
         through_ray = b.sky("pipe", f"{TARGETS}:identity", "-H", "cluster", config=config)
         local_group = b.sky("pipe", f"{TARGETS}:identity", "-H", "local", "-j", str(workers), config=config)
-        got = _rate_rows(b, {"ray": (through_ray, seq), "group": (local_group, seq)}, n, False)
+        drains = {"ray": (through_ray, seq), "group": (local_group, seq)}
+        for argv, stdin in drains.values():
+            settled(lambda: drain(argv, stdin=stdin, expect_lines=n, **b.run_kw()))
+        got = interleave(b.repeat, {
+            name: (lambda argv=argv, stdin=stdin: settled(lambda: drain(argv, stdin=stdin, expect_lines=n,
+                                                                           **b.run_kw()), workers))
+            for name, (argv, stdin) in drains.items()
+        })
         b.baselines[f"local group -j {workers}"] = (f"`skyctl pipe … -H local -j {workers}`: the same pipe, "
                                                     f"default chunking, on {workers} local worker processes")
         b.add(Row("ray", f"11b. pipe rate through Ray tasks ({workers} chunk tasks in flight), {n:,} lines, "
@@ -969,6 +983,22 @@ def m_ray(b: Bench) -> None:
                   [d.stream_rate for d in got["group"]], f"local group -j {workers}", "higher", 0.8))
     finally:
         head.stop()
+
+
+def _spares_listening(b: Bench, count: int, deadline: float = 60.0) -> None:
+    """Wait (at most ``deadline`` s) until ``count`` spare drivers listen: those the last run left."""
+    from skyctl.remote.spare import alive
+    from skyctl.transports.spare import spares_dir
+
+    directory = Path(spares_dir(b.env))
+
+    def listening() -> int:  # by the pid in their names (a spare killed with its cluster leaves its socket)
+        pids = [path.name.split(".")[-2] for path in directory.glob("*.sock")]
+        return sum(1 for pid in pids if pid.isdigit() and alive(int(pid)))
+
+    end = time.monotonic() + deadline
+    while listening() < count and time.monotonic() < end:
+        time.sleep(0.05)  # polling files against a deadline: nothing to wait on
 
 
 RUNNERS: dict[str, Callable[[Bench], None]] = {

@@ -302,7 +302,10 @@ def start_worker(
     is what failed: ``transport.failed_before_stub(pipes, python, answer)``.
     """
     args = stub_args(workdir, env, pip)
-    pipes = transport.start(stub_argv(python, bound))
+    argv = stub_argv(python, bound)
+    # a transport that keeps spare workers hands over one started for the same command and arguments
+    start_for = getattr(transport, "start_for", None)
+    pipes = start_for(argv, args) if start_for is not None else transport.start(argv)
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     handshake = _Handshake(pipes, transport, python, events.put)
     thread = threading.Thread(target=handshake.run, args=(args,), name="skyctl-bootstrap", daemon=True)

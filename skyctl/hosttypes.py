@@ -47,6 +47,11 @@ class HostType:
         """The transport that starts the worker of ``profile`` (a ``reached_via`` profile)."""
         raise SkyctlError(f"host {profile.name!r}: no transport for type {profile.type!r}")
 
+    def via_transport(self, profile: Any, reached: Any, inner: Any, reuse: bool | None) -> Any:
+        """The transport of a type whose worker runs on another host (``reached``): that host's own
+        (``inner``) unless the type adds to it."""
+        return inner
+
     def default_python(self) -> str:
         """The worker's interpreter when the profile has no ``python:``."""
         return "python3"
@@ -133,6 +138,15 @@ class Ray(HostType):
     def worker_name(self, profile: Any) -> str | None:
         return f"{profile.name} (Ray driver on {profile.via})"
 
+    def via_transport(self, profile: Any, reached: Any, inner: Any, reuse: bool | None) -> Any:
+        """On a ``local`` via host, with ``reuse`` (the default): spare drivers, warm, for the next runs
+        (``transports/spare.py``), as many as the host has ``workers``."""
+        if reached.type != "local" or not profile.reuse or reuse is False:
+            return inner
+        from .transports.spare import SpareTransport
+
+        return SpareTransport(inner, idle=float(profile.reuse_idle), most=self.slots(profile, 1))
+
     def call_options(self, profile: Any, in_driver: bool = False) -> dict[str, Any] | None:
         """Run the call as a Ray task (``in_driver``: in the driver itself, connected to the cluster)."""
         return {"ray": {
@@ -196,7 +210,7 @@ def make_transport(profile: Any, config: Any, *, reuse: bool | None = None,
     kind = host_type(profile)
     reached = kind.reached_via(profile, config)
     if reached is not profile:
-        return make_transport(reached, config, reuse=reuse, warn=warn)
+        return kind.via_transport(profile, reached, make_transport(reached, config, reuse=reuse, warn=warn), reuse)
     return kind.transport(profile, config, reuse, warn)
 
 

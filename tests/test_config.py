@@ -351,10 +351,17 @@ class TestHostType:
     def test_local_allows_python_workdir_env(self, key: str, value: str) -> None:
         parse(f"hosts:\n  here:\n    type: local\n    {key}: {value}\n")
 
-    @pytest.mark.parametrize("key, value", [("port", "22"), ("user", "u"), ("gateway", "b"), ("reuse", "true")])
+    @pytest.mark.parametrize("key, value", [("port", "22"), ("user", "u"), ("gateway", "b")])
     def test_ssh_only_keys_on_local_are_errors(self, key: str, value: str) -> None:
         err = error(f"hosts:\n  b: {{host: b}}\n  here:\n    type: local\n    {key}: {value}\n")
         assert err.message == f"skyward.yaml: host 'here': '{key}' is only for ssh hosts; this host is local"
+
+    @pytest.mark.parametrize("key, value", [("reuse", "true"), ("reuse_idle", "5")])
+    def test_reuse_keys_are_for_ssh_and_ray_hosts(self, key: str, value: str) -> None:
+        err = error(f"hosts:\n  here:\n    type: local\n    {key}: {value}\n")
+        assert err.message == f"skyward.yaml: host 'here': '{key}' is only for ssh and ray hosts; this host is local"
+        ray = parse(f"hosts:\n  here: {{type: local}}\n  c:\n    type: ray\n    via: here\n    {key}: {value}\n")
+        assert getattr(ray.host("c"), key) in (True, 5.0)
 
     def test_builtin_local_exists_when_not_listed(self) -> None:
         cfg = parse(ssh())

@@ -176,12 +176,15 @@ class HostProfile:
         doc="how long a call may run (per chunk attempt in a distributed pipe): 90, 30s, 5m, 2h (None: no limit)",
         examples={SSH: ("1h", "a call (a pipe's chunk) running longer is ended: exit 124 (--timeout)")})
     reuse: bool = key(
-        True, check=Checker.check_bool, takes=(SSH,), doc="keep the SSH connection for later calls",
-        examples={SSH: ("true", "keep the SSH connection for later calls (like ControlPersist)")})
+        True, check=Checker.check_bool, takes=(SSH, RAY),
+        doc="keep the SSH connection for later calls (ray, via a local host: a spare driver, warm)",
+        examples={SSH: ("true", "keep the SSH connection for later calls (like ControlPersist)"),
+                  RAY: ("true", "via a local host: spare drivers wait, warm, for the next runs")})
     reuse_idle: float = key(
-        60.0, check=Checker.check_seconds, takes=(SSH,), normalize=as_float,
-        doc="seconds an unused kept connection stays open",
-        examples={SSH: ("60", "seconds an unused kept connection stays open")})
+        60.0, check=Checker.check_seconds, takes=(SSH, RAY), normalize=as_float,
+        doc="seconds an unused kept connection stays open (ray: a spare driver waits)",
+        examples={SSH: ("60", "seconds an unused kept connection stays open"),
+                  RAY: ("60", "seconds a spare driver waits for a run")})
     trust: str = key(
         "data", check=Checker.check_trust, takes=_ALL,
         doc="data: the API rebuilds only plain data types from this host's values; full: anything",

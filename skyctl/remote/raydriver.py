@@ -10,7 +10,8 @@ One call, seen from here (the worker's main thread):
    unreachable address makes Ray retry for minutes): exit 4 when it fails.
    A worker the client started as a Ray driver (``SKYCTL_RAY`` in its
    environment) begins importing ``ray`` and connecting at once (``warm``),
-   while the client sends its first call.
+   while the client sends its first call. A spare driver (``spare``) did
+   all of that, and ran a first task, before its client came (``prepare``).
 2. The call runs in ``raytask.run_task``, a plain Ray task
    (``max_retries=0``: skyctl re-runs chunks itself, with the same rules as
    any host) whose arguments carry the address and one-time token of a
@@ -123,6 +124,18 @@ def warm(spec: str, conn: Any, input_failed: Any) -> None:
             warming.set()
 
     threading.Thread(target=start, name="skyctl-ray-warm", daemon=True).start()
+
+
+def prepare(spec: str) -> None:
+    """A spare driver, before any client (``spare``): ray imported and connected, and one task run to its
+    start, so that Ray has started the job's worker process and keeps it for the job's tasks; nothing is
+    kept that holds cluster resources. A failure is the first call's to see (it connects again)."""
+    import json
+
+    opts = json.loads(spec)
+    ray = connect(opts, lambda: False)
+    tasks = raysubmit.Tasks.of(ray, None, None, _node_address(ray))
+    tasks.warm_up(task_options(opts, None), float(opts.get("connect_timeout") or 30.0))
 
 
 def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:

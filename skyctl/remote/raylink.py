@@ -73,6 +73,8 @@ class Link:
         self._calls = 0
         #: the call it carries now
         self.port: Port | None = None
+        #: set once the task has connected (and sent its token)
+        self.connected = threading.Event()
         #: set once the connection has ended (the task's end, or ``close``)
         self.done = threading.Event()
         threading.Thread(target=self._run, name="skyctl-ray-link", daemon=True).start()
@@ -115,6 +117,7 @@ class Link:
             if sock is None:
                 return
             self._sock = sock
+            self.connected.set()
             if self._closed:  # closed while it connected
                 sock.shutdown(socket.SHUT_RDWR)
                 return

@@ -36,9 +36,12 @@ class Tasks:
 
     @classmethod
     def of(cls, ray: Any, conn: Any, input_failed: Any, host: str) -> Tasks:
+        """The one, its links sending to ``conn`` from now on (a spare's warm-up had none: ``None``)."""
         with cls._lock:
             if cls._one is None:
                 cls._one = cls(ray, conn, input_failed, host)
+            elif conn is not None:
+                cls._one._conn, cls._one._input_failed = conn, input_failed
             return cls._one
 
     def __init__(self, ray: Any, conn: Any, input_failed: Any, host: str) -> None:
@@ -83,8 +86,24 @@ class Tasks:
             return
         self.keep(options, link, ref, first=True)
 
+    def warm_up(self, options: dict[str, Any], timeout: float) -> None:
+        """Run a task to its start and let it go (a spare driver, before its client): Ray starts the job's
+        worker process, which builds the modules and which Ray keeps for the job's next tasks; no task is
+        kept, so no resources are held meanwhile."""
+        link, ref = self._submit(options)
+        try:
+            link.connected.wait(timeout)
+        finally:
+            link.close()  # the task sees EOF before any call and ends
+            try:
+                self._ray.wait([ref], timeout=timeout)
+            except Exception:
+                pass
+
     def _submit(self, options: dict[str, Any]) -> tuple[raylink.Link, Any]:
-        link = raylink.Link(self._conn.send, self._conn.grant, self._input_failed, self._host)
+        conn = self._conn  # None: a spare's warm-up, whose task gets no call
+        link = raylink.Link(conn.send if conn else _no_client, conn.grant if conn else _no_client,
+                            self._input_failed, self._host)
         try:
             ref = self._remote.options(**options).remote((*link.address, link.token), self._code_ref())
         except BaseException:
@@ -133,6 +152,10 @@ class Tasks:
                         for name in raytask.MODULES}
             self._code = (digest, [self._ray.put((sources, importlib.util.MAGIC_NUMBER, compiled))])
         return self._code
+
+
+def _no_client(*_: Any) -> None:
+    raise OSError("no client yet")
 
 
 def _key(options: dict[str, Any]) -> str:

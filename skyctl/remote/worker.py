@@ -28,7 +28,7 @@ import types
 from itertools import chain
 from typing import Any, Callable, Generator, Iterator
 
-from . import flow, raytask, reaper, values, watcher, wire
+from . import flow, raytask, reaper, spare, values, watcher, wire
 from .logs import LogForwarder
 from .wire import Kind
 
@@ -643,9 +643,14 @@ _leaving = threading.Lock()
 
 
 def main(in_fd: int = 0, out_fd: int = 1) -> None:
-    """Serve calls over ``in_fd``/``out_fd`` (the bootstrap stub's stdin/stdout)."""
+    """Serve calls over ``in_fd``/``out_fd`` (the bootstrap stub's stdin/stdout; a spare's client's socket)."""
     global _worker
+    claimed = None
+    if spare.ENV in os.environ:  # a spare: warm up and wait for a client, whose socket it serves then
+        claimed = in_fd = out_fd = spare.wait_for_client(os.environ.pop(spare.ENV))
     proto_in, proto_out = os.dup(in_fd), os.dup(out_fd)
+    if claimed is not None:
+        os.close(claimed)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # user code reading stdin must not eat frames
     os.close(devnull)

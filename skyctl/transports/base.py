@@ -63,6 +63,8 @@ class Transport(Protocol):
     # error for a command that ended (answer ``""``) or wrote something else
     # (``"?<text>"``) before the stub's first line; see ``transports.command``.
     # Optional: ``profile``, the ``HostProfile`` it serves (for ``describe``).
+    # Optional: ``start_for(argv, args) -> WorkerPipes``, ``start`` told the stub's arguments too, so
+    # that a transport keeping spare workers can hand over one started for the same (``transports.spare``).
 
 
 class ClosedOnExit:
