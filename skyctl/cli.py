@@ -69,7 +69,7 @@ HostOpt = typer.Option(None, "--host", "-H", help="Host profile, group, a,b list
 ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (default: $SKYCTL_CONFIG, ./skyward.yaml, ~/.config/skyctl/skyward.yaml).")
 OutputOpt = typer.Option(Output.text, "--output", "-o", help="How values are written to stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No status line.")
-NoReuseOpt = typer.Option(False, "--no-reuse", help="Do not keep or use a kept SSH connection.")
+NoReuseOpt = typer.Option(False, "--no-reuse", help="Do not keep or use a kept SSH connection (nor a spare Ray driver).")
 ProgressOpt = typer.Option(None, "--progress", min=0.01, metavar="[=SECONDS]",
                            help="Without a live status line (a log, CI): a progress line on stderr every SECONDS "
                                 "(--progress alone: 30; give a value as --progress=5).")

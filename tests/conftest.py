@@ -126,6 +126,9 @@ def _reuse_runtime_dir() -> Iterator[None]:
             os.environ.pop("XDG_RUNTIME_DIR", None)
         else:
             os.environ["XDG_RUNTIME_DIR"] = old
+        from helpers import stop_spares
+
+        stop_spares(path)  # spare Ray drivers (``transports/spare.py``) the ray tests left
         pids = []
         for pid_file in path.glob("skyctl/*.pid"):
             try:
@@ -169,7 +172,7 @@ def run_dir() -> Iterator[Path]:
     import shutil
     import tempfile
 
-    from helpers import stop_holders
+    from helpers import stop_holders, stop_spares
 
     path = Path(tempfile.mkdtemp(prefix="skr-", dir="/tmp"))
     path.chmod(0o700)
@@ -177,5 +180,6 @@ def run_dir() -> Iterator[Path]:
         yield path
     finally:
         stop_holders(path)
+        stop_spares(path)
         shutil.rmtree(path, ignore_errors=True)
 

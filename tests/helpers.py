@@ -155,3 +155,27 @@ def stop_holders(run_dir: Path) -> None:
     for pid in pids:
         wait_for(lambda: not pid_alive(pid), timeout=30, what=f"holder {pid} to exit")
 
+
+
+def spare_pids(run_dir: Path) -> list[int]:
+    """The pids of the spare drivers listening under ``run_dir`` (an ``XDG_RUNTIME_DIR``), by their sockets'
+    names, live ones only."""
+    pids = []
+    for sock in sorted(run_dir.glob("skyctl/spares/*.sock")):
+        pid = sock.name.split(".")[-2]
+        if pid.isdigit() and pid_alive(int(pid)):
+            pids.append(int(pid))
+    return pids
+
+
+def stop_spares(run_dir: Path) -> None:
+    """SIGTERM every spare driver listening under ``run_dir``, and wait for each."""
+    import contextlib
+    import signal
+
+    pids = spare_pids(run_dir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        wait_for(lambda: not pid_alive(pid), timeout=30, what=f"spare {pid} to exit")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -21,7 +22,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from helpers import REPO, clean_env, run_skyctl, skyctl_argv, ssh_host_yaml, start_skyctl, wait_for
+from helpers import (REPO, clean_env, pid_alive, run_skyctl, skyctl_argv, spare_pids, ssh_host_yaml, start_skyctl,
+                     wait_for)
 from rayhead import RAY_ENV, RayHead, RayUnavailable, ray_python, start_ray_head
 
 T = "tests/targets/ray_targets.py"
@@ -409,3 +411,97 @@ def sky_ok_on(head: RayHead) -> bool:
                            "print(ray.get(ray.remote(lambda: 41 + 1).options(max_retries=0).remote()))" % head.address],
                           env=head.env(), capture_output=True, text=True, timeout=300)
     return done.returncode == 0 and done.stdout.split()[-1:] == ["42"]
+
+
+# -- spare drivers: a run leaves one, warm, for the next (``transports/spare.py``) ------------------
+
+
+def _spare_config(tmp_path: Path, head: RayHead, extra: str = "") -> Path:
+    env = "env: {" + ", ".join(f"{k}: '{v}'" for k, v in RAY_ENV.items()) + "}"
+    path = tmp_path / "skyward.yaml"
+    path.write_text(f"hosts:\n  head:\n    type: local\n    python: {head.python}\n    {env}\n"
+                    f"  cluster:\n    type: ray\n    via: head\n    address: {head.address}\n{extra}")
+    return path
+
+
+def _with_runtime_dir(run_dir: Path) -> list[int]:
+    """The processes whose environment names ``run_dir`` as their ``XDG_RUNTIME_DIR``: what a run started."""
+    marker = f"XDG_RUNTIME_DIR={run_dir}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0") and _running(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_run_leaves_a_spare_driver_and_the_next_run_takes_it(ray_head: RayHead, run_dir: Path,
+                                                                tmp_path: Path) -> None:
+    config = _spare_config(tmp_path, ray_head)
+    env = {"XDG_RUNTIME_DIR": str(run_dir)}
+    first = run_skyctl("run", f"{T}:add", "-a", "a=2", "-a", "b=3", "-H", "cluster", "-c", str(config), env=env,
+                       timeout=300)
+    assert (first.returncode, first.stdout) == (0, "5\n"), first.stderr
+    (spare,) = wait_for(lambda: spare_pids(run_dir), timeout=120, what="a spare driver listening")
+    spares = run_dir / "skyctl" / "spares"
+    (sock,) = spares.glob("*.sock")
+    assert stat.S_IMODE(spares.stat().st_mode) == 0o700 and stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert spare in _with_runtime_dir(run_dir)  # (what the test without reuse looks for)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    proc = start_skyctl("run", f"{T}:gated", "-a", f"workdir={gate}", "-H", "cluster", "-c", str(config), env=env)
+    try:
+        lines = Lines(proc.stdout)
+        assert lines.next() == "first in_task=True"
+        # the spare serves this run: its socket claimed, the process still there
+        assert not sock.exists() and pid_alive(spare)
+        (gate / "go").write_text("")
+        assert lines.next() == "second"
+        assert proc.wait(timeout=120) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(lambda: not pid_alive(spare), timeout=60, what="the spare that served the run to end with it")
+    (after,) = wait_for(lambda: spare_pids(run_dir), timeout=120, what="the next spare")
+    assert after != spare
+
+
+@pytest.mark.parametrize("how", ["--no-reuse", "reuse: false"])
+def test_no_spare_driver_without_reuse(ray_head: RayHead, run_dir: Path, tmp_path: Path, how: str) -> None:
+    config = _spare_config(tmp_path, ray_head, "    reuse: false\n" if how == "reuse: false" else "")
+    flags = [how] if how.startswith("--") else []
+    done = run_skyctl("run", f"{T}:add", "-a", "a=1", "-a", "b=1", "-H", "cluster", *flags, "-c", str(config),
+                      env={"XDG_RUNTIME_DIR": str(run_dir)}, timeout=300)
+    assert (done.returncode, done.stdout) == (0, "2\n"), done.stderr
+    # nothing the run started outlives it (a spare would wait for reuse_idle, 60 s)
+    wait_for(lambda: not _with_runtime_dir(run_dir), timeout=30, what="the run's processes to end")
+    assert not list(run_dir.glob("skyctl/spares/*"))
+
+
+def test_a_spare_driver_leaves_after_reuse_idle(ray_head: RayHead, run_dir: Path, tmp_path: Path) -> None:
+    config = _spare_config(tmp_path, ray_head, "    reuse_idle: 1\n")
+    done = run_skyctl("run", f"{T}:add", "-a", "a=1", "-a", "b=2", "-H", "cluster", "-c", str(config),
+                      env={"XDG_RUNTIME_DIR": str(run_dir)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (spare,) = wait_for(lambda: spare_pids(run_dir), timeout=120, what="a spare driver listening")
+    wait_for(lambda: not pid_alive(spare), timeout=60, what="the idle spare to leave")
+    assert not list(run_dir.glob("skyctl/spares/*.sock"))
+
+
+def test_a_pipe_leaves_a_spare_per_slot_and_takes_them(ray_head: RayHead, run_dir: Path, tmp_path: Path) -> None:
+    config = _spare_config(tmp_path, ray_head, "    workers: 2\n")
+    env = {"XDG_RUNTIME_DIR": str(run_dir)}
+    records = "".join(f"{i}\n" for i in range(20_000))
+    first = run_skyctl("pipe", f"{T}:double", "-H", "cluster", "-c", str(config), input=records, env=env, timeout=300)
+    assert first.returncode == 0 and sorted(map(int, first.stdout.split())) == list(range(0, 40_000, 2)), first.stderr
+    spares = wait_for(lambda: len(spare_pids(run_dir)) == 2 and spare_pids(run_dir), timeout=120,
+                      what="two spare drivers listening")
+    again = run_skyctl("pipe", f"{T}:double", "-H", "cluster", "-c", str(config), input=records, env=env, timeout=300)
+    assert again.returncode == 0 and len(again.stdout.split()) == 20_000, again.stderr
+    for pid in spares:  # both slots ran in them: each ended with the pipe
+        wait_for(lambda: not pid_alive(pid), timeout=60, what=f"spare {pid} to end with the pipe")
+    wait_for(lambda: len(spare_pids(run_dir)) == 2, timeout=120, what="two new spares")

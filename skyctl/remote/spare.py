@@ -15,7 +15,8 @@ arguments), and ``worker.main`` calls ``wait_for_client`` first:
    start (``raydriver.prepare``): Ray starts the job's worker process, which
    builds skyctl's modules and which Ray then keeps for the job's next
    tasks (a few ms each). It holds no task, so no cluster resources, while
-   it waits;
+   it waits. One that cannot warm up (no ray, no cluster) leaves: the next
+   run starts its driver as always, and that one says what is wrong;
 3. it listens on ``<dir>/<key>.<pid>.sock`` (the private runtime directory's
    ``spares``, 0700; the socket 0600) for at most ``idle`` seconds, unless
    ``most`` live spares of its key are there already (two runs that ended
@@ -89,8 +90,8 @@ def wait_for_client(text: str) -> int:
 
         try:
             raydriver.prepare(ray_spec)
-        except BaseException:  # noqa: BLE001 - the first call connects again and says what is wrong
-            pass
+        except BaseException:  # noqa: BLE001 - not worth keeping: the next run starts its driver and says why
+            _leave()
     listener, path = _listen(spec)
     deadline = time.monotonic() + float(spec["idle"])
     try:

@@ -173,7 +173,7 @@ class SpareTransport:
             if pid is None:
                 continue
             path = os.path.join(directory, name)
-            claimed = f"{path}.{os.getpid()}.taken"
+            claimed = os.path.join(directory, f"{os.urandom(6).hex()}.taken")  # no longer than its name
             try:
                 os.rename(path, claimed)  # ours alone from here on
             except OSError:

@@ -1,0 +1,109 @@
+"""Spare workers, in-process: the checks a spare and a client make of each other (``remote/spare.py``,
+``transports/spare.py``). The real path, a spare Ray driver taken by the next run, is ``test_ray_host``'s."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+
+from skyctl.bootstrap import stub_args
+from skyctl.remote import spare
+from skyctl.transports.local import LocalTransport
+from skyctl.transports.spare import SpareTransport, key_of, spares_dir, with_env
+
+ARGS = stub_args("~/.cache/skyctl", {"A": "b"})
+
+
+def _answer(sent: bytes, want: str) -> tuple[bool, bytes]:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(sent)
+        ok = spare._check_args(ours, want)
+        ours.shutdown(socket.SHUT_WR)
+        return ok, theirs.recv(200)
+
+
+def test_a_spare_answers_ready_only_to_the_arguments_it_was_started_for() -> None:
+    want = hashlib.sha256(ARGS).hexdigest()
+    assert _answer(ARGS, want) == (True, b"SKYCTL ready\n")
+    other = stub_args("~/.cache/skyctl", {"A": "c"})
+    ok, said = _answer(other, want)
+    assert not ok and said.startswith(b"SKYCTL error ") and said.endswith(b"\n")
+    assert _answer(b"99999999999\n", want) == (False, b"")  # more than it reads: no answer, the client sees EOF
+
+
+def test_with_env_adds_to_the_arguments_and_keeps_the_rest() -> None:
+    more = with_env(ARGS, {"SKYCTL_SPARE": "x"})
+    size, body = more.split(b"\n", 1)
+    assert int(size) == len(body)
+    assert json.loads(body) == {**json.loads(ARGS.split(b"\n", 1)[1]), "env": {"A": "b", "SKYCTL_SPARE": "x"}}
+    assert key_of(["py"], ARGS) != key_of(["py"], more) != key_of(["py2"], more)
+
+
+def test_a_client_refuses_a_socket_whose_process_is_not_the_one_its_name_says(tmp_path: Path) -> None:
+    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    tmp_path.chmod(0o700)
+    argv = [sys.executable, "-c", "STUB"]
+    directory = spares_dir(environ)
+    key = key_of(argv, ARGS)
+    # a socket named for pid 1 but served by this process: claimed, connected, refused, and gone
+    impostor = socket.socket(socket.AF_UNIX)
+    impostor.bind(os.path.join(directory, spare.socket_name(key, 1)))
+    impostor.listen(1)
+    with impostor:
+        transport = SpareTransport(LocalTransport(), idle=1, most=1, environ=environ)
+        pipes = transport._claim(key)
+        assert pipes is None and os.listdir(directory) == []
+
+
+def test_a_client_takes_a_spare_that_is_what_its_name_says(tmp_path: Path) -> None:
+    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    tmp_path.chmod(0o700)
+    directory = spares_dir(environ)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(os.path.join(directory, spare.socket_name("k" * 20, os.getpid())))
+    listener.listen(1)
+    with listener:
+        accepted: list[socket.socket] = []
+        thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
+        thread.start()
+        pipes = SpareTransport(LocalTransport(), idle=1, most=1, environ=environ)._claim("k" * 20)
+        thread.join(10)
+        assert pipes is not None and pipes.pid == os.getpid()
+        assert os.listdir(directory) == []  # claimed: no other client can find it
+        pipes.write(b"hello")
+        assert accepted[0].recv(5) == b"hello"
+        accepted[0].close()
+
+
+@pytest.mark.timeout(60)
+def test_a_spare_leaves_when_enough_of_its_key_listen(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    directory = tmp_path / "spares"
+    directory.mkdir(mode=0o700)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (directory / spare.socket_name("k", sleeper.pid)).touch()  # a live one of the key
+        (directory / spare.socket_name("k", 999_999_999)).touch()  # a dead one: removed
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); from skyctl.remote import spare; "
+                "spare._listen({'dir': sys.argv[2], 'key': 'k', 'most': int(sys.argv[3])}); print('listening')")
+        full = subprocess.run([sys.executable, "-c", code, str(REPO), str(directory), "1"], capture_output=True,
+                              text=True, timeout=30)
+        assert (full.returncode, full.stdout) == (0, "")  # left: one listens already
+        assert sorted(os.listdir(directory)) == [spare.socket_name("k", sleeper.pid)]
+        room = subprocess.run([sys.executable, "-c", code, str(REPO), str(directory), "2"], capture_output=True,
+                              text=True, timeout=30)
+        assert room.stdout == "listening\n", room.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
