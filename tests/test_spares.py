@@ -107,3 +107,46 @@ def test_a_spare_leaves_when_enough_of_its_key_listen(tmp_path: Path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_spares_directory_that_others_can_use_is_refused(tmp_path: Path) -> None:
+    from skyctl.runtime import UnsafeDirectory
+
+    tmp_path.chmod(0o700)
+    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    directory = Path(spares_dir(environ))
+    directory.chmod(0o777)
+    with pytest.raises(UnsafeDirectory):
+        spares_dir(environ)
+    # and the client then starts its worker as always, claiming nothing
+    assert SpareTransport(LocalTransport(), idle=1, most=1, environ=environ)._claim("k" * 20) is None
+
+
+def test_a_ray_calls_last_frame_answers_it_as_any_workers_does() -> None:
+    """The link's port seals the last frame through the call (``CallState._seal``): the call is answered
+    then, so a client that sends its next CALL on reading that frame finds room on the driver."""
+    from skyctl.remote.raylink import Link
+    from skyctl.remote.wire import Kind
+
+    sent: list[tuple[int, bytes]] = []
+    sealed: list[tuple[bytes, int]] = []
+
+    class Call:
+        class outbox:  # noqa: N801 - stands in for the call's own Outbox
+            @staticmethod
+            def finish() -> None:
+                pass
+
+        inbox = None
+
+        def _seal(self, payload: bytes, count: int) -> bytes:
+            sealed.append((payload, count))
+            return payload + b"!"
+
+    link = Link(lambda kind, payload: sent.append((kind, payload)), lambda items, nbytes: None, None, "127.0.0.1")
+    try:
+        port = link.attach(Call(), b"call", (10, 1000))
+        port.finish((Kind.RETURN, b"value"))
+        assert sealed == [(b"value", 0)] and sent == [(Kind.RETURN, b"value!")]
+    finally:
+        link.close()

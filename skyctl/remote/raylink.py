@@ -84,7 +84,7 @@ class Link:
         for values; the ``Port`` takes the place of the call's Inbox and Outbox (before any input was
         granted or value sent), and the call's own outbox's idle sender thread ends."""
         self._calls += 1
-        port = Port(self, self._calls)
+        port = Port(self, self._calls, call)
         self.port = port
         self.put(Kind.CALL, port.id, payload)
         self.put(Kind.CREDIT, port.id, wire.pack_credit(*credit))
@@ -197,9 +197,10 @@ class Port:
     """One call on a link: stands in for the call's Inbox and Outbox in the worker's ``CallState``. Once
     the call has ended (``finish``) it passes nothing on: a late frame of the client's for it is dropped."""
 
-    def __init__(self, link: Link, call_id: int) -> None:
+    def __init__(self, link: Link, call_id: int, call: Any) -> None:
         self._link = link
         self.id = call_id
+        self._call = call
         self._relaying = threading.Lock()
         self._finished = False
         self._ended_input = False
@@ -272,14 +273,15 @@ class Port:
             self._link.put(Kind.CANCEL, self.id)
 
     def finish(self, *frames: tuple[int, bytes]) -> None:
-        """The call's last frame(s) to the client, sealed with the count of values relayed; nothing is
-        relayed after."""
+        """The call's last frame(s) to the client, sealed with the count of values relayed (by the call's
+        ``_seal``: the call is answered from then on, and the worker has room for the client's next CALL);
+        nothing is relayed after."""
         with self._relaying:
             if self._finished:
                 return
             self._finished = True
             for kind, payload in frames:
-                self._link._send(kind, wire.seal(payload, self.sent))
+                self._link._send(kind, self._call._seal(payload, self.sent))
 
     def join(self, timeout: float | None = None) -> bool:
         return True

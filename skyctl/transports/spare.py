@@ -46,10 +46,16 @@ CONNECT_SECONDS = 2.0
 
 
 def spares_dir(environ: Any = None) -> str:
-    """The private runtime directory's ``spares`` (0700, created): raises ``UnsafeDirectory``."""
+    """The private runtime directory's ``spares`` (0700, created): raises ``UnsafeDirectory`` when it is
+    not a directory of ours that only we can use."""
+    import stat
+
     path = os.path.join(private_dir(environ), "spares")
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise UnsafeDirectory(f"{path} is not a private directory of yours (remove it)")
     return path
 
 
@@ -198,7 +204,7 @@ def _connect(path: str, pid: int) -> socket.socket | None:
             raise OSError("not the spare its name says")
         sock.settimeout(None)
         return sock
-    except OSError:
+    except (OSError, AttributeError):  # AttributeError: no SO_PEERCRED here, so no spare is trusted
         sock.close()
         return None
 
