@@ -50,9 +50,8 @@ def test_with_env_adds_to_the_arguments_and_keeps_the_rest() -> None:
     assert key_of(["py"], ARGS) != key_of(["py"], more) != key_of(["py2"], more)
 
 
-def test_a_client_refuses_a_socket_whose_process_is_not_the_one_its_name_says(tmp_path: Path) -> None:
-    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
-    tmp_path.chmod(0o700)
+def test_a_client_refuses_a_socket_whose_process_is_not_the_one_its_name_says(run_dir: Path) -> None:
+    environ = {"XDG_RUNTIME_DIR": str(run_dir)}  # (short: a socket's path must fit)
     argv = [sys.executable, "-c", "STUB"]
     directory = spares_dir(environ)
     key = key_of(argv, ARGS)
@@ -66,9 +65,8 @@ def test_a_client_refuses_a_socket_whose_process_is_not_the_one_its_name_says(tm
         assert pipes is None and os.listdir(directory) == []
 
 
-def test_a_client_takes_a_spare_that_is_what_its_name_says(tmp_path: Path) -> None:
-    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
-    tmp_path.chmod(0o700)
+def test_a_client_takes_a_spare_that_is_what_its_name_says(run_dir: Path) -> None:
+    environ = {"XDG_RUNTIME_DIR": str(run_dir)}
     directory = spares_dir(environ)
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(os.path.join(directory, spare.socket_name("k" * 20, os.getpid())))
@@ -87,9 +85,8 @@ def test_a_client_takes_a_spare_that_is_what_its_name_says(tmp_path: Path) -> No
 
 
 @pytest.mark.timeout(60)
-def test_a_spare_leaves_when_enough_of_its_key_listen(tmp_path: Path) -> None:
-    tmp_path.chmod(0o700)
-    directory = tmp_path / "spares"
+def test_a_spare_leaves_when_enough_of_its_key_listen(run_dir: Path) -> None:
+    directory = run_dir / "spares"
     directory.mkdir(mode=0o700)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
