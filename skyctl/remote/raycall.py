@@ -61,8 +61,9 @@ class InputBroke(GeneratorExit):
     """Raised where the function reads past the last good record when the input broke."""
 
 
-def run(link: tuple[str, int, bytes]) -> None:
-    """Connect to the driver at ``link`` (host, port, token) and run the calls it sends, one after another:
+def run(link: tuple[Any, ...]) -> None:
+    """Connect to the driver at ``link`` (host, port, token, and maybe the seconds to wait for a first
+    call instead of ``STANDBY_SECONDS``) and run the calls it sends, one after another:
     each a CALL frame (the pickled ``(payload, options)``: ``payload`` the pickled ``(fn, args, kwargs,
     stream_at)``, ``options`` the CALL's ``render``, ``shipped``, ``skip``) and that call's frames. The
     task ends when the driver closes the link, when no call came for ``STANDBY_SECONDS`` (the first) or
@@ -76,7 +77,7 @@ def run(link: tuple[str, int, bytes]) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = _Link(sock)
     try:
-        wait = STANDBY_SECONDS
+        wait = float(link[3]) if len(link) > 3 else STANDBY_SECONDS
         while True:
             got = conn.next_call(wait)
             if got is None:

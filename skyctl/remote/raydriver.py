@@ -126,16 +126,16 @@ def warm(spec: str, conn: Any, input_failed: Any) -> None:
     threading.Thread(target=start, name="skyctl-ray-warm", daemon=True).start()
 
 
-def prepare(spec: str) -> None:
-    """A spare driver, before any client (``spare``): ray imported and connected, and one task run to its
-    start, so that Ray has started the job's worker process and keeps it for the job's tasks; nothing is
-    kept that holds cluster resources. A failure is the first call's to see (it connects again)."""
+def prepare(spec: str, hold: float) -> None:
+    """A spare driver, before any client (``spare``): ray imported and connected, and a task started that
+    keeps the job's worker process for up to ``hold`` s without holding cluster resources
+    (``Tasks.warm_up``); the first call's task leases that process. Raises ``Failure`` (the spare leaves)."""
     import json
 
     opts = json.loads(spec)
     ray = connect(opts, lambda: False)
     tasks = raysubmit.Tasks.of(ray, None, None, _node_address(ray))
-    tasks.warm_up(task_options(opts, None), float(opts.get("connect_timeout") or 30.0))
+    tasks.warm_up(task_options(opts, None), float(opts.get("connect_timeout") or 30.0), hold)
 
 
 def connect(opts: dict[str, Any], cancelled: Callable[[], bool]) -> Any:

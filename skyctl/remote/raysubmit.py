@@ -57,6 +57,8 @@ class Tasks:
         #: the task kept for the next call: ``(its options' key, used until, link, ref)``; it is used only
         #: well within the time it waits (``raycall.STANDBY_SECONDS``, ``LINGER_SECONDS``)
         self._kept: tuple[str, float, raylink.Link, Any] | None = None
+        #: a spare's warm-up task (``warm_up``): its link and ref
+        self._warm: tuple[raylink.Link, Any] | None = None
 
     def take(self, options: dict[str, Any]) -> tuple[raylink.Link, Any]:
         """A task for a call with these ``.options()``: the one kept when it fits, else a new one."""
@@ -79,33 +81,42 @@ class Tasks:
 
     def ahead(self, options: dict[str, Any]) -> None:
         """Submit a task before any call (the driver's start): Ray leases and starts its worker process
-        while the first call is on its way. A failure is the first call's to see."""
+        while the first call is on its way (a spare's warm-up task lets its worker go first, for this one
+        to lease). A failure is the first call's to see."""
+        self.release_warm(2.0)
         try:
             link, ref = self._submit(options)
         except Exception:
             return
         self.keep(options, link, ref, first=True)
 
-    def warm_up(self, options: dict[str, Any], timeout: float) -> None:
-        """Run a task to its start and let it go (a spare driver, before its client): Ray starts the job's
-        worker process, which builds the modules and which Ray keeps for the job's next tasks; no task is
-        kept, so no resources are held meanwhile."""
-        link, ref = self._submit(options)
-        try:
-            link.connected.wait(timeout)
-        finally:
-            link.close()  # the task sees EOF before any call and ends
+    def warm_up(self, options: dict[str, Any], timeout: float, hold: float) -> None:
+        """Start a task that asks for no resources and waits up to ``hold`` s for a call that never comes
+        (a spare driver, before its client): Ray starts the job's worker process, which builds the modules;
+        the task keeps it busy, so Ray does not end it as an idle worker while the spare waits, and it
+        holds none of the cluster's CPUs, GPUs or memory. ``release_warm`` lets it go."""
+        free = {key: value for key, value in options.items() if key not in ("num_gpus", "memory", "resources")}
+        link, ref = self._submit({**free, "num_cpus": 0}, standby=hold)
+        self._warm = (link, ref)
+        link.connected.wait(timeout)
+
+    def release_warm(self, timeout: float) -> None:
+        """End the warm-up task (its worker process goes back to Ray idle, for the call's task to lease)."""
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            warm[0].close()  # the task sees EOF before any call and ends
             try:
-                self._ray.wait([ref], timeout=timeout)
+                self._ray.wait([warm[1]], timeout=timeout)
             except Exception:
                 pass
 
-    def _submit(self, options: dict[str, Any]) -> tuple[raylink.Link, Any]:
+    def _submit(self, options: dict[str, Any], standby: float | None = None) -> tuple[raylink.Link, Any]:
         conn = self._conn  # None: a spare's warm-up, whose task gets no call
         link = raylink.Link(conn.send if conn else _no_client, conn.grant if conn else _no_client,
                             self._input_failed, self._host)
         try:
-            ref = self._remote.options(**options).remote((*link.address, link.token), self._code_ref())
+            args = (*link.address, link.token) + ((standby,) if standby is not None else ())
+            ref = self._remote.options(**options).remote(args, self._code_ref())
         except BaseException:
             link.close()
             raise
@@ -114,6 +125,7 @@ class Tasks:
     def leave(self, wait: float) -> None:
         """The driver is leaving: let the kept task go and wait (up to ``wait`` s) until it has ended, so
         that its worker process goes back to Ray idle, as after any task, rather than killed busy."""
+        self.release_warm(wait)
         with self._lock:
             kept, self._kept = self._kept, None
         if kept is not None:

@@ -28,7 +28,7 @@ UNREACHABLE = "skyctl: the Ray task could not connect back to its driver"
 MODULES = ("wire", "values", "flow", "raytask", "raycall")
 
 
-def run_task(link: tuple[str, int, bytes], code: tuple[str, list[Any]]) -> None:
+def run_task(link: tuple[Any, ...], code: tuple[str, list[Any]]) -> None:
     """Run a call here (``raycall.run``: it comes over the link to the driver at ``link``); ``code``: the
     digest of the modules' sources and, in a list (so that Ray does not fetch it for every task), the
     reference to them."""

@@ -11,16 +11,20 @@ the worker start as for a call, with ``SKYCTL_SPARE`` in the environment
 arguments), and ``worker.main`` calls ``wait_for_client`` first:
 
 1. it detaches: fds 0-2 become /dev/null (whoever started it is gone);
-2. it warms up: a Ray driver imports ray, connects and runs one task to its
-   start (``raydriver.prepare``): Ray starts the job's worker process, which
-   builds skyctl's modules and which Ray then keeps for the job's next
-   tasks (a few ms each). It holds no task, so no cluster resources, while
-   it waits. One that cannot warm up (no ray, no cluster) leaves: the next
-   run starts its driver as always, and that one says what is wrong;
+2. it warms up: a Ray driver imports ray, connects and starts a task that
+   asks for no resources (``raydriver.prepare``): Ray starts the job's
+   worker process, which builds skyctl's modules, and the task keeps it
+   while the spare waits (an idle one Ray may end to make room for other
+   jobs' workers); it holds none of the cluster's CPUs, GPUs or memory.
+   When its client comes, that task ends and the call's own, with its
+   resources, leases the process in a few ms. One that cannot warm up (no
+   ray, no cluster) leaves: the next run starts its driver as always, and
+   that one says what is wrong;
 3. it listens on ``<dir>/<key>.<pid>.sock`` (the private runtime directory's
    ``spares``, 0700; the socket 0600) for at most ``idle`` seconds, unless
    ``most`` live spares of its key are there already (two runs that ended
-   together): then it leaves at once;
+   together): then it leaves at once. At its deadline it removes its socket
+   first: a client that renamed it just before is still served;
 4. a client claims it by renaming the socket (atomic: one client per
    spare) and connects; the spare checks that the peer is its own user and
    that the stub's arguments the client sends are the ones it was started
@@ -47,6 +51,8 @@ ENV = "SKYCTL_SPARE"
 ARGS_SECONDS = 10.0
 #: the longest stub arguments a spare reads
 ARGS_MAX = 1 << 20
+#: seconds a spare whose socket a client claimed at its idle deadline waits for that client to connect
+CLAIMED_SECONDS = 5.0
 
 
 def socket_name(key: str, pid: int) -> str:
@@ -89,22 +95,28 @@ def wait_for_client(text: str) -> int:
         from . import raydriver
 
         try:
-            raydriver.prepare(ray_spec)
+            raydriver.prepare(ray_spec, float(spec["idle"]) + CLAIMED_SECONDS + ARGS_SECONDS)
         except BaseException:  # noqa: BLE001 - not worth keeping: the next run starts its driver and says why
             _leave()
     listener, path = _listen(spec)
     deadline = time.monotonic() + float(spec["idle"])
     try:
-        remaining = deadline - time.monotonic()
-        while remaining > 0:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                try:
+                    os.unlink(path)  # no client can claim it from here on
+                    break
+                except FileNotFoundError:  # one has (renamed it) just now: it connects within a moment
+                    deadline, path = time.monotonic() + CLAIMED_SECONDS, ""
+                    continue
             listener.settimeout(remaining)
             try:
                 sock, _ = listener.accept()
             except socket.timeout:
-                break
-            if peer(sock)[1] != os.geteuid():  # the directory is ours alone: this cannot be, but costs nothing
+                continue
+            if _peer_uid(sock) != os.geteuid():  # the directory is ours alone: this cannot be, but costs nothing
                 sock.close()
-                remaining = deadline - time.monotonic()
                 continue
             if _check_args(sock, spec["args"]):
                 sock.settimeout(None)
@@ -112,11 +124,19 @@ def wait_for_client(text: str) -> int:
             break
     finally:
         listener.close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
     _leave()
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    try:
+        return peer(sock)[1]
+    except (OSError, AttributeError):  # no SO_PEERCRED: nothing to go by
+        return None
 
 
 def _detach() -> None:
@@ -156,7 +176,8 @@ def _listen(spec: dict[str, Any]) -> tuple[socket.socket, str]:
 
 def _check_args(sock: socket.socket, want: str) -> bool:
     """Read the stub's arguments (``<length>\\n<JSON>``) and answer as the stub would: ``ready`` when they
-    are the ones this spare was started with, else an error line (the client says it and starts afresh)."""
+    are the ones this spare was started with, else an error line (the client's run then fails with exit 5: the
+    socket's name says the same arguments, so only a process of this user could have sent others)."""
     sock.settimeout(ARGS_SECONDS)
     try:
         head = b""
