@@ -987,14 +987,14 @@ def m_ray(b: Bench) -> None:
 
 def _spares_listening(b: Bench, count: int, deadline: float = 60.0) -> None:
     """Wait (at most ``deadline`` s) until ``count`` spare drivers listen: those the last run left."""
-    from skyctl.remote.spare import alive
+    from skyctl.remote.spare import alive, name_pid
     from skyctl.transports.spare import spares_dir
 
     directory = Path(spares_dir(b.env))
 
     def listening() -> int:  # by the pid in their names (a spare killed with its cluster leaves its socket)
-        pids = [path.name.split(".")[-2] for path in directory.glob("*.sock")]
-        return sum(1 for pid in pids if pid.isdigit() and alive(int(pid)))
+        pids = [name_pid(path.name) for path in directory.glob("*.sock")]
+        return sum(1 for pid in pids if pid is not None and alive(pid))
 
     end = time.monotonic() + deadline
     while listening() < count and time.monotonic() < end:

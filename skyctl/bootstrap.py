@@ -253,6 +253,17 @@ def stub_args(workdir: str, env: Mapping[str, str], pip: Sequence[str] = ()) -> 
     """What the stub reads first on stdin: ``<length>\\n<JSON>``."""
     args = {"python": client_python(), "workdir": workdir, "hash": bundles.bundle_id(), "sha": bundles.bundle_sha256(),
             "env": dict(env), "pip": requirement_lines(pip)}
+    return _framed(args)
+
+
+def with_env(args: bytes, extra: Mapping[str, str]) -> bytes:
+    """``stub_args``'s bytes with more environment variables (a spare worker's ``SKYCTL_SPARE``)."""
+    data = json.loads(args.split(b"\n", 1)[1])
+    data["env"] = {**data["env"], **extra}
+    return _framed(data)
+
+
+def _framed(args: Mapping[str, Any]) -> bytes:
     data = json.dumps(args, separators=(",", ":")).encode()
     return b"%d\n%s" % (len(data), data)
 

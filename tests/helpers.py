@@ -160,12 +160,10 @@ def stop_holders(run_dir: Path) -> None:
 def spare_pids(run_dir: Path) -> list[int]:
     """The pids of the spare drivers listening under ``run_dir`` (an ``XDG_RUNTIME_DIR``), by their sockets'
     names, live ones only."""
-    pids = []
-    for sock in sorted(run_dir.glob("skyctl/spares/*.sock")):
-        pid = sock.name.split(".")[-2]
-        if pid.isdigit() and pid_alive(int(pid)):
-            pids.append(int(pid))
-    return pids
+    from skyctl.remote.spare import name_pid
+
+    pids = (name_pid(sock.name) for sock in sorted(run_dir.glob("skyctl/spares/*.sock")))
+    return [pid for pid in pids if pid is not None and pid_alive(pid)]
 
 
 def stop_spares(run_dir: Path) -> None:

@@ -16,10 +16,10 @@ import pytest
 
 from helpers import REPO
 
-from skyctl.bootstrap import stub_args
+from skyctl.bootstrap import stub_args, with_env
 from skyctl.remote import spare
 from skyctl.transports.local import LocalTransport
-from skyctl.transports.spare import SpareTransport, key_of, spares_dir, with_env
+from skyctl.transports.spare import SpareTransport, key_of, spares_dir
 
 ARGS = stub_args("~/.cache/skyctl", {"A": "b"})
 

@@ -62,9 +62,14 @@ def socket_name(key: str, pid: int) -> str:
 
 def parse_name(name: str, key: str) -> int | None:
     """The pid in a spare's socket name of this key; None for any other file."""
-    if not (name.startswith(key + ".") and name.endswith(".sock")):
+    return name_pid(name) if name.startswith(key + ".") else None
+
+
+def name_pid(name: str) -> int | None:
+    """The pid in a spare's socket name (``<key>.<pid>.sock``), whatever its key; None for any other file."""
+    if not name.endswith(".sock"):
         return None
-    pid = name[len(key) + 1 : -len(".sock")]
+    pid = name[: -len(".sock")].rpartition(".")[2]
     return int(pid) if pid.isdigit() else None
 
 

@@ -36,6 +36,7 @@ import socket
 import subprocess
 from typing import Any
 
+from ..bootstrap import with_env
 from ..remote import spare
 from ..runtime import UnsafeDirectory, private_dir
 from .base import end_command, read_exact
@@ -62,14 +63,6 @@ def spares_dir(environ: Any = None) -> str:
 def key_of(argv: list[str], args: bytes) -> str:
     """What a spare is for: the command and the stub's arguments."""
     return hashlib.sha256(json.dumps(argv).encode() + b"\0" + args).hexdigest()[:20]
-
-
-def with_env(args: bytes, extra: dict[str, str]) -> bytes:
-    """The stub's arguments (``<length>\\n<JSON>``) with more environment variables."""
-    data = json.loads(args.split(b"\n", 1)[1])
-    data["env"] = {**data["env"], **extra}
-    body = json.dumps(data, separators=(",", ":")).encode()
-    return b"%d\n%s" % (len(body), body)
 
 
 class SocketPipes:
@@ -148,8 +141,6 @@ class SpareTransport:
         self.label = inner.label
         #: the command and arguments of the last worker started, for the spare ``close`` leaves
         self._last: tuple[list[str], bytes] | None = None
-        #: whether the last worker came from a spare (tests, ``--verbose``)
-        self.took_spare = False
 
     def start(self, argv: list[str]) -> Any:
         return self._inner.start(argv)
@@ -158,7 +149,6 @@ class SpareTransport:
         """A worker for the stub arguments ``args``: a spare's socket when one waits, else a new child."""
         self._last = (argv, args)
         pipes = self._claim(key_of(argv, args))
-        self.took_spare = pipes is not None
         return pipes if pipes is not None else self._inner.start(argv)
 
     def close(self) -> None:
