@@ -981,6 +981,23 @@ def m_ray(b: Bench) -> None:
         b.add(Row("ray", f"11b. pipe rate through Ray tasks ({workers} chunk tasks in flight), {n:,} lines, "
                   "first→last line", "lines/s", [d.stream_rate for d in got["ray"]],
                   [d.stream_rate for d in got["group"]], f"local group -j {workers}", "higher", 0.8))
+        # 11c: many short chunks of a slow-ish function, where a gap between two chunks would show
+        m = 1000 if b.args.quick else 4000
+        short = ["seq", "1", str(m)]
+        gaps = {"ray": b.sky("pipe", f"{TARGETS}:sleepy", "-H", "cluster", "--chunk", "20", config=config),
+                "group": b.sky("pipe", f"{TARGETS}:sleepy", "-H", "local", "-j", str(workers), "--chunk", "20",
+                               config=config)}
+        for argv in gaps.values():
+            settled(lambda: drain(argv, stdin=short, expect_lines=m, **b.run_kw()))
+        got = interleave(b.repeat, {
+            name: (lambda argv=argv: settled(lambda: drain(argv, stdin=short, expect_lines=m, **b.run_kw()), workers))
+            for name, argv in gaps.items()
+        })
+        b.baselines[f"local group -j {workers}, --chunk 20"] = (f"`skyctl pipe … -H local -j {workers} --chunk 20`: "
+                                                                "1 ms of sleep per record, chunks of 20 records")
+        b.add(Row("ray", f"11c. short chunks through Ray tasks (1 ms per record, `--chunk 20`, {m:,} records): "
+                  "throughput", "lines/s", [d.stream_rate for d in got["ray"]], [d.stream_rate for d in got["group"]],
+                  f"local group -j {workers}, --chunk 20", "higher", 0.9))
     finally:
         head.stop()
 

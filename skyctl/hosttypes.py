@@ -130,7 +130,7 @@ class Ray(HostType):
 
     name = "ray"
     distributed_alone = True  # its chunks are Ray tasks
-    pipelines = False  # a slot's chunks run one after another in its driver's kept task
+    pipelines = True  # a slot's next chunk is attached to its driver's task while one runs (``raydriver.attach_ahead``)
 
     def reached_via(self, profile: Any, config: Any) -> Any:
         return config.hosts[profile.via]

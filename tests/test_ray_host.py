@@ -155,6 +155,32 @@ def test_ctrl_c_cancels_the_task_and_its_finally_runs(ray_config: Path, tmp_path
     assert marker.read_text() in ("KeyboardInterrupt", "GeneratorExit")
 
 
+def test_ctrl_c_in_a_pipe_cancels_the_chunk_and_the_one_queued_behind_it_never_runs(ray_config: Path,
+                                                                                     tmp_path: Path) -> None:
+    """A slot's next chunk waits in its task behind the running one (attached ahead); Ctrl-C cancels the
+    running chunk (its ``finally`` runs) and the queued one, which never starts: none of its values come."""
+    proc = subprocess.Popen(
+        skyctl_argv("pipe", f"{T}:hold_at", "-a", "gate_at=15", "-a", f"workdir={tmp_path}", "-H", "cluster",
+                    "-j", "1", "--chunk", "10", "-c", str(ray_config)),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=clean_env())
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("".join(f"{i}\n" for i in range(1, 41)).encode())
+        proc.stdin.close()
+        proc.stdin = None
+        lines = Lines(proc.stdout)
+        wait_for((tmp_path / "blocked").exists, timeout=180, what="the second chunk at its gate")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+        values = [int(v) for v in lines.wait_end() if v]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for((tmp_path / "finally-15").exists, timeout=60, what="the cancelled chunk's finally")
+    assert (tmp_path / "finally-15").read_text() in ("KeyboardInterrupt", "GeneratorExit")
+    assert all(v <= 2 * 20 for v in values), values  # nothing of the chunks after the held one
+
+
 def test_the_python_api_on_a_ray_host(ray_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import skyctl
     from tests.targets import ray_targets
@@ -247,7 +273,10 @@ def test_a_killed_ray_worker_reruns_its_chunk_on_the_same_host(ray_config: Path,
     assert values == [2 * i for i in range(1, n + 1)]  # each value exactly once
     assert "warning: cluster: chunk 4 (stdin lines 3001–4000): the Ray task was lost: WorkerCrashedError" in err, err
     assert "it runs again, skipping the values already written" in err, err
-    assert "cluster: ok, 6 chunks, 6000 records in, 6000 values out, 1 re-run," in err, err
+    # the chunk queued behind it in the same task (attached ahead) is lost with it and runs again from its start
+    queued = "warning: cluster: chunk 5 (stdin lines 4001–5000): the Ray task was lost: WorkerCrashedError"
+    reruns = 2 if queued in err else 1
+    assert f"cluster: ok, 6 chunks, 6000 records in, 6000 values out, {reruns} re-run" in err, err
 
 
 def test_a_bad_record_ends_its_chunk_task_with_exit_65(ray_config: Path) -> None:

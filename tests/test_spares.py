@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -135,15 +136,166 @@ def test_a_ray_calls_last_frame_answers_it_as_any_workers_does() -> None:
                 pass
 
         inbox = None
+        id = 7
 
         def _seal(self, payload: bytes, count: int) -> bytes:
             sealed.append((payload, count))
             return payload + b"!"
 
-    link = Link(lambda kind, payload: sent.append((kind, payload)), lambda items, nbytes: None, None, "127.0.0.1")
+    link = Link(lambda kind, payload, call=None: sent.append((kind, payload)), lambda *credit: None, None,
+                "127.0.0.1")
     try:
         port = link.attach(Call(), b"call", (10, 1000))
         port.finish((Kind.RETURN, b"value"))
         assert sealed == [(b"value", 0)] and sent == [(Kind.RETURN, b"value!")]
     finally:
+        link.close()
+
+
+# -- a Ray slot's next call, attached to its task while one runs (``raydriver.attach_ahead``) -----------
+
+
+class _FakeCall:
+    """Stands in for the worker's ``CallState`` on a link: the client's id, a seal that records its count."""
+
+    class outbox:  # noqa: N801 - the call's own Outbox, which the port replaces
+        @staticmethod
+        def finish() -> None:
+            pass
+
+    inbox = None
+
+    def __init__(self, call_id: int) -> None:
+        self.id = call_id
+        self.sealed: list[int] = []
+
+    def _seal(self, payload: bytes, count: int) -> bytes:
+        self.sealed.append(count)
+        return payload
+
+
+class _FakeTask:
+    """The task's end of a link, spoken by hand: it connects with the token and sends the frames it is told."""
+
+    def __init__(self, link: Any) -> None:
+        import socket
+
+        self.sock = socket.create_connection(link.address, timeout=30)
+        self.sock.sendall(link.token)
+
+    def send(self, kind: int, call: int, payload: bytes = b"") -> None:
+        from skyctl.remote import wire
+
+        self.sock.sendall(wire.encode(kind, payload, call))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _text_batch(*lines: str) -> bytes:
+    from skyctl.remote import flow
+
+    return flow.pack_rendered("".join(f"{line}\n" for line in lines).encode(), len(lines))
+
+
+def test_a_call_attached_behind_another_sends_its_values_only_once_that_one_is_answered() -> None:
+    """Two calls on one task: the second's values, which the task sends as soon as the first has ended
+    there, reach the client only after the first call's last frame (held until the worker answers it)."""
+    import threading
+
+    from skyctl.remote.raylink import Link
+    from skyctl.remote.wire import Kind
+
+    sent: list[tuple[int, int]] = []  # (kind, the client's call id)
+    lock = threading.Lock()
+
+    def send(kind: int, payload: bytes, call: Any = None) -> None:
+        with lock:
+            sent.append((kind, call))
+
+    link = Link(send, lambda *credit: None, None, "127.0.0.1")
+    first, second = _FakeCall(7), _FakeCall(8)
+    task = None
+    try:
+        port1 = link.attach(first, b"call", (10, 1000))
+        port2 = link.attach(second, b"call", (10, 1000))
+        assert link.has_next(port1) and not link.has_next(port2)
+        task = _FakeTask(link)
+        task.send(Kind.ITEMS_OUT, port1.id, _text_batch("a"))
+        task.send(Kind.RETURN, port1.id, _text_batch())
+        task.send(Kind.ITEMS_OUT, port2.id, _text_batch("b", "c"))
+        task.send(Kind.RETURN, port2.id, _text_batch())
+        assert port2.ended.wait(30), "the second call's last frame never came"
+        assert sent == [(Kind.ITEMS_OUT, 7)]  # the second call's values wait for the first call's answer
+        port1.finish(port1.terminal)
+        assert sent == [(Kind.ITEMS_OUT, 7), (Kind.RETURN, 7), (Kind.ITEMS_OUT, 8)]
+        port2.finish(port2.terminal)
+        assert sent[-1] == (Kind.RETURN, 8) and first.sealed == [1] and second.sealed == [2]
+    finally:
+        if task is not None:
+            task.close()
+        link.close()
+
+
+def test_a_task_that_runs_a_call_before_the_one_ahead_of_it_has_ended_breaks_its_link() -> None:
+    """The task runs its calls in order: a frame of the second call before the first call's last frame is
+    not the task's to send; the link ends and both calls end without a last frame (the driver then asks Ray
+    what became of the task)."""
+    from skyctl.remote.raylink import Link
+    from skyctl.remote.wire import Kind
+
+    sent: list[int] = []
+    link = Link(lambda kind, payload, call=None: sent.append(kind), lambda *credit: None, None, "127.0.0.1")
+    task = None
+    try:
+        port1 = link.attach(_FakeCall(7), b"call", (10, 1000))
+        port2 = link.attach(_FakeCall(8), b"call", (10, 1000))
+        task = _FakeTask(link)
+        task.send(Kind.ITEMS_OUT, port2.id, _text_batch("too soon"))
+        assert link.done.wait(30), "the link did not end"
+        assert port1.ended.is_set() and port1.terminal is None
+        assert port2.ended.is_set() and port2.terminal is None
+        assert sent == []
+    finally:
+        if task is not None:
+            task.close()
+        link.close()
+
+
+def test_a_queued_call_cancelled_on_the_link_is_answered_at_once_and_the_one_after_waits_for_the_first() -> None:
+    """A call cancelled while it waits behind the running one is answered CANCELLED at once (as on any
+    worker); a call attached after it still waits for the running call's answer before its values go."""
+    import threading
+
+    from skyctl.remote.raylink import Link
+    from skyctl.remote.wire import Kind
+
+    sent: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def send(kind: int, payload: bytes, call: Any = None) -> None:
+        with lock:
+            sent.append((kind, call))
+
+    link = Link(send, lambda *credit: None, None, "127.0.0.1")
+    task = None
+    try:
+        port1 = link.attach(_FakeCall(7), b"call", (10, 1000))
+        port2 = link.attach(_FakeCall(8), b"call", (10, 1000))
+        port2.cancel()
+        port2.finish((Kind.CANCELLED, b""))  # what the worker does for a queued call it cancels
+        assert sent == [(Kind.CANCELLED, 8)] and not link.has_next(port1)
+        port3 = link.attach(_FakeCall(9), b"call", (10, 1000))
+        task = _FakeTask(link)
+        task.send(Kind.RETURN, port1.id, _text_batch())
+        task.send(Kind.CANCELLED, port2.id)
+        task.send(Kind.ITEMS_OUT, port3.id, _text_batch("x"))
+        task.send(Kind.RETURN, port3.id, _text_batch())
+        assert port3.ended.wait(30)
+        assert sent == [(Kind.CANCELLED, 8)]  # the third call's value waits for the first call's answer
+        port1.finish(port1.terminal)
+        assert sent == [(Kind.CANCELLED, 8), (Kind.RETURN, 7), (Kind.ITEMS_OUT, 9)]
+    finally:
+        if task is not None:
+            task.close()
         link.close()

@@ -21,7 +21,10 @@ and credit (``wire``, ``flow``) as the client and a worker do:
   CANCELLED (the driver adds the count of values sent).
 
 A task runs its driver's calls one after another (``run``): after one ends
-well it waits for the next, so a ``pipe`` slot's chunks share one task.
+well it waits for the next, so a ``pipe`` slot's chunks share one task. The
+next call may come while one runs (the driver attaches a slot's next chunk
+ahead): it waits here, its records with it, and starts the moment the one
+before it ends. Every frame names its call, both ways.
 
 A cancel comes two ways: a CANCEL frame (the task's Outbox and Inbox stop:
 the function is closed where it waits) and ``ray.cancel`` (a
@@ -95,7 +98,8 @@ class _Link:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.writer = wire.FrameWriter(sock.sendall)
-        self.current: _Call | None = None
+        #: the calls the driver sent that have not ended here (the running one, and one waiting after it)
+        self.open: dict[int, _Call] = {}
         self._calls: queue.SimpleQueue[tuple[_Call, bytes] | None] = queue.SimpleQueue()
         self._reader = threading.Thread(name="skyctl-ray-task-link", target=self._read,
                                         args=(wire.fd_reader(sock.fileno()),), daemon=True)
@@ -109,26 +113,25 @@ class _Link:
             return None
 
     def _read(self, read: Callable[[int], bytes]) -> None:
-        """Reader thread: CALLs queued, the current call's frames to it (a frame of an ended call is ignored,
+        """Reader thread: CALLs queued, each call's frames to it (a frame of an ended call is ignored,
         as the worker does) until EOF: the driver closes its end when it is done with the task. It reads
         to the end, so that closing the socket never resets the connection under frames the driver has
         yet to read."""
         try:
             while True:
                 kind, call_id, payload = wire.read_call_frame(read)
-                if kind == Kind.CALL:  # its frames follow at once: it is current from here
+                if kind == Kind.CALL:  # its frames follow
                     payload, options = pickle.loads(payload)
-                    self.current = _Call(self, call_id, options)
-                    self._calls.put((self.current, payload))
+                    call = self.open[call_id] = _Call(self, call_id, options)
+                    self._calls.put((call, payload))
                     continue
-                call = self.current
-                if call is not None and call.id == call_id:
+                call = self.open.get(call_id)
+                if call is not None:
                     call.take(kind, payload)
         except BaseException:  # noqa: BLE001 - EOF: the driver is done with the task, or gone
             pass
         self._calls.put(None)
-        call = self.current
-        if call is not None:
+        for call in list(self.open.values()):
             call.cancel()
 
     def close(self) -> None:
@@ -151,11 +154,11 @@ class _Call:
         self.render = render if render in values.MODES else None
         self.skip = int(options.get("skip") or 0)
         self.dumps = _value_dumps(tuple(options.get("shipped", ())))
+        self._link = link
         writer = link.writer
-        writer.call = call_id
-        self.outbox = flow.Outbox(writer.send, Kind.ITEMS_OUT, self.dumps, on_unsendable=self._unsendable,
-                                  pack=self._pack, max_payload=wire.MAX_FRAME)
-        self.inbox = flow.Inbox(writer.grant, _loads)
+        self.outbox = flow.Outbox(lambda kind, data: writer.send(kind, data, call_id), Kind.ITEMS_OUT, self.dumps,
+                                  on_unsendable=self._unsendable, pack=self._pack, max_payload=wire.MAX_FRAME)
+        self.inbox = flow.Inbox(lambda items, nbytes: writer.grant(items, nbytes, call_id), _loads)
         self._cancelled = False
 
     def take(self, kind: int, payload: bytes) -> None:
@@ -178,6 +181,9 @@ class _Call:
             self.inbox.end(flow.Cancelled())
 
     def run(self, payload: bytes) -> None:
+        if self._cancelled:  # cancelled while it waited behind the call before it: it never runs
+            self._end((Kind.CANCELLED, b""))
+            return
         try:
             fn, args, kwargs, stream_at = pickle.loads(payload)
             if stream_at is not None:
@@ -221,6 +227,7 @@ class _Call:
         """The values queued, then the call's last frame (the outbox's unsendable RAISE instead, if any)."""
         self.outbox.finish(frame)
         self.outbox.join()
+        self._link.open.pop(self.id, None)
 
     def _pack(self, items: list[Any]) -> bytes:
         return flow.pack_values(items, self.render, self.dumps)

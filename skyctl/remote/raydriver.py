@@ -21,7 +21,11 @@ One call, seen from here (the worker's main thread):
    client's credit paces the task end to end and a slow reader pauses it.
    A stream parameter's records flow as soon as the task is submitted.
    The call goes to the task kept from this driver's last call when it fits
-   (``raysubmit``): a ``pipe`` slot's chunks run in one task.
+   (``raysubmit``): a ``pipe`` slot's chunks run in one task. A slot's next
+   chunk, which the client sends while one runs, is attached to that task
+   at once by the reader thread (``attach_ahead``): its records stream
+   there ahead and it starts the moment the one before it ends (no gap
+   between chunks); its values reach the client after that call's end.
 3. The call ends with the task's last frame.
 4. A cancel (Ctrl-C, ``| head``, ``close()``, a time limit, the client
    gone) sends CANCEL over the link and calls ``ray.cancel`` (a
@@ -29,13 +33,16 @@ One call, seen from here (the worker's main thread):
    until Ray reports the task ended before the call ends CANCELLED.
 5. A task that Ray lost (its worker process or node died) ends the call with
    a RAISE marked ``failure: lost``: the client raises ``ChunkLost`` and a
-   distributed ``pipe`` runs that chunk again, keeping the host.
+   distributed ``pipe`` runs that chunk again, keeping the host (a chunk
+   attached behind it in the same task is lost with it, and runs again
+   too). So does a cancelled call's ``ray.cancel`` for the chunk behind it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 import threading
 import time
@@ -205,6 +212,9 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
             options: dict[str, Any], input_failed: Any) -> tuple[int, bytes]:
     """Run one call as a Ray task (see the module's docstring); returns the frame that ends it."""
     opts = options["ray"]
+    ahead: _Ahead | None = call.ray_ahead
+    if ahead is not None:  # attached to the task while the call before it ran (``attach_ahead``)
+        return _run(call, ahead)
     try:
         ray = connect(opts, lambda: call.cancelled)
     except Failure as failure:
@@ -217,10 +227,7 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
         except Exception as exc:
             return call.raise_frame(exc, "call")
     try:
-        import ray.cloudpickle
-
-        payload = ray.cloudpickle.dumps((ray.cloudpickle.dumps((fn, args, kwargs, stream_at)),
-                                         {key: options.get(key) for key in ("render", "shipped", "skip")}))
+        payload = _task_payload(fn, args, kwargs, stream_at, options)
     except Exception as exc:
         return call.raise_frame(flow.with_note(exc, "skyctl: the call could not be pickled for its Ray task"), "load")
     warming = _state["warming"]
@@ -235,21 +242,85 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
     except Exception as exc:
         return call.info_frame(Failure("environment", f"Ray refused the task: {type(exc).__name__}: {exc}",
                                        "check 'resources:' and 'runtime_env:' in the ray host's profile").info)
-    port = link.attach(call, payload, credit)
+    with _handing:
+        port = link.attach(call, payload, credit)
+        task = _last["attached"] = _Ahead(ray, tasks, submit_options, link, ref, port)
     del payload
     if stream_at is not None:
         port.open_input()  # records flow from now on: into the link until the task connects, then on to it
+    return _run(call, task)
+
+
+class _Ahead:
+    """A call's task: the link it is attached to, and what ``_run`` needs to keep or drop that task."""
+
+    def __init__(self, ray: Any, tasks: raysubmit.Tasks, submit_options: dict[str, Any], link: raylink.Link,
+                 ref: Any, port: raylink.Port) -> None:
+        self.ray, self.tasks, self.submit_options = ray, tasks, submit_options
+        self.link, self.ref, self.port = link, ref, port
+
+
+#: the call attached last to a task, until it ends: where ``attach_ahead`` puts the next
+_last: dict[str, _Ahead | None] = {"attached": None}
+#: held while a call is attached ahead, and while a call ending decides what becomes of its task
+_handing = threading.Lock()
+
+
+def attach_ahead(call: Any) -> bool:
+    """The worker's reader thread, for a CALL that came while another runs: attach it to that call's task now
+    (its CALL and records go there ahead, and it starts the moment the one before it ends, with no round
+    trip to the client between). Only when it fits that task (same ``.options()``) and the task is well:
+    False otherwise, and it waits here to run as any call (a task of its own, or the kept one)."""
+    last = _last["attached"]
+    if last is None or last.link.done.is_set():
+        return False
+    try:
+        fn, args, kwargs, stream_at, credit, options = pickle.loads(call.payload)
+        opts = options["ray"]
+        if opts.get("in_driver") or raysubmit.key_of(task_options(opts, fn)) != raysubmit.key_of(last.submit_options):
+            return False
+        payload = _task_payload(fn, args, kwargs, stream_at, options)
+    except Exception:  # noqa: BLE001 - the call reports it when it runs
+        return False
+    with _handing:  # the last call may be ending: it leaves its task to this one only if attached before
+        if _last["attached"] is not last or last.link.done.is_set() or call.cancelled:
+            return False
+        port = last.link.attach(call, payload, credit)
+        call.ray_ahead = _last["attached"] = _Ahead(last.ray, last.tasks, last.submit_options, last.link,
+                                                    last.ref, port)
+    if stream_at is not None:
+        port.open_input()
+    return True
+
+
+def _task_payload(fn: Any, args: Any, kwargs: Any, stream_at: Any, options: dict[str, Any]) -> bytes:
+    """What the task reads as the call (``raycall.run``), pickled with Ray's cloudpickle."""
+    import ray.cloudpickle
+
+    return ray.cloudpickle.dumps((ray.cloudpickle.dumps((fn, args, kwargs, stream_at)),
+                                  {key: options.get(key) for key in ("render", "shipped", "skip")}))
+
+
+def _run(call: Any, task: _Ahead) -> tuple[int, bytes]:
+    """Wait for the call's end on its task, then keep the task for the next call, leave it to the call
+    attached after this one, or drop it."""
     kept = False
     try:
-        frame = _wait(ray, call, port, ref)
-        kept = frame is port.terminal and not call.cancelled
+        frame = _wait(task.ray, call, task.port, task.ref)
+        kept = frame is task.port.terminal and not call.cancelled
         return frame
     finally:
+        with _handing:
+            if _last["attached"] is task:
+                _last["attached"] = None
+            handed = task.link.has_next(task.port)
         call.on_cancel = None
-        if kept:
-            tasks.keep(submit_options, link, ref)
+        if kept and handed:
+            pass  # the call attached after this one runs in it next
+        elif kept:
+            task.tasks.keep(task.submit_options, task.link, task.ref)
         else:
-            tasks.drop(link, ref)
+            task.tasks.drop(task.link, task.ref)
 
 
 def _wait(ray: Any, call: Any, port: raylink.Port, ref: Any) -> tuple[int, bytes]:

@@ -8,9 +8,16 @@ a port of the system's choice, for this task only, and takes the first
 connection that sends the 16 random bytes the task was given in its
 arguments (anything else is closed unanswered).
 
-A ``Link`` carries the task's calls one at a time (``attach``: a CALL frame
-with the call, then its frames, each with the link's call id). Each call has
-a ``Port``, which stands in for the call's Inbox and Outbox in the worker's
+A ``Link`` carries the task's calls (``attach``: a CALL frame with the call,
+then its frames, each with the link's call id), which the task runs one after
+another. A ``pipe`` slot's next call may be attached while one runs (the
+worker's reader thread, ``raydriver.attach_ahead``): its CALL and records
+reach the task ahead, and it starts there the moment the one before it ends,
+with no round trip to the client between them. A call's values go to the
+client only once every call attached before it has been answered (they are
+held until then: the client's credit bounds them), so the client sees one
+call's last frame before the next call's values. Each call has a ``Port``,
+which stands in for the call's Inbox and Outbox in the worker's
 ``CallState``: the worker's reader thread hands it the client's frames
 (``push``, ``end``, ``grant``, ``cancel``) and it relays them to the task as
 they are; the task's value batches go to the client as they came (the client
@@ -51,13 +58,13 @@ class Link:
     each through a ``Port`` (``attach``).
 
     Args:
-        send: writes one frame of the current call to the client (the worker's ``Connection.send``).
-        grant: grants the client input credit (the worker's ``Connection.grant``).
+        send: writes one frame of a call to the client (the worker's ``Connection.send``: kind, payload, call id).
+        grant: grants the client input credit for a call (the worker's ``Connection.grant``).
         input_failed: the inbox ending the worker's INPUT_FAILED handler puts.
         host: the address to listen on (the driver's Ray node's).
     """
 
-    def __init__(self, send: Callable[[int, bytes], None], grant: Callable[[int, int], None],
+    def __init__(self, send: Callable[[int, bytes, int], None], grant: Callable[[int, int, int], None],
                  input_failed: Any, host: str) -> None:
         self._send = send
         self._grant = grant
@@ -71,8 +78,11 @@ class Link:
         self._frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._calls = 0
-        #: the call it carries now
-        self.port: Port | None = None
+        #: the calls it carries, by their id on the link, until the task's last frame of each came
+        self.ports: dict[int, Port] = {}
+        #: the calls attached and not yet answered to the client, in order: only the first relays values
+        self._unanswered: list[Port] = []
+        self._order = threading.Lock()
         #: set once the task has connected (and sent its token)
         self.connected = threading.Event()
         #: set once the connection has ended (the task's end, or ``close``)
@@ -82,10 +92,13 @@ class Link:
     def attach(self, call: Any, payload: bytes, credit: tuple[int, int]) -> Port:
         """Give the task ``call`` (``payload``: what ``raycall.run`` reads as a CALL) and the client's credit
         for values; the ``Port`` takes the place of the call's Inbox and Outbox (before any input was
-        granted or value sent), and the call's own outbox's idle sender thread ends."""
-        self._calls += 1
-        port = Port(self, self._calls, call)
-        self.port = port
+        granted or value sent), and the call's own outbox's idle sender thread ends. A call attached while
+        another is unanswered runs after it in the task, its values held until that one is answered."""
+        with self._order:
+            self._calls += 1
+            port = Port(self, self._calls, call, held=bool(self._unanswered))
+            self.ports[port.id] = port
+            self._unanswered.append(port)
         self.put(Kind.CALL, port.id, payload)
         self.put(Kind.CREDIT, port.id, wire.pack_credit(*credit))
         old = call.outbox
@@ -129,8 +142,7 @@ class Link:
             self._listener.close()
             self.close()
             self.done.set()
-            port = self.port
-            if port is not None:
+            for port in list(self.ports.values()):
                 port.end_with(None)
 
     def _accept(self) -> socket.socket | None:
@@ -156,19 +168,42 @@ class Link:
             sock.close()  # not our task
         return None
 
+    def has_next(self, port: Port) -> bool:
+        """Whether a call attached after ``port``'s is still to be answered (the task is that call's next)."""
+        with self._order:
+            if port in self._unanswered:
+                return self._unanswered[-1] is not port
+            return bool(self._unanswered)
+
+    def _answered(self, port: Port) -> None:
+        """``port``'s last frame went to the client: the next unanswered call relays its values from now on."""
+        with self._order:
+            if port in self._unanswered:
+                self._unanswered.remove(port)
+            head = self._unanswered[0] if self._unanswered else None
+        if head is not None:
+            head.release()
+
     def _relay(self, read: Callable[[int], bytes]) -> None:
-        """The task's frames: the current call's values to the client, its input credit back as the
-        worker's own, its last frame to its port; a frame of another call is not the task's to send."""
+        """The task's frames: each call's values to the client, its input credit back as the worker's own,
+        its last frame to its port. The task runs its calls in order: a frame of a call whose predecessor
+        has not ended there, or of no call, is not the task's to send."""
         while True:
             kind, call_id, payload = wire.read_call_frame(read)
-            port = self.port
-            if port is None or call_id != port.id:
+            port = self.ports.get(call_id)
+            earlier = [other for other in list(self.ports.values()) if other.id < call_id]
+            if port is None or any(other.terminal is None for other in earlier):
                 raise wire.ProtocolError(f"a {kind.name} frame of call {call_id} from the Ray task")
+            for other in earlier:  # the task is done with them
+                del self.ports[other.id]
             if kind == Kind.ITEMS_OUT:
                 port.relay(payload)
             elif kind == Kind.CREDIT:
-                self._grant(*wire.unpack_credit(payload))
+                if port.terminal is None:  # (credit flushed behind a call's end: the client has no use for it)
+                    self._grant(*wire.unpack_credit(payload), port.call_id)
             elif kind in (Kind.RETURN, Kind.RAISE, Kind.CANCELLED):
+                if port.terminal is not None:
+                    raise wire.ProtocolError(f"a second last frame of call {call_id} from the Ray task")
                 port.end_with((kind, payload))
             else:
                 raise wire.ProtocolError(f"a {kind.name} frame from the Ray task")
@@ -197,11 +232,15 @@ class Port:
     """One call on a link: stands in for the call's Inbox and Outbox in the worker's ``CallState``. Once
     the call has ended (``finish``) it passes nothing on: a late frame of the client's for it is dropped."""
 
-    def __init__(self, link: Link, call_id: int, call: Any) -> None:
+    def __init__(self, link: Link, call_id: int, call: Any, held: bool = False) -> None:
         self._link = link
         self.id = call_id
         self._call = call
+        #: the id the client knows the call by
+        self.call_id: int = call.id
         self._relaying = threading.Lock()
+        #: values from the task held until the calls attached before this one are answered (None: relayed)
+        self._held: list[bytes] | None = [] if held else None
         self._finished = False
         self._ended_input = False
         #: values relayed to the client; input batches relayed to the task (progress, for the idle watchdog)
@@ -235,14 +274,29 @@ class Port:
     def open_input(self) -> None:
         """Grant the client the input window: its records come into the link, and on to the task once it
         connects; the task's Inbox returns credit as it takes them, relayed as the worker's own."""
-        self._link._grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES)
+        self._link._grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES, self.call_id)
 
     def relay(self, payload: bytes) -> None:
-        """A batch of values from the task to the client (the link thread)."""
+        """A batch of values from the task to the client (the link thread); held while a call before it is
+        unanswered (at most the client's credit for this call)."""
         with self._relaying:
-            if not self._finished:
-                self._link._send(Kind.ITEMS_OUT, payload)
-                self.sent += flow.batch_size(payload)
+            if self._finished:
+                return
+            if self._held is not None:
+                self._held.append(payload)
+                return
+            self._link._send(Kind.ITEMS_OUT, payload, self.call_id)
+            self.sent += flow.batch_size(payload)
+
+    def release(self) -> None:
+        """The calls before this one on the link are answered: the values held go to the client, and the
+        next ones as they come."""
+        with self._relaying:
+            held, self._held = self._held, None
+            for payload in held or ():
+                if not self._finished:
+                    self._link._send(Kind.ITEMS_OUT, payload, self.call_id)
+                    self.sent += flow.batch_size(payload)
 
     # -- as the call's Inbox (from the worker's reader thread) -------------------------------
     def push(self, payload: Any) -> None:
@@ -280,8 +334,12 @@ class Port:
             if self._finished:
                 return
             self._finished = True
-            for kind, payload in frames:
-                self._link._send(kind, self._call._seal(payload, self.sent))
+            try:
+                for kind, payload in frames:
+                    self._link._send(kind, self._call._seal(payload, self.sent), self.call_id)
+            finally:
+                self._held = None
+                self._link._answered(self)
 
     def join(self, timeout: float | None = None) -> bool:
         return True

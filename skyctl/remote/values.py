@@ -238,3 +238,20 @@ def reference_dumps(pickler: Any, shipped: frozenset[str], reference: Callable[[
         return buf.getvalue()
 
     return dumps
+
+
+def cloudpickle_dumps(obj: Any) -> bytes:
+    """A value pickled for the API's client (the worker's cloudpickle, the highest protocol)."""
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def value_dumps(shipped: tuple[str, ...]) -> Callable[[Any], bytes]:
+    """How a worker pickles values for the API's client: a class from a module the client shipped goes as
+    a reference to it (``shipped_class``, see ``reference_dumps``), never by value."""
+    if not shipped:
+        return cloudpickle_dumps
+    import cloudpickle
+
+    return reference_dumps(cloudpickle.Pickler, frozenset(shipped), shipped_class)

@@ -96,7 +96,7 @@ class CallState:
         self.on_answer = on_answer
         #: the id every frame of this call carries
         self.id = call_id
-        self.dumps: Callable[[Any], bytes] = _dumps
+        self.dumps: Callable[[Any], bytes] = values.cloudpickle_dumps
         self.render: str | None = None
         #: values to drop before sending (a re-run chunk whose first values the client already wrote)
         self.skip = 0
@@ -106,6 +106,7 @@ class CallState:
         self.inbox = flow.Inbox(lambda items, nbytes: conn.grant(items, nbytes, call_id), pickle.loads)
         #: ``QUEUED`` until the main thread takes it (``RUNNING``), ``ENDED`` once answered
         self.state = QUEUED
+        self.ray_ahead: Any = None  #: a Ray driver's call attached to a task ahead (``raydriver.attach_ahead``)
         self.cancelled = False
         #: the client may send its input: granted as it came when it queued behind another call, else as it starts
         self.input_granted = False
@@ -127,7 +128,7 @@ class CallState:
     def configure(self, options: dict[str, Any]) -> None:
         render = options.get("render")
         self.render = render if render in values.MODES else None
-        self.dumps = _value_dumps(tuple(options.get("shipped", ())))
+        self.dumps = values.value_dumps(tuple(options.get("shipped", ())))
         self.skip = int(options.get("skip") or 0)
         self.limits = (_seconds(options.get("timeout")), _seconds(options.get("idle_timeout")))
 
@@ -185,24 +186,6 @@ class CallState:
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
 
-def _dumps(obj: Any) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _value_dumps(shipped: tuple[str, ...]) -> Callable[[Any], bytes]:
-    """Pickles values for the API's client: a class from a module the client
-    shipped goes as a reference to it (``values.shipped_class``), never by
-    value, so the client's decoder can resolve it in its own copy of the
-    module instead of rebuilding code the remote sent."""
-    if not shipped:
-        return _dumps
-    import cloudpickle
-
-    return values.reference_dumps(cloudpickle.Pickler, frozenset(shipped), values.shipped_class)
-
-
 #: a call's states: waiting for the call before it to end, run by the main thread, answered
 QUEUED, RUNNING, ENDED = "queued", "running", "ended"
 
@@ -214,11 +197,10 @@ def _of_call(act: Callable[[CallState, bytes], object]) -> Callable[[Worker, int
     """The handler of a frame kind that speaks of a call: ``act`` on the call of the frame's id,
     running or queued (its input is buffered under its own credit until it runs).
 
-    A frame of a call that has ended (credit, a late CANCEL, input the function no
-    longer reads) is ignored, by design: the client sends it before it can know that
-    the call ended, and the call id keeps it from touching another call. (The client,
-    by contrast, takes a frame of a call not in flight for a protocol error: the worker
-    does not send after a call's end, but for the credit it owes.)"""
+    A frame of a call that has ended (credit, a late CANCEL, input the function no longer reads)
+    is ignored, by design: the client sends it before it can know that the call ended, and the call
+    id keeps it from touching another call. (The client, by contrast, takes a frame of a call not in
+    flight for a protocol error: the worker does not send after a call's end, but for the credit it owes.)"""
 
     def handle(worker: Worker, call_id: int, payload: bytes) -> bool:
         call = worker.open_calls.get(call_id)
@@ -278,6 +260,10 @@ class Worker:
             # as it starts, when it has unpickled its payload)
             call.input_granted = True
             self.conn.grant(flow.WINDOW_ITEMS, flow.WINDOW_BYTES, call_id)  # unused by a call without a stream
+        elif queued:  # a Ray driver: to the running call's task, to run there next, its records streaming ahead
+            from . import raydriver
+
+            call.input_granted = raydriver.attach_ahead(call)
         self.calls.put(call)
         return True
 
@@ -453,12 +439,12 @@ class Worker:
             return call.raise_frame(exc, "load")
         if call.limits != (None, None):
             threading.Thread(target=self.watch, args=(call,), name="skyctl-watchdog", daemon=True).start()
-        call.outbox.grant(*credit)  # (its input window was granted when the CALL came: ``_on_call``)
         ray_options = options.get("ray") if isinstance(options, dict) else None
-        if ray_options is not None:  # a ``type: ray`` host: this worker is the Ray driver
+        if ray_options is not None:  # a ``type: ray`` host: this worker is the Ray driver (the task gets the credit)
             from . import raydriver
 
             return raydriver.execute(call, self.conn, fn, args, kwargs, stream_at, credit, options, _INPUT_FAILED)
+        call.outbox.grant(*credit)  # (its input window was granted when the CALL came: ``_on_call``)
         if stream_at is not None:
             where, key = stream_at
             if where == "arg":

@@ -90,3 +90,21 @@ def task_of_chunk(records: Iterator[int]) -> Iterator[str]:
     for _ in records:
         pass
     yield f"{ray.get_runtime_context().get_task_id()} {first}"
+
+
+def hold_at(records: Iterator[int], gate_at: int, workdir: str) -> Iterator[int]:
+    """Each record doubled; at record ``gate_at`` it writes ``workdir/blocked`` and waits for ever. Its
+    ``finally`` writes how it ended to ``workdir/finally-<gate_at>``."""
+    how = "returned"
+    try:
+        for x in records:
+            if x == gate_at:
+                Path(workdir, "blocked").write_text("")
+                while True:
+                    time.sleep(0.05)
+            yield x * 2
+    except BaseException as exc:
+        how = type(exc).__name__
+        raise
+    finally:
+        Path(workdir, f"finally-{gate_at}").write_text(how)
