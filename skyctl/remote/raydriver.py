@@ -212,7 +212,7 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
             options: dict[str, Any], input_failed: Any) -> tuple[int, bytes]:
     """Run one call as a Ray task (see the module's docstring); returns the frame that ends it."""
     opts = options["ray"]
-    ahead: _Ahead | None = call.ray_ahead
+    ahead: _CallTask | None = call.ray_task
     if ahead is not None:  # attached to the task while the call before it ran (``attach_ahead``)
         return _run(call, ahead)
     try:
@@ -227,7 +227,7 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
         except Exception as exc:
             return call.raise_frame(exc, "call")
     try:
-        payload = _task_payload(fn, args, kwargs, stream_at, options)
+        payload = _task_payload(call, fn, args, kwargs, stream_at, options)
     except Exception as exc:
         return call.raise_frame(flow.with_note(exc, "skyctl: the call could not be pickled for its Ray task"), "load")
     warming = _state["warming"]
@@ -244,14 +244,14 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
                                        "check 'resources:' and 'runtime_env:' in the ray host's profile").info)
     with _handing:
         port = link.attach(call, payload, credit)
-        task = _last["attached"] = _Ahead(ray, tasks, submit_options, link, ref, port)
+        task = call.ray_task = _last["attached"] = _CallTask(ray, tasks, submit_options, link, ref, port)
     del payload
     if stream_at is not None:
         port.open_input()  # records flow from now on: into the link until the task connects, then on to it
     return _run(call, task)
 
 
-class _Ahead:
+class _CallTask:
     """A call's task: the link it is attached to, and what ``_run`` needs to keep or drop that task."""
 
     def __init__(self, ray: Any, tasks: raysubmit.Tasks, submit_options: dict[str, Any], link: raylink.Link,
@@ -261,7 +261,7 @@ class _Ahead:
 
 
 #: the call attached last to a task, until it ends: where ``attach_ahead`` puts the next
-_last: dict[str, _Ahead | None] = {"attached": None}
+_last: dict[str, _CallTask | None] = {"attached": None}
 #: held while a call is attached ahead, and while a call ending decides what becomes of its task
 _handing = threading.Lock()
 
@@ -279,29 +279,39 @@ def attach_ahead(call: Any) -> bool:
         opts = options["ray"]
         if opts.get("in_driver") or raysubmit.key_of(task_options(opts, fn)) != raysubmit.key_of(last.submit_options):
             return False
-        payload = _task_payload(fn, args, kwargs, stream_at, options)
+        payload = _task_payload(call, fn, args, kwargs, stream_at, options)
     except Exception:  # noqa: BLE001 - the call reports it when it runs
         return False
     with _handing:  # the last call may be ending: it leaves its task to this one only if attached before
         if _last["attached"] is not last or last.link.done.is_set() or call.cancelled:
             return False
         port = last.link.attach(call, payload, credit)
-        call.ray_ahead = _last["attached"] = _Ahead(last.ray, last.tasks, last.submit_options, last.link,
+        call.ray_task = _last["attached"] = _CallTask(last.ray, last.tasks, last.submit_options, last.link,
                                                     last.ref, port)
     if stream_at is not None:
         port.open_input()
     return True
 
 
-def _task_payload(fn: Any, args: Any, kwargs: Any, stream_at: Any, options: dict[str, Any]) -> bytes:
-    """What the task reads as the call (``raycall.run``), pickled with Ray's cloudpickle."""
+#: the last call's payload as the client sent it, and as its task reads it (a ``pipe`` slot's chunks send the same)
+_prepared: list[tuple[bytes, bytes]] = [(b"", b"")]
+
+
+def _task_payload(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, options: dict[str, Any]) -> bytes:
+    """What the task reads as the call (``raycall.run``), pickled with Ray's cloudpickle: once for the same
+    payload from the client."""
+    source, prepared = _prepared[0]
+    if source == call.payload:
+        return prepared
     import ray.cloudpickle
 
-    return ray.cloudpickle.dumps((ray.cloudpickle.dumps((fn, args, kwargs, stream_at)),
-                                  {key: options.get(key) for key in ("render", "shipped", "skip")}))
+    prepared = ray.cloudpickle.dumps((ray.cloudpickle.dumps((fn, args, kwargs, stream_at)),
+                                      {key: options.get(key) for key in ("render", "shipped", "skip")}))
+    _prepared[0] = (call.payload, prepared)
+    return prepared
 
 
-def _run(call: Any, task: _Ahead) -> tuple[int, bytes]:
+def _run(call: Any, task: _CallTask) -> tuple[int, bytes]:
     """Wait for the call's end on its task, then keep the task for the next call, leave it to the call
     attached after this one, or drop it."""
     kept = False

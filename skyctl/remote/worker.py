@@ -106,7 +106,8 @@ class CallState:
         self.inbox = flow.Inbox(lambda items, nbytes: conn.grant(items, nbytes, call_id), pickle.loads)
         #: ``QUEUED`` until the main thread takes it (``RUNNING``), ``ENDED`` once answered
         self.state = QUEUED
-        self.ray_ahead: Any = None  #: a Ray driver's call attached to a task ahead (``raydriver.attach_ahead``)
+        #: a Ray driver's call: its task (``raydriver``), set when attached (ahead of its run: ``attach_ahead``)
+        self.ray_task: Any = None
         self.cancelled = False
         #: the client may send its input: granted as it came when it queued behind another call, else as it starts
         self.input_granted = False
@@ -412,9 +413,10 @@ class Worker:
     def run_call(self, call: CallState) -> None:
         terminal = self._execute_within_limits(call)
         call.in_user_code = False
-        _end_leftovers(warn=True)  # before the last frame: when the client sees the end, they are gone
-        if self.logs:
-            self.logs.drain()
+        if call.ray_task is None:  # (a Ray task's processes and output are its Ray worker's, not this process's)
+            _end_leftovers(warn=True)  # before the last frame: when the client sees the end, they are gone
+            if self.logs:
+                self.logs.drain()
         call.outbox.finish(terminal)
         call.outbox.join()
         call.finished = True  # its last frame is written: heartbeats say IDLE from now on
