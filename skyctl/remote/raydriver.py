@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import sys
 import threading
 import time
@@ -227,7 +226,7 @@ def execute(call: Any, conn: Any, fn: Any, args: Any, kwargs: Any, stream_at: An
         except Exception as exc:
             return call.raise_frame(exc, "call")
     try:
-        payload = _task_payload(call, fn, args, kwargs, stream_at, options)
+        payload = _task_payload(call, fn, args, kwargs, stream_at, credit, options)
     except Exception as exc:
         return call.raise_frame(flow.with_note(exc, "skyctl: the call could not be pickled for its Ray task"), "load")
     warming = _state["warming"]
@@ -269,45 +268,41 @@ _handing = threading.Lock()
 def attach_ahead(call: Any) -> bool:
     """The worker's reader thread, for a CALL that came while another runs: attach it to that call's task now
     (its CALL and records go there ahead, and it starts the moment the one before it ends, with no round
-    trip to the client between). Only when it fits that task (same ``.options()``) and the task is well:
-    False otherwise, and it waits here to run as any call (a task of its own, or the kept one)."""
+    trip to the client between). Only for a call whose payload is the one the task's calls were prepared
+    from (a ``pipe`` slot's next chunk: nothing is unpickled here) and while the task is well: False
+    otherwise, and it waits here to run as any call (a task of its own, or the kept one)."""
     last = _last["attached"]
-    if last is None or last.link.done.is_set():
-        return False
-    try:
-        fn, args, kwargs, stream_at, credit, options = pickle.loads(call.payload)
-        opts = options["ray"]
-        if opts.get("in_driver") or raysubmit.key_of(task_options(opts, fn)) != raysubmit.key_of(last.submit_options):
-            return False
-        payload = _task_payload(call, fn, args, kwargs, stream_at, options)
-    except Exception:  # noqa: BLE001 - the call reports it when it runs
+    source, payload, streams, credit = _prepared[0]
+    if last is None or source != call.payload or last.link.done.is_set():
         return False
     with _handing:  # the last call may be ending: it leaves its task to this one only if attached before
         if _last["attached"] is not last or last.link.done.is_set() or call.cancelled:
             return False
         port = last.link.attach(call, payload, credit)
         call.ray_task = _last["attached"] = _CallTask(last.ray, last.tasks, last.submit_options, last.link,
-                                                    last.ref, port)
-    if stream_at is not None:
+                                                      last.ref, port)
+    if streams:
         port.open_input()
     return True
 
 
-#: the last call's payload as the client sent it, and as its task reads it (a ``pipe`` slot's chunks send the same)
-_prepared: list[tuple[bytes, bytes]] = [(b"", b"")]
+#: the last call's payload as the client sent it, as its task reads it, whether it takes a stream, and the
+#: client's credit for its values (a ``pipe`` slot's chunks send the same payload: ``attach_ahead``)
+_prepared: list[tuple[bytes, bytes, bool, tuple[int, int]]] = [(b"", b"", False, (0, 0))]
 
 
-def _task_payload(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, options: dict[str, Any]) -> bytes:
+def _task_payload(call: Any, fn: Any, args: Any, kwargs: Any, stream_at: Any, credit: tuple[int, int],
+                  options: dict[str, Any]) -> bytes:
     """What the task reads as the call (``raycall.run``), pickled with Ray's cloudpickle: once for the same
     payload from the client."""
-    source, prepared = _prepared[0]
+    source, prepared, _, _ = _prepared[0]
     if source == call.payload:
         return prepared
     import ray.cloudpickle
 
     prepared = ray.cloudpickle.dumps((ray.cloudpickle.dumps((fn, args, kwargs, stream_at)),
                                       {key: options.get(key) for key in ("render", "shipped", "skip")}))
-    _prepared[0] = (call.payload, prepared)
+    _prepared[0] = (call.payload, prepared, stream_at is not None, credit)
     return prepared
 
 
