@@ -630,6 +630,12 @@ _worker: Worker | None = None
 _leaving = threading.Lock()
 
 
+def _warm_ray(spec: str, conn: Connection) -> None:
+    from . import raydriver
+
+    raydriver.warm(spec, conn, _INPUT_FAILED)
+
+
 def main(in_fd: int = 0, out_fd: int = 1) -> None:
     """Serve calls over ``in_fd``/``out_fd`` (the bootstrap stub's stdin/stdout; a spare's client's socket)."""
     global _worker
@@ -643,11 +649,14 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     os.dup2(devnull, 0)  # user code reading stdin must not eat frames
     os.close(devnull)
     clock = watcher.Clock()
+    conn = Connection(proto_in, proto_out, clock.view)
+    ray_spec = os.environ.get("SKYCTL_RAY")  # a Ray driver: connects while the first call comes (raydriver.warm)
+    if ray_spec and claimed is not None:  # a spare (connected): its call's task is leased while HELLO and the call come
+        _warm_ray(ray_spec, conn)
     interval, bound = wire.liveness(os.environ.get("SKYCTL_LIVENESS"))
     # a process that ends the worker when its client is gone and its threads cannot run (a GIL held in C): the
     # shell that starts it runs beside the import of cloudpickle and HELLO (``started`` reaps it)
     watcher.start(proto_in, clock, bound, WATCH_GRACE)
-    conn = Connection(proto_in, proto_out, clock.view)
     worker = _worker = Worker(conn)
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -669,10 +678,8 @@ def main(in_fd: int = 0, out_fd: int = 1) -> None:
     watcher.started()  # its shell reaped: the watcher is init's, not the subreaper's below
     reaper.become_subreaper()  # after HELLO: the client is busy with it meanwhile; before any user code
     worker.logs = LogForwarder(conn)
-    if os.environ.get("SKYCTL_RAY"):  # a Ray driver: connect while the first call comes (raydriver.warm)
-        from . import raydriver
-
-        raydriver.warm(os.environ["SKYCTL_RAY"], conn, _INPUT_FAILED)
+    if ray_spec and claimed is None:  # (after the log forwarder: what ray.init prints goes to the client)
+        _warm_ray(ray_spec, conn)
     threading.Thread(target=worker.read_frames, name="skyctl-reader", daemon=True).start()
     threading.Thread(target=worker.keep_alive, args=(interval, bound), name="skyctl-heartbeat", daemon=True).start()
     try:
