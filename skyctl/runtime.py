@@ -30,11 +30,19 @@ def private_dir(environ: Mapping[str, str] | None = None) -> str:
     when it exists but is not a directory of ours with mode 0700."""
     environ = os.environ if environ is None else environ
     base = environ.get("XDG_RUNTIME_DIR", "")
-    uid = os.getuid()
     if base and os.path.isabs(base) and os.path.isdir(base):
-        path = os.path.join(base, "skyctl")
-    else:
-        path = f"/tmp/skyctl-{uid}"
+        return _ours_alone(os.path.join(base, "skyctl"))
+    return _ours_alone(f"/tmp/skyctl-{os.getuid()}")
+
+
+def private_subdir(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """``name`` in the private directory, itself created 0700 and checked as ``private_dir`` is."""
+    return _ours_alone(os.path.join(private_dir(environ), name))
+
+
+def _ours_alone(path: str) -> str:
+    """``path``, created 0700 if missing; ``UnsafeDirectory`` unless it is a directory of ours with mode 0700."""
+    uid = os.getuid()
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:

@@ -285,8 +285,7 @@ class Port:
             if self._held is not None:
                 self._held.append(payload)
                 return
-            self._link._send(Kind.ITEMS_OUT, payload, self.call_id)
-            self.sent += flow.batch_size(payload)
+            self._pass_on(payload)
 
     def release(self) -> None:
         """The calls before this one on the link are answered: the values held go to the client, and the
@@ -295,8 +294,12 @@ class Port:
             held, self._held = self._held, None
             for payload in held or ():
                 if not self._finished:
-                    self._link._send(Kind.ITEMS_OUT, payload, self.call_id)
-                    self.sent += flow.batch_size(payload)
+                    self._pass_on(payload)
+
+    def _pass_on(self, payload: bytes) -> None:
+        """A batch to the client, counted (``_relaying`` held)."""
+        self._link._send(Kind.ITEMS_OUT, payload, self.call_id)
+        self.sent += flow.batch_size(payload)
 
     # -- as the call's Inbox (from the worker's reader thread) -------------------------------
     def push(self, payload: Any) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..bootstrap import with_env
 from ..remote import spare
-from ..runtime import UnsafeDirectory, private_dir
+from ..runtime import UnsafeDirectory, private_subdir
 from .base import end_command, read_exact
 from .local import LocalTransport
 
@@ -49,15 +49,7 @@ CONNECT_SECONDS = 2.0
 def spares_dir(environ: Any = None) -> str:
     """The private runtime directory's ``spares`` (0700, created): raises ``UnsafeDirectory`` when it is
     not a directory of ours that only we can use."""
-    import stat
-
-    path = os.path.join(private_dir(environ), "spares")
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise UnsafeDirectory(f"{path} is not a private directory of yours (remove it)")
-    return path
+    return private_subdir("spares", environ)
 
 
 def key_of(argv: list[str], args: bytes) -> str:
