@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from typing import Iterator
 
 #: what each hog runs: pure Python arithmetic, no I/O, no memory growth
@@ -40,3 +41,31 @@ def busy(enabled: bool = True, hogs: int | None = None) -> Iterator[int]:
             proc.kill()
         for proc in procs:
             proc.wait()
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(all, idle) jiffies since boot, from /proc/stat's first line (iowait counts as idle)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def quiet(busiest: float = 0.1, window: float = 0.2, windows: int = 2, deadline: float = 30.0) -> bool:
+    """Wait (at most ``deadline`` s) until the machine has used under ``busiest`` of its CPU for ``windows``
+    windows of ``window`` s in a row: what a run left behind (a Ray driver leaving its job, a spare warming
+    up) is done before the next measurement starts. False at the deadline (no /proc: at once)."""
+    end = time.monotonic() + deadline
+    calm = 0
+    try:
+        before = _cpu_times()
+    except OSError:
+        return False
+    while time.monotonic() < end:
+        time.sleep(window)  # a sample of the machine's load: nothing to wait on
+        after = _cpu_times()
+        total, idle = after[0] - before[0], after[1] - before[1]
+        before = after
+        calm = calm + 1 if total and 1 - idle / total < busiest else 0
+        if calm >= windows:
+            return True
+    return False

@@ -946,10 +946,13 @@ def m_ray(b: Bench) -> None:
         sky = b.sky("run", f"{TARGETS}:one", "-H", "cluster", config=config)
         driver = [head.python, "-c", RAY_DRIVER.format(address=head.address)]
         # each run of skyctl leaves spare drivers (warm, for the next runs): every measurement, skyctl's and the
-        # baseline's, starts once they are listening, on a machine no longer busy starting them
-        # (a run takes one and leaves one; the pipe's slots take two and leave two)
+        # baseline's, starts once they are listening (a run takes one and leaves one; the pipe's slots take two
+        # and leave two) and the machine is quiet: the spares of the other rows' commands count as listening
+        # too, so their number alone lets a run start beside one still warming up (or a driver still leaving
+        # its Ray job), which slows whichever side runs then
         def settled(run: Callable[[], Any], count: int = 1) -> Any:
             _spares_listening(b, count)
+            load.quiet()
             return run()
 
         first_line(sky, **ray_kw)
