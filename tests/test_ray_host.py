@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import stat
 import subprocess
@@ -273,10 +274,12 @@ def test_a_killed_ray_worker_reruns_its_chunk_on_the_same_host(ray_config: Path,
     assert values == [2 * i for i in range(1, n + 1)]  # each value exactly once
     assert "warning: cluster: chunk 4 (stdin lines 3001–4000): the Ray task was lost: WorkerCrashedError" in err, err
     assert "it runs again, skipping the values already written" in err, err
-    # the chunk queued behind it in the same task (attached ahead) is lost with it and runs again from its start
-    queued = "warning: cluster: chunk 5 (stdin lines 4001–5000): the Ray task was lost: WorkerCrashedError"
-    reruns = 2 if queued in err else 1
-    assert f"cluster: ok, 6 chunks, 6000 records in, 6000 values out, {reruns} re-run" in err, err
+    # the chunk queued behind it in the same task (attached ahead), if one was, is lost with it and runs again from
+    # its start: chunk 5 or 6, whichever that slot took next (the other slot may have taken chunk 5)
+    lost_with_the_task = r"warning: cluster: chunk (\d+) \(stdin lines [^)]*\): the Ray task was lost: WorkerCrashedError"
+    lost = {int(number) for number in re.findall(lost_with_the_task, err)}
+    assert lost in ({4}, {4, 5}, {4, 6}), err
+    assert f"cluster: ok, 6 chunks, 6000 records in, 6000 values out, {len(lost)} re-run" in err, err
 
 
 def test_a_bad_record_ends_its_chunk_task_with_exit_65(ray_config: Path) -> None:
