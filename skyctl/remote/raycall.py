@@ -279,7 +279,7 @@ def _loads(data: Any) -> Any:
 
 
 def _value_dumps(shipped: tuple[str, ...]) -> Callable[[Any], bytes]:
-    """Pickles values as the worker does (``worker._value_dumps``), with Ray's cloudpickle: a class of a
+    """Pickles values as the worker does (``values.value_dumps``), with Ray's cloudpickle: a class of a
     module the client shipped goes as ``skyctl.remote.values.shipped_class`` (a reference the client's
     decoder resolves), never by value."""
     import ray.cloudpickle as cloudpickle

@@ -66,7 +66,7 @@ class Tasks:
             kept, self._kept = self._kept, None
         if kept is not None:
             key, until, link, ref = kept
-            if key == key_of(options) and time.monotonic() < until and not link.done.is_set():
+            if key == _key(options) and time.monotonic() < until and not link.done.is_set():
                 return link, ref
             self.drop(link, ref)
         return self._submit(options)
@@ -75,7 +75,7 @@ class Tasks:
         """A task for the next call: one whose call ended well, or (``first``) one submitted ahead of any."""
         until = time.monotonic() + (STANDBY_SECONDS if first else LINGER_SECONDS) / 2
         with self._lock:
-            old, self._kept = self._kept, (key_of(options), until, link, ref)
+            old, self._kept = self._kept, (_key(options), until, link, ref)
         if old is not None:
             self.drop(old[2], old[3])
 
@@ -170,6 +170,6 @@ def _no_client(*_: Any) -> None:
     raise OSError("no client yet")
 
 
-def key_of(options: dict[str, Any]) -> str:
+def _key(options: dict[str, Any]) -> str:
     """What a task's options must share with a call's to run it: all but the name (Ray's display only)."""
     return json.dumps({k: v for k, v in options.items() if k != "name"}, sort_keys=True, default=repr)
