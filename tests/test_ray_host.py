@@ -123,6 +123,14 @@ def test_run_streams_values_live_from_a_ray_task(ray_config: Path, ray_host: str
             proc.kill()
 
 
+def test_a_task_on_the_drivers_node_streams_over_a_unix_socket(ray_config: Path, ray_host: str) -> None:
+    """The head, the driver and the task share this machine: the task's link is the driver's abstract Unix
+    socket, not loopback TCP (``raylink.Link.local``), whichever way the driver was reached."""
+    result = sky(ray_config, "run", f"{T}:link_family", "-H", ray_host)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "unix"
+
+
 def test_a_plain_functions_value_and_a_raising_task(ray_config: Path) -> None:
     added = sky(ray_config, "run", f"{T}:add", "-a", "a=2", "-a", "b=3", "-H", "cluster")
     assert (added.returncode, added.stdout) == (0, "5\n"), added.stderr

@@ -299,3 +299,110 @@ def test_a_queued_call_cancelled_on_the_link_is_answered_at_once_and_the_one_aft
         if task is not None:
             task.close()
         link.close()
+
+
+def _read_frames(sock: socket.socket, count: int) -> list[tuple[int, int, bytes]]:
+    """``count`` frames from the driver, as the task reads them (each read bounded by the socket's timeout)."""
+    from skyctl.remote import wire
+
+    sock.settimeout(30)
+
+    def read(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            piece = sock.recv(n - len(data))
+            if not piece:
+                break
+            data += piece
+        return data
+
+    return [wire.read_call_frame(read) for _ in range(count)]
+
+
+def test_frames_the_task_does_not_read_wait_in_the_driver_in_order_and_nothing_blocks() -> None:
+    """The driver writes a frame to its task at once when the socket takes it, and leaves the rest to the
+    link's input thread: a task that reads nothing for a while neither blocks the thread that puts frames
+    (the worker's reader, which must go on hearing the client) nor reorders what it reads later."""
+    from skyctl.remote.raylink import Link
+    from skyctl.remote.wire import Kind
+
+    link = Link(lambda *frame: None, lambda *credit: None, None, "127.0.0.1")
+    task = None
+    batches = 400  # 64 KiB each: far more than the socket buffers hold
+    try:
+        port = link.attach(_FakeCall(7), b"call", (10, 1000))
+        task = _FakeTask(link)
+        assert link.connected.wait(30)
+        putting = threading.Thread(target=lambda: [port.push(b"%06d" % i + b"x" * (64 << 10)) for i in range(batches)])
+        putting.start()
+        putting.join(60)
+        assert not putting.is_alive(), "putting frames blocked on a task that does not read"
+        port.end(None)
+        frames = _read_frames(task.sock, 2 + batches + 1)
+        assert [kind for kind, _, _ in frames[:2]] == [Kind.CALL, Kind.CREDIT]
+        assert [bytes(payload[:6]) for _, _, payload in frames[2:-1]] == [b"%06d" % i for i in range(batches)]
+        assert frames[-1][0] == Kind.END_IN and {call for _, call, _ in frames} == {port.id}
+    finally:
+        if task is not None:
+            task.close()
+        link.close()
+
+
+def test_a_task_on_the_drivers_node_reaches_the_link_over_its_unix_socket_with_the_token() -> None:
+    """A link told its Ray node also listens on an abstract Unix socket; a task there connects to it with the
+    token (and is served as over TCP), while a connection without the token is closed unanswered."""
+    from skyctl.remote import wire
+    from skyctl.remote.raylink import Link
+    from skyctl.remote.wire import Kind
+
+    link = Link(lambda *frame: None, lambda *credit: None, None, "127.0.0.1", node="node-1")
+    stranger = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    task = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        assert link.local is not None and link.local[1] == "node-1" and link.local[0].startswith("\0skyctl-ray-")
+        stranger.settimeout(30)
+        stranger.connect(link.local[0])
+        stranger.sendall(b"\0" * 16)
+        assert stranger.recv(1) == b"", "a wrong token was answered"
+        assert not link.connected.is_set()
+        task.settimeout(30)
+        task.connect(link.local[0])
+        task.sendall(link.token)
+        assert link.connected.wait(30)
+        port = link.attach(_FakeCall(7), b"call", (10, 1000))
+        assert [kind for kind, _, _ in _read_frames(task, 2)] == [Kind.CALL, Kind.CREDIT]
+        task.sendall(wire.encode(Kind.RETURN, _text_batch(), port.id))
+        assert port.ended.wait(30) and port.terminal is not None and port.terminal[0] == Kind.RETURN
+    finally:
+        stranger.close()
+        task.close()
+        link.close()
+
+
+def test_a_task_takes_the_unix_socket_only_on_the_drivers_node(monkeypatch: Any) -> None:
+    """``raycall`` connects to the link's Unix socket only when its Ray node is the driver's (elsewhere the
+    same abstract name would be another machine's, or nobody's): else, and when that fails, it uses TCP."""
+    import types
+
+    from skyctl.remote import raycall
+
+    node = {"id": "node-1"}
+    fake_ray = types.ModuleType("ray")
+    fake_ray.get_runtime_context = lambda: types.SimpleNamespace(get_node_id=lambda: node["id"])  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    name = "\0skyctl-test-" + os.urandom(6).hex()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(name)
+    listener.listen(1)
+    try:
+        sock = raycall._connect_local((name, "node-1"))
+        assert sock is not None and sock.family == socket.AF_UNIX
+        sock.close()
+        node["id"] = "node-2"
+        assert raycall._connect_local((name, "node-1")) is None
+        assert raycall._connect_local(None) is None
+        node["id"] = "node-1"
+        assert raycall._connect_local(("\0skyctl-test-nobody-" + os.urandom(6).hex(), "node-1")) is None
+    finally:
+        listener.close()
+

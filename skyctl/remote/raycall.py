@@ -65,22 +65,25 @@ class InputBroke(GeneratorExit):
 
 
 def run(link: tuple[Any, ...]) -> None:
-    """Connect to the driver at ``link`` (host, port, token, and maybe the seconds to wait for a first
-    call instead of ``STANDBY_SECONDS``) and run the calls it sends, one after another:
+    """Connect to the driver at ``link`` (host, port, token, the seconds to wait for a first call instead
+    of ``STANDBY_SECONDS`` or None, and the driver's Unix socket and Ray node or None) and run the calls
+    it sends, one after another:
     each a CALL frame (the pickled ``(payload, options)``: ``payload`` the pickled ``(fn, args, kwargs,
     stream_at)``, ``options`` the CALL's ``render``, ``shipped``, ``skip``) and that call's frames. The
     task ends when the driver closes the link, when no call came for ``STANDBY_SECONDS`` (the first) or
     ``LINGER_SECONDS`` (after one), or when a call is cancelled by ``ray.cancel``."""
+    sock = _connect_local(link[4] if len(link) > 4 else None)
     try:
-        sock = socket.create_connection(link[:2], timeout=CONNECT_SECONDS)
+        if sock is None:
+            sock = socket.create_connection(link[:2], timeout=CONNECT_SECONDS)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(link[2])
     except OSError as exc:
         raise ConnectionError(f"{raytask.UNREACHABLE} at {link[0]}:{link[1]}: {exc}") from None
     sock.settimeout(None)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = _Link(sock)
     try:
-        wait = float(link[3]) if len(link) > 3 else STANDBY_SECONDS
+        wait = float(link[3]) if len(link) > 3 and link[3] is not None else STANDBY_SECONDS
         while True:
             got = conn.next_call(wait)
             if got is None:
@@ -90,6 +93,29 @@ def run(link: tuple[Any, ...]) -> None:
             wait = LINGER_SECONDS
     finally:
         conn.close()
+
+
+def _connect_local(local: Any) -> socket.socket | None:
+    """The driver's Unix socket when this task runs on the driver's own Ray node (``local``: its abstract
+    name and that node's id); None elsewhere, or when it cannot be reached (then TCP, as on any node)."""
+    if not local or not hasattr(socket, "AF_UNIX"):
+        return None
+    name, node = local
+    try:
+        import ray
+
+        if str(ray.get_runtime_context().get_node_id()) != node:
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except Exception:
+        return None
+    try:
+        sock.settimeout(CONNECT_SECONDS)
+        sock.connect(name)
+        return sock
+    except OSError:
+        sock.close()
+        return None
 
 
 class _Link:

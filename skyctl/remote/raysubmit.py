@@ -4,7 +4,7 @@
   cloudpickle to travel by value and exported once per driver process; the
   modules it builds (``raytask.MODULES``) are put in Ray's object store once,
   as source text.
-- A task gets only its link's address and token (``raylink.Link``); its
+- A task gets only its link's addresses and token (``raylink.Link``); its
   calls come over the link (``Link.attach``). A task whose call ended well is
   kept (``keep``) and the driver's next call with the same ``.options()``
   runs in it (``take``): a ``pipe`` slot's chunks follow one another in one
@@ -53,6 +53,10 @@ class Tasks:
         self._conn = conn
         self._input_failed = input_failed
         self._host = host
+        try:  # a task on this node connects over a Unix socket (``raylink.Link.local``)
+            self._node: str | None = str(ray.get_runtime_context().get_node_id())
+        except Exception:
+            self._node = None
         self._code: tuple[str, list[Any]] | None = None
         #: the task kept for the next call: ``(its options' key, used until, link, ref)``; it is used only
         #: well within the time it waits (``raycall.STANDBY_SECONDS``, ``LINGER_SECONDS``)
@@ -113,9 +117,9 @@ class Tasks:
     def _submit(self, options: dict[str, Any], standby: float | None = None) -> tuple[raylink.Link, Any]:
         conn = self._conn  # None: a spare's warm-up, whose task gets no call
         link = raylink.Link(conn.send if conn else _no_client, conn.grant if conn else _no_client,
-                            self._input_failed, self._host)
+                            self._input_failed, self._host, self._node)
         try:
-            args = (*link.address, link.token) + ((standby,) if standby is not None else ())
+            args = (*link.address, link.token, standby, link.local)
             ref = self._remote.options(**options).remote(args, self._code_ref())
         except BaseException:
             link.close()

@@ -108,3 +108,16 @@ def hold_at(records: Iterator[int], gate_at: int, workdir: str) -> Iterator[int]
         raise
     finally:
         Path(workdir, f"finally-{gate_at}").write_text(how)
+
+
+def link_family() -> str:
+    """How this task reached its driver: the family of its open link's socket (raycall's ``_Link``)."""
+    import gc
+    import socket
+
+    families = set()
+    for obj in gc.get_objects():
+        sock = getattr(obj, "_sock", None) if type(obj).__name__ == "_Link" else None
+        if isinstance(sock, socket.socket) and sock.fileno() != -1:
+            families.add("unix" if sock.family == socket.AF_UNIX else "tcp")
+    return ",".join(sorted(families)) or "none"
