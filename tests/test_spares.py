@@ -406,3 +406,35 @@ def test_a_task_takes_the_unix_socket_only_on_the_drivers_node(monkeypatch: Any)
     finally:
         listener.close()
 
+
+
+def test_a_spare_driver_does_rays_first_log_import_before_its_client_comes(monkeypatch: Any) -> None:
+    """Ray's log thread imports its autoscaler helpers (about 45 ms of CPU) when the cluster's autoscaler
+    first logs, which in a spare fell inside its client's run: ``prepare`` does it while the spare waits,
+    and a Ray without those helpers still warms up."""
+    import types
+
+    from skyctl.remote import raydriver, raysubmit
+
+    called: list[str] = []
+    fake_ray = types.ModuleType("ray")
+    modules = {"ray": fake_ray}
+    for name in ("ray.autoscaler", "ray.autoscaler.v2", "ray.autoscaler.v2.utils"):
+        modules[name] = types.ModuleType(name)
+    modules["ray.autoscaler.v2.utils"].is_autoscaler_v2 = lambda: called.append("asked") or False  # type: ignore[attr-defined]
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+    class Tasks:
+        @staticmethod
+        def warm_up(options: Any, timeout: float, hold: float) -> None:
+            called.append("warmed")
+
+    monkeypatch.setattr(raydriver, "connect", lambda opts, cancelled: fake_ray)
+    monkeypatch.setattr(raydriver, "_node_address", lambda ray: "127.0.0.1")
+    monkeypatch.setattr(raysubmit.Tasks, "of", classmethod(lambda cls, *args: Tasks()))
+    raydriver.prepare(json.dumps({"address": "127.0.0.1:1"}), 5.0)
+    assert called == ["warmed", "asked"]
+    monkeypatch.setitem(sys.modules, "ray.autoscaler.v2.utils", None)  # an import that fails
+    raydriver.prepare(json.dumps({"address": "127.0.0.1:1"}), 5.0)
+    assert called == ["warmed", "asked", "warmed"]

@@ -17,7 +17,10 @@ arguments), and ``worker.main`` calls ``wait_for_client`` first:
    while the spare waits (an idle one Ray may end to make room for other
    jobs' workers); it holds none of the cluster's CPUs, GPUs or memory.
    When its client comes, that task ends and the call's own, with its
-   resources, leases the process in a few ms. One that cannot warm up (no
+   resources, leases the process in a few ms. It also imports what Ray's
+   log thread would import at the cluster autoscaler's first log line
+   (``raydriver._preload_log_filter``), which would otherwise land in its
+   client's run. One that cannot warm up (no
    ray, no cluster) leaves: the next run starts its driver as always, and
    that one says what is wrong;
 3. it listens on ``<dir>/<key>.<pid>.sock`` (the private runtime directory's
