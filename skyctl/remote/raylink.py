@@ -186,12 +186,16 @@ class Link:
                 port.end_with(None)
 
     def _accept(self) -> socket.socket | None:
+        poller = select.poll()  # (not ``select.select``: a driver's fds may pass 1023)
+        by_fd = {listener.fileno(): listener for listener in self._listeners}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
         while not self._closed:
-            ready, _, _ = select.select(self._listeners, [], [], ACCEPT_POLL)
+            ready = poller.poll(ACCEPT_POLL * 1000)
             if not ready:
                 continue
             try:
-                sock, _ = ready[0].accept()
+                sock, _ = by_fd[ready[0][0]].accept()
             except OSError:
                 continue
             try:
