@@ -304,19 +304,10 @@ def test_a_queued_call_cancelled_on_the_link_is_answered_at_once_and_the_one_aft
 def _read_frames(sock: socket.socket, count: int) -> list[tuple[int, int, bytes]]:
     """``count`` frames from the driver, as the task reads them (each read bounded by the socket's timeout)."""
     from skyctl.remote import wire
+    from skyctl.transports.base import read_exact
 
     sock.settimeout(30)
-
-    def read(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            piece = sock.recv(n - len(data))
-            if not piece:
-                break
-            data += piece
-        return data
-
-    return [wire.read_call_frame(read) for _ in range(count)]
+    return [wire.read_call_frame(lambda n: read_exact(sock.recv, n)) for _ in range(count)]
 
 
 def test_frames_the_task_does_not_read_wait_in_the_driver_in_order_and_nothing_blocks() -> None:

@@ -72,9 +72,9 @@ class Link:
         self._grant = grant
         self._input_failed = input_failed
         self.token = os.urandom(TOKEN_BYTES)
-        self._listener = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self.address = (host, int(self._listener.getsockname()[1]))
-        self._listeners = [self._listener]
+        tcp = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.address = (host, int(tcp.getsockname()[1]))
+        self._listeners = [tcp]
         #: ``(name, node)``: an abstract Unix socket a task on the driver's own Ray node (``node``) connects to
         #: instead (the same frames, a token all the same; a Unix socket costs both ends about half of what
         #: loopback TCP does per byte); None without a node id or where it cannot listen
